@@ -1,0 +1,108 @@
+"""Settings: read once from the environment and .env, checked before anything starts.
+
+Every setting is named in .env.example with a comment. Secrets are SecretStr; a secret that is
+missing where it is needed, or still holds a placeholder, stops the program at start with the
+setting's name and how to fix it (``SettingsError``).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PLACEHOLDER = re.compile(r"^(|changeme|change-me|xxx+|todo|<.*>|your[-_ ].*|.*placeholder.*)$", re.I)
+_TELEGRAM_TOKEN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{30,}$")
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or wrong; the message names it and says how to fix it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: Literal["development", "production", "test"] = "development"
+    database_url: str = "sqlite:///./data/bot.db"
+    timezone: str = "Asia/Shanghai"
+    log_level: str = "INFO"
+
+    # Roster and campaign
+    load_example_roster: bool = True
+    service_object_minimum: int = Field(default=10, ge=0)
+    bind_code_ttl_hours: int = Field(default=72, ge=1)
+    survey_file: Path | None = None
+    household_page_size: int = Field(default=8, ge=3, le=20)
+
+    # Telegram
+    telegram_bot_token: SecretStr | None = None
+    telegram_bot_username: str | None = None
+    telegram_api_base_url: str = "https://api.telegram.org"
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
+
+    # HTTP server (Telegram webhook now; the rating page and WeChat later)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+
+    @field_validator("telegram_bot_token", "telegram_webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("telegram_webhook_url", "telegram_bot_username", "survey_file", mode="before")
+    @classmethod
+    def _empty_str_is_none(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """DATABASE_URL with the psycopg 3 driver filled in for bare postgresql:// URLs."""
+        url = self.database_url
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
+
+    @property
+    def telegram_enabled(self) -> bool:
+        return self.telegram_bot_token is not None
+
+    def check(self) -> "Settings":
+        """Fails with the setting's name and the fix when a needed secret is absent or a placeholder."""
+        try:
+            ZoneInfo(self.timezone)
+        except Exception as exc:  # ZoneInfoNotFoundError, ValueError
+            raise SettingsError(f"TIMEZONE={self.timezone!r} 不是有效的时区名，例如 Asia/Shanghai。") from exc
+        if self.telegram_bot_token is not None:
+            token = self.telegram_bot_token.get_secret_value().strip()
+            if _PLACEHOLDER.match(token) or not _TELEGRAM_TOKEN.match(token):
+                raise SettingsError(
+                    "TELEGRAM_BOT_TOKEN 仍是占位值或格式不对：请填入 @BotFather 给出的令牌"
+                    "（形如 123456789:AA...），或删去这一行以使用本地控制台渠道。"
+                )
+        if self.telegram_webhook_url:
+            if not self.telegram_enabled:
+                raise SettingsError("TELEGRAM_WEBHOOK_URL 已设置，但缺少 TELEGRAM_BOT_TOKEN。")
+            secret = self.telegram_webhook_secret.get_secret_value() if self.telegram_webhook_secret else ""
+            if _PLACEHOLDER.match(secret.strip()) or not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", secret):
+                raise SettingsError(
+                    "TELEGRAM_WEBHOOK_SECRET 缺失或仍是占位值：Webhook 模式需要 16–256 位的随机串"
+                    "（A-Z a-z 0-9 _ -），例如用 `python -c \"import secrets;print(secrets.token_urlsafe(32))\"` 生成。"
+                )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The one settings object of this process; tests clear the cache after changing the environment."""
+    return Settings()

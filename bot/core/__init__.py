@@ -1,0 +1,1 @@
+"""The channel-neutral core: flows, commands and rules, over our own Inbound/Reply types."""

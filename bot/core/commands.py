@@ -1,0 +1,178 @@
+"""One-shot commands: help, binding, progress views and the admin's binding codes.
+
+Each command is a function of the context plus one entry in ``COMMANDS`` with the least role
+that may use it; the engine enforces the role, so a command here never checks it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from sqlmodel import select
+
+from bot import texts
+from bot.core import binding
+from bot.core.dialogue import Context
+from bot.core.periods import half_label
+from bot.core.phones import normalize_mobile
+from bot.core.progress import cadre_progress, households_with_status, progress_bar, unit_progress
+from storage.models import Cadre, Role, Unit
+
+# Least rank needed; a bound account of any role has rank >= 1.
+RANK = {None: 0, Role.CADRE: 1, Role.SUPERVISOR: 2, Role.ADMIN: 3}
+
+
+@dataclass(frozen=True)
+class Command:
+    run: Callable[[Context], None]
+    role: str | None  # None: anyone, bound or not
+
+
+def rank(cadre: Cadre | None) -> int:
+    return RANK.get(cadre.role, 1) if cadre else 0
+
+
+def help_text(cadre: Cadre | None) -> str:
+    if cadre is None:
+        return texts.HELP_HEADER + "\n" + texts.HELP_UNBOUND
+    parts = [texts.HELP_HEADER, texts.HELP_CADRE]
+    if rank(cadre) >= RANK[Role.SUPERVISOR]:
+        parts.append(texts.HELP_SUPERVISOR)
+    if rank(cadre) >= RANK[Role.ADMIN]:
+        parts.append(texts.HELP_ADMIN)
+    return "\n".join(parts)
+
+
+def unit_name(ctx: Context, cadre: Cadre) -> str:
+    unit = ctx.session.get(Unit, cadre.unit_id)
+    return unit.name if unit else ""
+
+
+def cmd_help(ctx: Context) -> None:
+    """Lists what this user may do."""
+    if ctx.cadre is None:
+        ctx.say(help_text(None), request_contact=True)
+    else:
+        ctx.say(help_text(ctx.cadre))
+
+
+def cmd_start(ctx: Context) -> None:
+    """Greets the user; a payload (deep link) may carry a binding code."""
+    payload = ctx.inbound.args.strip()
+    if payload.startswith(binding.START_PREFIX):
+        return _bind_with(ctx, payload[len(binding.START_PREFIX):])
+    if ctx.cadre is None:
+        ctx.say(texts.WELCOME_UNBOUND, request_contact=True)
+        return
+    ctx.say(texts.WELCOME_BOUND.format(name=ctx.cadre.name, unit=unit_name(ctx, ctx.cadre)) + "\n"
+            + help_text(ctx.cadre))
+
+
+def cmd_bind(ctx: Context) -> None:
+    """Binds the account with a code typed after /bind."""
+    code = ctx.inbound.args.strip()
+    if not code:
+        ctx.say(texts.BIND_USAGE)
+        return
+    _bind_with(ctx, code)
+
+
+def _bind_with(ctx: Context, code: str) -> None:
+    if ctx.cadre is not None:
+        ctx.say(texts.ALREADY_BOUND.format(name=ctx.cadre.name, unit=unit_name(ctx, ctx.cadre)))
+        return
+    cadre = binding.redeem_code(ctx.session, code, ctx.inbound.channel, ctx.inbound.user_id, ctx.now)
+    if cadre is None:
+        ctx.say(texts.BIND_CODE_INVALID)
+        return
+    ctx.cadre = cadre
+    ctx.say(texts.BOUND_OK.format(name=cadre.name, unit=unit_name(ctx, cadre)))
+
+
+def bind_by_contact(ctx: Context) -> None:
+    """Binds the account to the cadre whose mobile the user shared, if the card is the user's own."""
+    contact = ctx.inbound.contact
+    if ctx.cadre is not None:
+        ctx.say(texts.ALREADY_BOUND.format(name=ctx.cadre.name, unit=unit_name(ctx, ctx.cadre)))
+        return
+    if contact.user_id is None or contact.user_id != ctx.inbound.user_id:
+        ctx.say(texts.CONTACT_NOT_OWN, request_contact=True)
+        return
+    cadre = binding.cadre_by_mobile(ctx.session, contact.phone)
+    if cadre is None:
+        ctx.say(texts.CONTACT_UNKNOWN.format(phone=contact.phone[:20]))
+        return
+    binding.bind(ctx.session, cadre, ctx.inbound.channel, ctx.inbound.user_id, "contact", ctx.now)
+    ctx.cadre = cadre
+    ctx.say(texts.BOUND_OK.format(name=cadre.name, unit=unit_name(ctx, cadre)))
+
+
+def cmd_progress(ctx: Context) -> None:
+    """Shows visited N of M households this half-year, which remain, and the service objects."""
+    p = cadre_progress(ctx.session, ctx.cadre, ctx.half)
+    lines = [texts.PROGRESS.format(half_label=half_label(ctx.half), done=p.visited, total=p.assigned,
+                                   bar=progress_bar(p.visited, p.assigned), contacts=p.contacts,
+                                   objects=p.service_objects)]
+    remaining = [item.household for item in households_with_status(ctx.session, ctx.cadre.id, ctx.half)
+                 if not item.visited]
+    if remaining:
+        lines.append(texts.PROGRESS_REMAINING)
+        lines += [f"• {h.name} · {h.address}" for h in remaining]
+    elif p.assigned:
+        lines.append(texts.PROGRESS_ALL_DONE)
+    if p.service_objects < ctx.settings.service_object_minimum:
+        lines.append(texts.PROGRESS_OBJECTS_LOW.format(minimum=ctx.settings.service_object_minimum))
+    ctx.say("\n".join(lines))
+
+
+def cmd_unit(ctx: Context) -> None:
+    """Shows every cadre of the supervisor's unit with visits done of assigned."""
+    cadres = ctx.session.exec(select(Cadre).where(Cadre.unit_id == ctx.cadre.unit_id, Cadre.active == True)  # noqa: E712
+                              .order_by(Cadre.name)).all()
+    lines = [texts.UNIT_PROGRESS_HEADER.format(unit=unit_name(ctx, ctx.cadre), half_label=half_label(ctx.half))]
+    minimum = ctx.settings.service_object_minimum
+    for p in unit_progress(ctx.session, list(cadres), ctx.half):
+        if p.assigned == 0 and p.cadre.role != Role.CADRE:
+            continue
+        behind = p.visited < p.assigned or p.service_objects < minimum
+        lines.append(texts.UNIT_PROGRESS_LINE.format(name=p.cadre.name, done=p.visited, total=p.assigned,
+                                                     objects=p.service_objects,
+                                                     flag=texts.UNIT_BEHIND if behind else ""))
+    ctx.say("\n".join(lines))
+
+
+def cmd_bindcode(ctx: Context) -> None:
+    """Issues a one-time binding code for the cadre with the given mobile."""
+    mobile = normalize_mobile(ctx.inbound.args)
+    if mobile is None:
+        ctx.say(texts.BINDCODE_USAGE)
+        return
+    cadre = binding.cadre_by_mobile(ctx.session, mobile)
+    if cadre is None:
+        ctx.say(texts.BINDCODE_UNKNOWN.format(mobile=mobile))
+        return
+    code, expires = binding.issue_code(ctx.session, cadre, ctx.now, ctx.settings)
+    link = binding.telegram_link(ctx.settings, code)
+    local = expires.astimezone(ctx.settings.tz)
+    ctx.say(texts.BINDCODE_ISSUED.format(name=cadre.name, unit=unit_name(ctx, cadre), code=code,
+                                         expires=local.strftime("%Y-%m-%d %H:%M"),
+                                         link=texts.BINDCODE_LINK.format(link=link) if link else ""))
+
+
+COMMANDS: dict[str, Command] = {
+    "start": Command(cmd_start, None),
+    "help": Command(cmd_help, None),
+    "bind": Command(cmd_bind, None),
+    "progress": Command(cmd_progress, Role.CADRE),
+    "unit": Command(cmd_unit, Role.SUPERVISOR),
+    "bindcode": Command(cmd_bindcode, Role.ADMIN),
+}
+
+# Words that act as commands when typed outside a flow (channels without a command menu).
+KEYWORDS = {
+    "帮助": "help", "菜单": "help", "开始": "start", "绑定": "bind",
+    "走访": "visit", "入户走访": "visit", "开始走访": "visit",
+    "日常走访": "contact", "日常": "contact", "进度": "progress", "我的进度": "progress",
+    "单位进度": "unit", "取消": "cancel", "继续": "resume",
+}

@@ -1,0 +1,303 @@
+"""Step-by-step flows over a persisted dialogue state: prompts, options, back, skip, cancel, paging.
+
+A flow is a set of named steps. Each step says what it accepts (a choice, text, a photo, a
+location), how to prompt, which options to offer, and what to do with an answer (store it and
+name the next step, or ``None`` to finish). The runner here does everything common: matching a
+button token, a number or an option's words; refusing input of the wrong kind without changing
+anything; ``上一步`` through a history stack; ``跳过`` on optional steps; paging long option lists.
+
+Option tokens are "<version>.<index>". The version changes with every change of the dialogue, so a
+button from an older message (or the loser of two racing presses) is recognised as stale.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+from sqlmodel import Session
+
+from bot import texts
+from bot.config import Settings
+from bot.core.periods import half_of
+from bot.core.types import Inbound, Location, Option, Reply
+from storage.models import Cadre
+
+BACK, CANCEL, SKIP, NEXT_PAGE, PREV_PAGE = "__back__", "__cancel__", "__skip__", "__next__", "__prev__"
+NAV_LABELS = {BACK: texts.BACK, CANCEL: texts.CANCEL, SKIP: texts.SKIP, NEXT_PAGE: texts.NEXT_PAGE,
+              PREV_PAGE: texts.PREV_PAGE}
+
+
+class InputError(Exception):
+    """The answer is not acceptable; the message is shown and nothing changes."""
+
+
+@dataclass
+class Dialogue:
+    """The mutable copy of a DialogueState row that one inbound event works on."""
+
+    flow: str | None
+    step: str | None
+    data: dict[str, Any]
+    version: int
+
+    def snapshot(self) -> tuple:
+        return (self.flow, self.step, repr(self.data))
+
+
+@dataclass
+class Context:
+    """Everything one inbound event is handled with; replies are collected, not sent."""
+
+    session: Session
+    inbound: Inbound
+    dialogue: Dialogue
+    settings: Settings
+    now: datetime
+    cadre: Cadre | None
+    replies: list[Reply | Callable[[int], Reply]] = field(default_factory=list)
+    chosen: str | None = None
+    stale: bool = False
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.dialogue.data
+
+    @property
+    def half(self) -> str:
+        return half_of(self.now, self.settings.tz)
+
+    def say(self, text: str, **kwargs) -> None:
+        self.replies.append(Reply(text, **kwargs))
+
+    def start_flow(self, flow: str, step: str, data: dict[str, Any] | None = None) -> None:
+        self.dialogue.flow, self.dialogue.step, self.dialogue.data = flow, step, dict(data or {})
+
+    def end_flow(self) -> None:
+        self.dialogue.flow, self.dialogue.step, self.dialogue.data = None, None, {}
+
+
+@dataclass
+class Step:
+    """One question of a flow. ``on_answer(ctx, value)`` stores the value and returns the next step."""
+
+    key: str
+    kind: str  # "choice", "text", "photo" or "location"
+    prompt: Callable[[Context], str]
+    on_answer: Callable[[Context, Any], str | None]
+    options: Callable[[Context], list[tuple[Any, str]]] | None = None
+    optional: bool = False
+    max_len: int = 500
+    per_row: int = 2
+    page_size: int | None = None
+
+
+class Flow:
+    """A named set of steps; subclasses build ``steps`` and implement ``finish``."""
+
+    name: str = ""
+    steps: dict[str, Step]
+
+    def finish(self, ctx: Context) -> None:
+        raise NotImplementedError
+
+    def step(self, ctx: Context) -> Step:
+        return self.steps[ctx.dialogue.step]
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def options(self, ctx: Context, step: Step) -> list[list[tuple[Any, str]]]:
+        """Rows of (value, label): the step's own options (one page of them), then navigation."""
+        rows: list[list[tuple[Any, str]]] = []
+        own = step.options(ctx) if step.options else []
+        nav: list[tuple[Any, str]] = []
+        if step.page_size and len(own) > step.page_size:
+            pages = (len(own) + step.page_size - 1) // step.page_size
+            page = min(max(ctx.data.get(f"_page:{step.key}", 0), 0), pages - 1)
+            own = own[page * step.page_size:(page + 1) * step.page_size]
+            if page > 0:
+                nav.append((PREV_PAGE, texts.PREV_PAGE))
+            if page < pages - 1:
+                nav.append((NEXT_PAGE, texts.NEXT_PAGE))
+        for i in range(0, len(own), step.per_row):
+            rows.append(own[i:i + step.per_row])
+        if nav:
+            rows.append(nav)
+        tail: list[tuple[Any, str]] = []
+        if step.optional:
+            tail.append((SKIP, texts.SKIP))
+        if ctx.data.get("_history"):
+            tail.append((BACK, texts.BACK))
+        tail.append((CANCEL, texts.CANCEL))
+        rows.append(tail)
+        return rows
+
+    def prompt(self, ctx: Context) -> None:
+        """Queues the current step's question; its buttons get tokens once the version is known."""
+        step = self.step(ctx)
+        text = step.prompt(ctx)
+        if step.page_size:
+            own = step.options(ctx) if step.options else []
+            pages = (len(own) + step.page_size - 1) // step.page_size
+            if pages > 1:
+                page = min(max(ctx.data.get(f"_page:{step.key}", 0), 0), pages - 1)
+                text += texts.PICK_HOUSEHOLD_PAGE.format(page=page + 1, pages=pages)
+        rows = self.options(ctx, step)
+
+        def render(version: int) -> Reply:
+            index = 0
+            out: list[list[Option]] = []
+            for row in rows:
+                out_row = []
+                for _value, label in row:
+                    out_row.append(Option(label, f"{version}.{index}"))
+                    index += 1
+                out.append(out_row)
+            return Reply(text, options=out, request_location=step.kind == "location")
+
+        ctx.replies.append(render)
+
+    # -- answering ---------------------------------------------------------------------------
+
+    def feed(self, ctx: Context) -> None:
+        """Takes the inbound event as the answer to the current step, or explains why not."""
+        step = self.step(ctx)
+        inbound = ctx.inbound
+        flat = [pair for row in self.options(ctx, step) for pair in row]
+        value: Any
+        if inbound.token is not None:
+            picked = _token_index(inbound.token, ctx.dialogue.version)
+            if picked is None or picked >= len(flat):
+                ctx.stale = True
+                ctx.say(texts.STALE_BUTTON)
+                self.prompt(ctx)
+                return
+            value, ctx.chosen = flat[picked]
+        elif inbound.photo_ref is not None:
+            if step.kind != "photo":
+                return self._refuse(ctx, texts.NOT_EXPECTED_HERE.format(what=texts.WHAT_PHOTO))
+            value = inbound.photo_ref
+        elif inbound.location is not None:
+            if step.kind != "location":
+                return self._refuse(ctx, texts.NOT_EXPECTED_HERE.format(what=texts.WHAT_LOCATION))
+            value = inbound.location
+        elif inbound.contact is not None:
+            return self._refuse(ctx, texts.NOT_EXPECTED_HERE.format(what=texts.WHAT_CONTACT))
+        else:
+            text = (inbound.text or "").strip()
+            matched = _match_option(text, flat)
+            if matched is not None:
+                value = matched
+            elif step.kind == "text":
+                value = text
+            elif step.kind == "location":
+                location = parse_location(text)
+                if location is None:
+                    return self._refuse(ctx, texts.LOCATION_INVALID)
+                value = location
+            elif step.kind == "photo":
+                return self._refuse(ctx, texts.NEED_PHOTO)
+            else:
+                return self._refuse(ctx, texts.PICK_AN_OPTION.format(count=len(flat)))
+
+        if value == CANCEL:
+            name = texts.FLOW_NAMES.get(self.name, "")
+            ctx.end_flow()
+            ctx.say(texts.CANCELLED.format(flow=name))
+            return
+        if value == BACK:
+            history = ctx.data.get("_history") or []
+            if history:
+                ctx.dialogue.step = history.pop()
+                ctx.data["_history"] = history
+            self.prompt(ctx)
+            return
+        if value in (NEXT_PAGE, PREV_PAGE):
+            key = f"_page:{step.key}"
+            ctx.data[key] = ctx.data.get(key, 0) + (1 if value == NEXT_PAGE else -1)
+            self.prompt(ctx)
+            return
+        if value == SKIP:
+            value = None
+        elif step.kind == "text":
+            try:
+                value = clean_text(value, step.max_len)
+            except InputError as exc:
+                return self._refuse(ctx, str(exc))
+
+        try:
+            next_key = step.on_answer(ctx, value)
+        except InputError as exc:
+            return self._refuse(ctx, str(exc))
+        if next_key is None:
+            try:
+                self.finish(ctx)
+            except InputError as exc:
+                return self._refuse(ctx, str(exc))
+            ctx.end_flow()
+            return
+        ctx.data.setdefault("_history", []).append(step.key)
+        ctx.dialogue.step = next_key
+        self.prompt(ctx)
+
+    def _refuse(self, ctx: Context, message: str) -> None:
+        ctx.say(message)
+        self.prompt(ctx)
+
+
+def _token_index(token: str, version: int) -> int | None:
+    """The option index a token names, or None when the token is not for this version."""
+    try:
+        token_version, index = token.split(".", 1)
+        if int(token_version) != version:
+            return None
+        return int(index)
+    except (ValueError, AttributeError):
+        return None
+
+
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def _plain(text: str) -> str:
+    return _NON_WORD.sub("", unicodedata.normalize("NFKC", text)).lower()
+
+
+def _match_option(text: str, flat: list[tuple[Any, str]]) -> Any | None:
+    """An option chosen by its number (1-based, as numbered for channels without buttons) or words."""
+    if not text or len(text) > 60:
+        return None
+    normal = unicodedata.normalize("NFKC", text).strip()
+    if normal.isdigit():
+        n = int(normal)
+        return flat[n - 1][0] if 1 <= n <= len(flat) else None
+    plain = _plain(normal)
+    if not plain:
+        return None
+    for value, label in flat:
+        if _plain(label) == plain:
+            return value
+    return None
+
+
+def clean_text(text: str, limit: int) -> str:
+    """Free text as stored: control characters dropped, length checked, some real words required."""
+    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C").strip()
+    if len(text) > limit:
+        raise InputError(texts.TEXT_TOO_LONG.format(length=len(text), limit=limit))
+    if not any(unicodedata.category(ch)[0] in "LN" for ch in text):
+        raise InputError(texts.TEXT_EMPTY)
+    return text
+
+
+def parse_location(text: str) -> Location | None:
+    match = re.fullmatch(r"\s*(-?\d{1,2}(?:\.\d+)?)\s*[,，\s]\s*(-?\d{1,3}(?:\.\d+)?)\s*", text or "")
+    if not match:
+        return None
+    lat, lon = float(match.group(1)), float(match.group(2))
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return None
+    return Location(lat, lon)

@@ -1,0 +1,175 @@
+"""The conversation engine: one inbound event in, one transaction, the replies out.
+
+For every event it opens one session, drops the event if its key was seen before (a webhook
+delivered twice), loads and locks the user's dialogue row, routes the event to a command or the
+current flow, saves the new state with a version check, and commits once: the answer and the next
+step are stored together or not at all. Replies are returned to the channel, never sent from here.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+import logging
+from datetime import datetime, timezone
+from typing import Callable
+
+from sqlalchemy import update
+from sqlalchemy.engine import Engine as DbEngine
+from sqlmodel import select
+
+from bot import texts
+from bot.config import Settings
+from bot.core import binding, commands
+from bot.core.dialogue import Context, Dialogue, Flow
+from bot.core.flows.contact import ContactFlow
+from bot.core.flows.visit import VisitFlow
+from bot.core.survey import load_survey
+from bot.core.types import Inbound, Outcome, Reply
+from storage.db import insert_ignore, session_scope
+from storage.models import DialogueState, ProcessedInbound, Role
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+class ConcurrentUpdate(Exception):
+    """The dialogue row changed under us: another event for the same user won the race."""
+
+
+def system_clock() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Engine:
+    """Handles inbound events for every channel; safe to share between threads and processes."""
+
+    def __init__(self, db: DbEngine, settings: Settings, clock: Clock = system_clock):
+        self.db = db
+        self.settings = settings
+        self.clock = clock
+        self.flows: dict[str, Flow] = {
+            "visit": VisitFlow(load_survey(settings.survey_file), page_size=settings.household_page_size),
+            "contact": ContactFlow(page_size=settings.household_page_size),
+        }
+        # Flow-starting commands live beside the one-shot ones, with the least role they need.
+        self.flow_commands = {"visit": Role.CADRE, "contact": Role.CADRE}
+
+    def handle(self, inbound: Inbound) -> Outcome:
+        """Processes one event and returns what to send; a redelivered event returns ``duplicate``."""
+        now = self.clock()
+        try:
+            with session_scope(self.db) as session:
+                if inbound.event_key is not None:
+                    fresh = insert_ignore(session, ProcessedInbound, {
+                        "channel": inbound.channel, "event_key": inbound.event_key[:100], "created_at": now})
+                    if not fresh:
+                        return Outcome(duplicate=True)
+                row = self._load_state(session, inbound, now)
+                dialogue = Dialogue(row.flow, row.step, copy.deepcopy(row.data or {}), row.version)
+                before = dialogue.snapshot()
+                ctx = Context(session=session, inbound=inbound, dialogue=dialogue, settings=self.settings, now=now,
+                              cadre=binding.bound_cadre(session, inbound.channel, inbound.user_id))
+                self._route(ctx)
+                version = row.version
+                if dialogue.snapshot() != before:
+                    version = self._save_state(session, inbound, dialogue, row.version, now)
+                replies = [item(version) if callable(item) else item for item in ctx.replies]
+                return Outcome(replies=replies, chosen=ctx.chosen, stale=ctx.stale)
+        except ConcurrentUpdate:
+            return Outcome(replies=[Reply(texts.STALE_BUTTON)], stale=True)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _load_state(self, session, inbound: Inbound, now: datetime) -> DialogueState:
+        query = select(DialogueState).where(DialogueState.channel == inbound.channel,
+                                            DialogueState.external_user_id == inbound.user_id).with_for_update()
+        row = session.exec(query).first()
+        if row is None:
+            insert_ignore(session, DialogueState, {
+                "channel": inbound.channel, "external_user_id": inbound.user_id, "flow": None, "step": None,
+                "data": {}, "version": 0, "updated_at": now})
+            row = session.exec(query.execution_options(populate_existing=True)).one()
+        return row
+
+    def _save_state(self, session, inbound: Inbound, dialogue: Dialogue, version: int, now: datetime) -> int:
+        result = session.execute(
+            update(DialogueState)
+            .where(DialogueState.channel == inbound.channel, DialogueState.external_user_id == inbound.user_id,
+                   DialogueState.version == version)
+            .values(flow=dialogue.flow, step=dialogue.step, data=dialogue.data, version=version + 1,
+                    updated_at=now)
+            .execution_options(synchronize_session=False))
+        if result.rowcount != 1:
+            raise ConcurrentUpdate()
+        return version + 1
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def _route(self, ctx: Context) -> None:
+        inbound = ctx.inbound
+        flow = self.flows.get(ctx.dialogue.flow or "")
+        if ctx.dialogue.flow is not None and (flow is None or ctx.dialogue.step not in flow.steps or ctx.cadre is None):
+            # A flow that no longer exists after an upgrade, or a binding removed mid-flow.
+            ctx.end_flow()
+            flow = None
+        command, args = inbound.command, inbound.args
+        if command is None and inbound.text and ctx.dialogue.flow is None:
+            word, _, rest = inbound.text.strip().partition(" ")
+            if word in commands.KEYWORDS:
+                command, args = commands.KEYWORDS[word], rest.strip()
+        if command is not None:
+            if args != inbound.args:
+                ctx.inbound = inbound = _with_args(inbound, command, args)
+            return self._command(ctx, command.lower())
+
+        if flow is not None:
+            return flow.feed(ctx)
+        if inbound.contact is not None:
+            return commands.bind_by_contact(ctx)
+        if inbound.token is not None:
+            ctx.stale = True
+            return ctx.say(texts.STALE_BUTTON)
+        if ctx.cadre is None:
+            return ctx.say(texts.NOT_BOUND, request_contact=True)
+        ctx.say(texts.UNKNOWN_INPUT)
+
+    def _command(self, ctx: Context, name: str) -> None:
+        flow = self.flows.get(ctx.dialogue.flow or "")
+        if name == "cancel":
+            if flow is None:
+                return ctx.say(texts.NOTHING_TO_CANCEL)
+            ctx.end_flow()
+            return ctx.say(texts.CANCELLED.format(flow=texts.FLOW_NAMES.get(flow.name, "")))
+        if name == "resume":
+            if flow is None:
+                return ctx.say(texts.NOTHING_TO_CANCEL)
+            ctx.say(texts.RESUME.format(flow=texts.FLOW_NAMES.get(flow.name, "")))
+            return flow.prompt(ctx)
+
+        needed = self.flow_commands.get(name, commands.COMMANDS[name].role if name in commands.COMMANDS else "?")
+        if needed == "?":
+            ctx.say(texts.UNKNOWN_COMMAND.format(command=name[:30]))
+        elif needed is not None and ctx.cadre is None:
+            return ctx.say(texts.NOT_BOUND, request_contact=True)
+        elif commands.rank(ctx.cadre) < commands.RANK[needed]:
+            ctx.say(texts.ROLE_FORBIDDEN.format(command=name, role=texts.ROLE_NAMES[needed]))
+        elif name in self.flows:
+            if flow is None:
+                return self.flows[name].start(ctx)
+            if flow.name == name:
+                ctx.say(texts.RESUME.format(flow=texts.FLOW_NAMES.get(name, "")))
+            else:
+                ctx.say(texts.FLOW_BUSY.format(flow=texts.FLOW_NAMES.get(flow.name, "")))
+        else:
+            commands.COMMANDS[name].run(ctx)
+            if flow is not None and name == "help":
+                ctx.say(texts.HELP_IN_FLOW.format(flow=texts.FLOW_NAMES.get(flow.name, "")))
+        # Whatever was said, a user in the middle of a flow sees where they are.
+        if flow is not None and ctx.dialogue.flow == flow.name:
+            flow.prompt(ctx)
+
+
+def _with_args(inbound: Inbound, command: str, args: str) -> Inbound:
+    return replace(inbound, command=command, args=args, text=None)

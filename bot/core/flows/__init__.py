@@ -1,0 +1,1 @@
+"""The multi-step conversations: one module per flow, registered in bot.core.engine."""

@@ -1,0 +1,69 @@
+"""日常走访: logging an everyday contact (phone call, holiday visit, meeting) in three short steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import select
+
+from bot import texts
+from bot.core.dialogue import Context, Flow, InputError, Step
+from bot.core.progress import households_with_status
+from storage.models import EverydayContact, Household
+
+NO_HOUSEHOLD = "__none__"
+
+
+class ContactFlow(Flow):
+    name = "contact"
+
+    def __init__(self, text_limit: int = 500, page_size: int = 8):
+        steps = [
+            Step("kind", "choice", lambda c: texts.ASK_CONTACT_KIND, self._on_kind,
+                 options=lambda c: list(texts.CONTACT_KINDS.items())),
+            Step("who", "choice", lambda c: texts.ASK_CONTACT_WHO, self._on_who, options=self._who_options,
+                 per_row=1, page_size=page_size),
+            Step("note", "text", lambda c: texts.ASK_CONTACT_NOTE.format(limit=text_limit), self._on_note,
+                 optional=True, max_len=text_limit),
+        ]
+        self.steps = {step.key: step for step in steps}
+
+    def start(self, ctx: Context) -> None:
+        ctx.start_flow(self.name, "kind")
+        self.prompt(ctx)
+
+    def _on_kind(self, ctx: Context, value: str) -> str:
+        ctx.data["kind"] = value
+        return "who"
+
+    def _who_options(self, ctx: Context) -> list[tuple[Any, str]]:
+        items = households_with_status(ctx.session, ctx.cadre.id, ctx.half)
+        return [(NO_HOUSEHOLD, texts.CONTACT_NO_HOUSEHOLD)] + [
+            (item.household.id, texts.HOUSEHOLD_LABEL.format(mark="", name=item.household.name,
+                                                             address=item.household.address))
+            for item in items]
+
+    def _on_who(self, ctx: Context, value: Any) -> str:
+        if value != NO_HOUSEHOLD:
+            household = ctx.session.get(Household, value)
+            if household is None or household.cadre_id != ctx.cadre.id or not household.active:
+                raise InputError(texts.HOUSEHOLD_GONE)
+            ctx.data["household_label"] = household.name
+        ctx.data["household"] = None if value == NO_HOUSEHOLD else value
+        return "note"
+
+    def _on_note(self, ctx: Context, value: str | None) -> None:
+        ctx.data["note"] = value
+        return None
+
+    def finish(self, ctx: Context) -> None:
+        d = ctx.data
+        ctx.session.add(EverydayContact(
+            cadre_id=ctx.cadre.id, household_id=d.get("household"), kind=d["kind"], note=d.get("note"),
+            half=ctx.half, contacted_at=ctx.now, channel=ctx.inbound.channel))
+        ctx.session.flush()
+        count = ctx.session.exec(select(func.count()).select_from(EverydayContact).where(
+            EverydayContact.cadre_id == ctx.cadre.id, EverydayContact.half == ctx.half)).one()
+        who = f"（{d['household_label']}）" if d.get("household") else ""
+        ctx.say(texts.CONTACT_SAVED.format(kind=texts.CONTACT_KINDS[d["kind"]], who=who, count=count))

@@ -1,0 +1,208 @@
+"""入户走访: the four-ones visit (四个一), step by step, with 回头看 before the first step.
+
+Steps: household → contact card (联系卡) → survey (调查卷, one step per question) → difficulty
+(困难事: category, content, solved on the spot?) → leaflet (宣传纸) → optional photo and
+location → summary and confirmation. Nothing is written to the visit tables before the
+confirmation; an unsolved difficulty then becomes a problem on the ledger.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import select
+
+from bot import texts
+from bot.core.dialogue import Context, Flow, InputError, Step
+from bot.core.progress import cadre_progress, households_with_status
+from bot.core.survey import Question, categories_for
+from bot.core.types import Location
+from storage.models import Household, Problem, ProblemSource, ProblemStatus, Visit
+
+YES_NO = [(True, texts.YES), (False, texts.NO)]
+NONE = "__none__"
+
+
+def _yes_no(ctx: Context) -> list[tuple[Any, str]]:
+    return YES_NO
+
+
+class VisitFlow(Flow):
+    name = "visit"
+
+    def __init__(self, survey: tuple[Question, ...], text_limit: int = 500, page_size: int = 8):
+        self.survey = survey
+        self.text_limit = text_limit
+        steps = [
+            Step("household", "choice", lambda c: texts.PICK_HOUSEHOLD, self._on_household,
+                 options=self._household_options, per_row=1, page_size=page_size),
+            Step("card", "choice", lambda c: texts.ASK_CARD, self._store("card", self._after_card), options=_yes_no),
+        ]
+        for index, question in enumerate(survey):
+            steps.append(self._survey_step(index, question))
+        steps += [
+            Step("category", "choice", lambda c: texts.ASK_DIFFICULTY_CATEGORY, self._on_category,
+                 options=self._category_options, per_row=3),
+            Step("content", "text", lambda c: texts.ASK_DIFFICULTY_CONTENT.format(limit=text_limit),
+                 self._store("content", lambda c: "solved"), max_len=text_limit),
+            Step("solved", "choice", lambda c: texts.ASK_DIFFICULTY_SOLVED, self._store("solved", lambda c: "leaflet"),
+                 options=lambda c: [(True, texts.SOLVED_YES), (False, texts.SOLVED_NO)], per_row=1),
+            Step("leaflet", "choice", lambda c: texts.ASK_LEAFLET, self._store("leaflet", lambda c: "photo"),
+                 options=_yes_no),
+            Step("photo", "photo", lambda c: texts.ASK_PHOTO, self._store("photo", lambda c: "location"),
+                 optional=True),
+            Step("location", "location", lambda c: texts.ASK_LOCATION, self._on_location, optional=True),
+            Step("confirm", "choice", self._summary, lambda c, v: None,
+                 options=lambda c: [("confirm", texts.CONFIRM)]),
+        ]
+        self.steps = {step.key: step for step in steps}
+
+    # -- starting ------------------------------------------------------------------------------
+
+    def start(self, ctx: Context) -> None:
+        if not households_with_status(ctx.session, ctx.cadre.id, ctx.half):
+            ctx.say(texts.NO_HOUSEHOLDS)
+            return
+        ctx.start_flow(self.name, "household", {"survey": {}})
+        self.prompt(ctx)
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _store(key: str, then):
+        def on_answer(ctx: Context, value: Any) -> str | None:
+            ctx.data[key] = value
+            return then(ctx)
+        return on_answer
+
+    def _household_options(self, ctx: Context) -> list[tuple[Any, str]]:
+        return [
+            (item.household.id, texts.HOUSEHOLD_LABEL.format(
+                mark="✅ " if item.visited else "", name=item.household.name, address=item.household.address))
+            for item in households_with_status(ctx.session, ctx.cadre.id, ctx.half)
+        ]
+
+    def _on_household(self, ctx: Context, household_id: int) -> str:
+        household = ctx.session.get(Household, household_id)
+        if household is None or household.cadre_id != ctx.cadre.id or not household.active:
+            raise InputError(texts.HOUSEHOLD_GONE)
+        ctx.data.update(household=household.id, household_label=f"{household.name}（{household.address}）",
+                        area_kind=household.area_kind)
+        ctx.say(self._lookback(ctx, household))
+        return "card"
+
+    def _lookback(self, ctx: Context, household: Household) -> str:
+        """回头看: what this household raised before, and how many items stay open around it."""
+        problems = ctx.session.exec(
+            select(Problem).where(Problem.household_id == household.id).order_by(Problem.created_at)
+        ).all()
+        if not problems:
+            lines = [texts.LOOKBACK_NONE.format(name=household.name, address=household.address)]
+        else:
+            lines = [texts.LOOKBACK_HEADER.format(name=household.name, address=household.address)]
+            for p in problems:
+                local = p.created_at.astimezone(ctx.settings.tz)
+                lines.append(texts.LOOKBACK_ITEM.format(
+                    category=p.category, content=_short(p.content), status=texts.STATUS_NAMES.get(p.status, p.status),
+                    date=f"{local.year}-{local.month:02d}-{local.day:02d}"))
+        if household.area_name:
+            open_nearby = ctx.session.exec(
+                select(func.count()).select_from(Problem).join(Household, Household.id == Problem.household_id)
+                .where(Household.area_name == household.area_name, Household.id != household.id,
+                       Problem.status.in_([ProblemStatus.NEW, ProblemStatus.ASSIGNED, ProblemStatus.IN_PROGRESS]))
+            ).one()
+            if open_nearby:
+                lines.append(texts.LOOKBACK_AREA.format(area=household.area_name, count=open_nearby))
+        return "\n".join(lines)
+
+    def _after_card(self, ctx: Context) -> str:
+        return f"survey:{self.survey[0].id}" if self.survey else "category"
+
+    def _survey_step(self, index: int, question: Question) -> Step:
+        def prompt(ctx: Context) -> str:
+            text = texts.SURVEY_QUESTION.format(index=index + 1, count=len(self.survey), text=question.text)
+            return (texts.SURVEY_INTRO.format(count=len(self.survey)) + "\n" + text) if index == 0 else text
+
+        def on_answer(ctx: Context, value: Any) -> str:
+            ctx.data.setdefault("survey", {})[question.id] = value
+            return f"survey:{self.survey[index + 1].id}" if index + 1 < len(self.survey) else "category"
+
+        if question.kind == "choice":
+            return Step(f"survey:{question.id}", "choice", prompt, on_answer,
+                        options=lambda c: [(o, o) for o in question.options], per_row=3)
+        return Step(f"survey:{question.id}", "text", prompt, on_answer, optional=question.optional,
+                    max_len=self.text_limit)
+
+    def _category_options(self, ctx: Context) -> list[tuple[Any, str]]:
+        return [(c, c) for c in categories_for(ctx.data.get("area_kind", "居"))] + [(NONE, texts.NO_DIFFICULTY)]
+
+    def _on_category(self, ctx: Context, value: str) -> str:
+        if value == NONE:
+            for key in ("category", "content", "solved"):
+                ctx.data.pop(key, None)
+            return "leaflet"
+        ctx.data["category"] = value
+        return "content"
+
+    def _on_location(self, ctx: Context, value: Location | None) -> str:
+        ctx.data["location"] = [value.latitude, value.longitude] if value else None
+        return "confirm"
+
+    def _summary(self, ctx: Context) -> str:
+        d = ctx.data
+        survey = "".join(
+            texts.SUMMARY_SURVEY_ITEM.format(text=q.label, answer=d.get("survey", {}).get(q.id) or "—")
+            for q in self.survey)
+        if d.get("category"):
+            difficulty = texts.SUMMARY_DIFFICULTY.format(
+                category=d["category"], content=_short(d.get("content", "")),
+                solved=texts.SOLVED_YES if d.get("solved") else texts.SOLVED_NO)
+        else:
+            difficulty = texts.SUMMARY_NO_DIFFICULTY
+        return texts.SUMMARY_HEADER + "\n" + texts.SUMMARY_LINES.format(
+            household=d.get("household_label", ""), card=_yn(d.get("card")), survey=survey, difficulty=difficulty,
+            leaflet=_yn(d.get("leaflet")), photo=texts.PRESENT if d.get("photo") else texts.ABSENT,
+            location=texts.PRESENT if d.get("location") else texts.ABSENT)
+
+    # -- finishing -----------------------------------------------------------------------------
+
+    def finish(self, ctx: Context) -> None:
+        d = ctx.data
+        household = ctx.session.get(Household, d["household"])
+        if household is None or household.cadre_id != ctx.cadre.id or not household.active:
+            raise InputError(texts.HOUSEHOLD_GONE)
+        location = d.get("location")
+        visit = Visit(
+            cadre_id=ctx.cadre.id, household_id=household.id, half=ctx.half, visited_at=ctx.now,
+            card_left=bool(d.get("card")), survey=dict(d.get("survey", {})),
+            difficulty_category=d.get("category"), difficulty_content=d.get("content"),
+            difficulty_solved=d.get("solved") if d.get("category") else None,
+            leaflet_given=bool(d.get("leaflet")), photo_ref=d.get("photo"),
+            latitude=location[0] if location else None, longitude=location[1] if location else None,
+            channel=ctx.inbound.channel)
+        ctx.session.add(visit)
+        ctx.session.flush()
+        lines = []
+        progress = cadre_progress(ctx.session, ctx.cadre, ctx.half)
+        lines.append(texts.VISIT_SAVED.format(done=progress.visited, total=progress.assigned))
+        if d.get("category"):
+            problem = Problem(
+                source=ProblemSource.VISIT,
+                status=ProblemStatus.SOLVED_ON_SPOT if d.get("solved") else ProblemStatus.NEW,
+                category=d["category"], content=d["content"], household_id=household.id, visit_id=visit.id,
+                raised_by_cadre_id=ctx.cadre.id, unit_id=ctx.cadre.unit_id, raiser_name=household.name,
+                raiser_phone=household.phone, created_at=ctx.now, updated_at=ctx.now)
+            ctx.session.add(problem)
+            ctx.session.flush()
+            lines.append((texts.VISIT_PROBLEM_SOLVED if d.get("solved") else texts.VISIT_PROBLEM_LEDGER)
+                         .format(id=problem.id))
+        ctx.say("\n".join(lines))
+
+
+def _yn(value: Any) -> str:
+    return texts.YES if value else texts.NO
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"

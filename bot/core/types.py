@@ -1,0 +1,86 @@
+"""Our own message types: what any channel hands to the core, and what the core hands back.
+
+The core never sees a Telegram Update or a WeChat XML message. A channel translates its inbound
+event into an ``Inbound`` and renders each ``Reply``: options become inline buttons on Telegram,
+numbered lines on WeChat and the console. Option tokens are opaque and short (well under
+Telegram's 64-byte callback data); users may also answer with the option's number or its words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SharedContact:
+    """A contact card the user shared; ``user_id`` is whose card it is, if the channel knows."""
+
+    phone: str
+    user_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Location:
+    latitude: float
+    longitude: float
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One event from a user: a text, a command, a button press, a contact, a photo or a location."""
+
+    channel: str
+    user_id: str
+    text: str | None = None
+    command: str | None = None  # without the slash, lower case: "visit"
+    args: str = ""
+    token: str | None = None  # the opaque token of a pressed button
+    contact: SharedContact | None = None
+    photo_ref: str | None = None  # a channel-specific file reference, kept as is
+    location: Location | None = None
+    event_key: str | None = None  # the channel's id for this event, to drop redeliveries
+    display_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Option:
+    """A choice offered to the user: the label shown and the token a button sends back."""
+
+    label: str
+    token: str
+
+
+@dataclass
+class Reply:
+    """One message to the user. ``options`` are rows of choices, numbered 1..n in reading order."""
+
+    text: str
+    options: list[list[Option]] = field(default_factory=list)
+    request_contact: bool = False
+    request_location: bool = False
+
+    def flat_options(self) -> list[Option]:
+        return [option for row in self.options for option in row]
+
+    def numbered_text(self) -> str:
+        """The text with options as numbered lines, for channels without buttons."""
+        options = self.flat_options()
+        if not options:
+            return self.text
+        lines = [f"{i}. {option.label}" for i, option in enumerate(options, 1)]
+        return self.text + "\n\n" + "\n".join(lines) + "\n（回复编号或选项文字）"
+
+
+@dataclass
+class Outcome:
+    """What the core decided for one inbound event.
+
+    ``chosen`` is the label of the option a button press selected (a channel may mark the old
+    message with it); ``stale`` says the press was for an outdated message; ``duplicate`` says the
+    event was already handled and nothing at all should be sent.
+    """
+
+    replies: list[Reply] = field(default_factory=list)
+    chosen: str | None = None
+    stale: bool = False
+    duplicate: bool = False

@@ -1,0 +1,145 @@
+"""Every user-facing sentence, in one place, so it can be reviewed and translated.
+
+Placeholders use str.format names. Keep messages short: they are read on a phone in a doorway.
+"""
+
+# Navigation labels (also accepted when typed)
+BACK = "⬅ 上一步"
+CANCEL = "✖ 取消"
+SKIP = "跳过"
+YES = "是"
+NO = "否"
+NEXT_PAGE = "下一页 ▶"
+PREV_PAGE = "◀ 上一页"
+CONFIRM = "✅ 确认提交"
+
+# Greetings, help, binding
+WELCOME_UNBOUND = (
+    "您好！这里是干部作风建设助手，供干部登记入户走访（四个一）、日常走访和查看进度。\n"
+    "您的账号尚未绑定干部身份。请向管理员索取绑定码后发送“/bind 绑定码”，"
+    "或点击下方按钮分享本人手机号完成绑定。"
+)
+NOT_BOUND = (
+    "抱歉，此功能仅供已绑定的干部使用。请向管理员索取绑定码后发送“/bind 绑定码”，"
+    "或点击下方按钮分享本人手机号。"
+)
+SHARE_CONTACT_BUTTON = "📱 分享手机号绑定"
+WELCOME_BOUND = "{name}您好（{unit}）！"
+BOUND_OK = "✅ 绑定成功：{name}（{unit}）。\n发送 /help 查看可用功能。"
+BIND_USAGE = "请发送“/bind 绑定码”，绑定码由管理员提供（8位字母数字）。"
+BIND_CODE_INVALID = "绑定码无效、已使用或已过期，请向管理员重新索取。"
+CONTACT_NOT_OWN = "请通过按钮分享您本人的联系方式，不能使用他人的名片。"
+CONTACT_UNKNOWN = "未在花名册中找到手机号 {phone}。请确认号码，或向管理员索取绑定码。"
+ALREADY_BOUND = "您已绑定为 {name}（{unit}），无需重复绑定。"
+
+HELP_HEADER = "可用命令："
+HELP_UNBOUND = "/bind 绑定码 — 绑定干部身份\n/help — 帮助"
+HELP_CADRE = (
+    "/visit — 开始入户走访（四个一）\n"
+    "/contact — 登记日常走访（电话、节日走访、座谈）\n"
+    "/progress — 本半年走访进度\n"
+    "/cancel — 取消当前操作\n"
+    "/help — 帮助"
+)
+HELP_SUPERVISOR = "/unit — 本单位干部走访进度"
+HELP_ADMIN = "/bindcode 手机号 — 为干部生成绑定码"
+HELP_IN_FLOW = "当前正在进行：{flow}。可点按钮作答，也可回复选项编号；发送 /cancel 取消。"
+
+# Generic answers to unexpected input
+UNKNOWN_INPUT = "没有理解您的意思。发送 /help 查看可用命令。"
+UNKNOWN_COMMAND = "没有这个命令：/{command}。发送 /help 查看可用命令。"
+ROLE_FORBIDDEN = "“/{command}”仅限{role}使用。发送 /help 查看您可用的命令。"
+STALE_BUTTON = "这个按钮已失效（该步骤已回答或已取消），请使用最新消息中的按钮。"
+NOTHING_TO_CANCEL = "当前没有进行中的操作。"
+CANCELLED = "已取消{flow}，未保存任何内容。"
+PICK_AN_OPTION = "请点击按钮选择，或回复选项编号（1–{count}）。"
+TEXT_TOO_LONG = "内容过长（{length}字），请精简到{limit}字以内后重新发送。"
+TEXT_EMPTY = "请用文字描述（不能只发表情或符号）。"
+NEED_TEXT = "此步骤请输入文字。"
+NEED_PHOTO = "此步骤请发送一张照片，或选择“跳过”。"
+NEED_LOCATION = "此步骤请发送位置（或输入“纬度,经度”），或选择“跳过”。"
+LOCATION_INVALID = "位置格式不对，请发送位置，或按“纬度,经度”输入，例如 31.23,121.47。"
+NOT_EXPECTED_HERE = "此时不需要{what}。"
+WHAT_PHOTO = "照片"
+WHAT_LOCATION = "位置"
+WHAT_CONTACT = "联系人名片"
+FLOW_BUSY = "您有未完成的{flow}，请先完成或发送 /cancel 取消。"
+RESUME = "继续未完成的{flow}："
+
+FLOW_NAMES = {"visit": "入户走访", "contact": "日常走访登记"}
+ROLE_NAMES = {"cadre": "干部", "supervisor": "主管（作风办）", "admin": "管理员"}
+
+# Visit (四个一)
+NO_HOUSEHOLDS = "您名下没有分配联户，请联系管理员导入花名册。"
+PICK_HOUSEHOLD = "请选择本次走访的住户（未走访的排在前面，✅ 表示本半年已走访）："
+PICK_HOUSEHOLD_PAGE = "（第{page}/{pages}页）"
+HOUSEHOLD_LABEL = "{mark}{name} · {address}"
+LOOKBACK_NONE = "🔎 回头看：{name}（{address}）此前没有反映过问题。"
+LOOKBACK_HEADER = "🔎 回头看：{name}（{address}）此前反映的问题："
+LOOKBACK_ITEM = "• [{category}] {content} — {status}（{date}）"
+LOOKBACK_AREA = "同一{area}另有 {count} 项问题尚未办结。"
+STATUS_NAMES = {
+    "new": "待交办",
+    "solved": "已当场解决",
+    "assigned": "已交办",
+    "in_progress": "整改中",
+    "closed": "已办结（销号）",
+    "answered": "已回访",
+}
+ASK_CARD = "①留下一张联系卡：是否已留下联系卡（姓名、单位、电话、职责）？"
+SURVEY_INTRO = "②填好一张调查卷（共{count}题）"
+SURVEY_QUESTION = "调查 {index}/{count}：{text}"
+ASK_DIFFICULTY_CATEGORY = "③解决一件困难事：请选择困难或诉求的类型："
+NO_DIFFICULTY = "本次无困难诉求"
+ASK_DIFFICULTY_CONTENT = "请简要描述困难或诉求（{limit}字以内）："
+ASK_DIFFICULTY_SOLVED = "这件事是否已当场解决？"
+SOLVED_YES = "已当场解决"
+SOLVED_NO = "未解决，列入问题台账"
+ASK_LEAFLET = "④发放一张宣传纸：是否已发放宣传资料？"
+ASK_PHOTO = "可选：发送一张走访照片，或选择“跳过”。"
+ASK_LOCATION = "可选：发送当前位置，或选择“跳过”。"
+LOCATION_BUTTON = "📍 发送位置"
+SUMMARY_HEADER = "请核对本次走访："
+SUMMARY_LINES = (
+    "住户：{household}\n"
+    "①联系卡：{card}\n"
+    "②调查卷：{survey}\n"
+    "③困难事：{difficulty}\n"
+    "④宣传纸：{leaflet}\n"
+    "照片：{photo}　位置：{location}"
+)
+SUMMARY_NO_DIFFICULTY = "无"
+SUMMARY_DIFFICULTY = "[{category}] {content}（{solved}）"
+SUMMARY_SURVEY_ITEM = "\n　· {text}：{answer}"
+PRESENT = "已提供"
+ABSENT = "无"
+VISIT_SAVED = "✅ 走访已登记。本半年已走访 {done}/{total} 户。"
+VISIT_PROBLEM_LEDGER = "困难事已列入问题台账（编号 #{id}），将跟踪办理。"
+VISIT_PROBLEM_SOLVED = "困难事已记录为当场解决（编号 #{id}）。"
+HOUSEHOLD_GONE = "该住户已不在您的联户名单中，请重新选择。"
+
+# Everyday contact (日常走访)
+ASK_CONTACT_KIND = "日常走访：请选择方式："
+CONTACT_KINDS = {"phone": "电话联系", "holiday": "节日走访", "meeting": "座谈会议", "other": "其他"}
+ASK_CONTACT_WHO = "联系的是哪一户？"
+CONTACT_NO_HOUSEHOLD = "不针对具体住户（如居委会、座谈会）"
+ASK_CONTACT_NOTE = "简要记录内容（{limit}字以内），或选择“跳过”："
+CONTACT_SAVED = "✅ 已记录日常走访：{kind}{who}。本半年共 {count} 次日常走访。"
+
+# Progress
+PROGRESS = (
+    "📊 {half_label}走访进度：已走访 {done}/{total} 户{bar}\n"
+    "日常走访 {contacts} 次；服务对象 {objects} 名。"
+)
+PROGRESS_REMAINING = "尚未走访："
+PROGRESS_ALL_DONE = "本半年联户已全部走访，辛苦了！"
+PROGRESS_OBJECTS_LOW = "⚠ 服务对象少于{minimum}名，请补充。"
+UNIT_PROGRESS_HEADER = "📊 {unit} {half_label}走访进度："
+UNIT_PROGRESS_LINE = "{name}：{done}/{total} 户，服务对象 {objects} 名{flag}"
+UNIT_BEHIND = " ⚠"
+
+# Admin
+BINDCODE_USAGE = "用法：/bindcode 干部手机号"
+BINDCODE_UNKNOWN = "花名册中没有手机号为 {mobile} 的干部。"
+BINDCODE_ISSUED = "{name}（{unit}）的绑定码：{code}\n有效期至 {expires}。{link}"
+BINDCODE_LINK = "\nTelegram 绑定链接：{link}"

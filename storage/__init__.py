@@ -1,0 +1,1 @@
+"""Storage: the SQLModel tables, the database engine, migrations and the roster import."""

@@ -1,0 +1,207 @@
+"""The tables: roster (单位, 干部, 联户, 服务对象), chat bindings, dialogue state, visits and problems.
+
+Datetime columns take and return aware UTC times (SQLModel's UTCDateTime), on SQLite as on
+PostgreSQL; local dates (Asia/Shanghai) are derived where shown. Enumerations are short strings, so a migration is not needed to
+add a value. Alembic migrations in storage/migrations create these tables; ``create_all`` is not
+used outside tests.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Role:
+    """Cadre roles, as imported from the roster's 角色 column."""
+
+    CADRE = "cadre"  # 干部
+    SUPERVISOR = "supervisor"  # 作风办 / 主管
+    ADMIN = "admin"  # 管理员
+    ALL = (CADRE, SUPERVISOR, ADMIN)
+
+
+class AreaKind:
+    """Whether a household lives in a village (村) or an urban community (居/社区)."""
+
+    VILLAGE = "村"
+    COMMUNITY = "居"
+
+
+class ProblemStatus:
+    """Lifecycle states of a ledger item; the ledger issue adds the transitions."""
+
+    NEW = "new"  # 待交办
+    SOLVED_ON_SPOT = "solved"  # 当场解决
+    ASSIGNED = "assigned"  # 已交办
+    IN_PROGRESS = "in_progress"  # 整改中
+    CLOSED = "closed"  # 已办结 / 销号
+    ANSWERED = "answered"  # 已回访
+
+
+class ProblemSource:
+    VISIT = "visit"  # 入户走访
+    CONTACT = "contact"  # 日常走访
+    SERVICE_OBJECT = "service_object"
+    RATING = "rating"
+    COMPLAINT = "complaint"
+    HOTLINE = "hotline"
+
+
+class Unit(SQLModel, table=True):
+    """单位: a city department or a township (市直部门 / 镇街区)."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    kind: Optional[str] = Field(default=None, max_length=20)
+    active: bool = True
+
+
+class Cadre(SQLModel, table=True):
+    """干部: a member of staff who visits households; also supervisors and admins."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=50)
+    unit_id: int = Field(foreign_key="unit.id", index=True)
+    mobile: str = Field(max_length=20, unique=True)
+    role: str = Field(default=Role.CADRE, max_length=20)
+    post: Optional[str] = Field(default=None, max_length=100)  # 职务
+    duties: Optional[str] = Field(default=None, max_length=300)  # 职责
+    active: bool = True
+
+
+class Household(SQLModel, table=True):
+    """联户: a household assigned to a cadre for the twice-yearly visits (包村(居)联户)."""
+
+    __table_args__ = (UniqueConstraint("address", "name", name="uq_household_address_name"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    address: str = Field(max_length=200)
+    name: str = Field(max_length=50)
+    phone: str = Field(max_length=30)
+    area_kind: str = Field(max_length=4)  # 村 or 居
+    area_name: Optional[str] = Field(default=None, max_length=100)  # the village or community
+    cadre_id: int = Field(foreign_key="cadre.id", index=True)
+    active: bool = True
+
+
+class ServiceObject(SQLModel, table=True):
+    """服务对象: a person or business a cadre keeps in contact with (at least ten each)."""
+
+    __table_args__ = (UniqueConstraint("unit_id", "name", "phone", name="uq_service_object_unit_name_phone"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100)
+    workplace: str = Field(max_length=200)  # 工作单位(住址)
+    phone: str = Field(max_length=30)
+    note: Optional[str] = Field(default=None, max_length=200)
+    cadre_id: int = Field(foreign_key="cadre.id", index=True)
+    unit_id: int = Field(foreign_key="unit.id", index=True)
+    active: bool = True
+
+
+class ChatAccount(SQLModel, table=True):
+    """A chat account (channel + external user id) bound to a cadre."""
+
+    __table_args__ = (UniqueConstraint("channel", "external_user_id", name="uq_chat_account"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=20)
+    external_user_id: str = Field(max_length=100)
+    cadre_id: int = Field(foreign_key="cadre.id", index=True)
+    bound_at: datetime
+    bound_by: str = Field(max_length=20)  # "code", "contact" or "console"
+
+
+class BindingCode(SQLModel, table=True):
+    """A one-time code that binds whoever sends it to a cadre; only its hash is kept."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    code_hash: str = Field(max_length=64, unique=True)
+    cadre_id: int = Field(foreign_key="cadre.id", index=True)
+    created_at: datetime
+    expires_at: datetime
+    used_at: Optional[datetime] = None
+    used_by: Optional[str] = Field(default=None, max_length=130)
+
+
+class DialogueState(SQLModel, table=True):
+    """Where one chat user is in a conversation; every change bumps ``version``."""
+
+    __tablename__ = "dialogue_state"
+
+    channel: str = Field(max_length=20, primary_key=True)
+    external_user_id: str = Field(max_length=100, primary_key=True)
+    flow: Optional[str] = Field(default=None, max_length=40)
+    step: Optional[str] = Field(default=None, max_length=60)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    version: int = 0
+    updated_at: datetime
+
+
+class ProcessedInbound(SQLModel, table=True):
+    """Inbound events already handled (a Telegram update id, a WeChat MsgId), so a redelivery does nothing."""
+
+    __tablename__ = "processed_inbound"
+
+    channel: str = Field(max_length=20, primary_key=True)
+    event_key: str = Field(max_length=100, primary_key=True)
+    created_at: datetime = Field(index=True)
+
+
+class Visit(SQLModel, table=True):
+    """集中入户走访: one visit with its 四个一 (card, survey, difficulty, leaflet)."""
+
+    __table_args__ = (Index("ix_visit_cadre_half", "cadre_id", "half"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    cadre_id: int = Field(foreign_key="cadre.id")
+    household_id: int = Field(foreign_key="household.id", index=True)
+    half: str = Field(max_length=6)  # e.g. 2026H2
+    visited_at: datetime
+    card_left: bool
+    survey: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    difficulty_category: Optional[str] = Field(default=None, max_length=20)
+    difficulty_content: Optional[str] = Field(default=None, max_length=1000)
+    difficulty_solved: Optional[bool] = None
+    leaflet_given: bool
+    photo_ref: Optional[str] = Field(default=None, max_length=300)
+    latitude: Optional[float] = None
+    longitude: Optional[float] = None
+    channel: str = Field(max_length=20)
+
+
+class EverydayContact(SQLModel, table=True):
+    """日常走访: a phone call, a holiday visit or a meeting outside the visit rounds."""
+
+    __tablename__ = "everyday_contact"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    cadre_id: int = Field(foreign_key="cadre.id", index=True)
+    household_id: Optional[int] = Field(default=None, foreign_key="household.id")
+    kind: str = Field(max_length=20)  # phone / holiday / meeting / other
+    note: Optional[str] = Field(default=None, max_length=1000)
+    half: str = Field(max_length=6)
+    contacted_at: datetime
+    channel: str = Field(max_length=20)
+
+
+class Problem(SQLModel, table=True):
+    """A problem raised by a household, a contact, a rating or a complaint: one item of the 整改台账."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    source: str = Field(max_length=20)
+    status: str = Field(default=ProblemStatus.NEW, max_length=20, index=True)
+    category: str = Field(max_length=20)  # 问题类型
+    content: str = Field(max_length=1000)
+    household_id: Optional[int] = Field(default=None, foreign_key="household.id", index=True)
+    visit_id: Optional[int] = Field(default=None, foreign_key="visit.id")
+    raised_by_cadre_id: Optional[int] = Field(default=None, foreign_key="cadre.id")
+    unit_id: Optional[int] = Field(default=None, foreign_key="unit.id")  # the unit whose cadre took it in
+    raiser_name: Optional[str] = Field(default=None, max_length=50)
+    raiser_phone: Optional[str] = Field(default=None, max_length=30)
+    created_at: datetime
+    updated_at: datetime

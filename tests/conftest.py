@@ -1,0 +1,115 @@
+"""Shared fixtures: the loopback guard, settings, a migrated database (SQLite or PostgreSQL), a clock.
+
+The suite runs on SQLite by default and on PostgreSQL when TEST_DATABASE_URL is set. The schema
+is built once per run by the Alembic migrations (so they are tested too); each test starts from
+empty tables.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import SQLModel
+
+from bot.config import Settings, get_settings
+from bot.core.engine import Engine
+from storage.db import make_engine, upgrade
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _check_loopback(sock: socket.socket, address) -> None:
+    if sock.family == socket.AF_UNIX:
+        return
+    host = address[0] if isinstance(address, tuple) else address
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise ConnectionRefusedError(f"test guard: connection to non-loopback address {address!r} refused")
+
+
+def _guarded_connect(self, address):
+    _check_loopback(self, address)
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self, address):
+    _check_loopback(self, address)
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def loopback_only():
+    """Any test that opens a connection off this machine fails."""
+    socket.socket.connect = _guarded_connect
+    socket.socket.connect_ex = _guarded_connect_ex
+    yield
+    socket.socket.connect = _real_connect
+    socket.socket.connect_ex = _real_connect_ex
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return Settings(database_url=url).sqlalchemy_url
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+
+
+@pytest.fixture(scope="session")
+def migrated_engine(database_url):
+    engine = make_engine(database_url)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            SQLModel.metadata.drop_all(conn)
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db(migrated_engine):
+    """The migrated engine with every table emptied before the test."""
+    with migrated_engine.begin() as conn:
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            conn.execute(table.delete())
+    return migrated_engine
+
+
+@pytest.fixture
+def settings(database_url, monkeypatch, tmp_path) -> Settings:
+    for name in list(os.environ):
+        if name.startswith(("TELEGRAM_", "WECHAT_")) or name in ("DATABASE_URL", "SURVEY_FILE"):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # so no developer's .env is read
+    get_settings.cache_clear()
+    return Settings(environment="test", database_url=database_url, load_example_roster=False)
+
+
+class Clock:
+    """A settable clock; tests move it to cross half-years or expire codes."""
+
+    def __init__(self, now: datetime):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime(2026, 11, 20, 2, 0, tzinfo=timezone.utc))  # 10:00 in Asia/Shanghai
+
+
+@pytest.fixture
+def core(db, settings, clock) -> Engine:
+    return Engine(db, settings, clock=clock)

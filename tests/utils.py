@@ -1,0 +1,91 @@
+"""Builders of test data and a scripted chat against the core; shared by the test modules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bot.core.engine import Engine
+from bot.core.types import Inbound, Location, Outcome, Reply, SharedContact
+from storage.db import session_scope
+from storage.models import Cadre, ChatAccount, Household, Role, ServiceObject, Unit
+
+
+@dataclass
+class Roster:
+    unit: Unit
+    cadre: Cadre
+    supervisor: Cadre
+    admin: Cadre
+    households: list[Household] = field(default_factory=list)
+
+
+def make_roster(db, *, households: int = 3, objects: int = 10, village: bool = False) -> Roster:
+    """One unit with a cadre (with households and service objects), a supervisor and an admin."""
+    with session_scope(db) as s:
+        unit = Unit(name="市住建局", kind="市直部门")
+        s.add(unit)
+        s.flush()
+        cadre = Cadre(name="李明", unit_id=unit.id, mobile="13800000003", role=Role.CADRE)
+        supervisor = Cadre(name="王芳", unit_id=unit.id, mobile="13800000002", role=Role.SUPERVISOR)
+        admin = Cadre(name="赵强", unit_id=unit.id, mobile="13800000001", role=Role.ADMIN)
+        s.add_all([cadre, supervisor, admin])
+        s.flush()
+        hs = [Household(address=f"幸福路{i + 1}号", name=f"住户{i + 1}", phone=f"1390000000{i}",
+                        area_kind="村" if village else "居", area_name="幸福社区", cadre_id=cadre.id)
+              for i in range(households)]
+        s.add_all(hs)
+        s.add_all([ServiceObject(name=f"对象{i}", workplace=f"某企业{i}", phone=f"1370000{i:04d}", cadre_id=cadre.id,
+                                 unit_id=unit.id) for i in range(objects)])
+        s.flush()
+        return Roster(unit, cadre, supervisor, admin, hs)
+
+
+def bind(db, cadre: Cadre, channel: str, user_id: str, now: datetime) -> None:
+    with session_scope(db) as s:
+        s.add(ChatAccount(channel=channel, external_user_id=user_id, cadre_id=cadre.id, bound_at=now, bound_by="code"))
+
+
+class Chat:
+    """A user talking to the core, as a dialogue table would: say something, read the answer."""
+
+    def __init__(self, core: Engine, user_id: str = "u1", channel: str = "test"):
+        self.core, self.user_id, self.channel = core, user_id, channel
+        self.last: Reply | None = None  # the newest reply that carried options
+        self.outcomes: list[Outcome] = []
+
+    def _send(self, **kwargs) -> str:
+        outcome = self.core.handle(Inbound(channel=self.channel, user_id=self.user_id, **kwargs))
+        self.outcomes.append(outcome)
+        for reply in outcome.replies:
+            if reply.options:
+                self.last = reply
+        return "\n".join(r.text for r in outcome.replies)
+
+    def say(self, text: str) -> str:
+        if text.startswith("/"):
+            command, _, args = text[1:].partition(" ")
+            return self._send(command=command, args=args)
+        return self._send(text=text)
+
+    def press(self, label: str, reply: Reply | None = None) -> str:
+        """Presses the button whose label contains ``label`` on the newest (or given) message."""
+        reply = reply or self.last
+        matches = [o for o in reply.flat_options() if label in o.label]
+        assert matches, f"no button {label!r} in {[o.label for o in reply.flat_options()]}"
+        return self._send(token=matches[0].token)
+
+    def token(self, token: str) -> str:
+        return self._send(token=token)
+
+    def labels(self) -> list[str]:
+        return [o.label for o in self.last.flat_options()] if self.last else []
+
+    def photo(self, ref: str) -> str:
+        return self._send(photo_ref=ref)
+
+    def location(self, lat: float, lon: float) -> str:
+        return self._send(location=Location(lat, lon))
+
+    def contact(self, phone: str, user_id: str | None = None) -> str:
+        return self._send(contact=SharedContact(phone=phone, user_id=user_id))
