@@ -1,0 +1,98 @@
+"""The ASGI app: one server for the Telegram webhook now, the rating page and WeChat later.
+
+``create_app`` wires the core and the channels; the Starlette lifespan starts and stops the PTB
+Application (long polling, or setWebhook in webhook mode), so ``python -m bot run`` is one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+from urllib.parse import urlparse
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from telegram import Update
+
+from bot.config import Settings
+from bot.core.engine import Engine
+from handlers.telegram import TelegramChannel
+
+log = logging.getLogger(__name__)
+
+MAX_UPDATE_BYTES = 1_000_000
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+
+
+def webhook_path(settings: Settings) -> str:
+    """Our route for the webhook: the path of TELEGRAM_WEBHOOK_URL, behind whatever proxy."""
+    path = urlparse(settings.telegram_webhook_url or "").path
+    return path if path and path != "/" else "/telegram/webhook"
+
+
+def create_app(settings: Settings, core: Engine) -> Starlette:
+    webhook = bool(settings.telegram_webhook_url)
+    telegram = TelegramChannel(core, settings, webhook=webhook) if settings.telegram_enabled else None
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "telegram": "webhook" if webhook else ("polling" if telegram else "off")})
+
+    async def telegram_webhook(request: Request) -> Response:
+        """Receives one update from Telegram, after checking the secret token header."""
+        expected = settings.telegram_webhook_secret.get_secret_value().encode()
+        given = request.headers.get(SECRET_HEADER, "").encode()
+        if not hmac.compare_digest(given, expected):
+            return PlainTextResponse("forbidden", status_code=403)
+        body = await request.body()
+        if len(body) > MAX_UPDATE_BYTES:
+            return PlainTextResponse("too large", status_code=413)
+        try:
+            data = json.loads(body)
+            update = Update.de_json(data, telegram.application.bot)
+        except Exception:
+            return PlainTextResponse("bad update", status_code=400)
+        if update is None:
+            return PlainTextResponse("bad update", status_code=400)
+        try:
+            await telegram.process(update)
+        except Exception:
+            log.exception("webhook update %s failed", update.update_id)
+            return PlainTextResponse("error", status_code=500)  # Telegram delivers it again
+        return PlainTextResponse("ok")
+
+    routes = [Route("/healthz", health)]
+    if telegram is not None and webhook:
+        routes.append(Route(webhook_path(settings), telegram_webhook, methods=["POST"]))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        if telegram is None:
+            yield
+            return
+        application = telegram.application
+        await application.initialize()
+        await application.start()
+        if webhook:
+            await application.bot.set_webhook(
+                settings.telegram_webhook_url, secret_token=settings.telegram_webhook_secret.get_secret_value(),
+                allowed_updates=["message", "callback_query"])
+        else:
+            await application.bot.delete_webhook()
+            await application.updater.start_polling(allowed_updates=["message", "callback_query"])
+        log.info("Telegram channel started (%s)", "webhook" if webhook else "long polling")
+        try:
+            yield
+        finally:
+            if application.updater is not None and application.updater.running:
+                await application.updater.stop()
+            await application.stop()
+            await application.shutdown()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.telegram = telegram
+    app.state.core = core
+    return app

@@ -1,0 +1,183 @@
+"""``python -m bot``: every operator command, one subcommand each.
+
+Configuration errors stop the command before it does anything, with the setting named and the
+fix (exit code 2); bad input files are reported row by row (exit code 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from sqlalchemy import func
+from sqlmodel import select
+
+from bot.config import Settings, SettingsError, get_settings
+from storage.db import make_engine, session_scope, upgrade
+
+log = logging.getLogger("bot")
+
+
+def _engine(settings: Settings):
+    engine = make_engine(settings.sqlalchemy_url)
+    upgrade(engine)
+    return engine
+
+
+def _core(settings: Settings):
+    from bot.core.engine import Engine
+
+    return Engine(_engine(settings), settings)
+
+
+def load_example_if_empty(engine, settings: Settings) -> bool:
+    """Loads the example roster into an empty database (the embedded quick start)."""
+    from storage.example_roster import write_example_workbook
+    from storage.models import Cadre
+    from storage.roster import import_roster
+
+    with session_scope(engine) as session:
+        if session.exec(select(func.count()).select_from(Cadre)).one():
+            return False
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "roster.xlsx"
+        write_example_workbook(path)
+        report = import_roster(engine, path, minimum=settings.service_object_minimum)
+    print("数据库为空，已载入示例花名册：\n" + report.summary(), file=sys.stderr)
+    return True
+
+
+def cmd_run(args, settings: Settings) -> int:
+    """Starts the bot: Telegram when TELEGRAM_BOT_TOKEN is set, else the console channel."""
+    core = _core(settings)
+    if settings.load_example_roster:
+        load_example_if_empty(core.db, settings)
+    if not settings.telegram_enabled or args.console:
+        from handlers.console import run_console
+
+        if not settings.telegram_enabled:
+            print("未设置 TELEGRAM_BOT_TOKEN，使用本地控制台渠道（设置后即启用 Telegram）。", file=sys.stderr)
+        return run_console(core, args.as_mobile)
+    import uvicorn
+
+    from bot.app import create_app
+
+    app = create_app(settings, core)
+    print(f"服务已启动：http://{settings.http_host}:{settings.http_port}/healthz", file=sys.stderr)
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level=settings.log_level.lower())
+    return 0
+
+
+def cmd_console(args, settings: Settings) -> int:
+    """Talks to the bot in this terminal, as the cadre with the given mobile."""
+    from handlers.console import run_console
+
+    core = _core(settings)
+    if settings.load_example_roster:
+        load_example_if_empty(core.db, settings)
+    return run_console(core, args.as_mobile)
+
+
+def cmd_migrate(args, settings: Settings) -> int:
+    """Brings the database schema up to date."""
+    _engine(settings)
+    print("数据库结构已是最新。")
+    return 0
+
+
+def cmd_import_roster(args, settings: Settings) -> int:
+    """Imports units, cadres, households and service objects from a workbook or a CSV folder."""
+    from storage.roster import RosterError, import_roster
+
+    engine = _engine(settings)
+    try:
+        report = import_roster(engine, Path(args.file), minimum=settings.service_object_minimum,
+                               progress=not args.quiet)
+    except RosterError as exc:
+        print(f"导入失败，未写入任何数据。共 {len(exc.issues)} 处问题：", file=sys.stderr)
+        print(str(exc), file=sys.stderr)
+        return 1
+    except FileNotFoundError:
+        print(f"找不到文件：{args.file}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
+
+
+def cmd_roster_template(args, settings: Settings) -> int:
+    """Writes the example roster workbook, a template to fill in."""
+    from storage.example_roster import write_example_workbook
+
+    write_example_workbook(Path(args.file))
+    print(f"已写出示例花名册：{args.file}")
+    return 0
+
+
+def cmd_bind_code(args, settings: Settings) -> int:
+    """Prints a one-time binding code (and the Telegram deep link) for a cadre."""
+    from bot.core import binding
+    from bot.core.engine import system_clock
+    from storage.models import Unit
+
+    engine = _engine(settings)
+    with session_scope(engine) as session:
+        cadre = binding.cadre_by_mobile(session, args.mobile)
+        if cadre is None:
+            print(f"花名册中没有手机号为 {args.mobile} 的干部。", file=sys.stderr)
+            return 1
+        code, expires = binding.issue_code(session, cadre, system_clock(), settings)
+        unit = session.get(Unit, cadre.unit_id)
+        print(f"{cadre.name}（{unit.name if unit else ''}）的绑定码：{code}")
+        print(f"有效期至：{expires.astimezone(settings.tz):%Y-%m-%d %H:%M}（一次有效）")
+        link = binding.telegram_link(settings, code)
+        print(f"Telegram 链接：{link}" if link else
+              f"在机器人对话中发送：/bind {code}（设置 TELEGRAM_BOT_USERNAME 后可生成一键绑定链接）")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="干部作风建设助手：入户走访（四个一）、群众评价与问题台账。")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", help="start the bot (Telegram if TELEGRAM_BOT_TOKEN is set, else the console)")
+    p.add_argument("--console", action="store_true", help="use the console channel even when Telegram is configured")
+    p.add_argument("--as", dest="as_mobile", metavar="MOBILE", help="console: act as the cadre with this mobile")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("console", help="chat with the bot in this terminal")
+    p.add_argument("--as", dest="as_mobile", metavar="MOBILE", help="act as the cadre with this mobile")
+    p.set_defaults(func=cmd_console)
+
+    p = sub.add_parser("migrate", help="create or upgrade the database schema")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("import-roster", help="import the roster from an XLSX workbook or a folder of CSV files")
+    p.add_argument("file", help="roster.xlsx, or a folder with 单位.csv 干部.csv 联户.csv 服务对象.csv")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_import_roster)
+
+    p = sub.add_parser("roster-template", help="write the example roster workbook to fill in")
+    p.add_argument("file", help="where to write it, e.g. roster.xlsx")
+    p.set_defaults(func=cmd_roster_template)
+
+    p = sub.add_parser("bind-code", help="print a one-time binding code and Telegram link for a cadre")
+    p.add_argument("mobile", help="the cadre's mobile number as in the roster")
+    p.set_defaults(func=cmd_bind_code)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings().check()
+    except SettingsError as exc:
+        print(f"配置错误：{exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # pydantic's ValidationError names the field already
+        print(f"配置错误：{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args, settings)

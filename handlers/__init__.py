@@ -1,0 +1,1 @@
+"""Channels: each translates its platform's events into the core's Inbound and renders Replies."""

@@ -1,0 +1,78 @@
+"""Console channel: talk to the core in a terminal, no messenger account needed.
+
+The local operator is trusted: the console user is bound to the cadre whose mobile is given
+(``--as``), by default the first cadre of the roster. Options are shown numbered, and answered
+with the number or the words. ``:photo NAME``, ``:location LAT,LON`` and ``:contact PHONE`` stand
+in for what a phone would send; ``:quit`` leaves.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from sqlmodel import select
+
+from bot.core import binding
+from bot.core.dialogue import parse_location
+from bot.core.engine import Engine
+from bot.core.types import Inbound, SharedContact
+from storage.db import session_scope
+from storage.models import Cadre, Role
+
+CHANNEL = "console"
+
+
+def console_login(core: Engine, mobile: str | None) -> Cadre | None:
+    """Binds the console user to a cadre (the given mobile, or the first cadre) and returns it."""
+    with session_scope(core.db) as session:
+        if mobile:
+            cadre = binding.cadre_by_mobile(session, mobile)
+        else:
+            cadre = session.exec(select(Cadre).where(Cadre.active == True, Cadre.role == Role.CADRE)  # noqa: E712
+                                 .order_by(Cadre.id)).first()
+        if cadre is None:
+            return None
+        binding.bind(session, cadre, CHANNEL, "local", "console", core.clock())
+        return cadre
+
+
+def parse_line(line: str) -> Inbound | None:
+    """What a typed line means; None for an empty line."""
+    line = line.strip()
+    base = {"channel": CHANNEL, "user_id": "local"}
+    if not line:
+        return None
+    if line.startswith(":photo"):
+        return Inbound(photo_ref="console:" + (line[6:].strip() or "photo"), **base)
+    if line.startswith(":location"):
+        location = parse_location(line[9:])
+        return Inbound(location=location, **base) if location else Inbound(text=line[9:].strip(), **base)
+    if line.startswith(":contact"):
+        return Inbound(contact=SharedContact(line[8:].strip(), "local"), **base)
+    if line.startswith("/"):
+        head, _, args = line[1:].partition(" ")
+        return Inbound(command=head.lower(), args=args.strip(), **base)
+    return Inbound(text=line, **base)
+
+
+def run_console(core: Engine, mobile: str | None = None, *, read: Callable[[str], str] = input,
+                write: Callable[[str], None] = print) -> int:
+    cadre = console_login(core, mobile)
+    if cadre is None:
+        write(f"花名册中没有{'手机号为 ' + mobile + ' 的' if mobile else '可用的'}干部，请先导入花名册。")
+        return 1
+    write(f"控制台渠道：已以 {cadre.name}（{cadre.mobile}）身份登录。输入 /help 查看命令，:quit 退出。")
+    while True:
+        try:
+            line = read("> ")
+        except (EOFError, KeyboardInterrupt):
+            write("")
+            return 0
+        if line.strip() in (":quit", ":q", ":exit"):
+            return 0
+        inbound = parse_line(line)
+        if inbound is None:
+            continue
+        for reply in core.handle(inbound).replies:
+            write(reply.numbered_text())
+            write("")

@@ -1,0 +1,159 @@
+"""Telegram channel: translates PTB updates into ``Inbound`` and renders ``Reply`` back.
+
+The conversation itself lives in the core; this module only parses, renders and sends. Choices
+become inline keyboards whose callback data are the core's short opaque tokens; a contact or a
+location request becomes a one-time reply keyboard. A pressed button's message is edited to show
+what was chosen, so old keyboards do not linger.
+
+Long polling is PTB's own Updater; webhook mode is served by our ASGI app (bot.app), which calls
+``TelegramChannel.process`` directly and answers 500 when the core failed, so Telegram redelivers
+and the update is not lost (the core drops the redelivery if the first attempt did commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from telegram import (
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+    Update,
+)
+from telegram.constants import ChatType
+from telegram.error import BadRequest
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
+
+from bot import texts
+from bot.config import Settings
+from bot.core.engine import Engine
+from bot.core.types import Inbound, Location, Outcome, Reply, SharedContact
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "telegram"
+MAX_TEXT = 4096
+ERROR_TEXT = "系统繁忙，请稍后再试。"
+
+BOT_COMMANDS = [
+    BotCommand("visit", "开始入户走访（四个一）"),
+    BotCommand("contact", "登记日常走访"),
+    BotCommand("progress", "本半年走访进度"),
+    BotCommand("cancel", "取消当前操作"),
+    BotCommand("help", "帮助"),
+]
+
+
+def to_inbound(update: Update) -> Inbound | None:
+    """Our Inbound for a private-chat message or button press; None for anything else."""
+    chat = update.effective_chat
+    user = update.effective_user
+    if chat is None or user is None or chat.type != ChatType.PRIVATE or user.is_bot:
+        return None
+    base = {"channel": CHANNEL, "user_id": str(user.id), "event_key": str(update.update_id),
+            "display_name": user.full_name}
+    query = update.callback_query
+    if query is not None:
+        return Inbound(token=(query.data or "")[:64], **base)
+    message = update.message
+    if message is None:
+        return None  # edited messages, channel posts, membership changes
+    if message.contact is not None:
+        contact = message.contact
+        return Inbound(contact=SharedContact(contact.phone_number, str(contact.user_id) if contact.user_id else None),
+                       **base)
+    if message.photo:
+        return Inbound(photo_ref=f"telegram:{message.photo[-1].file_id}", **base)
+    if message.location is not None:
+        return Inbound(location=Location(message.location.latitude, message.location.longitude), **base)
+    text = message.text or message.caption or ""
+    if text.startswith("/"):
+        head, _, args = text[1:].partition(" ")
+        command = head.split("@", 1)[0].lower()
+        if command:
+            return Inbound(command=command, args=args.strip(), **base)
+    return Inbound(text=text, **base)
+
+
+def render(reply: Reply):
+    """The text and keyboard markup Telegram gets for one reply."""
+    text = reply.text if len(reply.text) <= MAX_TEXT else reply.text[:MAX_TEXT - 1] + "…"
+    if reply.request_contact:
+        markup = ReplyKeyboardMarkup([[KeyboardButton(texts.SHARE_CONTACT_BUTTON, request_contact=True)]],
+                                     resize_keyboard=True, one_time_keyboard=True)
+    elif reply.request_location:
+        # A location can only be asked for by a reply keyboard; its other buttons send their labels,
+        # which the core accepts as answers too.
+        rows = [[KeyboardButton(texts.LOCATION_BUTTON, request_location=True)]]
+        rows += [[KeyboardButton(option.label) for option in row] for row in reply.options]
+        markup = ReplyKeyboardMarkup(rows, resize_keyboard=True, one_time_keyboard=True)
+    elif reply.options:
+        markup = InlineKeyboardMarkup([[InlineKeyboardButton(o.label, callback_data=o.token) for o in row]
+                                       for row in reply.options])
+    else:
+        markup = ReplyKeyboardRemove()
+    return text, markup
+
+
+class TelegramChannel:
+    """Binds one PTB Application to the core."""
+
+    def __init__(self, core: Engine, settings: Settings, *, webhook: bool):
+        self.core = core
+        self.settings = settings
+        token = settings.telegram_bot_token.get_secret_value()
+        base = settings.telegram_api_base_url.rstrip("/")
+        builder: ApplicationBuilder = (
+            Application.builder().token(token).base_url(f"{base}/bot").base_file_url(f"{base}/file/bot")
+            .post_init(self._post_init)
+        )
+        if webhook:
+            builder = builder.updater(None)
+        self.application = builder.build()
+        self.application.add_handler(TypeHandler(Update, self._on_update))
+
+    async def _post_init(self, application: Application) -> None:
+        try:
+            await application.bot.set_my_commands(BOT_COMMANDS)
+        except Exception:  # a menu is a convenience; the bot works without it
+            log.warning("setMyCommands failed", exc_info=True)
+
+    async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Handles an update fetched by long polling."""
+        try:
+            await self.process(update)
+        except Exception:
+            log.exception("update %s failed", update.update_id)
+            if update.effective_chat and update.effective_chat.type == ChatType.PRIVATE:
+                await context.bot.send_message(update.effective_chat.id, ERROR_TEXT)
+
+    async def process(self, update: Update) -> None:
+        """Passes one update to the core and delivers what it answers; raises if the core fails."""
+        inbound = to_inbound(update)
+        if inbound is None:
+            return
+        outcome: Outcome = await asyncio.to_thread(self.core.handle, inbound)
+        if outcome.duplicate:
+            return
+        bot = self.application.bot
+        query = update.callback_query
+        if query is not None:
+            await query.answer(texts.STALE_BUTTON if outcome.stale else None)
+            message = query.message
+            try:
+                if message is not None and getattr(message, "text", None):
+                    if outcome.chosen:
+                        marked = f"{message.text}\n\n➤ {outcome.chosen}"
+                        await query.edit_message_text(marked[:MAX_TEXT])
+                    elif outcome.stale:
+                        await query.edit_message_reply_markup(None)
+            except BadRequest as exc:  # already edited, or too old to edit: the new replies matter more
+                log.info("could not mark the pressed message: %s", exc)
+        chat_id = update.effective_chat.id
+        for reply in outcome.replies:
+            text, markup = render(reply)
+            await bot.send_message(chat_id, text, reply_markup=markup)
