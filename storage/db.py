@@ -93,5 +93,7 @@ def insert_ignore(session, model, values: dict) -> int:
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    result = session.execute(insert(model).values(**values).on_conflict_do_nothing())
-    return result.rowcount
+    # RETURNING, not rowcount: through the ORM session psycopg reports -1 for this statement.
+    key = list(model.__table__.primary_key.columns)[0]
+    stmt = insert(model).values(**values).on_conflict_do_nothing().returning(key)
+    return len(session.execute(stmt).all())
