@@ -73,24 +73,11 @@ def create_app(settings: Settings, core: Engine) -> Starlette:
         if telegram is None:
             yield
             return
-        application = telegram.application
-        await application.initialize()
-        await application.start()
-        if webhook:
-            await application.bot.set_webhook(
-                settings.telegram_webhook_url, secret_token=settings.telegram_webhook_secret.get_secret_value(),
-                allowed_updates=["message", "callback_query"])
-        else:
-            await application.bot.delete_webhook()
-            await application.updater.start_polling(allowed_updates=["message", "callback_query"])
-        log.info("Telegram channel started (%s)", "webhook" if webhook else "long polling")
+        await telegram.start()
         try:
             yield
         finally:
-            if application.updater is not None and application.updater.running:
-                await application.updater.stop()
-            await application.stop()
-            await application.shutdown()
+            await telegram.stop()
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.telegram = telegram

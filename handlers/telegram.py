@@ -36,6 +36,7 @@ from bot.core.types import Inbound, Location, Outcome, Reply, SharedContact
 log = logging.getLogger(__name__)
 
 CHANNEL = "telegram"
+ALLOWED_UPDATES = ["message", "callback_query"]
 MAX_TEXT = 4096
 ERROR_TEXT = "系统繁忙，请稍后再试。"
 
@@ -109,18 +110,37 @@ class TelegramChannel:
         base = settings.telegram_api_base_url.rstrip("/")
         builder: ApplicationBuilder = (
             Application.builder().token(token).base_url(f"{base}/bot").base_file_url(f"{base}/file/bot")
-            .post_init(self._post_init)
         )
         if webhook:
             builder = builder.updater(None)
         self.application = builder.build()
         self.application.add_handler(TypeHandler(Update, self._on_update))
 
-    async def _post_init(self, application: Application) -> None:
+    async def start(self) -> None:
+        """Starts PTB and either registers the webhook or begins long polling."""
+        application = self.application
+        await application.initialize()
+        await application.start()
         try:
             await application.bot.set_my_commands(BOT_COMMANDS)
         except Exception:  # a menu is a convenience; the bot works without it
             log.warning("setMyCommands failed", exc_info=True)
+        settings = self.settings
+        if settings.telegram_webhook_url:
+            await application.bot.set_webhook(
+                settings.telegram_webhook_url, secret_token=settings.telegram_webhook_secret.get_secret_value(),
+                allowed_updates=ALLOWED_UPDATES)
+        else:
+            await application.bot.delete_webhook()
+            await application.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+        log.info("Telegram channel started (%s)", "webhook" if settings.telegram_webhook_url else "long polling")
+
+    async def stop(self) -> None:
+        application = self.application
+        if application.updater is not None and application.updater.running:
+            await application.updater.stop()
+        await application.stop()
+        await application.shutdown()
 
     async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Handles an update fetched by long polling."""

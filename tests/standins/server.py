@@ -54,16 +54,22 @@ class ServedApp:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def bind(self) -> int:
+        """Takes a free port now, before the app is built (a webhook URL must name it)."""
+        if self._sock is None:
+            # Binding the socket ourselves gives the port before uvicorn starts, with no race
+            # between picking a free port and someone else taking it.
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((HOST, 0))
+            self._sock = sock
+            self._port = sock.getsockname()[1]
+        return self._port
+
     def start(self, timeout: float = 10.0) -> "ServedApp":
         if self.running:
             return self
-        # Binding the socket ourselves gives the port before uvicorn starts, with no race
-        # between picking a free port and someone else taking it.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, 0))
-        self._sock = sock
-        self._port = sock.getsockname()[1]
+        self.bind()
         config = uvicorn.Config(
             self.app,
             host=HOST,

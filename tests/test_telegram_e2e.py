@@ -1,0 +1,227 @@
+"""End to end on Telegram: the production app factory, the real PTB Application, real HTTP.
+
+The bot runs as ``python -m bot run`` would run it (bot.app.create_app under uvicorn), talking to
+a local stand-in of the Bot API on 127.0.0.1, in long-polling mode and in webhook mode.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+
+import pytest
+from pydantic import SecretStr
+from sqlmodel import select
+
+from bot import texts
+from bot.app import create_app
+from bot.cli import main as cli_main
+from bot.config import get_settings
+from bot.core.engine import Engine
+from storage.db import session_scope
+from storage.models import ChatAccount, DialogueState, EverydayContact, Problem, ProblemStatus, Visit
+from tests.standins.server import ServedApp
+from tests.standins.telegram_api import TEST_TOKEN, TelegramStandin
+from tests.utils import bind, make_roster
+
+BOT_USERNAME = "zuofeng_test_bot"
+SECRET = "s3cret-token_for-the-webhook-0123456789"
+
+
+@pytest.fixture
+def tg():
+    with TelegramStandin(TEST_TOKEN, bot_username=BOT_USERNAME) as standin:
+        yield standin
+
+
+@pytest.fixture
+def tg_settings(settings, tg):
+    return settings.model_copy(update={
+        "telegram_bot_token": SecretStr(TEST_TOKEN), "telegram_api_base_url": tg.url,
+        "telegram_bot_username": BOT_USERNAME})
+
+
+@contextmanager
+def running_bot(settings, db, clock, *, webhook: bool = False):
+    """The bot as deployed: our ASGI app with its lifespan starting PTB, served on loopback."""
+    served = ServedApp(None)
+    if webhook:
+        port = served.bind()
+        settings = settings.model_copy(update={
+            "telegram_webhook_url": f"http://127.0.0.1:{port}/telegram/webhook",
+            "telegram_webhook_secret": SecretStr(SECRET)})
+    served.app = create_app(settings.check(), Engine(db, settings, clock=clock))
+    served.start()
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+def texts_of(messages) -> str:
+    return "\n".join(m.get("text") or "" for m in messages)
+
+
+def press(user, label_part: str):
+    """Presses the inline button containing ``label_part`` on the newest keyboard."""
+    for row in user.buttons():
+        for text, data in row:
+            if label_part in text:
+                return user.press_wait(data)
+    raise AssertionError(f"no button {label_part!r} in {user.buttons()}")
+
+
+def issue_code_by_cli(monkeypatch, capsys, database_url, mobile: str) -> tuple[str, str]:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("TELEGRAM_BOT_USERNAME", BOT_USERNAME)
+    get_settings.cache_clear()
+    try:
+        assert cli_main(["bind-code", mobile]) == 0
+    finally:
+        get_settings.cache_clear()
+    out = capsys.readouterr().out
+    code = re.search(r"绑定码：([A-Z0-9]{8})", out).group(1)
+    link = re.search(r"https://t\.me/\S+", out).group(0)
+    return code, link
+
+
+def walk_visit(user, photo: bool = True):
+    """A whole four-ones visit by buttons, with an unsolved difficulty, photo and location."""
+    assert texts.PICK_HOUSEHOLD in texts_of(user.command_wait("/visit"))
+    assert "回头看" in texts_of(press(user, "住户2"))
+    press(user, "是")
+    for answer in ("满意", "基本满意", "方便", "不涉及", "满意"):
+        press(user, answer)
+    assert "③解决一件困难事" in texts_of(user.text_wait("希望多组织文艺活动"))
+    press(user, "物业")
+    assert texts.ASK_DIFFICULTY_SOLVED in texts_of(user.text_wait("电梯经常停运"))
+    press(user, "未解决")
+    assert texts.ASK_PHOTO in texts_of(press(user, "是"))
+    if photo:
+        replies = user.photo_wait(file_id="PHOTO-1")
+        assert texts.ASK_LOCATION in texts_of(replies)
+        assert user.buttons()[0] == [(texts.LOCATION_BUTTON, False, True)]  # a reply keyboard asks for it
+        summary = texts_of(user.location_wait(31.2304, 121.4737))
+    else:
+        user.text_wait("跳过")
+        summary = texts_of(user.text_wait("跳过"))
+    assert "电梯经常停运" in summary
+    return texts_of(press(user, "确认提交"))
+
+
+def test_polling_binding_visit_contact_progress_and_restart(
+        tg, tg_settings, db, clock, database_url, monkeypatch, capsys):
+    roster = make_roster(db)
+    user = tg.user(5001, first_name="李明")
+    with running_bot(tg_settings, db, clock):
+        assert tg.commands()  # the command menu was installed
+        # An unbound user is told how to bind and offered the contact button.
+        welcome = user.command_wait("/start")
+        assert welcome[-1]["text"] == texts.WELCOME_UNBOUND
+        assert user.buttons(welcome[-1]) == [[(texts.SHARE_CONTACT_BUTTON, True, False)]]
+        assert texts_of(user.command_wait("/visit")) == texts.NOT_BOUND
+
+        code, link = issue_code_by_cli(monkeypatch, capsys, database_url, "13800000003")
+        assert link == f"https://t.me/{BOT_USERNAME}?start=bind-{code}"
+        assert texts_of(user.command_wait("/start", f"bind-{code}")) == texts.BOUND_OK.format(
+            name="李明", unit="市住建局")
+
+        done = walk_visit(user)
+        assert "本半年已走访 1/3 户" in done and "问题台账" in done
+        # The pressed message was edited to show the choice and lost its keyboard.
+        edits = [m for m in user.sent() if m["kind"] == "edit"]
+        assert edits and edits[-1]["text"].endswith("➤ ✅ 确认提交") and not edits[-1].get("reply_markup")
+
+        user.command_wait("/contact")
+        press(user, "电话联系")
+        press(user, "不针对具体住户")
+        assert "已记录日常走访：电话联系" in texts_of(user.text_wait("电话询问供暖情况"))
+        progress = texts_of(user.command_wait("/progress"))
+        assert "已走访 1/3 户" in progress and "日常走访 1 次" in progress and "住户1 · 幸福路1号" in progress
+
+        # Half a visit, then the service stops.
+        user.command_wait("/visit")
+        press(user, "住户3")
+        press(user, "否")
+        before_restart = user.last()
+        assert "调查 1/6" in before_restart["text"]
+
+    with session_scope(db) as s:
+        [visit] = s.exec(select(Visit)).all()
+        [problem] = s.exec(select(Problem)).all()
+        assert (visit.photo_ref, visit.latitude, visit.channel) == ("telegram:PHOTO-1", 31.2304, "telegram")
+        assert (problem.status, problem.content, problem.household_id) == (
+            ProblemStatus.NEW, "电梯经常停运", roster.households[1].id)
+        assert len(s.exec(select(EverydayContact)).all()) == 1
+
+    # A new Application on the same database continues where the user left off,
+    # and the buttons of the message sent before the restart still answer.
+    with running_bot(tg_settings, db, clock):
+        data = {text: cb for row in user.buttons(before_restart) for text, cb in row}
+        replies = user.press_wait(data["满意"], before_restart["message_id"])
+        assert "调查 2/6" in texts_of(replies)
+        assert "继续未完成的入户走访" in texts_of(user.command_wait("/visit"))
+
+
+def test_binding_by_shared_contact(tg, tg_settings, db, clock):
+    make_roster(db)
+    user = tg.user(6001, first_name="王芳")
+    with running_bot(tg_settings, db, clock):
+        assert texts_of(user.contact_wait("+8613800000002", user_id=999)) == texts.CONTACT_NOT_OWN
+        assert texts_of(user.contact_wait("8613800000002")) == texts.BOUND_OK.format(name="王芳", unit="市住建局")
+        assert "/unit" in texts_of(user.command_wait("/help"))
+    with session_scope(db) as s:
+        [account] = s.exec(select(ChatAccount)).all()
+        assert (account.external_user_id, account.bound_by) == ("6001", "contact")
+
+
+def test_webhook_mode_secret_and_redelivery(tg, tg_settings, db, clock):
+    roster = make_roster(db)
+    user = tg.user(7001, first_name="李明")
+    bind(db, roster.cadre, "telegram", "7001", clock())
+    with running_bot(tg_settings, db, clock, webhook=True) as served:
+        assert tg.webhook["url"] == f"http://127.0.0.1:{served.port}/telegram/webhook"
+        assert tg.webhook["secret_token"] == SECRET
+        assert tg.pending_updates == []
+
+        # Without the secret, or with a wrong one: refused, nothing processed.
+        update = user.command("/visit", deliver=False)
+        assert tg.deliver(update, secret=None) == 403
+        assert tg.deliver(update, secret="wrong-secret-wrong-secret") == 403
+        assert user.sent() == []
+
+        # Delivered three times: one answer, one state change.
+        assert [tg.deliver(update) for _ in range(3)] == [200, 200, 200]
+        assert len(user.sent()) == 1 and texts.PICK_HOUSEHOLD in user.sent()[0]["text"]
+        with session_scope(db) as s:
+            assert s.get(DialogueState, ("telegram", "7001")).version == 1
+
+        # The whole visit works the same way in webhook mode.
+        press(user, texts.CANCEL)
+        done = walk_visit(user, photo=False)
+        assert "本半年已走访 1/3 户" in done
+    with session_scope(db) as s:
+        [visit] = s.exec(select(Visit)).all()
+        assert visit.photo_ref is None and visit.latitude is None
+
+
+def test_garbage_webhook_body_is_refused(tg, tg_settings, db, clock):
+    import httpx
+
+    with running_bot(tg_settings, db, clock, webhook=True) as served:
+        url = f"{served.url}/telegram/webhook"
+        headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        assert httpx.post(url, content=b"{not json", headers=headers).status_code == 400
+        assert httpx.post(url, content=b"x" * 2_000_000, headers=headers).status_code == 413
+        assert httpx.get(f"{served.url}/healthz").json() == {"status": "ok", "telegram": "webhook"}
+
+
+def test_loopback_guard_is_installed():
+    import socket
+
+    from tests import conftest
+
+    assert socket.socket.connect is conftest._guarded_connect
+    with socket.socket() as sock, pytest.raises(ConnectionRefusedError, match="non-loopback"):
+        conftest._check_loopback(sock, ("192.0.2.1", 80))  # refused before any packet leaves
+    conftest._check_loopback(socket.socket(), ("127.0.0.1", 80))  # loopback passes
