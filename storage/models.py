@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import false as sa_false
 from sqlmodel import Field, SQLModel
 
 
@@ -71,6 +72,8 @@ class Cadre(SQLModel, table=True):
     post: Optional[str] = Field(default=None, max_length=100)  # 职务
     duties: Optional[str] = Field(default=None, max_length=300)  # 职责
     active: bool = True
+    # Set by the cadre in chat (digests only, never deadline reminders); the roster import leaves it alone.
+    digests_muted: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
 
 
 class Household(SQLModel, table=True):
@@ -114,6 +117,7 @@ class ChatAccount(SQLModel, table=True):
     cadre_id: int = Field(foreign_key="cadre.id", index=True)
     bound_at: datetime
     bound_by: str = Field(max_length=20)  # "code", "contact" or "console"
+    unreachable_at: Optional[datetime] = None  # the user blocked the bot (403); nothing is sent any more
 
 
 class BindingCode(SQLModel, table=True):
@@ -205,3 +209,50 @@ class Problem(SQLModel, table=True):
     raiser_phone: Optional[str] = Field(default=None, max_length=30)
     created_at: datetime
     updated_at: datetime
+
+
+class OutboxState:
+    PENDING = "pending"  # waiting for its next_attempt_at
+    SENT = "sent"
+    DEAD = "dead"  # gave up after too many attempts; listed for the admin
+    UNREACHABLE = "unreachable"  # the recipient blocked the bot; not retried
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A message that is not the direct reply to a user's own message: reminders, digests, notices.
+
+    Written in the same transaction as whatever caused it; ``idempotency_key`` (kind + subject +
+    period + recipient) is unique, so a job run twice writes it once. A sender claims due rows
+    (``claimed_until`` is a lease, so a crashed sender's rows come back) and marks each sent once.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=200, unique=True)
+    kind: str = Field(max_length=40)
+    channel: str = Field(max_length=20)
+    recipient: str = Field(max_length=100)  # the channel's user id
+    cadre_id: Optional[int] = Field(default=None, foreign_key="cadre.id", index=True)
+    body: str = Field(max_length=4096)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: str = Field(default=OutboxState.PENDING, max_length=20)
+    attempts: int = 0
+    next_attempt_at: datetime
+    claimed_until: Optional[datetime] = None
+    last_error: Optional[str] = Field(default=None, max_length=500)
+    created_at: datetime
+    sent_at: Optional[datetime] = None
+
+
+class OutboxAttachment(SQLModel, table=True):
+    """A file sent with an outbox message (a digest's chart)."""
+
+    __tablename__ = "outbox_attachment"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="outbox.id", index=True)
+    filename: str = Field(max_length=100)
+    content_type: str = Field(max_length=50)
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
