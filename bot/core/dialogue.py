@@ -100,6 +100,7 @@ class Flow:
 
     name: str = ""
     steps: dict[str, Step]
+    requires_cadre: bool = True  # False for flows citizens may run (e.g. rating a cadre)
 
     def finish(self, ctx: Context) -> None:
         raise NotImplementedError

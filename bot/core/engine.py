@@ -110,7 +110,8 @@ class Engine:
     def _route(self, ctx: Context) -> None:
         inbound = ctx.inbound
         flow = self.flows.get(ctx.dialogue.flow or "")
-        if ctx.dialogue.flow is not None and (flow is None or ctx.dialogue.step not in flow.steps or ctx.cadre is None):
+        if ctx.dialogue.flow is not None and (flow is None or ctx.dialogue.step not in flow.steps
+                                              or (flow.requires_cadre and ctx.cadre is None)):
             # A flow that no longer exists after an upgrade, or a binding removed mid-flow.
             ctx.end_flow()
             flow = None
