@@ -87,8 +87,8 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-def insert_ignore(session, model, values: dict) -> int:
-    """INSERT ... ON CONFLICT DO NOTHING on either database; returns the number of rows inserted."""
+def insert_ignore(session, model, values: dict):
+    """INSERT ... ON CONFLICT DO NOTHING on either database; the new row's key, or None if it existed."""
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
@@ -96,4 +96,5 @@ def insert_ignore(session, model, values: dict) -> int:
     # RETURNING, not rowcount: through the ORM session psycopg reports -1 for this statement.
     key = list(model.__table__.primary_key.columns)[0]
     stmt = insert(model).values(**values).on_conflict_do_nothing().returning(key)
-    return len(session.execute(stmt).all())
+    row = session.execute(stmt).first()
+    return row[0] if row is not None else None

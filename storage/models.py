@@ -241,6 +241,7 @@ class OutboxMessage(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime
     claimed_until: Optional[datetime] = None
+    claimed_by: Optional[str] = Field(default=None, max_length=60)
     last_error: Optional[str] = Field(default=None, max_length=500)
     created_at: datetime
     sent_at: Optional[datetime] = None

@@ -64,7 +64,7 @@ class Engine:
                 if inbound.event_key is not None:
                     fresh = insert_ignore(session, ProcessedInbound, {
                         "channel": inbound.channel, "event_key": inbound.event_key[:100], "created_at": now})
-                    if not fresh:
+                    if fresh is None:
                         return Outcome(duplicate=True)
                 row = self._load_state(session, inbound, now)
                 dialogue = Dialogue(row.flow, row.step, copy.deepcopy(row.data or {}), row.version)
