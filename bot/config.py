@@ -8,6 +8,7 @@ setting's name and how to fix it (``SettingsError``).
 from __future__ import annotations
 
 import re
+from datetime import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -46,6 +47,31 @@ class Settings(BaseSettings):
     telegram_webhook_url: str | None = None
     telegram_webhook_secret: SecretStr | None = None
 
+    # Scheduler and outbox (reminders, digests)
+    scheduler_in_run: bool = True  # `run` also runs the scheduler and senders; else use `worker`
+    quiet_hours_start: time = time(22, 0)
+    quiet_hours_end: time = time(8, 0)
+    reminder_time: time = time(9, 0)  # local time of the report-deadline reminders
+    reminder_days_before: list[int] = [7, 3, 1, 0]
+    # Report deadlines per half-year as MM-DD: 附件5 (hotline items), 附件3-4 (service objects),
+    # 附件1-2 (households visited and their problems).
+    deadline_form5: list[str] = ["06-01", "12-01"]
+    deadline_form34: list[str] = ["06-05", "12-05"]
+    deadline_form12: list[str] = ["06-10", "12-10"]
+    digest_daily_time: time | None = time(18, 0)  # empty: no daily digest
+    digest_weekly_day: int | None = Field(default=0, ge=0, le=6)  # 0 = Monday; empty: no weekly digest
+    digest_weekly_time: time = time(9, 0)
+    supervision_units: list[str] = ["市作风办", "作风办"]  # supervisors there oversee every unit
+    scheduler_tick_minutes: int = Field(default=15, ge=1, le=60)
+    misfire_grace_hours: int = Field(default=12, ge=1, le=72)
+    outbox_max_attempts: int = Field(default=8, ge=1)
+    outbox_retry_base_seconds: float = Field(default=10.0, gt=0)
+    outbox_lease_seconds: int = Field(default=300, ge=5)
+    outbox_batch: int = Field(default=200, ge=1)
+    telegram_rate_global: float = Field(default=30.0, gt=0)  # messages per second, all chats
+    telegram_rate_per_chat: float = Field(default=1.0, gt=0)  # messages per second, one chat
+    telegram_rate_per_group_minute: int = Field(default=20, ge=1)  # messages per minute, one group
+
     # HTTP server (Telegram webhook now; the rating page and WeChat later)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -54,6 +80,19 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("digest_daily_time", "digest_weekly_day", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("deadline_form5", "deadline_form34", "deadline_form12")
+    @classmethod
+    def _month_days(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not re.fullmatch(r"(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])", item):
+                raise ValueError(f"“{item}” 不是 MM-DD 格式的日期，例如 06-10")
+        return value
 
     @field_validator("telegram_webhook_url", "telegram_bot_username", "survey_file", mode="before")
     @classmethod

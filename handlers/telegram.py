@@ -16,6 +16,7 @@ import asyncio
 import logging
 
 from telegram import (
+    Bot,
     BotCommand,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -25,19 +26,22 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatType
-from telegram.error import BadRequest
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 
 from bot import texts
 from bot.config import Settings
 from bot.core.engine import Engine
 from bot.core.types import Inbound, Location, Outcome, Reply, SharedContact
+from scheduler.outbox import Claimed
+from scheduler.sender import SENT, Delivery, RateLimiter
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "telegram"
 ALLOWED_UPDATES = ["message", "callback_query"]
 MAX_TEXT = 4096
+MAX_CAPTION = 1024
 ERROR_TEXT = "系统繁忙，请稍后再试。"
 
 BOT_COMMANDS = [
@@ -177,3 +181,44 @@ class TelegramChannel:
         for reply in outcome.replies:
             text, markup = render(reply)
             await bot.send_message(chat_id, text, reply_markup=markup)
+
+
+class TelegramTransport:
+    """Delivers outbox rows with the Bot API, translating its errors into delivery results."""
+
+    channel = CHANNEL
+
+    def __init__(self, bot: Bot, settings: Settings):
+        self.bot = bot
+        self.limiter = RateLimiter(settings.telegram_rate_global, settings.telegram_rate_per_chat)
+
+    async def deliver(self, message: Claimed) -> Delivery:
+        chat_id = int(message.recipient)
+        try:
+            images = [a for a in message.attachments if a.content_type.startswith("image/")]
+            files = [a for a in message.attachments if not a.content_type.startswith("image/")]
+            if images and not files and len(images) == 1:
+                # One call, so a retry can never repeat half of the message.
+                await self.bot.send_photo(chat_id, photo=images[0].content, filename=images[0].filename,
+                                          caption=message.body[:MAX_CAPTION])
+            elif files and not images and len(files) == 1:
+                await self.bot.send_document(chat_id, document=files[0].content, filename=files[0].filename,
+                                             caption=message.body[:MAX_CAPTION])
+            else:
+                text = message.body if len(message.body) <= MAX_TEXT else message.body[:MAX_TEXT - 1] + "…"
+                await self.bot.send_message(chat_id, text)
+                for attachment in message.attachments:
+                    await self.bot.send_document(chat_id, document=attachment.content, filename=attachment.filename)
+        except RetryAfter as exc:
+            wait = exc.retry_after
+            seconds = wait.total_seconds() if hasattr(wait, "total_seconds") else float(wait)
+            return Delivery("retry", retry_after=seconds, error=f"429: {exc.message}")
+        except Forbidden as exc:
+            return Delivery("unreachable", error=f"403: {exc.message}")
+        except BadRequest as exc:
+            if "chat not found" in exc.message.lower() or "user is deactivated" in exc.message.lower():
+                return Delivery("unreachable", error=f"400: {exc.message}")
+            return Delivery("failed", error=f"400: {exc.message}")
+        except (TimedOut, NetworkError) as exc:  # PTB reports 5xx as NetworkError
+            return Delivery("retry", error=f"network: {exc.message}")
+        return SENT

@@ -1,0 +1,185 @@
+"""The outbox sender: delivers due rows through each channel's transport, within its rate limits.
+
+One loop per process; several processes may run it on one database (rows are claimed, see
+scheduler.outbox). Per result: sent; retry later (429 honours retry_after and pauses the whole
+channel, 5xx and network errors back off exponentially, until ``OUTBOX_MAX_ATTEMPTS`` moves the
+row to dead); unreachable (403: the user blocked the bot — flagged, never retried); failed (a
+permanent error such as a malformed request: dead at once). Nothing is sent in quiet hours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Awaitable, Callable, Protocol
+
+from sqlalchemy.engine import Engine as DbEngine
+
+from bot.config import Settings
+from bot.core.engine import system_clock
+from scheduler import outbox
+from scheduler.outbox import Claimed
+from storage.db import session_scope
+from storage.models import OutboxState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a transport made of one message."""
+
+    status: str  # "sent", "retry", "unreachable" or "failed"
+    retry_after: float | None = None  # seconds the platform asked us to wait (429)
+    error: str = ""
+
+
+SENT = Delivery("sent")
+
+
+class RateLimiter:
+    """At most ``per_second`` sends in any window of one second (plus a margin), and at most
+    ``per_chat`` per second to one chat; ``pause`` stops every send for a while (after a 429)."""
+
+    def __init__(self, per_second: float, per_chat: float, *, margin: float = 0.05,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        self.capacity = max(1, int(per_second))
+        self.window = 1.0 + margin  # a margin, so jitter on the way cannot put N+1 into the server's window
+        self.chat_interval = 1.0 / per_chat + margin
+        self.clock, self.sleep = clock, sleep
+        self.sent: deque[float] = deque()
+        self.last_by_chat: dict[str, float] = {}
+        self.paused_until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        self.paused_until = max(self.paused_until, self.clock() + seconds)
+
+    async def acquire(self, chat: str) -> None:
+        while True:
+            now = self.clock()
+            while self.sent and self.sent[0] <= now - self.window:
+                self.sent.popleft()
+            waits = [self.paused_until - now]
+            if len(self.sent) >= self.capacity:
+                waits.append(self.sent[0] + self.window - now)
+            last = self.last_by_chat.get(chat)
+            if last is not None:
+                waits.append(last + self.chat_interval - now)
+            wait = max(waits)
+            if wait <= 0:
+                self.sent.append(now)
+                self.last_by_chat[chat] = now
+                if len(self.last_by_chat) > 10_000:
+                    self._forget_old_chats(now)
+                return
+            await self.sleep(wait)
+
+    def _forget_old_chats(self, now: float) -> None:
+        self.last_by_chat = {c: t for c, t in self.last_by_chat.items() if t > now - self.chat_interval}
+
+
+class Transport(Protocol):
+    """A channel's way to send one outbox message."""
+
+    channel: str
+    limiter: RateLimiter
+
+    async def deliver(self, message: Claimed) -> Delivery: ...
+
+
+def backoff(attempt: int, base: float, cap: float = 3600.0) -> float:
+    return min(cap, base * 2 ** max(0, attempt - 1))
+
+
+class OutboxSender:
+    """Claims due outbox rows and delivers them; safe to run in several processes at once."""
+
+    def __init__(self, db: DbEngine, settings: Settings, transports: dict[str, Transport], *,
+                 clock=system_clock, worker: str | None = None, concurrency: int = 8):
+        self.db, self.settings, self.transports, self.clock = db, settings, transports, clock
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.concurrency = concurrency
+
+    # -- database side (run in a thread: the drivers are synchronous) --------------------------
+
+    def _claim(self) -> list[Claimed]:
+        now = self.clock()
+        if outbox.quiet_end(now, self.settings) is not None:
+            return []
+        with session_scope(self.db) as session:
+            return outbox.claim_due(session, channels=list(self.transports), now=now, worker=self.worker,
+                                    lease=timedelta(seconds=self.settings.outbox_lease_seconds),
+                                    limit=self.settings.outbox_batch)
+
+    def _record(self, message: Claimed, result: Delivery) -> str:
+        now: datetime = self.clock()
+        with session_scope(self.db) as session:
+            if result.status == "sent":
+                if not outbox.mark_sent(session, message.id, self.worker, now):
+                    log.warning("outbox %s was sent but its claim had lapsed", message.id)
+                return OutboxState.SENT
+            if result.status == "retry":
+                if result.retry_after is not None:  # rate limited: not the message's fault
+                    at, counted = now + timedelta(seconds=result.retry_after), False
+                else:
+                    at = now + timedelta(seconds=backoff(message.attempts + 1, self.settings.outbox_retry_base_seconds))
+                    counted = True
+                return outbox.mark_retry(session, message.id, self.worker, at=at, error=result.error,
+                                         count_attempt=counted, max_attempts=self.settings.outbox_max_attempts)
+            state = OutboxState.UNREACHABLE if result.status == "unreachable" else OutboxState.DEAD
+            outbox.mark_failed(session, message.id, self.worker, state=state, error=result.error, now=now)
+            return state
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Delivers one batch of due rows; returns how many were handled."""
+        claimed = await asyncio.to_thread(self._claim)
+        if not claimed:
+            return 0
+        gate = asyncio.Semaphore(self.concurrency)
+        blocked: set[tuple[str, str]] = set()
+
+        async def deliver(message: Claimed) -> None:
+            transport = self.transports[message.channel]
+            async with gate:
+                await transport.limiter.acquire(message.recipient)
+                if (message.channel, message.recipient) in blocked:  # learnt earlier in this batch
+                    result = Delivery("unreachable", error="recipient unreachable")
+                else:
+                    try:
+                        result = await transport.deliver(message)
+                    except Exception as exc:  # a transport bug must not lose the row: retry it later
+                        log.exception("outbox %s: transport error", message.id)
+                        result = Delivery("retry", error=f"{type(exc).__name__}: {exc}")
+                if result.retry_after:
+                    transport.limiter.pause(result.retry_after)
+                if result.status == "unreachable":
+                    blocked.add((message.channel, message.recipient))
+            state = await asyncio.to_thread(self._record, message, result)
+            if state != OutboxState.SENT:
+                log.info("outbox %s -> %s (%s)", message.id, state, result.error)
+
+        await asyncio.gather(*(deliver(m) for m in claimed))
+        return len(claimed)
+
+    async def run(self, stop: asyncio.Event, idle_seconds: float = 1.0) -> None:
+        """Delivers until ``stop`` is set, polling for due rows when there are none."""
+        while not stop.is_set():
+            try:
+                handled = await self.run_once()
+            except Exception:
+                log.exception("outbox sender: batch failed")
+                handled = 0
+            if not handled:
+                try:
+                    await asyncio.wait_for(stop.wait(), idle_seconds)
+                except asyncio.TimeoutError:
+                    pass
