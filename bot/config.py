@@ -18,6 +18,9 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _PLACEHOLDER = re.compile(r"^(|changeme|change-me|xxx+|todo|<.*>|your[-_ ].*|.*placeholder.*)$", re.I)
+# Signs evaluation codes when EVALUATION_SECRET is unset outside production: it is public, so cards
+# made with it can be forged; fine for trying the bot out, never for printed cards.
+DEVELOPMENT_EVALUATION_KEY = b"development-only-evaluation-key-do-not-print-cards"
 _TELEGRAM_TOKEN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{30,}$")
 
 
@@ -76,7 +79,17 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
 
-    @field_validator("telegram_bot_token", "telegram_webhook_secret", mode="before")
+    # Citizen evaluation (评价二维码, 好差评)
+    evaluation_secret: SecretStr | None = None  # signs evaluation codes and the rating form's CSRF tokens
+    public_base_url: str | None = None  # what the cards' QR codes point at: <this>/r/<token>
+    card_encode: Literal["web", "telegram"] = "web"  # what a card's QR code encodes
+    card_font: Path | None = None  # a CJK .ttf/.ttc/.otf; found on the system when empty
+    rating_follow_up_days: int = Field(default=5, ge=1, le=30)  # working days to call a 差评 back
+    rating_rate_limit: int = Field(default=20, ge=1)  # rating-page POSTs per address per 10 minutes
+    rating_burst_count: int = Field(default=5, ge=2)  # ratings of one target from one address ...
+    rating_burst_minutes: int = Field(default=10, ge=1)  # ... within this many minutes are misuse
+
+    @field_validator("telegram_bot_token", "telegram_webhook_secret", "evaluation_secret", mode="before")
     @classmethod
     def _empty_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value
@@ -94,7 +107,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"“{item}” 不是 MM-DD 格式的日期，例如 06-10")
         return value
 
-    @field_validator("telegram_webhook_url", "telegram_bot_username", "survey_file", mode="before")
+    @field_validator("telegram_webhook_url", "telegram_bot_username", "survey_file", "public_base_url",
+                     "card_font", mode="before")
     @classmethod
     def _empty_str_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value
@@ -115,6 +129,22 @@ class Settings(BaseSettings):
     @property
     def telegram_enabled(self) -> bool:
         return self.telegram_bot_token is not None
+
+    @property
+    def evaluation_key(self) -> bytes:
+        """The key that signs evaluation codes; outside production an unset secret falls back to a
+        public development key (``check`` warns of it; production refuses to start without one)."""
+        if self.evaluation_secret is not None:
+            return self.evaluation_secret.get_secret_value().encode()
+        return DEVELOPMENT_EVALUATION_KEY
+
+    @property
+    def public_url(self) -> str:
+        """PUBLIC_BASE_URL without its trailing slash, or this server's own address."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
+        return f"http://{host}:{self.http_port}"
 
     def check(self) -> "Settings":
         """Fails with the setting's name and the fix when a needed secret is absent or a placeholder."""
@@ -138,6 +168,19 @@ class Settings(BaseSettings):
                     "TELEGRAM_WEBHOOK_SECRET 缺失或仍是占位值：Webhook 模式需要 16–256 位的随机串"
                     "（A-Z a-z 0-9 _ -），例如用 `python -c \"import secrets;print(secrets.token_urlsafe(32))\"` 生成。"
                 )
+        if self.evaluation_secret is not None:
+            secret = self.evaluation_secret.get_secret_value().strip()
+            if _PLACEHOLDER.match(secret) or len(secret) < 16:
+                raise SettingsError(
+                    "EVALUATION_SECRET 仍是占位值或太短：请填入至少 16 位的随机串，例如用 "
+                    "`python -c \"import secrets;print(secrets.token_urlsafe(32))\"` 生成。"
+                    "更换后已印制的评价卡全部失效。")
+        elif self.environment == "production":
+            raise SettingsError(
+                "EVALUATION_SECRET 缺失：生产环境必须设置评价码签名密钥（至少 16 位随机串），例如用 "
+                "`python -c \"import secrets;print(secrets.token_urlsafe(32))\"` 生成。")
+        if self.public_base_url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.public_base_url):
+            raise SettingsError(f"PUBLIC_BASE_URL={self.public_base_url!r} 不是网址，例如 https://pingjia.example.gov.cn")
         return self
 
 

@@ -257,3 +257,106 @@ class OutboxAttachment(SQLModel, table=True):
     filename: str = Field(max_length=100)
     content_type: str = Field(max_length=50)
     content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# Citizen evaluation (干部作风评价二维码, 好差评)
+
+
+class ServiceWindow(SQLModel, table=True):
+    """窗口: a service window of a unit, rated like a cadre; its cadres on duty are in ``window_duty``."""
+
+    __tablename__ = "service_window"
+    __table_args__ = (UniqueConstraint("unit_id", "name", name="uq_service_window_unit_name"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100)
+    unit_id: int = Field(foreign_key="unit.id", index=True)
+    active: bool = True
+
+
+class WindowDuty(SQLModel, table=True):
+    """A cadre on duty at a service window (在岗干部), as the roster's 窗口 sheet lists them."""
+
+    __tablename__ = "window_duty"
+
+    window_id: int = Field(foreign_key="service_window.id", primary_key=True)
+    cadre_id: int = Field(foreign_key="cadre.id", primary_key=True, index=True)
+
+
+class TargetKind:
+    """What an evaluation code rates."""
+
+    CADRE = "cadre"
+    WINDOW = "window"
+
+
+class EvaluationCode(SQLModel, table=True):
+    """The evaluation code (评价码) of one cadre or window: the signed token names ``id`` and ``version``.
+
+    Revoking a lost card bumps ``version``: the old card's token no longer matches and is refused,
+    and the next printed card carries the new version.
+    """
+
+    __tablename__ = "evaluation_code"
+    __table_args__ = (UniqueConstraint("cadre_id", name="uq_evaluation_code_cadre"),
+                      UniqueConstraint("window_id", name="uq_evaluation_code_window"))
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    target_kind: str = Field(max_length=10)
+    cadre_id: Optional[int] = Field(default=None, foreign_key="cadre.id")
+    window_id: Optional[int] = Field(default=None, foreign_key="service_window.id")
+    version: int = 1
+    issued_at: datetime
+    revoked_at: Optional[datetime] = None  # when the previous version was revoked
+
+
+class Rating(SQLModel, table=True):
+    """One citizen's rating (好差评) of a cadre or window: level 5 非常满意 … 1 非常不满意.
+
+    One row per rater, target and local day: a second rating that day replaces the first.
+    ``rater_key`` is a keyed hash of the channel's user id (or the web cookie), never the id itself.
+    """
+
+    __table_args__ = (UniqueConstraint("code_id", "rater_key", "rated_on", name="uq_rating_rater_day"),
+                      Index("ix_rating_unit_time", "unit_id", "rated_at"),
+                      Index("ix_rating_code_address_time", "code_id", "address_key", "rated_at"))
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    code_id: int = Field(foreign_key="evaluation_code.id")
+    target_kind: str = Field(max_length=10)
+    cadre_id: Optional[int] = Field(default=None, foreign_key="cadre.id", index=True)
+    window_id: Optional[int] = Field(default=None, foreign_key="service_window.id", index=True)
+    unit_id: int = Field(foreign_key="unit.id")  # the target's unit, for the per-unit view
+    level: int
+    reasons: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    comment: Optional[str] = Field(default=None, max_length=300)
+    phone: Optional[str] = Field(default=None, max_length=30)  # left for a call-back (差评 only)
+    channel: str = Field(max_length=20)
+    rater_key: str = Field(max_length=64)
+    address_key: Optional[str] = Field(default=None, max_length=64)  # keyed hash of the web client's address
+    rated_at: datetime
+    rated_on: str = Field(max_length=10)  # the local date, YYYY-MM-DD
+    misuse: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})  # burst pattern
+    problem_id: Optional[int] = Field(default=None, foreign_key="problem.id")
+
+
+class CallbackStatus:
+    OPEN = "open"  # 待回访
+    DONE = "done"  # 已回访
+
+
+class CallbackTask(SQLModel, table=True):
+    """回访: call the rater of a 差评 back, by the due date; the one place the full phone is shown."""
+
+    __tablename__ = "callback_task"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    rating_id: int = Field(foreign_key="rating.id", unique=True)
+    problem_id: int = Field(foreign_key="problem.id", index=True)
+    unit_id: int = Field(foreign_key="unit.id", index=True)
+    phone: str = Field(max_length=30)
+    status: str = Field(default=CallbackStatus.OPEN, max_length=20)
+    due_on: str = Field(max_length=10)  # local date, YYYY-MM-DD
+    created_at: datetime
+    done_at: Optional[datetime] = None

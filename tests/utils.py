@@ -7,8 +7,8 @@ from datetime import datetime
 
 from bot.core.engine import Engine
 from bot.core.types import Inbound, Location, Outcome, Reply, SharedContact
-from storage.db import session_scope
-from storage.models import Cadre, ChatAccount, Household, Role, ServiceObject, Unit
+from storage.db import session_scope, utcnow
+from storage.models import Cadre, ChatAccount, Household, Role, ServiceObject, ServiceWindow, Unit, WindowDuty
 
 
 @dataclass
@@ -89,3 +89,22 @@ class Chat:
 
     def contact(self, phone: str, user_id: str | None = None) -> str:
         return self._send(contact=SharedContact(phone=phone, user_id=user_id))
+
+
+def make_window(db, roster: Roster, *, name: str = "不动产登记窗口", on_duty: list[Cadre] = ()) -> ServiceWindow:
+    """A service window of the roster's unit with the given cadres on duty."""
+    with session_scope(db) as s:
+        window = ServiceWindow(name=name, unit_id=roster.unit.id)
+        s.add(window)
+        s.flush()
+        s.add_all([WindowDuty(window_id=window.id, cadre_id=c.id) for c in on_duty])
+        return window
+
+
+def token_for(db, settings, kind: str, target_id: int) -> str:
+    """The current evaluation token of a cadre or window (issuing its code if it has none)."""
+    from bot.core import evaluation
+
+    with session_scope(db) as s:
+        code = evaluation.code_for(s, kind, target_id, utcnow())
+        return evaluation.make_token(settings.evaluation_key, code.id, code.version)

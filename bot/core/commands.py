@@ -12,8 +12,9 @@ from typing import Callable
 from sqlmodel import select
 
 from bot import texts
-from bot.core import binding
+from bot.core import binding, evaluation, rating_views
 from bot.core.dialogue import Context
+from bot.core.flows import rating
 from bot.core.periods import half_label
 from bot.core.phones import normalize_mobile
 from bot.core.progress import cadre_progress, households_with_status, progress_bar, unit_progress
@@ -39,6 +40,7 @@ def help_text(cadre: Cadre | None) -> str:
     parts = [texts.HELP_HEADER, texts.HELP_CADRE]
     if rank(cadre) >= RANK[Role.SUPERVISOR]:
         parts.append(texts.HELP_SUPERVISOR)
+        parts.append(texts.HELP_RATINGS)
     if rank(cadre) >= RANK[Role.ADMIN]:
         parts.append(texts.HELP_ADMIN)
     return "\n".join(parts)
@@ -58,10 +60,12 @@ def cmd_help(ctx: Context) -> None:
 
 
 def cmd_start(ctx: Context) -> None:
-    """Greets the user; a payload (deep link) may carry a binding code."""
+    """Greets the user; a payload (deep link) may carry a binding code or an evaluation code."""
     payload = ctx.inbound.args.strip()
     if payload.startswith(binding.START_PREFIX):
         return _bind_with(ctx, payload[len(binding.START_PREFIX):])
+    if evaluation.looks_like_token(payload):
+        return rating.FLOW.start(ctx, payload)
     if ctx.cadre is None:
         ctx.say(texts.WELCOME_UNBOUND, request_contact=True)
         return
@@ -160,6 +164,23 @@ def cmd_bindcode(ctx: Context) -> None:
                                          link=texts.BINDCODE_LINK.format(link=link) if link else ""))
 
 
+def _set_muted(ctx: Context, muted: bool) -> None:
+    cadre = ctx.session.get(Cadre, ctx.cadre.id)
+    cadre.digests_muted = muted
+    ctx.session.add(cadre)
+    ctx.say(texts.MUTED if muted else texts.UNMUTED)
+
+
+def cmd_mute(ctx: Context) -> None:
+    """Stops the daily and weekly digests for this user (deadline reminders still come)."""
+    _set_muted(ctx, True)
+
+
+def cmd_unmute(ctx: Context) -> None:
+    """Resumes the digests."""
+    _set_muted(ctx, False)
+
+
 COMMANDS: dict[str, Command] = {
     "start": Command(cmd_start, None),
     "help": Command(cmd_help, None),
@@ -167,6 +188,10 @@ COMMANDS: dict[str, Command] = {
     "progress": Command(cmd_progress, Role.CADRE),
     "unit": Command(cmd_unit, Role.SUPERVISOR),
     "bindcode": Command(cmd_bindcode, Role.ADMIN),
+    "mute": Command(cmd_mute, Role.CADRE),
+    "unmute": Command(cmd_unmute, Role.CADRE),
+    "ratings": Command(rating_views.cmd_ratings, Role.SUPERVISOR),
+    "callbacks": Command(rating_views.cmd_callbacks, Role.SUPERVISOR),
 }
 
 # Words that act as commands when typed outside a flow (channels without a command menu).
@@ -174,5 +199,5 @@ KEYWORDS = {
     "帮助": "help", "菜单": "help", "开始": "start", "绑定": "bind",
     "走访": "visit", "入户走访": "visit", "开始走访": "visit",
     "日常走访": "contact", "日常": "contact", "进度": "progress", "我的进度": "progress",
-    "单位进度": "unit", "取消": "cancel", "继续": "resume",
+    "单位进度": "unit", "评价": "ratings", "评价统计": "ratings", "回访": "callbacks", "取消": "cancel", "继续": "resume",
 }

@@ -240,7 +240,8 @@ class Flow:
                 return self._refuse(ctx, str(exc))
             ctx.end_flow()
             return
-        ctx.data.setdefault("_history", []).append(step.key)
+        if next_key != step.key:  # a step that repeats itself (ticking several options) is one step back
+            ctx.data.setdefault("_history", []).append(step.key)
         ctx.dialogue.step = next_key
         self.prompt(ctx)
 

@@ -23,6 +23,7 @@ from bot.config import Settings
 from bot.core import binding, commands
 from bot.core.dialogue import Context, Dialogue, Flow
 from bot.core.flows.contact import ContactFlow
+from bot.core.flows import rating
 from bot.core.flows.visit import VisitFlow
 from bot.core.survey import load_survey
 from bot.core.types import Inbound, Outcome, Reply
@@ -52,6 +53,7 @@ class Engine:
         self.flows: dict[str, Flow] = {
             "visit": VisitFlow(load_survey(settings.survey_file), page_size=settings.household_page_size),
             "contact": ContactFlow(page_size=settings.household_page_size),
+            "rating": rating.FLOW,  # started by /start <evaluation token>, open to citizens
         }
         # Flow-starting commands live beside the one-shot ones, with the least role they need.
         self.flow_commands = {"visit": Role.CADRE, "contact": Role.CADRE}

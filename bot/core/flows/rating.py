@@ -1,0 +1,102 @@
+"""服务评价: a citizen rates a cadre or a window in chat, after scanning its card (/start <token>).
+
+Steps: level (非常满意 … 非常不满意); for a 差评 only: reasons (several, toggled), a comment and
+a phone for the call-back, the last two optional. Open to anyone (``requires_cadre = False``); the
+rating itself is stored by bot.core.evaluation, exactly as from the web page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot import texts
+from bot.core import evaluation
+from bot.core.dialogue import Context, Flow, InputError, Step
+from bot.core.phones import normalize_phone
+
+DONE = "__done__"
+
+
+class RatingFlow(Flow):
+    name = "rating"
+    requires_cadre = False
+
+    def __init__(self):
+        steps = [
+            Step("level", "choice", lambda c: texts.RATING_ASK_LEVEL.format(target=c.data["target"]),
+                 self._on_level, options=self._level_options, per_row=1),
+            Step("reasons", "choice", lambda c: texts.RATING_ASK_REASONS.format(done=texts.RATING_REASONS_DONE),
+                 self._on_reason, options=self._reason_options, per_row=2),
+            Step("comment", "text", lambda c: texts.RATING_ASK_COMMENT.format(limit=evaluation.COMMENT_LIMIT),
+                 self._on_comment, optional=True, max_len=evaluation.COMMENT_LIMIT),
+            Step("phone", "text", lambda c: texts.RATING_ASK_PHONE, self._on_phone, optional=True, max_len=30),
+        ]
+        self.steps = {step.key: step for step in steps}
+
+    def start(self, ctx: Context, token: str) -> None:
+        """Opens the rating of the token's target, unless the token is bad or names the user."""
+        target = evaluation.resolve(ctx.session, ctx.settings.evaluation_key, token)
+        if target is None:
+            return ctx.say(texts.RATING_CODE_INVALID)
+        if evaluation.rates_self(target, ctx.cadre):
+            return ctx.say(texts.RATING_SELF)
+        if ctx.dialogue.flow is not None:
+            return ctx.say(texts.RATING_BUSY.format(flow=texts.FLOW_NAMES.get(ctx.dialogue.flow, "")))
+        ctx.start_flow(self.name, "level", {"token": token, "target": target.label, "reasons": []})
+        self.prompt(ctx)
+
+    @staticmethod
+    def _level_options(ctx: Context) -> list[tuple[Any, str]]:
+        return [(level, f"{texts.RATING_LEVEL_ICONS[level]} {texts.RATING_LEVELS[level]}")
+                for level in evaluation.LEVELS]
+
+    @staticmethod
+    def _on_level(ctx: Context, level: int) -> str | None:
+        ctx.data["level"] = level
+        return "reasons" if level in evaluation.BAD_LEVELS else None
+
+    @staticmethod
+    def _reason_options(ctx: Context) -> list[tuple[Any, str]]:
+        picked = ctx.data.get("reasons", [])
+        return [(reason, (texts.RATING_PICKED if reason in picked else "") + reason)
+                for reason in texts.RATING_REASONS] + [(DONE, texts.RATING_REASONS_DONE)]
+
+    @staticmethod
+    def _on_reason(ctx: Context, value: str) -> str:
+        if value == DONE:
+            return "comment"
+        picked = ctx.data.setdefault("reasons", [])
+        if value in picked:
+            picked.remove(value)
+        else:
+            picked.append(value)
+        return "reasons"  # the same step again, with the tick moved
+
+    @staticmethod
+    def _on_comment(ctx: Context, value: str | None) -> str:
+        ctx.data["comment"] = value
+        return "phone"
+
+    @staticmethod
+    def _on_phone(ctx: Context, value: str | None) -> None:
+        if value is not None and normalize_phone(value) is None:
+            raise InputError(texts.RATING_BAD_PHONE)
+        ctx.data["phone"] = value
+        return None
+
+    def finish(self, ctx: Context) -> None:
+        d = ctx.data
+        target = evaluation.resolve(ctx.session, ctx.settings.evaluation_key, d["token"])
+        if target is None:  # revoked while the rater was answering
+            ctx.end_flow()
+            return ctx.say(texts.RATING_CODE_INVALID)
+        if evaluation.rates_self(target, ctx.cadre):
+            ctx.end_flow()
+            return ctx.say(texts.RATING_SELF)
+        given = evaluation.check_input(d["level"], d.get("reasons", []), d.get("comment"), d.get("phone"))
+        submitted = evaluation.submit_rating(ctx.session, ctx.settings, target, given, channel=ctx.inbound.channel,
+                                             rater=ctx.inbound.user_id, now=ctx.now)
+        ctx.say(evaluation.thanks_text(given, submitted, ctx.settings))
+
+
+FLOW = RatingFlow()

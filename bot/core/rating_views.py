@@ -1,0 +1,218 @@
+"""What supervisors see of the citizens' ratings: counts per level, satisfaction rate, the 差评 list,
+and the call-back tasks.
+
+Statistics cover the current half-year and leave out ratings flagged as misuse (a burst from one
+address), saying how many were left out. Phone numbers show masked (138****1234) everywhere here
+except in the call-back list, whose whole point is the number to call.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlmodel import Session, select
+
+from bot import texts
+from bot.core.dialogue import Context
+from bot.core.evaluation import BAD_LEVELS, LEVELS
+from bot.core.periods import half_label
+from bot.core.phones import mask
+from storage.models import Cadre, CallbackStatus, CallbackTask, Rating, Role, ServiceWindow, Unit
+
+BAD_LIST_LIMIT = 10
+
+
+@dataclass
+class LevelCounts:
+    """Ratings per level (5 非常满意 … 1 非常不满意) of one cadre, window or unit, misuse left out."""
+
+    by_level: Counter = field(default_factory=Counter)
+    misuse: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_level.values())
+
+    @property
+    def bad(self) -> int:
+        return sum(self.by_level[level] for level in BAD_LEVELS)
+
+    @property
+    def satisfaction(self) -> float | None:
+        """满意率: the share of 非常满意, 满意 and 基本满意 among all counted ratings."""
+        return (self.total - self.bad) / self.total if self.total else None
+
+    def add(self, rating: Rating, include_misuse: bool = False) -> None:
+        if rating.misuse and not include_misuse:
+            self.misuse += 1
+        else:
+            self.by_level[rating.level] += 1
+
+    def rate_text(self) -> str:
+        return "—" if self.satisfaction is None else f"{self.satisfaction:.1%}"
+
+    def levels_text(self) -> str:
+        return "，".join(f"{texts.RATING_LEVELS[level]} {self.by_level[level]}" for level in LEVELS)
+
+
+def half_start(now: datetime, tz) -> datetime:
+    """The first instant of the half-year ``now`` falls in, in the local zone."""
+    local = now.astimezone(tz)
+    return datetime(local.year, 1 if local.month <= 6 else 7, 1, tzinfo=tz)
+
+
+def ratings_since(session: Session, since: datetime, unit_id: int | None = None) -> list[Rating]:
+    query = select(Rating).where(Rating.rated_at >= since)
+    if unit_id is not None:
+        query = query.where(Rating.unit_id == unit_id)
+    return list(session.exec(query.order_by(Rating.rated_at.desc())).all())
+
+
+def counts_by(ratings: list[Rating], key) -> dict[object, LevelCounts]:
+    out: dict[object, LevelCounts] = {}
+    for rating in ratings:
+        out.setdefault(key(rating), LevelCounts()).add(rating)
+    return out
+
+
+def _oversees_all(ctx: Context) -> bool:
+    """Admins and the supervisors of the work-style office see every unit; others their own."""
+    if ctx.cadre.role == Role.ADMIN:
+        return True
+    unit = ctx.session.get(Unit, ctx.cadre.unit_id)
+    return unit is not None and unit.name in ctx.settings.supervision_units
+
+
+def _names(session: Session, ratings: list[Rating]) -> dict[tuple[str, int], str]:
+    cadre_ids = {r.cadre_id for r in ratings if r.cadre_id}
+    window_ids = {r.window_id for r in ratings if r.window_id}
+    names: dict[tuple[str, int], str] = {}
+    if cadre_ids:
+        names.update({("cadre", c.id): c.name for c in session.exec(select(Cadre).where(Cadre.id.in_(cadre_ids)))})
+    if window_ids:
+        names.update({("window", w.id): w.name
+                      for w in session.exec(select(ServiceWindow).where(ServiceWindow.id.in_(window_ids)))})
+    return names
+
+
+def _target_key(rating: Rating) -> tuple[str, int]:
+    return ("cadre", rating.cadre_id) if rating.cadre_id else ("window", rating.window_id)
+
+
+def bad_lines(ratings: list[Rating], names: dict, tz, limit: int = BAD_LIST_LIMIT) -> list[str]:
+    """The newest 差评 (misuse left out), phones masked."""
+    bad = [r for r in ratings if r.level in BAD_LEVELS and not r.misuse][:limit]
+    if not bad:
+        return []
+    lines = [texts.RATINGS_BAD_HEADER.format(count=len(bad))]
+    for r in bad:
+        lines.append(texts.RATINGS_BAD_LINE.format(
+            date=r.rated_at.astimezone(tz).strftime("%m-%d %H:%M"), target=names.get(_target_key(r), "?"),
+            level=texts.RATING_LEVELS[r.level],
+            reasons=f"（{'、'.join(r.reasons)}）" if r.reasons else "",
+            comment=f"：{_short(r.comment)}" if r.comment else "",
+            phone=f"，电话 {mask(r.phone)}" if r.phone else "",
+            problem=f"，问题 #{r.problem_id}" if r.problem_id else ""))
+    return lines
+
+
+def unit_report(session: Session, unit: Unit, since: datetime, tz) -> list[str]:
+    """One unit: its totals, each rated cadre and window, and its newest 差评."""
+    ratings = ratings_since(session, since, unit.id)
+    total = LevelCounts()
+    for rating in ratings:
+        total.add(rating)
+    lines = [texts.RATINGS_UNIT_LINE.format(name=unit.name, total=total.total, rate=total.rate_text(), bad=total.bad)]
+    if not ratings:
+        return lines + [texts.RATINGS_NONE]
+    lines.append(total.levels_text())
+    names = _names(session, ratings)
+    for key, counts in sorted(counts_by(ratings, _target_key).items(),
+                              key=lambda item: (item[1].satisfaction is None, item[1].satisfaction or 0)):
+        lines.append(texts.RATINGS_TARGET_LINE.format(name=names.get(key, "?"), total=counts.total,
+                                                      rate=counts.rate_text(), bad=counts.bad))
+    lines += bad_lines(ratings, names, tz)
+    if total.misuse:
+        lines.append(texts.RATINGS_MISUSE.format(count=total.misuse))
+    return lines
+
+
+def cadre_report(session: Session, cadre: Cadre, since: datetime, tz) -> list[str]:
+    ratings = [r for r in ratings_since(session, since) if r.cadre_id == cadre.id]
+    counts = LevelCounts()
+    for rating in ratings:
+        counts.add(rating)
+    lines = [texts.RATINGS_TARGET_LINE.format(name=cadre.name, total=counts.total, rate=counts.rate_text(),
+                                              bad=counts.bad).lstrip("• ")]
+    if not ratings:
+        return lines + [texts.RATINGS_NONE]
+    lines.append(counts.levels_text())
+    lines += bad_lines(ratings, {("cadre", cadre.id): cadre.name}, tz)
+    if counts.misuse:
+        lines.append(texts.RATINGS_MISUSE.format(count=counts.misuse))
+    return lines
+
+
+def cmd_ratings(ctx: Context) -> None:
+    """Shows the ratings of the supervisor's unit (or of all units, a named unit or a named cadre)."""
+    session, tz = ctx.session, ctx.settings.tz
+    since = half_start(ctx.now, tz)
+    everyone = _oversees_all(ctx)
+    lines = [texts.RATINGS_HEADER.format(half_label=half_label(ctx.half))]
+    query = ctx.inbound.args.strip()[:50]
+    own = session.get(Unit, ctx.cadre.unit_id)
+    if query:
+        unit = session.exec(select(Unit).where(Unit.name == query)).first()
+        cadre = None if unit else session.exec(select(Cadre).where(Cadre.name == query, Cadre.active == True)  # noqa: E712
+                                               .order_by(Cadre.id)).first()
+        if unit is None and cadre is None:
+            return ctx.say(texts.RATINGS_UNKNOWN.format(query=query))
+        if not everyone and (unit.id if unit else cadre.unit_id) != own.id:
+            return ctx.say(texts.RATINGS_FORBIDDEN_UNIT)
+        lines += unit_report(session, unit, since, tz) if unit else cadre_report(session, cadre, since, tz)
+    elif everyone:
+        ratings = ratings_since(session, since)
+        per_unit = counts_by(ratings, lambda r: r.unit_id)
+        units = {u.id: u for u in session.exec(select(Unit).where(Unit.active == True))}  # noqa: E712
+        # Ranked by satisfaction, best first: the last line is the unit the 末位问责 is about.
+        ranked = sorted(units.values(), key=lambda u: (per_unit.get(u.id, LevelCounts()).satisfaction is None,
+                                                       -(per_unit.get(u.id, LevelCounts()).satisfaction or 0)))
+        for unit in ranked:
+            counts = per_unit.get(unit.id, LevelCounts())
+            lines.append(texts.RATINGS_UNIT_LINE.format(name=unit.name, total=counts.total, rate=counts.rate_text(),
+                                                        bad=counts.bad))
+        lines += bad_lines(ratings, _names(session, ratings), tz)
+        misuse = sum(c.misuse for c in per_unit.values())
+        if misuse:
+            lines.append(texts.RATINGS_MISUSE.format(count=misuse))
+    else:
+        lines += unit_report(session, own, since, tz)
+    lines.append(texts.RATINGS_RATE_NOTE)
+    ctx.say("\n".join(lines))
+
+
+def cmd_callbacks(ctx: Context) -> None:
+    """Lists the open call-back tasks (回访) of the supervisor's unit, or of all units, with full phones."""
+    query = select(CallbackTask, Rating).join(Rating, Rating.id == CallbackTask.rating_id).where(
+        CallbackTask.status == CallbackStatus.OPEN)
+    if not _oversees_all(ctx):
+        query = query.where(CallbackTask.unit_id == ctx.cadre.unit_id)
+    rows = ctx.session.exec(query.order_by(CallbackTask.due_on, CallbackTask.id)).all()
+    if not rows:
+        return ctx.say(texts.CALLBACKS_NONE)
+    names = _names(ctx.session, [rating for _task, rating in rows])
+    lines = [texts.CALLBACKS_HEADER.format(count=len(rows))]
+    for task, rating in rows:
+        lines.append(texts.CALLBACKS_LINE.format(
+            problem=task.problem_id, target=names.get(_target_key(rating), "?"),
+            level=texts.RATING_LEVELS[rating.level], phone=task.phone, due=task.due_on,
+            comment=f"；{_short(rating.comment)}" if rating.comment else ""))
+    ctx.say("\n".join(lines))
+
+
+def _short(text: str | None, limit: int = 30) -> str:
+    text = text or ""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
