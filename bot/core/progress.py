@@ -29,6 +29,22 @@ def households_with_status(session: Session, cadre_id: int, half: str) -> list[H
     return sorted(items, key=lambda item: item.visited)  # stable: keeps address order within groups
 
 
+def unvisited_by_cadre(session: Session, cadre_ids: list[int], half: str) -> dict[int, list[Household]]:
+    """Each cadre's active households not visited this half-year, in one query for all of them."""
+    if not cadre_ids:
+        return {}
+    visited = select(Visit.household_id).where(Visit.half == half, Visit.cadre_id == Household.cadre_id)
+    rows = session.exec(
+        select(Household).where(Household.cadre_id.in_(cadre_ids), Household.active == True,  # noqa: E712
+                                Household.id.not_in(visited.scalar_subquery()))
+        .order_by(Household.cadre_id, Household.address, Household.name)
+    ).all()
+    out: dict[int, list[Household]] = {}
+    for household in rows:
+        out.setdefault(household.cadre_id, []).append(household)
+    return out
+
+
 @dataclass(frozen=True)
 class CadreProgress:
     cadre: Cadre

@@ -1,0 +1,246 @@
+"""Scheduled jobs. Each one only writes outbox rows, so running it twice, or in two schedulers at
+once, is harmless: every message has an idempotency key and is written once.
+
+A job does not trust the moment it runs. It looks back over the misfire grace for the points in
+time it serves (a reminder at 09:00 seven days before a deadline, a digest at 18:00) and writes
+the newest one not yet written: a service that was down across a point sends it once after it
+starts again, and one that missed two points sends only the newer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from bot import texts
+from bot.config import Settings
+from bot.core.periods import half_of
+from bot.core.progress import unit_progress, unvisited_by_cadre
+from scheduler.outbox import Attachment, enqueue_for_cadre
+from storage.models import Cadre, OutboxMessage, Role, Unit, Visit
+
+SEND_CHANNELS = ("telegram", "wechat", "console")
+
+
+@dataclass(frozen=True)
+class Deadline:
+    form: str  # "form12", "form34", "form5"
+    due: date
+
+
+FORM_LABELS = {
+    "form5": "附件5（12345/89000 热线问题办理情况）",
+    "form34": "附件3、4（服务对象名单及收集问题）",
+    "form12": "附件1、2（联户走访名单及收集问题）",
+}
+
+
+def deadlines(settings: Settings, year: int) -> list[Deadline]:
+    """The report deadlines of a calendar year, both halves."""
+    out = []
+    for form, days in (("form5", settings.deadline_form5), ("form34", settings.deadline_form34),
+                       ("form12", settings.deadline_form12)):
+        for month_day in days:
+            month, day = (int(x) for x in month_day.split("-"))
+            out.append(Deadline(form, date(year, month, day)))
+    return out
+
+
+def _at(day: date, moment: time, settings: Settings) -> datetime:
+    return datetime.combine(day, moment, tzinfo=settings.tz)
+
+
+def latest_point(points: list[datetime], now: datetime, grace: timedelta) -> datetime | None:
+    """The newest point in (now - grace, now], or None."""
+    due = [p for p in points if now - grace < p <= now]
+    return max(due) if due else None
+
+
+def _grace(settings: Settings) -> timedelta:
+    return timedelta(hours=settings.misfire_grace_hours)
+
+
+def supervisors(session: Session) -> list[Cadre]:
+    return list(session.exec(select(Cadre).where(Cadre.role == Role.SUPERVISOR, Cadre.active == True)  # noqa: E712
+                             .order_by(Cadre.id)).all())
+
+
+def scope_of(session: Session, supervisor: Cadre, settings: Settings, units: dict[int, Unit]) -> set[int] | None:
+    """The unit ids a supervisor oversees; None means every unit (the work-style office)."""
+    unit = units.get(supervisor.unit_id)
+    if unit is not None and unit.name in settings.supervision_units:
+        return None
+    return {supervisor.unit_id}
+
+
+def _cadres(session: Session) -> list[Cadre]:
+    return list(session.exec(select(Cadre).where(Cadre.active == True, Cadre.role == Role.CADRE)  # noqa: E712
+                             .order_by(Cadre.unit_id, Cadre.id)).all())
+
+
+def _date_label(day: date) -> str:
+    return f"{day.month}月{day.day}日"
+
+
+def _days_left(due: date, today: date) -> str:
+    left = (due - today).days
+    return texts.DUE_TODAY if left == 0 else texts.DAYS_LEFT.format(days=left)
+
+
+# -- report-deadline reminders ----------------------------------------------------------------
+
+def remind_deadlines(session: Session, settings: Settings, now: datetime) -> int:
+    """Reminds cadres of what they still owe before each report deadline, and supervisors of who
+    is behind; returns the number of messages written."""
+    grace = _grace(settings)
+    local_year = now.astimezone(settings.tz).year
+    written = 0
+    for form in ("form5", "form34", "form12"):
+        candidates = [(d, k, _at(d.due - timedelta(days=k), settings.reminder_time, settings))
+                      for year in (local_year - 1, local_year, local_year + 1) for d in deadlines(settings, year) if d.form == form
+                      for k in settings.reminder_days_before]
+        point = latest_point([c[2] for c in candidates], now, grace)
+        if point is None:
+            continue
+        deadline, days_before, _ = next(c for c in candidates if c[2] == point)
+        written += _remind_form(session, settings, now, deadline, days_before)
+    return written
+
+
+def _pending(session: Session, key: str, cadre_ids: list[int]) -> set[int]:
+    """The cadres who have no row under ``key`` yet (the outbox appends ':c<id>' to every key)."""
+    wanted = {f"{key}:c{cid}": cid for cid in cadre_ids}
+    if not wanted:
+        return set()
+    done = set(session.exec(select(OutboxMessage.idempotency_key)
+                            .where(OutboxMessage.idempotency_key.in_(list(wanted)))).all())
+    return {cid for k, cid in wanted.items() if k not in done}
+
+
+def _remind_form(session: Session, settings: Settings, now: datetime, deadline: Deadline, days_before: int) -> int:
+    key = f"deadline:{deadline.form}:{deadline.due.isoformat()}:{days_before}"
+    cadres = _cadres(session)
+    heads = supervisors(session)
+    if not _pending(session, key, [c.id for c in cadres + heads]):
+        return 0  # this point was served already: skip the work, not just the writes
+    half = half_of(_at(deadline.due, time(12), settings), settings.tz)
+    today = deadline.due - timedelta(days=days_before)
+    head = texts.DEADLINE_HEAD.format(form=FORM_LABELS[deadline.form], due=_date_label(deadline.due),
+                                      left=_days_left(deadline.due, today))
+    progress = {p.cadre.id: p for p in unit_progress(session, cadres, half)}
+    unvisited = unvisited_by_cadre(session, [c.id for c in cadres], half) if deadline.form == "form12" else {}
+    minimum = settings.service_object_minimum
+    behind: dict[int, str] = {}  # cadre id -> what they still owe
+    written = 0
+    for cadre in cadres:
+        p = progress[cadre.id]
+        if deadline.form == "form12" and p.visited < p.assigned:
+            remaining = unvisited.get(cadre.id, [])
+            body = head + "\n" + texts.DEADLINE_VISITS.format(done=p.visited, total=p.assigned) + "\n" + "\n".join(
+                f"• {h.name} · {h.address}" for h in remaining[:20])
+            behind[cadre.id] = f"{cadre.name} {p.visited}/{p.assigned}"
+        elif deadline.form == "form34" and p.service_objects < minimum:
+            body = head + "\n" + texts.DEADLINE_OBJECTS.format(count=p.service_objects, minimum=minimum)
+            behind[cadre.id] = f"{cadre.name} {p.service_objects}/{minimum}"
+        else:
+            continue  # nobody is reminded of what they have already done
+        written += enqueue_for_cadre(session, cadre.id, key=key, kind="deadline", body=body, now=now,
+                                     settings=settings, channels=SEND_CHANNELS) is not None
+    units = {u.id: u for u in session.exec(select(Unit)).all()}
+    for supervisor in heads:
+        scope = scope_of(session, supervisor, settings, units)
+        late = [text for cadre in cadres if cadre.id in behind and (scope is None or cadre.unit_id in scope)
+                for text in [behind[cadre.id]]]
+        if deadline.form == "form5":
+            body = head + "\n" + texts.DEADLINE_FORM5
+        elif late:
+            body = head + "\n" + texts.DEADLINE_BEHIND.format(count=len(late)) + "\n" + "\n".join(
+                f"• {line}" for line in late[:30]) + (f"\n…… 共 {len(late)} 人" if len(late) > 30 else "")
+        else:
+            body = head + "\n" + texts.DEADLINE_ALL_DONE
+        written += enqueue_for_cadre(session, supervisor.id, key=key, kind="deadline", body=body, now=now,
+                                     settings=settings, channels=SEND_CHANNELS) is not None
+    return written
+
+
+# -- supervisor digests --------------------------------------------------------------------------
+
+def digest_points(settings: Settings, now: datetime) -> list[tuple[str, datetime]]:
+    """The newest due daily and weekly digest points, as (period key, moment)."""
+    local = now.astimezone(settings.tz).date()
+    days = [local - timedelta(days=i) for i in range(0, 8)]
+    grace = _grace(settings)
+    due: list[tuple[str, datetime]] = []
+    if settings.digest_daily_time is not None:
+        point = latest_point([_at(d, settings.digest_daily_time, settings) for d in days], now, grace)
+        if point:
+            due.append((f"daily:{point.date().isoformat()}", point))
+    if settings.digest_weekly_day is not None:
+        point = latest_point([_at(d, settings.digest_weekly_time, settings) for d in days
+                              if d.weekday() == settings.digest_weekly_day], now, grace)
+        if point:
+            year, week, _ = point.date().isocalendar()
+            due.append((f"weekly:{year}-W{week:02d}", point))
+    return due
+
+
+def send_digests(session: Session, settings: Settings, now: datetime, chart=None) -> int:
+    """Writes each supervisor's daily and weekly digest for their scope; muted ones get none.
+
+    The figures come from grouped queries over all cadres, computed once per digest point, so the
+    cost grows with the number of cadres and supervisors, not with visits times recipients.
+    """
+    written = 0
+    recipients = [s for s in supervisors(session) if not s.digests_muted]
+    if not recipients:
+        return 0
+    cadres = _cadres(session)
+    units = {u.id: u for u in session.exec(select(Unit)).all()}
+    for period, point in digest_points(settings, now):
+        kind = period.split(":")[0]
+        waiting = _pending(session, f"digest:{period}", [s.id for s in recipients])
+        if not waiting:
+            continue
+        since = point - (timedelta(days=1) if kind == "daily" else timedelta(days=7))
+        half = half_of(point, settings.tz)
+        progress = unit_progress(session, cadres, half)
+        visits_in_period = dict(session.exec(
+            select(Visit.cadre_id, func.count()).where(Visit.visited_at > since, Visit.visited_at <= point)
+            .group_by(Visit.cadre_id)).all())
+        for supervisor in (s for s in recipients if s.id in waiting):
+            scope = scope_of(session, supervisor, settings, units)
+            mine = [p for p in progress if scope is None or p.cadre.unit_id in scope]
+            body = _digest_body(kind, point, settings, mine, visits_in_period, units)
+            attachments = []
+            if chart is not None and mine:
+                attachments.append(Attachment("digest.png", "image/png", chart(mine, units, half)))
+            written += enqueue_for_cadre(session, supervisor.id, key=f"digest:{period}", kind=f"digest-{kind}",
+                                         body=body, now=now, settings=settings, channels=SEND_CHANNELS,
+                                         attachments=attachments) is not None
+    return written
+
+
+def _digest_body(kind, point, settings, progress, visits_in_period, units) -> str:
+    local = point.astimezone(settings.tz)
+    visited = sum(p.visited for p in progress)
+    assigned = sum(p.assigned for p in progress)
+    in_period = sum(visits_in_period.get(p.cadre.id, 0) for p in progress)
+    behind = [p for p in progress if p.visited < p.assigned]
+    behind.sort(key=lambda p: (p.visited / p.assigned if p.assigned else 1, p.cadre.name))
+    lines = [
+        (texts.DIGEST_DAILY if kind == "daily" else texts.DIGEST_WEEKLY).format(date=_date_label(local.date())),
+        texts.DIGEST_VISITS.format(count=in_period, done=visited, total=assigned),
+    ]
+    if behind:
+        lines.append(texts.DIGEST_BEHIND.format(count=len(behind)))
+        lines += [f"• {p.cadre.name}（{units[p.cadre.unit_id].name if p.cadre.unit_id in units else ''}）"
+                  f"{p.visited}/{p.assigned}" for p in behind[:10]]
+        if len(behind) > 10:
+            lines.append(texts.DIGEST_MORE.format(count=len(behind) - 10))
+    else:
+        lines.append(texts.DIGEST_ALL_DONE)
+    lines.append(texts.DIGEST_MUTE_HINT)
+    return "\n".join(lines)

@@ -1,0 +1,191 @@
+"""Reminders and digests on a fixed clock: a whole half-year, downtime, double runs, quiet hours."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlmodel import select
+
+from scheduler.jobs import remind_deadlines, send_digests
+from scheduler.sender import SENT, OutboxSender, RateLimiter
+from storage.db import session_scope
+from storage.models import Cadre, ChatAccount, Household, OutboxMessage, Role, ServiceObject, Unit, Visit
+
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+def local(*args) -> datetime:
+    return datetime(*args, tzinfo=TZ)
+
+
+class Recorder:
+    """A transport that delivers instantly and remembers what it delivered and when."""
+
+    channel = "telegram"
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.limiter = RateLimiter(10_000, 10_000)
+        self.sent: list[tuple[int, str, datetime]] = []
+
+    async def deliver(self, message):
+        self.sent.append((message.id, message.recipient, self.clock()))
+        return SENT
+
+
+class City:
+    """Two units: 市住建局 with three cadres and a muted supervisor, 市作风办 with the office's supervisor."""
+
+    def __init__(self, db, now):
+        with session_scope(db) as s:
+            office, bureau = Unit(name="市作风办"), Unit(name="市住建局")
+            s.add_all([office, bureau])
+            s.flush()
+            self.a = Cadre(name="甲", unit_id=bureau.id, mobile="13800000011", role=Role.CADRE)
+            self.b = Cadre(name="乙", unit_id=bureau.id, mobile="13800000012", role=Role.CADRE)
+            self.c = Cadre(name="丙", unit_id=bureau.id, mobile="13800000013", role=Role.CADRE)
+            self.head = Cadre(name="局长", unit_id=bureau.id, mobile="13800000014", role=Role.SUPERVISOR,
+                              digests_muted=True)
+            self.office = Cadre(name="作风办", unit_id=office.id, mobile="13800000015", role=Role.SUPERVISOR)
+            people = [self.a, self.b, self.c, self.head, self.office]
+            s.add_all(people)
+            s.flush()
+            for n, (cadre, households, objects) in enumerate([(self.a, 3, 10), (self.b, 2, 10), (self.c, 1, 8)]):
+                s.add_all([Household(address=f"{cadre.name}路{i}号", name=f"{cadre.name}户{i}", phone="13900000000",
+                                     area_kind="居", cadre_id=cadre.id) for i in range(households)])
+                s.add_all([ServiceObject(name=f"{cadre.name}对象{i}", workplace="某单位", phone=f"1370000{n}{i:03d}",
+                                         cadre_id=cadre.id, unit_id=bureau.id) for i in range(objects)])
+            for i, person in enumerate(people):
+                s.add(ChatAccount(channel="telegram", external_user_id=str(9000 + i), cadre_id=person.id,
+                                  bound_at=now, bound_by="code"))
+            self.chat = {person.id: str(9000 + i) for i, person in enumerate(people)}
+
+    def visit_all(self, db, cadre, when):
+        with session_scope(db) as s:
+            for h in s.exec(select(Household).where(Household.cadre_id == cadre.id)).all():
+                s.add(Visit(cadre_id=cadre.id, household_id=h.id, half="2026H1", visited_at=when, card_left=True,
+                            leaflet_given=True, channel="telegram"))
+
+
+def simulate(db, settings, clock, start, end, *, events=(), down=lambda t: False, runs_per_tick=1):
+    """Ticks every hour from start to end: the jobs, then the sender until nothing is due."""
+    transport = Recorder(clock)
+    sender = OutboxSender(db, settings, {"telegram": transport}, clock=clock, worker="sim")
+    pending = sorted(events, key=lambda e: e[0])
+
+    async def run():
+        t = start
+        while t <= end:
+            clock.now = t.astimezone(timezone.utc)
+            while pending and pending[0][0] <= t:
+                pending.pop(0)[1]()
+            if not down(t):
+                for _ in range(runs_per_tick):
+                    with session_scope(db) as s:
+                        remind_deadlines(s, settings, clock.now)
+                        send_digests(s, settings, clock.now)
+                while await sender.run_once():
+                    pass
+            t += timedelta(hours=1)
+
+    asyncio.run(run())
+    with session_scope(db) as s:
+        keys = {m.id: m.idempotency_key for m in s.exec(select(OutboxMessage)).all()}
+    return [(keys[i], recipient, when) for i, recipient, when in transport.sent]
+
+
+@pytest.fixture
+def sim_settings(settings):
+    return settings.model_copy(update={"digest_daily_time": datetime(2000, 1, 1, 21, 30).time(),
+                                       "quiet_hours_start": datetime(2000, 1, 1, 21, 0).time()})
+
+
+def test_a_whole_half_year_reaches_exactly_the_right_people_once(db, sim_settings, clock):
+    city = City(db, clock())
+    sent = simulate(db, sim_settings, clock, local(2026, 1, 1, 8), local(2026, 6, 30, 23), events=[
+        (local(2026, 2, 1, 10), lambda: city.visit_all(db, city.c, local(2026, 2, 1, 10))),
+        (local(2026, 3, 10, 10), lambda: city.visit_all(db, city.b, local(2026, 3, 10, 10))),
+    ])
+    counts = Counter((key.rsplit(":c", 1)[0].rsplit(":", 2)[0] if key.startswith("deadline") else key.split(":")[1],
+                      recipient) for key, recipient, _ in sent)
+    a, c, head, office = (city.chat[x.id] for x in (city.a, city.c, city.head, city.office))
+    assert counts == Counter({
+        ("deadline:form12", a): 4,  # 甲 has not visited: 06-03, 06-07, 06-09, 06-10
+        ("deadline:form34", c): 4,  # 丙 has 8 service objects: 05-29, 06-02, 06-04, 06-05
+        ("deadline:form5", head): 4, ("deadline:form34", head): 4, ("deadline:form12", head): 4,
+        ("deadline:form5", office): 4, ("deadline:form34", office): 4, ("deadline:form12", office): 4,
+        ("daily", office): 181, ("weekly", office): 26,  # the muted head of the bureau gets no digest
+    })
+    assert len(sent) == len({key for key, _, _ in sent})  # nothing twice
+    for key, _, when in sent:
+        hour = when.astimezone(TZ).hour
+        assert 8 <= hour < 21, f"{key} sent at {when.astimezone(TZ)} in quiet hours"
+    daily = [when.astimezone(TZ) for key, _, when in sent if key.startswith("digest:daily")]
+    assert all(w.hour == 8 for w in daily)  # written at 21:30, held until the quiet hours ended
+    form12 = sorted(when.astimezone(TZ) for key, r, when in sent if key.startswith("deadline:form12") and r == a)
+    assert [w.date().isoformat() for w in form12] == ["2026-06-03", "2026-06-07", "2026-06-09", "2026-06-10"]
+    with session_scope(db) as s:
+        body = s.exec(select(OutboxMessage).where(
+            OutboxMessage.idempotency_key == f"deadline:form12:2026-06-10:7:c{city.a.id}")).one().body
+    assert "将于 6月10日 截止（还有 7 天）" in body and "本半年已走访 0/3 户" in body and "甲户0" in body
+
+
+def test_downtime_across_a_reminder_sends_it_once_after_restart(db, settings, clock):
+    city = City(db, clock())
+    # Down from 06-02 20:00 to 06-03 10:00: the 09:00 reminder of 06-03 is late but within the grace.
+    sent = simulate(db, settings, clock, local(2026, 6, 2, 8), local(2026, 6, 3, 20),
+                    down=lambda t: local(2026, 6, 2, 20) <= t < local(2026, 6, 3, 10))
+    reminders = [(key, when.astimezone(TZ)) for key, r, when in sent
+                 if key.startswith("deadline:form12:2026-06-10:7") and r == city.chat[city.a.id]]
+    assert [w.strftime("%m-%d %H:%M") for _, w in reminders] == ["06-03 10:00"]
+
+
+def test_two_missed_points_send_only_the_newer(db, settings, clock):
+    city = City(db, clock())
+    wide = settings.model_copy(update={"misfire_grace_hours": 48, "digest_daily_time": None})
+    # Down across 06-09 09:00 and 06-10 09:00 (one and zero days before the 06-10 deadline).
+    sent = simulate(db, wide, clock, local(2026, 6, 10, 12), local(2026, 6, 10, 14))
+    keys = [key for key, r, _ in sent if r == city.chat[city.a.id]]
+    assert keys == [f"deadline:form12:2026-06-10:0:c{city.a.id}"]
+
+
+def test_a_job_run_twice_writes_once(db, settings, clock):
+    City(db, clock())
+    once = simulate(db, settings, clock, local(2026, 6, 3, 9), local(2026, 6, 3, 9))
+    with session_scope(db) as s:
+        rows = len(s.exec(select(OutboxMessage)).all())
+    twice = simulate(db, settings, clock, local(2026, 6, 3, 9), local(2026, 6, 3, 9), runs_per_tick=2)
+    with session_scope(db) as s:
+        assert len(s.exec(select(OutboxMessage)).all()) == rows
+    assert len(once) == rows and twice == []
+
+
+def test_nobody_is_reminded_of_what_they_have_done(db, settings, clock):
+    city = City(db, clock())
+    for cadre in (city.a, city.b, city.c):
+        city.visit_all(db, cadre, local(2026, 5, 1, 10))
+    sent = simulate(db, settings, clock, local(2026, 6, 3, 9), local(2026, 6, 3, 9))
+    assert {r for key, r, _ in sent if key.startswith("deadline:form12")} == {
+        city.chat[city.head.id], city.chat[city.office.id]}
+    with session_scope(db) as s:
+        body = s.exec(select(OutboxMessage).where(
+            OutboxMessage.idempotency_key == f"deadline:form12:2026-06-10:7:c{city.office.id}")).one().body
+    assert "均已完成" in body
+
+
+def test_mute_and_unmute_by_chat(core, db, clock):
+    from tests.utils import Chat, bind, make_roster
+
+    roster = make_roster(db)
+    bind(db, roster.supervisor, "test", "sup", clock())
+    chat = Chat(core, "sup")
+    assert "暂停日报和周报" in chat.say("/mute")
+    with session_scope(db) as s:
+        assert s.get(Cadre, roster.supervisor.id).digests_muted
+    assert "已恢复" in chat.say("/unmute")
+    with session_scope(db) as s:
+        assert not s.get(Cadre, roster.supervisor.id).digests_muted
