@@ -1,5 +1,6 @@
 """The shipped example roster (examples/roster.xlsx): a small fictional city that shows every column
-of the import format, and one cadre short of service objects so the import's warning shows.
+of the import format (the service windows of sheet 窗口 too), and one cadre short of service objects
+so the import's warning shows.
 
 Regenerate with ``python -m storage.example_roster [path]``.
 """
@@ -23,6 +24,12 @@ CADRES = [
     ("陈静", "市住建局", "13800000004", "干部", "物业科副科长", "联系南苑社区、西坡村；物业、居住环境问题"),
     ("刘海涛", "城关街道", "13800000005", "干部", "社会事务办主任", "联系东门社区、东岭村；民生保障问题"),
     ("赵敏", "城关街道", "13800000006", "干部", "党政办科员", "联系南苑社区、西坡村；综合协调"),
+]
+
+# (窗口名称, 单位, 在岗干部手机号): service windows, rated like cadres through their own cards.
+WINDOWS = [
+    ("不动产登记窗口", "市住建局", "13800000003、13800000004"),
+    ("便民服务中心综合窗口", "城关街道", "13800000005、13800000006"),
 ]
 
 # Each cadre's households: (村/居, 村(社区)名称, 住址前缀)
@@ -62,14 +69,16 @@ HEADERS = {
     "干部": ["姓名", "单位", "手机号", "角色", "职务", "职责"],
     "联户": ["住址", "姓名", "联系电话", "村/居", "村(社区)名称", "干部手机号"],
     "服务对象": ["姓名", "工作单位(住址)", "联系电话", "干部手机号", "备注"],
+    "窗口": ["窗口名称", "单位", "在岗干部手机号"],
 }
 _WIDTHS = {
     "单位": [20, 12],
     "干部": [10, 14, 15, 8, 16, 40],
     "联户": [34, 10, 15, 8, 14, 15],
     "服务对象": [10, 30, 15, 15, 16],
+    "窗口": [24, 14, 30],
 }
-_PHONE_COLUMNS = {"手机号", "联系电话", "干部手机号"}
+_PHONE_COLUMNS = {"手机号", "联系电话", "干部手机号", "在岗干部手机号"}
 
 _GUIDE = [
     ("名册导入说明", "", "", ""),
@@ -99,8 +108,12 @@ _GUIDE = [
     ("服务对象", "联系电话", "必填", "手机号或固定电话；同一单位内 姓名 + 电话 不能重复"),
     ("服务对象", "干部手机号", "必填", "联系这一对象的干部的手机号；服务对象不能是该干部的联户"),
     ("服务对象", "备注", "选填", "例如 企业负责人、学生家长、患者家属"),
+    ("窗口", "窗口名称", "必填", "服务窗口的名称；单位 + 窗口名称 不能重复。整个“窗口”表可以不要：那时已导入的窗口保持不变"),
+    ("窗口", "单位", "必填", "窗口所属单位，须是“单位”表中的单位名称（或系统中已有的单位）"),
+    ("窗口", "在岗干部手机号", "必填列，可留空", "在该窗口值守的干部手机号，多个用顿号或逗号隔开；他们不能评价本窗口"),
     ("", "", "", ""),
     ("每名干部应联系不少于 10 名服务对象；不足时导入仍会完成，但会给出提醒。", "", "", ""),
+    ("每名干部和每个窗口都有评价二维码：python -m bot qr-cards 打印评价卡。", "", "", ""),
 ]
 
 
@@ -130,11 +143,12 @@ def example_rows() -> dict[str, list[list[str]]]:
         "干部": [list(c) for c in CADRES],
         "联户": households,
         "服务对象": objects,
+        "窗口": [list(w) for w in WINDOWS],
     }
 
 
 def write_example_workbook(path: str | Path) -> Path:
-    """Writes the example workbook (a 说明 sheet, then 单位, 干部, 联户, 服务对象) to ``path``."""
+    """Writes the example workbook (a 说明 sheet, then 单位, 干部, 联户, 服务对象, 窗口) to ``path``."""
     from openpyxl import Workbook
     from openpyxl.styles import Alignment, Font
     from openpyxl.utils import get_column_letter

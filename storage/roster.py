@@ -1,5 +1,6 @@
-"""The roster import: reads 单位/干部/联户/服务对象 from a workbook or a CSV folder, checks every row,
-and upserts them by natural key in one transaction, or writes nothing when any row is wrong.
+"""The roster import: reads 单位/干部/联户/服务对象 (and the optional 窗口) from a workbook or a CSV
+folder, checks every row, and upserts them by natural key in one transaction, or writes nothing when
+any row is wrong.
 
 Rows in the database that the file no longer lists are deactivated, never deleted: visits,
 contacts and problems still point at them. A unit or cadre that the file does not list but that
@@ -27,10 +28,14 @@ from tqdm import tqdm
 
 from bot.core.phones import normalize_mobile, normalize_phone
 from storage.db import session_scope
-from storage.models import Cadre, Household, Role, ServiceObject, Unit
+from storage.models import Cadre, Household, Role, ServiceObject, ServiceWindow, Unit, WindowDuty
 
-UNITS, CADRES, HOUSEHOLDS, OBJECTS = "单位", "干部", "联户", "服务对象"
+UNITS, CADRES, HOUSEHOLDS, OBJECTS, WINDOWS = "单位", "干部", "联户", "服务对象", "窗口"
 SHEETS = (UNITS, CADRES, HOUSEHOLDS, OBJECTS)
+# Sheets a roster may leave out: without 窗口 the windows already imported stay as they are.
+OPTIONAL_SHEETS = (WINDOWS,)
+ALL_SHEETS = SHEETS + OPTIONAL_SHEETS
+_DUTY_SEPARATORS = re.compile(r"[、,，;；/\s]+")
 
 # (column, required column?, required value?). 角色 must be there but may be blank (= 干部).
 COLUMNS: dict[str, tuple[tuple[str, bool, bool], ...]] = {
@@ -41,6 +46,7 @@ COLUMNS: dict[str, tuple[tuple[str, bool, bool], ...]] = {
                  ("村(社区)名称", False, False), ("干部手机号", True, True)),
     OBJECTS: (("姓名", True, True), ("工作单位(住址)", True, True), ("联系电话", True, True),
               ("干部手机号", True, True), ("备注", False, False)),
+    WINDOWS: (("窗口名称", True, True), ("单位", True, True), ("在岗干部手机号", True, False)),
 }
 
 # Length limits come from the tables themselves, so a migration that widens a column widens the check.
@@ -51,6 +57,7 @@ _LIMITS: dict[str, dict[str, tuple[type, str]]] = {
                  "村(社区)名称": (Household, "area_name")},
     OBJECTS: {"姓名": (ServiceObject, "name"), "工作单位(住址)": (ServiceObject, "workplace"),
               "备注": (ServiceObject, "note")},
+    WINDOWS: {"窗口名称": (ServiceWindow, "name"), "单位": (Unit, "name")},
 }
 
 _ROLES = {
@@ -93,7 +100,7 @@ class RosterIssue:
 
 
 def _issue_order(issue: RosterIssue) -> tuple[int, int]:
-    sheet = SHEETS.index(issue.sheet) + 1 if issue.sheet in SHEETS else 0
+    sheet = ALL_SHEETS.index(issue.sheet) + 1 if issue.sheet in ALL_SHEETS else 0
     return sheet, issue.row or 0
 
 
@@ -154,6 +161,14 @@ class ServiceObjectRow:
     note: str | None
 
 
+@dataclass(frozen=True)
+class WindowRow:
+    row: int
+    name: str
+    unit: str
+    duty: str  # the mobiles of the cadres on duty, separated by 、 , ; or spaces
+
+
 @dataclass
 class RosterData:
     """The file's rows as text (trimmed, not yet checked). Optional columns missing from the header
@@ -164,12 +179,14 @@ class RosterData:
     cadres: list[CadreRow] = field(default_factory=list)
     households: list[HouseholdRow] = field(default_factory=list)
     objects: list[ServiceObjectRow] = field(default_factory=list)
+    windows: list[WindowRow] = field(default_factory=list)
+    windows_listed: bool = False  # the optional 窗口 sheet is there (so unlisted windows are deactivated)
     issues: list[RosterIssue] = field(default_factory=list)
     broken: set[str] = field(default_factory=set)  # sheets missing or missing a column
 
     @property
     def row_count(self) -> int:
-        return len(self.units) + len(self.cadres) + len(self.households) + len(self.objects)
+        return len(self.units) + len(self.cadres) + len(self.households) + len(self.objects) + len(self.windows)
 
 
 def _text(value: object) -> str:
@@ -250,6 +267,14 @@ def _sheets_from_csv(folder: Path, data: RosterData) -> dict[str, list[list[str]
             data.broken.add(sheet)
             continue
         sheets[sheet] = list(csv.reader(io.StringIO(text, newline="")))
+    for sheet in OPTIONAL_SHEETS:
+        path = folder / f"{sheet}.csv"
+        if path.is_file():
+            try:
+                sheets[sheet] = list(csv.reader(io.StringIO(_decode_csv(path.read_bytes()), newline="")))
+            except UnicodeDecodeError:
+                data.issues.append(RosterIssue(sheet, None, None, f"{sheet}.csv 的编码无法识别，请另存为 UTF-8 或 GBK"))
+                data.broken.add(sheet)
     return sheets
 
 
@@ -275,6 +300,11 @@ def _sheets_from_workbook(path: Path, data: RosterData) -> dict[str, Iterable[Se
             # Some writers record a wrong sheet size, which would cut columns off in read-only mode.
             worksheet.reset_dimensions()
             sheets[sheet] = list(worksheet.iter_rows(values_only=True))
+        for sheet in OPTIONAL_SHEETS:
+            if sheet in by_name:
+                worksheet = workbook[by_name[sheet]]
+                worksheet.reset_dimensions()
+                sheets[sheet] = list(worksheet.iter_rows(values_only=True))
         return sheets
     finally:
         workbook.close()
@@ -300,12 +330,15 @@ def read_roster(path: str | Path) -> RosterData:
         data.broken.update(SHEETS)
         sheets = {}
 
+    data.windows_listed = WINDOWS in sheets
     for sheet, rows in sheets.items():
         for number, c in _parse_sheet(sheet, rows, data):
             if sheet == UNITS:
                 data.units.append(UnitRow(number, c["单位名称"], c["类型"]))
             elif sheet == CADRES:
                 data.cadres.append(CadreRow(number, c["姓名"], c["单位"], c["手机号"], c["角色"], c["职务"], c["职责"]))
+            elif sheet == WINDOWS:
+                data.windows.append(WindowRow(number, c["窗口名称"], c["单位"], c["在岗干部手机号"] or ""))
             elif sheet == HOUSEHOLDS:
                 data.households.append(HouseholdRow(number, c["住址"], c["姓名"], c["联系电话"], c["村/居"],
                                                     c["村(社区)名称"], c["干部手机号"]))
@@ -327,6 +360,8 @@ class _Existing:
     cadres: dict[str, Cadre]
     households: dict[tuple[str, str], Household]
     objects: dict[tuple[int, str, str], ServiceObject]
+    windows: dict[tuple[int, str], ServiceWindow]
+    duties: dict[int, set[int]]  # window id -> the ids of its cadres on duty
     unit_names: dict[int, str]
 
     @classmethod
@@ -337,8 +372,17 @@ class _Existing:
             cadres={c.mobile: c for c in session.exec(select(Cadre)).all()},
             households={(h.address, h.name): h for h in session.exec(select(Household)).all()},
             objects={(o.unit_id, o.name, o.phone): o for o in session.exec(select(ServiceObject)).all()},
+            windows={(w.unit_id, w.name): w for w in session.exec(select(ServiceWindow)).all()},
+            duties=_duties(session),
             unit_names={u.id: u.name for u in units.values()},
         )
+
+
+def _duties(session: Session) -> dict[int, set[int]]:
+    duties: dict[int, set[int]] = defaultdict(set)
+    for duty in session.exec(select(WindowDuty)).all():
+        duties[duty.window_id].add(duty.cadre_id)
+    return duties
 
 
 @dataclass
@@ -351,12 +395,14 @@ class _Plan:
     cadres: dict[str, dict] = field(default_factory=dict)  # by mobile; "unit" is the unit's name
     households: dict[tuple[str, str], dict] = field(default_factory=dict)
     objects: dict[tuple[str, str, str], dict] = field(default_factory=dict)  # (unit name, name, phone)
+    windows: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (unit name, name) -> duty mobiles
     kept_units: set[str] = field(default_factory=set)  # not listed, but a listed cadre belongs to it
     kept_cadres: set[str] = field(default_factory=set)  # not listed, but a listed row is assigned to them
+    windows_listed: bool = False
 
     @property
     def row_count(self) -> int:
-        return len(self.units) + len(self.cadres) + len(self.households) + len(self.objects)
+        return len(self.units) + len(self.cadres) + len(self.households) + len(self.objects) + len(self.windows)
 
 
 def _optional(value: str | None) -> str | None:
@@ -396,13 +442,13 @@ class _Checker:
             self.error(sheet, row, column, f"号码格式不正确（“{raw}”）")
         return phone
 
-    def cadre_ref(self, sheet: str, row: int, raw: str) -> str | None:
+    def cadre_ref(self, sheet: str, row: int, raw: str, column: str = "干部手机号") -> str | None:
         """The cadre a household or object is assigned to, by mobile; None (and an error) if unknown."""
         if not raw:
             return None
         mobile = normalize_mobile(raw)
         if mobile is None:
-            self.error(sheet, row, "干部手机号", f"不是有效的手机号（“{raw}”）")
+            self.error(sheet, row, column, f"不是有效的手机号（“{raw}”）")
             return None
         if mobile in self.listed_cadres:
             return mobile
@@ -415,7 +461,7 @@ class _Checker:
             self.plan.kept_units.add(unit_name)
             self.cadre_units[mobile] = unit_name
             return mobile
-        self.error(sheet, row, "干部手机号", f"找不到手机号为 {mobile} 的干部：“干部”表中没有，系统里也没有在册的")
+        self.error(sheet, row, column, f"找不到手机号为 {mobile} 的干部：“干部”表中没有，系统里也没有在册的")
         return None
 
     def run(self) -> _Plan:
@@ -423,6 +469,7 @@ class _Checker:
         self.check_cadres()
         households_of = self.check_households()
         object_counts = self.check_objects(households_of)
+        self.check_windows()
         self.warn_minimum(object_counts)
         return self.plan
 
@@ -541,6 +588,30 @@ class _Checker:
             self.plan.objects[key] = fields
         return counts
 
+    def check_windows(self) -> None:
+        seen: dict[tuple[str, str], int] = {}
+        for r in self.data.windows:
+            self.bar.update()
+            if not self.required(WINDOWS, r.row, {"窗口名称": r.name, "单位": r.unit}):
+                continue
+            self.lengths(WINDOWS, r.row, {"窗口名称": r.name, "单位": r.unit})
+            if r.unit not in self.plan.units and UNITS not in self.data.broken:
+                if r.unit in self.existing.units:
+                    self.plan.kept_units.add(r.unit)
+                else:
+                    self.error(WINDOWS, r.row, "单位", f"单位“{r.unit}”不在“单位”表中，系统里也没有")
+            duty = []
+            for raw in (part for part in _DUTY_SEPARATORS.split(r.duty) if part):
+                mobile = self.cadre_ref(WINDOWS, r.row, raw, "在岗干部手机号")
+                if mobile and mobile not in duty:
+                    duty.append(mobile)
+            key = (r.unit, r.name)
+            if key in seen:
+                self.error(WINDOWS, r.row, "窗口名称", f"与第{seen[key]}行重复（{r.unit} {r.name}）")
+                continue
+            seen[key] = r.row
+            self.plan.windows[key] = duty
+
     def warn_minimum(self, counts: dict[str, int]) -> None:
         if self.minimum <= 0:
             return
@@ -586,11 +657,13 @@ class ImportReport:
     cadres: KindCounts = field(default_factory=KindCounts)
     households: KindCounts = field(default_factory=KindCounts)
     service_objects: KindCounts = field(default_factory=KindCounts)
+    windows: KindCounts = field(default_factory=KindCounts)
     warnings: list[str] = field(default_factory=list)
 
     @property
     def by_sheet(self) -> dict[str, KindCounts]:
-        return {UNITS: self.units, CADRES: self.cadres, HOUSEHOLDS: self.households, OBJECTS: self.service_objects}
+        return {UNITS: self.units, CADRES: self.cadres, HOUSEHOLDS: self.households, OBJECTS: self.service_objects,
+                WINDOWS: self.windows}
 
     @property
     def changed(self) -> bool:
@@ -677,6 +750,32 @@ def _write(session: Session, plan: _Plan, existing: _Existing, report: ImportRep
         bar.update()
     _deactivate(existing.objects, present, report.service_objects)
     session.flush()
+    if plan.windows_listed:
+        _write_windows(session, plan, existing, unit_ids, cadre_ids, report, bar)
+
+
+def _write_windows(session: Session, plan: _Plan, existing: _Existing, unit_ids: dict[str, int],
+                   cadre_ids: dict[str, int], report: ImportReport, bar: tqdm) -> None:
+    """Windows by (unit, name); each window's cadres on duty become exactly the listed ones."""
+    present = set()
+    for (unit_name, name), mobiles in plan.windows.items():
+        key = (unit_ids[unit_name], name)
+        present.add(key)
+        counts = report.windows
+        before = (counts.created, counts.updated)
+        window = _upsert(session, existing.windows, key, ServiceWindow, {"unit_id": key[0], "name": name}, {}, counts)
+        session.flush()
+        wanted = {cadre_ids[m] for m in mobiles}
+        current = existing.duties.get(window.id, set())
+        if wanted != current:
+            for cadre_id in current - wanted:
+                session.delete(session.get(WindowDuty, (window.id, cadre_id)))
+            session.add_all([WindowDuty(window_id=window.id, cadre_id=c) for c in wanted - current])
+            if (counts.created, counts.updated) == before:  # counted unchanged, but its staff changed
+                counts.unchanged, counts.updated = counts.unchanged - 1, counts.updated + 1
+        bar.update()
+    _deactivate(existing.windows, present, report.windows)
+    session.flush()
 
 
 def import_roster(engine: Engine, path: str | Path, *, minimum: int = 10, progress: bool = False) -> ImportReport:
@@ -690,6 +789,7 @@ def import_roster(engine: Engine, path: str | Path, *, minimum: int = 10, progre
             plan = _Checker(data, existing, minimum, bar).run()
         if plan.errors:
             raise RosterError(plan.errors)
+        plan.windows_listed = data.windows_listed
         with _bar(plan.row_count, "写入数据库", progress) as bar:
             _write(session, plan, existing, report, bar)
     report.warnings = plan.warnings

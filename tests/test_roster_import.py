@@ -81,7 +81,7 @@ def test_shipped_example_is_what_the_generator_writes(tmp_path):
     fresh = write_example_workbook(tmp_path / "roster.xlsx")
     assert read_roster(fresh).issues == []
     shipped, regenerated = read_roster(EXAMPLE), read_roster(fresh)
-    for kind in ("units", "cadres", "households", "objects"):
+    for kind in ("units", "cadres", "households", "objects", "windows"):
         assert getattr(shipped, kind) == getattr(regenerated, kind)
 
 
@@ -89,7 +89,7 @@ def test_example_imports_with_counts_and_warning(engine):
     report = import_roster(engine, EXAMPLE)
 
     assert counts(report) == {"单位": (3, 0, 0, 0), "干部": (6, 0, 0, 0), "联户": (20, 0, 0, 0),
-                              "服务对象": (41, 0, 0, 0)}
+                              "服务对象": (41, 0, 0, 0), "窗口": (2, 0, 0, 0)}
     assert report.warnings == ["干部 赵敏（13800000006）服务对象 8 名，少于 10 名"]
     assert "服务对象：新增 41" in report.summary() and "赵敏" in report.summary()
     with session_scope(engine) as session:
@@ -117,7 +117,7 @@ def test_reimport_changes_nothing(engine):
     report = import_roster(engine, EXAMPLE)
 
     assert counts(report) == {"单位": (0, 0, 3, 0), "干部": (0, 0, 6, 0), "联户": (0, 0, 20, 0),
-                              "服务对象": (0, 0, 41, 0)}
+                              "服务对象": (0, 0, 41, 0), "窗口": (0, 0, 2, 0)}
     assert not report.changed
     assert snapshot(engine) == before
 
@@ -170,12 +170,14 @@ def test_removed_cadre_is_deactivated_with_their_rows(engine, rows, tmp_path):
     rows["干部"] = [r for r in rows["干部"] if r[2] != mobile]
     rows["联户"] = [r for r in rows["联户"] if r[5] != mobile]
     rows["服务对象"] = [r for r in rows["服务对象"] if r[3] != mobile]
+    rows["窗口"][1][2] = "13800000005"  # 赵敏 no longer on duty at the window
 
     report = import_roster(engine, write_book(tmp_path / "fewer.xlsx", rows))
 
     assert counts(report)["干部"] == (0, 0, 5, 1)
     assert counts(report)["联户"] == (0, 0, 15, 5)
     assert counts(report)["服务对象"] == (0, 0, 33, 8)
+    assert counts(report)["窗口"] == (0, 1, 1, 0)  # the window's staff changed
     assert report.warnings == []
 
 
@@ -275,12 +277,12 @@ def test_csv_folders_import_the_same_as_the_workbook(engine, rows, tmp_path):
     utf8 = write_csv_folder(tmp_path / "utf8", rows, dict.fromkeys(HEADERS, "utf-8-sig"))
     gbk = write_csv_folder(tmp_path / "gbk", rows, dict.fromkeys(HEADERS, "gbk"))
     mixed = write_csv_folder(tmp_path / "mixed", rows,
-                             {"单位": "utf-8", "干部": "gbk", "联户": "utf-8-sig", "服务对象": "gb18030"})
+                             {"单位": "utf-8", "干部": "gbk", "联户": "utf-8-sig", "服务对象": "gb18030", "窗口": "gbk"})
     assert (gbk / "联户.csv").read_bytes()[:3] != b"\xef\xbb\xbf"
 
     report = import_roster(engine, utf8)
     assert counts(report) == {"单位": (3, 0, 0, 0), "干部": (6, 0, 0, 0), "联户": (20, 0, 0, 0),
-                              "服务对象": (41, 0, 0, 0)}
+                              "服务对象": (41, 0, 0, 0), "窗口": (2, 0, 0, 0)}
     assert report.warnings == ["干部 赵敏（13800000006）服务对象 8 名，少于 10 名"]
     before = snapshot(engine)
     for source in (EXAMPLE, gbk, mixed):
@@ -334,6 +336,7 @@ def test_rows_may_refer_to_a_cadre_already_in_the_database(engine, rows, tmp_pat
     rows["干部"] = [c for c in rows["干部"] if c[1] != "市住建局"]
     rows["服务对象"] = [o for o in rows["服务对象"] if o[3] != "13800000004"]
     rows["联户"] = [h for h in rows["联户"] if h[5] != "13800000004"]
+    rows["窗口"] = [w for w in rows["窗口"] if w[1] != "市住建局"]
 
     report = import_roster(engine, write_book(tmp_path / "partial.xlsx", rows))
 
@@ -370,3 +373,30 @@ def test_unreadable_files_are_reported(tmp_path):
     for name in ("old.xls", "fake.xlsx", "absent.xlsx"):
         data = read_roster(tmp_path / name)
         assert len(data.issues) == 1 and data.issues[0].sheet == ""
+
+
+def test_windows_with_their_cadres_on_duty(engine, rows, tmp_path):
+    from storage.models import ServiceWindow, WindowDuty
+
+    import_roster(engine, EXAMPLE)
+    with session_scope(engine) as session:
+        cadres = {c.id: c.mobile for c in session.exec(select(Cadre)).all()}
+        windows = {w.name: w for w in session.exec(select(ServiceWindow)).all()}
+        duty = {(d.window_id, cadres[d.cadre_id]) for d in session.exec(select(WindowDuty)).all()}
+    assert set(windows) == {"不动产登记窗口", "便民服务中心综合窗口"}
+    assert {m for w, m in duty if w == windows["不动产登记窗口"].id} == {"13800000003", "13800000004"}
+
+    # Without the 窗口 sheet the windows stay as they are; an emptied sheet deactivates them.
+    without = {k: v for k, v in rows.items() if k != "窗口"}
+    assert counts(import_roster(engine, write_book(tmp_path / "no-windows.xlsx", without)))["窗口"] == (0, 0, 0, 0)
+    rows["窗口"] = rows["窗口"][:1]
+    assert counts(import_roster(engine, write_book(tmp_path / "one.xlsx", rows)))["窗口"] == (0, 0, 1, 1)
+
+    rows["窗口"] = [["不动产登记窗口", "市住建局", "13800000003，13899999999"],
+                   ["不动产登记窗口", "市住建局", ""],
+                   ["", "市住建局", ""],
+                   ["综合窗口", "不存在的局", "abc"]]
+    with pytest.raises(RosterError) as caught:
+        import_roster(engine, write_book(tmp_path / "bad-windows.xlsx", rows))
+    assert located(caught.value) == {("窗口", 2, "在岗干部手机号"), ("窗口", 3, "窗口名称"), ("窗口", 4, "窗口名称"),
+                                     ("窗口", 5, "单位"), ("窗口", 5, "在岗干部手机号")}
