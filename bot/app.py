@@ -20,7 +20,8 @@ from telegram import Update
 
 from bot.config import Settings
 from bot.core.engine import Engine
-from handlers.telegram import TelegramChannel
+from handlers.telegram import TelegramChannel, TelegramTransport
+from scheduler.service import Worker
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,9 @@ def webhook_path(settings: Settings) -> str:
     return path if path and path != "/" else "/telegram/webhook"
 
 
-def create_app(settings: Settings, core: Engine) -> Starlette:
+def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = None) -> Starlette:
+    """The app; ``with_worker`` (default SCHEDULER_IN_RUN) also runs the scheduler and outbox sender."""
+    with_worker = settings.scheduler_in_run if with_worker is None else with_worker
     webhook = bool(settings.telegram_webhook_url)
     telegram = TelegramChannel(core, settings, webhook=webhook) if settings.telegram_enabled else None
 
@@ -70,14 +73,20 @@ def create_app(settings: Settings, core: Engine) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        if telegram is None:
-            yield
-            return
-        await telegram.start()
+        if telegram is not None:
+            await telegram.start()
+        worker = None
+        if with_worker:
+            transports = {"telegram": TelegramTransport(telegram.application.bot, settings)} if telegram else {}
+            worker = Worker(core.db, settings, transports, clock=core.clock)
+            worker.start()
         try:
             yield
         finally:
-            await telegram.stop()
+            if worker is not None:
+                await worker.stop()
+            if telegram is not None:
+                await telegram.stop()
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.telegram = telegram

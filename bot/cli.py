@@ -138,6 +138,67 @@ def cmd_bind_code(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_worker(args, settings: Settings) -> int:
+    """Runs the scheduler and the outbox sender alone, without the web server."""
+    import asyncio
+    import signal
+
+    from scheduler.service import Worker
+
+    engine = _engine(settings)
+
+    async def main() -> None:
+        transports = {}
+        bot = None
+        if settings.telegram_enabled:
+            from telegram import Bot
+
+            from handlers.telegram import TelegramTransport
+
+            base = settings.telegram_api_base_url.rstrip("/")
+            bot = Bot(settings.telegram_bot_token.get_secret_value(), base_url=f"{base}/bot",
+                      base_file_url=f"{base}/file/bot")
+            await bot.initialize()
+            transports["telegram"] = TelegramTransport(bot, settings)
+        worker = Worker(engine, settings, transports)
+        worker.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"worker 已启动：定时任务与消息发送（渠道：{', '.join(transports) or '无'}）。Ctrl+C 停止。",
+              file=sys.stderr)
+        await stop.wait()
+        await worker.stop()
+        if bot is not None:
+            await bot.shutdown()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_outbox(args, settings: Settings) -> int:
+    """Shows the outbox: rows per state, and the dead ones with their last error."""
+    from sqlalchemy import func as sa_func
+
+    from storage.models import OutboxMessage, OutboxState
+
+    engine = _engine(settings)
+    with session_scope(engine) as session:
+        counts = dict(session.exec(select(OutboxMessage.state, sa_func.count()).group_by(OutboxMessage.state)).all())
+        print("待发送 {p}，已发送 {s}，失败 {d}，无法送达 {u}".format(
+            p=counts.get(OutboxState.PENDING, 0), s=counts.get(OutboxState.SENT, 0),
+            d=counts.get(OutboxState.DEAD, 0), u=counts.get(OutboxState.UNREACHABLE, 0)))
+        shown = OutboxState.DEAD if not args.unreachable else OutboxState.UNREACHABLE
+        rows = session.exec(select(OutboxMessage).where(OutboxMessage.state == shown)
+                            .order_by(OutboxMessage.id.desc()).limit(args.limit)).all()
+        for row in rows:
+            when = row.created_at.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
+            print(f"#{row.id} {when} {row.kind} → {row.channel}:{row.recipient} 尝试 {row.attempts} 次："
+                  f"{row.last_error or ''}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description="干部作风建设助手：入户走访（四个一）、群众评价与问题台账。")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -166,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bind-code", help="print a one-time binding code and Telegram link for a cadre")
     p.add_argument("mobile", help="the cadre's mobile number as in the roster")
     p.set_defaults(func=cmd_bind_code)
+    p = sub.add_parser("worker", help="run the scheduler (reminders, digests) and the outbox sender alone")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("outbox", help="show the outbox: counts per state and the messages that failed")
+    p.add_argument("--unreachable", action="store_true", help="list messages to users who blocked the bot")
+    p.add_argument("--limit", type=int, default=50, help="how many to list (default 50)")
+    p.set_defaults(func=cmd_outbox)
     return parser
 
 

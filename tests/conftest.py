@@ -92,7 +92,9 @@ def settings(database_url, monkeypatch, tmp_path) -> Settings:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # so no developer's .env is read
     get_settings.cache_clear()
-    return Settings(environment="test", database_url=database_url, load_example_roster=False)
+    # The scheduler is off unless a test turns it on: its catch-up run would send on its own.
+    return Settings(environment="test", database_url=database_url, load_example_roster=False,
+                    scheduler_in_run=False)
 
 
 class Clock:

@@ -1,0 +1,84 @@
+"""The worker role: APScheduler runs the jobs, the outbox sender delivers what they write.
+
+``python -m bot run`` runs this inside the web server's event loop (unless SCHEDULER_IN_RUN is
+false); ``python -m bot worker`` runs it alone. Every job has a stable id, the deployment's time
+zone, a misfire grace of hours and coalescing; jobs also run once at start, to catch up on points
+passed while the service was down. Duplicate runs are harmless (see scheduler.jobs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Callable
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy.engine import Engine as DbEngine
+
+from bot.config import Settings
+from scheduler import jobs
+from scheduler.sender import OutboxSender, Transport
+from storage.db import session_scope
+
+log = logging.getLogger(__name__)
+
+
+def _run_job(name: str, db: DbEngine, settings: Settings, clock: Callable[[], datetime]) -> None:
+    with session_scope(db) as session:
+        now = clock()
+        if name == "deadline-reminders":
+            written = jobs.remind_deadlines(session, settings, now)
+        else:
+            written = jobs.send_digests(session, settings, now, chart=jobs.digest_chart)
+    if written:
+        log.info("%s: %d messages queued", name, written)
+
+
+def build_scheduler(db: DbEngine, settings: Settings, clock: Callable[[], datetime] | None = None) -> AsyncIOScheduler:
+    """The scheduler with its jobs, not started."""
+    clock = clock or (lambda: datetime.now(timezone.utc))
+    tz = settings.tz
+    scheduler = AsyncIOScheduler(timezone=tz)
+    options = {"coalesce": True, "max_instances": 1, "misfire_grace_time": settings.misfire_grace_hours * 3600,
+               "replace_existing": True}
+    reminder = settings.reminder_time
+    triggers = {"deadline-reminders": CronTrigger(hour=reminder.hour, minute=reminder.minute, timezone=tz)}
+    if settings.digest_daily_time is not None:
+        daily = settings.digest_daily_time
+        triggers["digest-daily"] = CronTrigger(hour=daily.hour, minute=daily.minute, timezone=tz)
+    if settings.digest_weekly_day is not None:
+        weekly = settings.digest_weekly_time
+        triggers["digest-weekly"] = CronTrigger(day_of_week=settings.digest_weekly_day, hour=weekly.hour,
+                                                minute=weekly.minute, timezone=tz)
+    started = datetime.now(tz)
+    for job_id, trigger in triggers.items():
+        scheduler.add_job(_run_job, trigger, args=[job_id, db, settings, clock], id=job_id, name=job_id, **options)
+        # A catch-up run at start; the job itself decides whether a point was missed.
+        scheduler.add_job(_run_job, "date", run_date=started, args=[job_id, db, settings, clock],
+                          id=f"{job_id}-at-start", **options)
+    return scheduler
+
+
+class Worker:
+    """The scheduler plus one outbox sender, started and stopped together on a running loop."""
+
+    def __init__(self, db: DbEngine, settings: Settings, transports: dict[str, Transport],
+                 clock: Callable[[], datetime] | None = None):
+        self.scheduler = build_scheduler(db, settings, clock)
+        kwargs = {"clock": clock} if clock else {}
+        self.sender = OutboxSender(db, settings, transports, **kwargs)
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.scheduler.start()
+        self._task = asyncio.get_running_loop().create_task(self.sender.run(self._stop))
+        log.info("worker started: jobs %s", ", ".join(j.id for j in self.scheduler.get_jobs()))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        self.scheduler.shutdown(wait=False)
