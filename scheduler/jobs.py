@@ -9,6 +9,7 @@ starts again, and one that missed two points sends only the newer.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
@@ -19,8 +20,21 @@ from bot import texts
 from bot.config import Settings
 from bot.core.periods import half_of
 from bot.core.progress import unit_progress, unvisited_by_cadre
+from bot.core.scope import in_scope, unit_scope
 from scheduler.outbox import Attachment, enqueue_for_cadre
-from storage.models import Cadre, OutboxMessage, Role, Unit, Visit
+from bot.core.evaluation import BAD_LEVELS
+from bot.core.phones import mask
+from storage.models import (
+    CallbackStatus,
+    CallbackTask,
+    Cadre,
+    OutboxMessage,
+    Rating,
+    Role,
+    ServiceWindow,
+    Unit,
+    Visit,
+)
 
 SEND_CHANNELS = ("telegram", "wechat", "console")
 
@@ -66,14 +80,6 @@ def _grace(settings: Settings) -> timedelta:
 def supervisors(session: Session) -> list[Cadre]:
     return list(session.exec(select(Cadre).where(Cadre.role == Role.SUPERVISOR, Cadre.active == True)  # noqa: E712
                              .order_by(Cadre.id)).all())
-
-
-def scope_of(session: Session, supervisor: Cadre, settings: Settings, units: dict[int, Unit]) -> set[int] | None:
-    """The unit ids a supervisor oversees; None means every unit (the work-style office)."""
-    unit = units.get(supervisor.unit_id)
-    if unit is not None and unit.name in settings.supervision_units:
-        return None
-    return {supervisor.unit_id}
 
 
 def _cadres(session: Session) -> list[Cadre]:
@@ -151,7 +157,7 @@ def _remind_form(session: Session, settings: Settings, now: datetime, deadline: 
                                      settings=settings, channels=SEND_CHANNELS) is not None
     units = {u.id: u for u in session.exec(select(Unit)).all()}
     for supervisor in heads:
-        scope = scope_of(session, supervisor, settings, units)
+        scope = unit_scope(session, supervisor, settings)
         late = [text for cadre in cadres if cadre.id in behind and (scope is None or cadre.unit_id in scope)
                 for text in [behind[cadre.id]]]
         if deadline.form == "form5":
@@ -210,10 +216,12 @@ def send_digests(session: Session, settings: Settings, now: datetime, chart=None
         visits_in_period = dict(session.exec(
             select(Visit.cadre_id, func.count()).where(Visit.visited_at > since, Visit.visited_at <= point)
             .group_by(Visit.cadre_id)).all())
+        ratings = _ratings_in(session, since, point, {c.id: c.name for c in cadres}, units)
         for supervisor in (s for s in recipients if s.id in waiting):
-            scope = scope_of(session, supervisor, settings, units)
+            scope = unit_scope(session, supervisor, settings)
             mine = [p for p in progress if scope is None or p.cadre.unit_id in scope]
-            body = _digest_body(kind, point, settings, mine, visits_in_period, units)
+            body = _digest_body(kind, point, settings, mine, visits_in_period, units) + "\n" + ratings.text(scope)
+            body += "\n" + texts.DIGEST_MUTE_HINT
             attachments = []
             if chart is not None and mine:
                 attachments.append(Attachment("digest.png", "image/png", chart(mine, units, half)))
@@ -242,7 +250,6 @@ def _digest_body(kind, point, settings, progress, visits_in_period, units) -> st
             lines.append(texts.DIGEST_MORE.format(count=len(behind) - 10))
     else:
         lines.append(texts.DIGEST_ALL_DONE)
-    lines.append(texts.DIGEST_MUTE_HINT)
     return "\n".join(lines)
 
 
@@ -283,3 +290,87 @@ def digest_chart(progress, units: dict[int, Unit], half: str) -> bytes:
     fig.savefig(out, format="png")
     plt.close(fig)
     return out.getvalue()
+
+
+@dataclass
+class PeriodRatings:
+    """Ratings of a period, grouped once, then cut to each supervisor's scope."""
+
+    counts: dict[int, Counter]  # unit id -> level -> count (misuse left out)
+    bad: list[tuple[int, str]]  # (unit id, line) for each 差评, newest first
+
+    def text(self, scope: set[int] | None) -> str:
+        levels = Counter()
+        for unit_id, counter in self.counts.items():
+            if in_scope(scope, unit_id):
+                levels.update(counter)
+        total = sum(levels.values())
+        if not total:
+            return texts.DIGEST_NO_RATINGS
+        good = levels[5] + levels[4] + levels[3]
+        line = texts.DIGEST_RATINGS.format(
+            total=total, rate=f"{100 * good / total:.1f}",
+            levels="，".join(f"{texts.RATING_LEVELS[level]} {levels[level]}" for level in (5, 4, 3, 2, 1)))
+        bad = [text for unit_id, text in self.bad if in_scope(scope, unit_id)]
+        if bad:
+            line += "\n" + texts.DIGEST_BAD.format(count=len(bad)) + "\n" + "\n".join(bad[:5])
+        return line
+
+
+def _ratings_in(session: Session, since: datetime, until: datetime, cadre_names: dict[int, str],
+                units: dict[int, Unit]) -> PeriodRatings:
+    window = (Rating.rated_at > since, Rating.rated_at <= until, Rating.misuse == False)  # noqa: E712
+    counts: dict[int, Counter] = {}
+    for unit_id, level, count in session.exec(
+            select(Rating.unit_id, Rating.level, func.count()).where(*window)
+            .group_by(Rating.unit_id, Rating.level)).all():
+        counts.setdefault(unit_id, Counter())[level] = count
+    windows = {w.id: w.name for w in session.exec(select(ServiceWindow)).all()}
+    bad = []
+    for r in session.exec(select(Rating).where(*window, Rating.level.in_(BAD_LEVELS))
+                          .order_by(Rating.rated_at.desc()).limit(200)).all():
+        who = cadre_names.get(r.cadre_id) if r.cadre_id else windows.get(r.window_id)
+        unit = units[r.unit_id].name if r.unit_id in units else ""
+        comment = f"：{r.comment[:30]}" if r.comment else ""
+        bad.append((r.unit_id, f"• {who or '?'}（{unit}）{texts.RATING_LEVELS[r.level]}{comment}"))
+    return PeriodRatings(counts, bad)
+
+
+# -- call-back tasks (回访) -----------------------------------------------------------------------
+
+def remind_callbacks(session: Session, settings: Settings, now: datetime) -> int:
+    """Each morning, tells the supervisors of a unit which of its 差评 call-backs are due today or
+    tomorrow, and which are overdue; overdue ones reach the work-style office too (责任追究)."""
+    local = now.astimezone(settings.tz).date()
+    point = latest_point([_at(local - timedelta(days=i), settings.reminder_time, settings) for i in range(3)], now,
+                         _grace(settings))
+    if point is None:
+        return 0
+    day = point.astimezone(settings.tz).date()
+    key = f"callbacks:{day.isoformat()}"
+    heads = supervisors(session)
+    waiting = _pending(session, key, [h.id for h in heads])
+    if not waiting:
+        return 0
+    tasks = session.exec(select(CallbackTask).where(CallbackTask.status == CallbackStatus.OPEN,
+                                                    CallbackTask.due_on <= (day + timedelta(days=1)).isoformat())
+                         .order_by(CallbackTask.due_on, CallbackTask.id)).all()
+    if not tasks:
+        return 0
+    written = 0
+    for head in heads:
+        if head.id not in waiting:
+            continue
+        scope = unit_scope(session, head, settings)
+        mine = [t for t in tasks if in_scope(scope, t.unit_id)]
+        if not mine:
+            continue
+        lines = [texts.CALLBACKS_DUE.format(count=len(mine))]
+        for t in mine[:20]:
+            state = texts.CALLBACK_OVERDUE if t.due_on < day.isoformat() else texts.CALLBACK_DUE_ON.format(
+                due=t.due_on[5:])
+            lines.append(f"• #{t.problem_id} {mask(t.phone)} {state}")
+        lines.append(texts.CALLBACKS_HINT)
+        written += enqueue_for_cadre(session, head.id, key=key, kind="callbacks", body="\n".join(lines), now=now,
+                                     settings=settings, channels=SEND_CHANNELS) is not None
+    return written

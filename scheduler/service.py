@@ -29,7 +29,7 @@ def _run_job(name: str, db: DbEngine, settings: Settings, clock: Callable[[], da
     with session_scope(db) as session:
         now = clock()
         if name == "deadline-reminders":
-            written = jobs.remind_deadlines(session, settings, now)
+            written = jobs.remind_deadlines(session, settings, now) + jobs.remind_callbacks(session, settings, now)
         else:
             written = jobs.send_digests(session, settings, now, chart=jobs.digest_chart)
     if written:

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlmodel import select
 
-from scheduler.jobs import remind_deadlines, send_digests
+from scheduler.jobs import remind_callbacks, remind_deadlines, send_digests
 from scheduler.sender import SENT, OutboxSender, RateLimiter
 from storage.db import session_scope
 from storage.models import Cadre, ChatAccount, Household, OutboxMessage, Role, ServiceObject, Unit, Visit
@@ -87,6 +87,7 @@ def simulate(db, settings, clock, start, end, *, events=(), down=lambda t: False
                 for _ in range(runs_per_tick):
                     with session_scope(db) as s:
                         remind_deadlines(s, settings, clock.now)
+                        remind_callbacks(s, settings, clock.now)
                         send_digests(s, settings, clock.now)
                 while await sender.run_once():
                     pass
@@ -189,3 +190,64 @@ def test_mute_and_unmute_by_chat(core, db, clock):
     assert "已恢复" in chat.say("/unmute")
     with session_scope(db) as s:
         assert not s.get(Cadre, roster.supervisor.id).digests_muted
+
+
+def _rate(db, cadre, level, when, *, comment=None, misuse=False, phone=None):
+    from bot.core.evaluation import code_for
+    from storage.models import Problem, Rating, TargetKind
+
+    with session_scope(db) as s:
+        code = code_for(s, TargetKind.CADRE, cadre.id, when)
+        rating = Rating(code_id=code.id, target_kind=TargetKind.CADRE, cadre_id=cadre.id, unit_id=cadre.unit_id,
+                        level=level, comment=comment, channel="web", rater_key=f"k{when.timestamp()}{level}{phone}{misuse}",
+                        rated_at=when, rated_on=when.astimezone(TZ).date().isoformat(), misuse=misuse, phone=phone)
+        s.add(rating)
+        s.flush()
+        if phone:
+            problem = Problem(source="rating", category="干部作风", content=comment or "差评", unit_id=cadre.unit_id,
+                              created_at=when, updated_at=when)
+            s.add(problem)
+            s.flush()
+            return rating.id, problem.id
+        return rating.id, None
+
+
+def test_digest_counts_ratings_of_the_scope_without_misuse(db, settings, clock):
+    city = City(db, clock())
+    day = local(2026, 6, 15, 12)
+    _rate(db, city.a, 5, day)
+    _rate(db, city.a, 4, day)
+    _rate(db, city.b, 1, day, comment="办事拖拉，态度冷淡")
+    _rate(db, city.b, 5, day, misuse=True)  # a burst: kept, but not counted
+    _rate(db, city.b, 2, day - timedelta(days=3))  # before this period
+    daily = settings.model_copy(update={"digest_weekly_day": None})
+    simulate(db, daily, clock, local(2026, 6, 15, 18), local(2026, 6, 15, 18))
+    with session_scope(db) as s:
+        body = s.exec(select(OutboxMessage).where(
+            OutboxMessage.idempotency_key == f"digest:daily:2026-06-15:c{city.office.id}")).one().body
+    assert "本期群众评价 3 条，满意率 66.7%（非常满意 1，满意 1，基本满意 0，不满意 0，非常不满意 1）" in body
+    assert "差评 1 条：\n• 乙（市住建局）非常不满意：办事拖拉，态度冷淡" in body
+
+
+def test_callback_reminders_due_and_overdue_masked(db, settings, clock):
+    from storage.models import CallbackTask
+
+    city = City(db, clock())
+    day = local(2026, 6, 15, 12)
+    tasks = []
+    for due, phone in (("2026-06-15", "13912345678"), ("2026-06-12", "13987654321"), ("2026-06-30", "13700000000")):
+        rating_id, problem_id = _rate(db, city.b, 1, day - timedelta(days=5), comment="差", phone=phone)
+        tasks.append((rating_id, problem_id, due, phone))
+    with session_scope(db) as s:
+        for rating_id, problem_id, due, phone in tasks:
+            s.add(CallbackTask(rating_id=rating_id, problem_id=problem_id, unit_id=city.b.unit_id, phone=phone,
+                               due_on=due, created_at=day))
+    sent = simulate(db, settings.model_copy(update={"digest_daily_time": None, "digest_weekly_day": None}), clock,
+                    local(2026, 6, 15, 9), local(2026, 6, 15, 9))
+    assert {r for key, r, _ in sent if key.startswith("callbacks:")} == {
+        city.chat[city.head.id], city.chat[city.office.id]}
+    with session_scope(db) as s:
+        body = s.exec(select(OutboxMessage).where(
+            OutboxMessage.idempotency_key == f"callbacks:2026-06-15:c{city.head.id}")).one().body
+    assert "2 项差评回访" in body and "139****5678 06-15 到期" in body and "139****4321 ⚠ 已逾期" in body
+    assert "13912345678" not in body and "137****0000" not in body
