@@ -137,6 +137,9 @@ PROGRESS_OBJECTS_LOW = "⚠ 服务对象少于{minimum}名，请补充。"
 UNIT_PROGRESS_HEADER = "📊 {unit} {half_label}走访进度："
 UNIT_PROGRESS_LINE = "{name}：{done}/{total} 户，服务对象 {objects} 名{flag}"
 UNIT_BEHIND = " ⚠"
+ALL_UNITS_HEADER = "📊 各单位{half_label}走访进度："
+ALL_UNITS_LINE = "{unit}：{done}/{total} 户（干部 {cadres} 名）{flag}"
+ALL_UNITS_BEHIND = " ⚠ {count} 名未完成"
 
 # Admin
 BINDCODE_USAGE = "用法：/bindcode 干部手机号"

@@ -190,7 +190,8 @@ class TelegramTransport:
 
     def __init__(self, bot: Bot, settings: Settings):
         self.bot = bot
-        self.limiter = RateLimiter(settings.telegram_rate_global, settings.telegram_rate_per_chat)
+        self.limiter = RateLimiter(settings.telegram_rate_global, settings.telegram_rate_per_chat,
+                                   settings.telegram_rate_per_group_minute)
 
     async def deliver(self, message: Claimed) -> Delivery:
         chat_id = int(message.recipient)

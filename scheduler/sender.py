@@ -44,15 +44,17 @@ SENT = Delivery("sent")
 
 
 class RateLimiter:
-    """At most ``per_second`` sends in any window of one second (plus a margin), and at most
-    ``per_chat`` per second to one chat; ``pause`` stops every send for a while (after a 429)."""
+    """At most ``per_second`` sends in any window of one second (plus a margin), at most ``per_chat``
+    per second to one chat and ``per_group_minute`` per minute to one group (Telegram group ids are
+    negative); ``pause`` stops every send for a while (after a 429)."""
 
-    def __init__(self, per_second: float, per_chat: float, *, margin: float = 0.05,
+    def __init__(self, per_second: float, per_chat: float, per_group_minute: float = 20, *, margin: float = 0.05,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
         self.capacity = max(1, int(per_second))
         self.window = 1.0 + margin  # a margin, so jitter on the way cannot put N+1 into the server's window
         self.chat_interval = 1.0 / per_chat + margin
+        self.group_interval = 60.0 / per_group_minute + margin
         self.clock, self.sleep = clock, sleep
         self.sent: deque[float] = deque()
         self.last_by_chat: dict[str, float] = {}
@@ -71,7 +73,8 @@ class RateLimiter:
                 waits.append(self.sent[0] + self.window - now)
             last = self.last_by_chat.get(chat)
             if last is not None:
-                waits.append(last + self.chat_interval - now)
+                interval = self.group_interval if chat.startswith("-") else self.chat_interval
+                waits.append(last + interval - now)
             wait = max(waits)
             if wait <= 0:
                 self.sent.append(now)
@@ -82,7 +85,7 @@ class RateLimiter:
             await self.sleep(wait)
 
     def _forget_old_chats(self, now: float) -> None:
-        self.last_by_chat = {c: t for c, t in self.last_by_chat.items() if t > now - self.chat_interval}
+        self.last_by_chat = {c: t for c, t in self.last_by_chat.items() if t > now - self.group_interval}
 
 
 class Transport(Protocol):

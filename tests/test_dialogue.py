@@ -384,3 +384,17 @@ def test_deactivated_household_cannot_be_confirmed(core, db, roster):
         s.add(h)
     assert texts.HOUSEHOLD_GONE in chat.press("确认提交")
     assert rows(db, Visit) == []
+
+
+def test_the_work_style_office_sees_every_unit(core, db, roster, clock):
+    from storage.models import Cadre, Role, Unit
+
+    with session_scope(db) as s:
+        office = Unit(name="市作风办")
+        s.add(office)
+        s.flush()
+        head = Cadre(name="孙主任", unit_id=office.id, mobile="13800000099", role=Role.SUPERVISOR)
+        s.add(head)
+    bind(db, head, "test", "office", clock())
+    answer = Chat(core, "office").say("/unit")
+    assert "各单位" in answer and "市住建局：0/3 户（干部 1 名） ⚠ 1 名未完成" in answer

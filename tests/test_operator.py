@@ -127,3 +127,18 @@ def test_migrations_match_the_models(db):
     with db.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
     assert diff == []
+
+
+def test_env_example_names_every_setting_and_loads(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    names = {line.split("=", 1)[0].strip() for line in example.read_text(encoding="utf-8").splitlines()
+             if line.strip() and not line.lstrip().startswith("#")}
+    assert {name.upper() for name in Settings.model_fields} == names
+    (tmp_path / ".env").write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    loaded = Settings().check()  # the example itself is a valid configuration
+    assert loaded.telegram_bot_token is None and loaded.reminder_days_before == [7, 3, 1, 0]

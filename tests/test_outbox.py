@@ -204,3 +204,22 @@ def test_rate_limiter_keeps_every_window_under_the_limit():
             assert t - by_chat[chat] >= 1.0
         by_chat[chat] = t
     assert stamps[-1] < 300 / 30 * 1.1  # close to the limit, not far below it
+
+
+def test_rate_limiter_spaces_messages_to_one_group():
+    now = [0.0]
+
+    async def fake_sleep(seconds):
+        now[0] += seconds
+
+    limiter = RateLimiter(30, 1, 20, clock=lambda: now[0], sleep=fake_sleep)
+
+    async def go():
+        stamps = []
+        for _ in range(21):
+            await limiter.acquire("-100123")
+            stamps.append(now[0])
+        return stamps
+
+    stamps = asyncio.run(go())
+    assert stamps[20] - stamps[0] >= 60.0  # the 21st message to a group waits out the minute

@@ -18,6 +18,7 @@ from bot.core.flows import rating
 from bot.core.periods import half_label
 from bot.core.phones import normalize_mobile
 from bot.core.progress import cadre_progress, households_with_status, progress_bar, unit_progress
+from bot.core.scope import unit_scope
 from storage.models import Cadre, Role, Unit
 
 # Least rank needed; a bound account of any role has rank >= 1.
@@ -131,14 +132,30 @@ def cmd_progress(ctx: Context) -> None:
 
 
 def cmd_unit(ctx: Context) -> None:
-    """Shows every cadre of the supervisor's unit with visits done of assigned."""
-    cadres = ctx.session.exec(select(Cadre).where(Cadre.unit_id == ctx.cadre.unit_id, Cadre.active == True)  # noqa: E712
-                              .order_by(Cadre.name)).all()
-    lines = [texts.UNIT_PROGRESS_HEADER.format(unit=unit_name(ctx, ctx.cadre), half_label=half_label(ctx.half))]
+    """Shows the supervisor's unit cadre by cadre, or, for the work-style office, every unit in a line."""
+    scope = unit_scope(ctx.session, ctx.cadre, ctx.settings)
+    query = select(Cadre).where(Cadre.active == True)  # noqa: E712
+    if scope is not None:
+        query = query.where(Cadre.unit_id.in_(scope))
+    cadres = ctx.session.exec(query.order_by(Cadre.unit_id, Cadre.name)).all()
     minimum = ctx.settings.service_object_minimum
-    for p in unit_progress(ctx.session, list(cadres), ctx.half):
-        if p.assigned == 0 and p.cadre.role != Role.CADRE:
-            continue
+    progress = [p for p in unit_progress(ctx.session, list(cadres), ctx.half)
+                if p.assigned or p.cadre.role == Role.CADRE]
+    if scope is None:
+        units = {u.id: u.name for u in ctx.session.exec(select(Unit)).all()}
+        lines = [texts.ALL_UNITS_HEADER.format(half_label=half_label(ctx.half))]
+        by_unit: dict[int, list] = {}
+        for p in progress:
+            by_unit.setdefault(p.cadre.unit_id, []).append(p)
+        for unit_id, items in sorted(by_unit.items(), key=lambda kv: units.get(kv[0], "")):
+            behind = sum(1 for p in items if p.visited < p.assigned or p.service_objects < minimum)
+            lines.append(texts.ALL_UNITS_LINE.format(
+                unit=units.get(unit_id, "?"), done=sum(p.visited for p in items),
+                total=sum(p.assigned for p in items), cadres=len(items),
+                flag=texts.ALL_UNITS_BEHIND.format(count=behind) if behind else ""))
+        return ctx.say("\n".join(lines))
+    lines = [texts.UNIT_PROGRESS_HEADER.format(unit=unit_name(ctx, ctx.cadre), half_label=half_label(ctx.half))]
+    for p in progress:
         behind = p.visited < p.assigned or p.service_objects < minimum
         lines.append(texts.UNIT_PROGRESS_LINE.format(name=p.cadre.name, done=p.visited, total=p.assigned,
                                                      objects=p.service_objects,
