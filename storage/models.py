@@ -8,7 +8,7 @@ used outside tests.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Optional
 
 from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
@@ -209,6 +209,59 @@ class Problem(SQLModel, table=True):
     raiser_phone: Optional[str] = Field(default=None, max_length=30)
     created_at: datetime
     updated_at: datetime
+    # The ledger (整改台账): who must fix it by when, and what came of it.
+    service_object_id: Optional[int] = Field(default=None, foreign_key="serviceobject.id")
+    remit: Optional[str] = Field(default=None, max_length=10)  # 行业领域 / 公共方面 (附件4)
+    raiser_channel: Optional[str] = Field(default=None, max_length=20)  # the raiser's chat, to answer them
+    raiser_user_id: Optional[str] = Field(default=None, max_length=100)
+    responsible_unit_id: Optional[int] = Field(default=None, foreign_key="unit.id", index=True)
+    responsible_a_id: Optional[int] = Field(default=None, foreign_key="cadre.id")  # A岗
+    responsible_b_id: Optional[int] = Field(default=None, foreign_key="cadre.id")  # B岗
+    assigned_by_id: Optional[int] = Field(default=None, foreign_key="cadre.id")
+    assigned_at: Optional[datetime] = None
+    deadline: Optional[date] = None  # 限时办结, a local date
+    last_action_at: Optional[datetime] = None  # the responsible side's latest step
+    b_asked_at: Optional[datetime] = None  # when B was asked because A had not acted
+    result: Optional[str] = Field(default=None, max_length=1000)  # 办理结果, required to close (销号)
+    closed_at: Optional[datetime] = None
+    answer: Optional[str] = Field(default=None, max_length=500)  # what the raiser was told / said
+    answered_at: Optional[datetime] = None
+    reopened: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    hotline_status: Optional[str] = Field(default=None, max_length=200)  # 办理情况 as imported (附件5)
+    note: Optional[str] = Field(default=None, max_length=200)  # 备注
+
+
+class ProblemEvent(SQLModel, table=True):
+    """One step in a ledger item's life: who did what, when, from which state to which."""
+
+    __tablename__ = "problem_event"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    problem_id: int = Field(foreign_key="problem.id", index=True)
+    at: datetime
+    actor_cadre_id: Optional[int] = Field(default=None, foreign_key="cadre.id")
+    actor: str = Field(max_length=60)  # a name, "群众" or "系统"
+    action: str = Field(max_length=20)
+    from_status: Optional[str] = Field(default=None, max_length=20)
+    to_status: str = Field(max_length=20)
+    note: Optional[str] = Field(default=None, max_length=1000)
+
+
+class SpotCheck(SQLModel, table=True):
+    """电话随机访问: a completed visit drawn for a phone check, and what the call found."""
+
+    __tablename__ = "spot_check"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    visit_id: int = Field(foreign_key="visit.id", unique=True)
+    cadre_id: int = Field(foreign_key="cadre.id", index=True)
+    half: str = Field(max_length=6)
+    seed: int
+    drawn_at: datetime
+    outcome: str = Field(default="pending", max_length=20)  # pending / confirmed / not_reached / denied
+    checked_by_id: Optional[int] = Field(default=None, foreign_key="cadre.id")
+    checked_at: Optional[datetime] = None
+    note: Optional[str] = Field(default=None, max_length=300)
 
 
 class OutboxState:
