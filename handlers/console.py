@@ -8,6 +8,7 @@ in for what a phone would send; ``:quit`` leaves.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from sqlmodel import select
@@ -15,7 +16,7 @@ from sqlmodel import select
 from bot.core import binding
 from bot.core.dialogue import parse_location
 from bot.core.engine import Engine
-from bot.core.types import Inbound, SharedContact
+from bot.core.types import File, Inbound, SharedContact
 from storage.db import session_scope
 from storage.models import Cadre, Role
 
@@ -55,6 +56,14 @@ def parse_line(line: str) -> Inbound | None:
     return Inbound(text=line, **base)
 
 
+def save_file(file: File, folder: Path = Path("exports")) -> Path:
+    """Writes a file the bot sent into ./exports (the console cannot show it) and returns the path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / Path(file.filename).name
+    path.write_bytes(file.content)
+    return path
+
+
 def run_console(core: Engine, mobile: str | None = None, *, read: Callable[[str], str] = input,
                 write: Callable[[str], None] = print) -> int:
     cadre = console_login(core, mobile)
@@ -75,4 +84,6 @@ def run_console(core: Engine, mobile: str | None = None, *, read: Callable[[str]
             continue
         for reply in core.handle(inbound).replies:
             write(reply.numbered_text())
+            for file in reply.files:
+                write(f"（文件已保存：{save_file(file)}）")
             write("")

@@ -181,6 +181,11 @@ class TelegramChannel:
         for reply in outcome.replies:
             text, markup = render(reply)
             await bot.send_message(chat_id, text, reply_markup=markup)
+            for file in reply.files:
+                if file.is_image:
+                    await bot.send_photo(chat_id, photo=file.content, filename=file.filename)
+                else:
+                    await bot.send_document(chat_id, document=file.content, filename=file.filename)
 
 
 class TelegramTransport:

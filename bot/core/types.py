@@ -50,14 +50,29 @@ class Option:
     token: str
 
 
+@dataclass(frozen=True)
+class File:
+    """A document or picture sent with a reply (an exported form, a ranking chart)."""
+
+    filename: str
+    content_type: str
+    content: bytes
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type.startswith("image/")
+
+
 @dataclass
 class Reply:
-    """One message to the user. ``options`` are rows of choices, numbered 1..n in reading order."""
+    """One message to the user. ``options`` are rows of choices, numbered 1..n in reading order;
+    ``files`` go with the text (channels send them as documents or pictures)."""
 
     text: str
     options: list[list[Option]] = field(default_factory=list)
     request_contact: bool = False
     request_location: bool = False
+    files: list[File] = field(default_factory=list)
 
     def flat_options(self) -> list[Option]:
         return [option for row in self.options for option in row]
