@@ -1,4 +1,4 @@
-"""The ASGI app: one server for the Telegram webhook now, the rating page and WeChat later.
+"""The ASGI app: one server for the Telegram webhook and the rating page (/r/<token>), WeChat next.
 
 ``create_app`` wires the core and the channels; the Starlette lifespan starts and stops the PTB
 Application (long polling, or setWebhook in webhook mode), so ``python -m bot run`` is one process.
@@ -21,6 +21,7 @@ from telegram import Update
 from bot.config import Settings
 from bot.core.engine import Engine
 from handlers.telegram import TelegramChannel, TelegramTransport
+from handlers.web import rating_routes
 from scheduler.service import Worker
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
             return PlainTextResponse("error", status_code=500)  # Telegram delivers it again
         return PlainTextResponse("ok")
 
-    routes = [Route("/healthz", health)]
+    routes = [Route("/healthz", health), *rating_routes(core)]
     if telegram is not None and webhook:
         routes.append(Route(webhook_path(settings), telegram_webhook, methods=["POST"]))
 

@@ -50,23 +50,73 @@ def load_example_if_empty(engine, settings: Settings) -> bool:
     return True
 
 
+def _print_addresses(core, settings: Settings) -> None:
+    """Says where the HTTP server answers, with the rating page of the first cadre as an example."""
+    from bot.core import evaluation
+    from storage.models import Cadre, Role, TargetKind
+
+    print(f"HTTP 服务：http://{settings.http_host}:{settings.http_port}/healthz", file=sys.stderr)
+    with session_scope(core.db) as session:
+        cadre = session.exec(select(Cadre).where(Cadre.active == True, Cadre.role == Role.CADRE)  # noqa: E712
+                             .order_by(Cadre.id)).first()
+        if cadre is not None:
+            target = evaluation.target_of(session, evaluation.code_for(session, TargetKind.CADRE, cadre.id,
+                                                                       core.clock()))
+            if target is not None:
+                token = evaluation.token_of(settings.evaluation_key, target)
+                print(f"评价页（示例：{cadre.name}）：{settings.public_url}/r/{token}", file=sys.stderr)
+    if settings.evaluation_secret is None:
+        print("提醒：未设置 EVALUATION_SECRET，评价码使用公开的开发密钥，切勿据此印制评价卡。", file=sys.stderr)
+
+
+def _serve_in_background(app, settings: Settings):
+    """Serves the ASGI app with uvicorn in a daemon thread (the console keeps the foreground)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, name="http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not server.started:
+        print(f"HTTP 服务未能启动（端口 {settings.http_port} 被占用？可设置 HTTP_PORT），评价页不可用。", file=sys.stderr)
+        return None, thread
+    return server, thread
+
+
 def cmd_run(args, settings: Settings) -> int:
-    """Starts the bot: Telegram when TELEGRAM_BOT_TOKEN is set, else the console channel."""
+    """Starts the bot and its HTTP server (rating page): with Telegram when TELEGRAM_BOT_TOKEN is set,
+    else the console channel in the foreground and the HTTP server in the background."""
     core = _core(settings)
     if settings.load_example_roster:
         load_example_if_empty(core.db, settings)
     if not settings.telegram_enabled or args.console:
+        from bot.app import create_app
         from handlers.console import run_console
 
         if not settings.telegram_enabled:
             print("未设置 TELEGRAM_BOT_TOKEN，使用本地控制台渠道（设置后即启用 Telegram）。", file=sys.stderr)
-        return run_console(core, args.as_mobile)
+        local = settings.model_copy(update={"telegram_bot_token": None, "telegram_webhook_url": None})
+        server, thread = _serve_in_background(create_app(local, core), settings)
+        if server is not None:
+            _print_addresses(core, settings)
+        try:
+            return run_console(core, args.as_mobile)
+        finally:
+            if server is not None:
+                server.should_exit = True
+                thread.join(5)
     import uvicorn
 
     from bot.app import create_app
 
     app = create_app(settings, core)
-    print(f"服务已启动：http://{settings.http_host}:{settings.http_port}/healthz", file=sys.stderr)
+    _print_addresses(core, settings)
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level=settings.log_level.lower())
     return 0
 
@@ -199,6 +249,64 @@ def cmd_outbox(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_qr_cards(args, settings: Settings) -> int:
+    """Prints evaluation cards: one PNG per cadre or window, and an A4 PDF of them for cutting."""
+    from bot.cards import CardError, CardFontError, card_specs, find_cjk_font, write_cards
+    from bot.core.engine import system_clock
+
+    try:
+        font = find_cjk_font(settings.card_font)
+    except CardFontError as exc:
+        print(f"配置错误：{exc}", file=sys.stderr)
+        return 2
+    encode = args.encode or settings.card_encode
+    if settings.evaluation_secret is None:
+        print("提醒：未设置 EVALUATION_SECRET，这些评价卡用公开的开发密钥签名，只能试用，不要张贴。", file=sys.stderr)
+    if encode == "web" and not settings.public_base_url:
+        print(f"提醒：未设置 PUBLIC_BASE_URL，二维码指向 {settings.public_url}，群众的手机打不开。", file=sys.stderr)
+    engine = _engine(settings)
+    try:
+        with session_scope(engine) as session:
+            specs = card_specs(session, settings, system_clock(), unit=args.unit, cadre=args.cadre,
+                               window=args.window, encode=encode)
+    except CardError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if not specs:
+        print("没有符合条件的在册干部或窗口。", file=sys.stderr)
+        return 1
+    written = write_cards(specs, Path(args.out), font, progress=not args.quiet)
+    print(f"已印制 {len(specs)} 张评价卡（每张一个 PNG）：{Path(args.out)}")
+    print(f"A4 裁切版：{written.pdf}（{written.pages} 页，每页 4 张）")
+    return 0
+
+
+def cmd_revoke_card(args, settings: Settings) -> int:
+    """Revokes a lost evaluation card: the old card is refused at once; print the new one with qr-cards."""
+    from bot.cards import CardError, find_targets
+    from bot.core import evaluation
+    from bot.core.engine import system_clock
+
+    engine = _engine(settings)
+    try:
+        with session_scope(engine) as session:
+            found = find_targets(session, unit=args.unit, cadre=args.cadre, window=args.window)
+            if len(found) != 1:
+                print(f"找到 {len(found)} 个对象，请用 --cadre 手机号 或 --window 窗口名称 --unit 单位 指定一个。",
+                      file=sys.stderr)
+                return 1
+            kind, row = found[0]
+            code = evaluation.revoke(session, evaluation.code_for(session, kind, row.id, system_clock()),
+                                     system_clock())
+    except CardError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    again = f"--cadre {row.mobile}" if hasattr(row, "mobile") else f"--window {row.name}"
+    print(f"已挂失 {row.name} 的评价卡，旧卡即刻失效（新版本 {code.version}）。")
+    print(f"印制新卡：python -m bot qr-cards {again}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description="干部作风建设助手：入户走访（四个一）、群众评价与问题台账。")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -234,6 +342,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unreachable", action="store_true", help="list messages to users who blocked the bot")
     p.add_argument("--limit", type=int, default=50, help="how many to list (default 50)")
     p.set_defaults(func=cmd_outbox)
+
+    p = sub.add_parser("qr-cards", help="print evaluation cards: one PNG per cadre or window and an A4 PDF")
+    p.add_argument("--unit", help="only this unit's cadres and windows (单位名称)")
+    p.add_argument("--cadre", help="only this cadre (mobile or name)")
+    p.add_argument("--window", help="only this service window (窗口名称)")
+    p.add_argument("--out", default="cards", help="output folder (default: cards)")
+    p.add_argument("--encode", choices=["web", "telegram"],
+                   help="what the QR code encodes: the rating page URL or the Telegram deep link (default CARD_ENCODE)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_qr_cards)
+
+    p = sub.add_parser("revoke-card", help="revoke a lost evaluation card (the old one is refused; reprint it)")
+    p.add_argument("--unit", help="the unit, to tell apart windows of the same name")
+    p.add_argument("--cadre", help="the cadre (mobile or name)")
+    p.add_argument("--window", help="the service window (窗口名称)")
+    p.set_defaults(func=cmd_revoke_card)
     return parser
 
 

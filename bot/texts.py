@@ -175,6 +175,7 @@ RATING_BUSY = "您有未完成的{flow}，请先完成或发送 /cancel 取消�
 # The rating web page (bot/templates/rating)
 PAGE_TITLE = "服务评价"
 PAGE_INTRO = "请对本次服务作出评价"
+PAGE_WHO = "您正在评价"
 PAGE_BAD_SECTION = "很抱歉让您不满意，请告诉我们原因"
 PAGE_REASONS = "原因（可多选）"
 PAGE_COMMENT = "情况说明（选填，{limit}字以内）"

@@ -1,0 +1,43 @@
+"""Rating on Telegram end to end: a card's deep link (/start <token>) through the production app, the
+real PTB Application and the local Bot API stand-in; a revoked card refused the same way."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from bot import texts
+from bot.core import evaluation
+from storage.db import session_scope
+from storage.models import CallbackTask, EvaluationCode, Problem, Rating, TargetKind
+from tests.test_telegram_e2e import press, running_bot, texts_of, tg, tg_settings  # noqa: F401 (fixtures)
+from tests.utils import make_roster, token_for
+
+
+def test_deep_link_rating_with_reasons_comment_and_phone(tg, tg_settings, db, clock):
+    roster = make_roster(db)
+    token = token_for(db, tg_settings, TargetKind.CADRE, roster.cadre.id)
+    citizen = tg.user(8101, first_name="群众")
+    with running_bot(tg_settings, db, clock):
+        prompt = texts_of(citizen.command_wait("/start", token))
+        assert "您正在评价：李明（市住建局）" in prompt
+        assert "请选择原因" in texts_of(press(citizen, "非常不满意"))
+        press(citizen, "推诿扯皮")
+        assert "☑ 推诿扯皮" in [label for row in citizen.buttons() for label, _ in row]
+        assert "请简要说明" in texts_of(press(citizen, texts.RATING_REASONS_DONE))
+        assert "手机号" in texts_of(citizen.text_wait("让我找别的科室"))
+        done = texts_of(citizen.text_wait("13712345678"))
+        assert texts.RATING_FOLLOW_UP_CALL.format(days=tg_settings.rating_follow_up_days) in done
+
+        # The card is reported lost and revoked: its link is refused from then on.
+        with session_scope(db) as s:
+            code = s.get(EvaluationCode, evaluation.parse_token(tg_settings.evaluation_key, token)[0])
+            evaluation.revoke(s, code, clock())
+        assert texts_of(tg.user(8102).command_wait("/start", token)) == texts.RATING_CODE_INVALID
+
+    with session_scope(db) as s:
+        [rating] = s.exec(select(Rating)).all()
+        [problem] = s.exec(select(Problem)).all()
+        [task] = s.exec(select(CallbackTask)).all()
+        assert (rating.level, rating.reasons, rating.channel) == (1, ["推诿扯皮"], "telegram")
+        assert rating.rater_key != "8101"
+        assert problem.unit_id == roster.unit.id and task.phone == "13712345678"
