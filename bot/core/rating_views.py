@@ -19,7 +19,8 @@ from bot.core.dialogue import Context
 from bot.core.evaluation import BAD_LEVELS, LEVELS
 from bot.core.periods import half_label
 from bot.core.phones import mask
-from storage.models import Cadre, CallbackStatus, CallbackTask, Rating, Role, ServiceWindow, Unit
+from bot.core.scope import unit_scope
+from storage.models import Cadre, CallbackStatus, CallbackTask, Rating, ServiceWindow, Unit
 
 BAD_LIST_LIMIT = 10
 
@@ -78,11 +79,7 @@ def counts_by(ratings: list[Rating], key) -> dict[object, LevelCounts]:
 
 
 def _oversees_all(ctx: Context) -> bool:
-    """Admins and the supervisors of the work-style office see every unit; others their own."""
-    if ctx.cadre.role == Role.ADMIN:
-        return True
-    unit = ctx.session.get(Unit, ctx.cadre.unit_id)
-    return unit is not None and unit.name in ctx.settings.supervision_units
+    return unit_scope(ctx.session, ctx.cadre, ctx.settings) is None
 
 
 def _names(session: Session, ratings: list[Rating]) -> dict[tuple[str, int], str]:
