@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     telegram_rate_per_chat: float = Field(default=1.0, gt=0)  # messages per second, one chat
     telegram_rate_per_group_minute: int = Field(default=20, ge=1)  # messages per minute, one group
 
+    # Problem ledger (整改台账)
+    # Working days to fix an item, by where it came from; overridable per item when it is assigned.
+    ledger_deadline_days: dict[str, int] = {"visit": 10, "contact": 10, "service_object": 10, "rating": 5,
+                                            "complaint": 5, "hotline": 5}
+    ab_handover_hours: int = Field(default=24, ge=1)  # B is asked when A has not acted for this long
+    holiday_file: Path | None = None  # holidays and make-up days for years chinesecalendar does not know
+
     # HTTP server (Telegram webhook now; the rating page and WeChat later)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -108,7 +115,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("telegram_webhook_url", "telegram_bot_username", "survey_file", "public_base_url",
-                     "card_font", mode="before")
+                     "card_font", "holiday_file", mode="before")
     @classmethod
     def _empty_str_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value

@@ -21,14 +21,13 @@ from bot.config import Settings
 from bot.core.periods import half_of
 from bot.core.progress import unit_progress, unvisited_by_cadre
 from bot.core.scope import in_scope, unit_scope
-from scheduler.outbox import Attachment, enqueue_for_cadre
+from scheduler.outbox import SEND_CHANNELS, Attachment, enqueue_for_cadre, existing_keys
 from bot.core.evaluation import BAD_LEVELS
 from bot.core.phones import mask
 from storage.models import (
     CallbackStatus,
     CallbackTask,
     Cadre,
-    OutboxMessage,
     Rating,
     Role,
     ServiceWindow,
@@ -36,7 +35,6 @@ from storage.models import (
     Visit,
 )
 
-SEND_CHANNELS = ("telegram", "wechat", "console")
 
 
 @dataclass(frozen=True)
@@ -119,10 +117,7 @@ def remind_deadlines(session: Session, settings: Settings, now: datetime) -> int
 def _pending(session: Session, key: str, cadre_ids: list[int]) -> set[int]:
     """The cadres who have no row under ``key`` yet (the outbox appends ':c<id>' to every key)."""
     wanted = {f"{key}:c{cid}": cid for cid in cadre_ids}
-    if not wanted:
-        return set()
-    done = set(session.exec(select(OutboxMessage.idempotency_key)
-                            .where(OutboxMessage.idempotency_key.in_(list(wanted)))).all())
+    done = existing_keys(session, list(wanted))
     return {cid for k, cid in wanted.items() if k not in done}
 
 

@@ -22,6 +22,8 @@ from storage.db import insert_ignore
 from storage.models import ChatAccount, OutboxAttachment, OutboxMessage, OutboxState
 
 MAX_BODY = 4096
+# Channels that can carry a message nobody asked for (the console cannot: nobody may be there).
+SEND_CHANNELS = ("telegram", "wechat")
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,15 @@ def enqueue_for_cadre(session: Session, cadre_id: int, *, key: str, kind: str, b
     return enqueue(session, key=f"{key}:c{cadre_id}", kind=kind, channel=account.channel,
                    recipient=account.external_user_id, body=body, now=now, settings=settings, cadre_id=cadre_id,
                    attachments=attachments)
+
+
+def existing_keys(session: Session, keys: list[str], chunk: int = 500) -> set[str]:
+    """Which of these idempotency keys have a row already."""
+    found: set[str] = set()
+    for i in range(0, len(keys), chunk):
+        found.update(session.exec(select(OutboxMessage.idempotency_key)
+                                  .where(OutboxMessage.idempotency_key.in_(keys[i:i + chunk]))).all())
+    return found
 
 
 @dataclass(frozen=True)
