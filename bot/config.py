@@ -50,6 +50,31 @@ class Settings(BaseSettings):
     telegram_webhook_url: str | None = None
     telegram_webhook_secret: SecretStr | None = None
 
+    # WeChat Official Account (公众号). WECHAT_TOKEN set enables the channel; WECHAT_AES_KEY set means
+    # safe (AES) mode, else plain mode, as chosen in the account's 服务器配置.
+    wechat_token: SecretStr | None = None
+    wechat_aes_key: SecretStr | None = None  # EncodingAESKey, 43 characters
+    wechat_app_id: str | None = None  # AppID, wx + 16 hex digits
+    wechat_app_secret: SecretStr | None = None  # AppSecret: access tokens for the customer-service, template, QR, menu APIs
+    wechat_api_base_url: str = "https://api.weixin.qq.com"
+    wechat_webhook_path: str = "/wechat"
+    wechat_timestamp_tolerance_seconds: int = Field(default=300, ge=10)  # older or newer requests are refused
+    wechat_reply_deadline_seconds: float = Field(default=4.0, gt=0, le=4.5)  # then "success", and the reply by API
+    wechat_template_ids: dict[str, str] = {}  # message kind -> template id; "default" for the fallback
+    # Template field -> what fills it: title (first line), body (the rest), text (all), kind, date.
+    wechat_template_fields: dict[str, str] = {"first": "title", "keyword1": "kind", "keyword2": "date",
+                                              "remark": "body"}
+    wechat_outside_window: Literal["wait", "template", "drop"] = "wait"  # 48 h after the user's last message
+    wechat_window_wait_hours: int = Field(default=72, ge=1)  # "wait": then the row is given up (dead)
+    wechat_window_recheck_minutes: int = Field(default=30, ge=1)  # "wait": how often the row looks again
+    wechat_rate_global: float = Field(default=20.0, gt=0)  # API calls per second, all users
+    wechat_qr_limit: int = Field(default=100_000, ge=1, le=100_000)  # permanent QR codes per account
+
+    @field_validator("wechat_token", "wechat_aes_key", "wechat_app_id", "wechat_app_secret", mode="before")
+    @classmethod
+    def _wechat_empty_is_none(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
+
     # Scheduler and outbox (reminders, digests)
     scheduler_in_run: bool = True  # `run` also runs the scheduler and senders; else use `worker`
     quiet_hours_start: time = time(22, 0)
@@ -138,6 +163,10 @@ class Settings(BaseSettings):
         return self.telegram_bot_token is not None
 
     @property
+    def wechat_enabled(self) -> bool:
+        return self.wechat_token is not None
+
+    @property
     def evaluation_key(self) -> bytes:
         """The key that signs evaluation codes; outside production an unset secret falls back to a
         public development key (``check`` warns of it; production refuses to start without one)."""
@@ -188,7 +217,47 @@ class Settings(BaseSettings):
                 "`python -c \"import secrets;print(secrets.token_urlsafe(32))\"` 生成。")
         if self.public_base_url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.public_base_url):
             raise SettingsError(f"PUBLIC_BASE_URL={self.public_base_url!r} 不是网址，例如 https://pingjia.example.gov.cn")
+        self._check_wechat()
         return self
+
+    def _check_wechat(self) -> None:
+        """The WeChat settings hang together: all three credentials, none a placeholder, each well formed."""
+        given = [name for name in ("wechat_token", "wechat_aes_key", "wechat_app_id", "wechat_app_secret")
+                 if getattr(self, name) is not None]
+        if not given:
+            return
+
+        def value(name: str) -> str:
+            raw = getattr(self, name)
+            text = raw.get_secret_value() if isinstance(raw, SecretStr) else (raw or "")
+            return text.strip()
+
+        rules = {
+            "wechat_token": (r"[A-Za-z0-9]{3,32}", "公众号“服务器配置”中的令牌 Token（3–32 位字母或数字）"),
+            "wechat_app_id": (r"wx[0-9a-f]{16}", "公众号“基本配置”中的开发者ID AppID（wx 加 16 位十六进制）"),
+            "wechat_app_secret": (r"[0-9a-f]{32}", "公众号“基本配置”中的开发者密码 AppSecret（32 位十六进制）"),
+        }
+        for name, (pattern, fix) in rules.items():
+            text = value(name)
+            if _PLACEHOLDER.match(text) or not re.fullmatch(pattern, text):
+                raise SettingsError(f"{name.upper()} 缺失、仍是占位值或格式不对：请填入{fix}；"
+                                    "不用微信时删去全部 WECHAT_TOKEN / WECHAT_AES_KEY / WECHAT_APP_ID / WECHAT_APP_SECRET。")
+        if self.wechat_aes_key is not None:
+            key = value("wechat_aes_key")
+            if _PLACEHOLDER.match(key) or not re.fullmatch(r"[A-Za-z0-9]{43}", key):
+                raise SettingsError("WECHAT_AES_KEY 仍是占位值或格式不对：请填入“服务器配置”中的消息加解密密钥 "
+                                    "EncodingAESKey（43 位字母或数字）；明文模式下留空。")
+        if not re.fullmatch(r"/[A-Za-z0-9/_-]*", self.wechat_webhook_path):
+            raise SettingsError(f"WECHAT_WEBHOOK_PATH={self.wechat_webhook_path!r} 应是以 / 开头的路径，例如 /wechat")
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.wechat_api_base_url):
+            raise SettingsError(f"WECHAT_API_BASE_URL={self.wechat_api_base_url!r} 不是网址，例如 https://api.weixin.qq.com")
+        if self.wechat_outside_window == "template" and "default" not in self.wechat_template_ids:
+            raise SettingsError("WECHAT_OUTSIDE_WINDOW=template 需要在 WECHAT_TEMPLATE_IDS 中配置 \"default\" 模板，"
+                                "例如 {\"default\": \"模板ID\"}。")
+        parts = {"title", "body", "text", "kind", "date"}
+        wrong = sorted(set(self.wechat_template_fields.values()) - parts)
+        if wrong:
+            raise SettingsError(f"WECHAT_TEMPLATE_FIELDS 的取值只能是 {', '.join(sorted(parts))}，而不是 {', '.join(wrong)}。")
 
 
 @lru_cache(maxsize=1)

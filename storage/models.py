@@ -413,3 +413,56 @@ class CallbackTask(SQLModel, table=True):
     due_on: str = Field(max_length=10)  # local date, YYYY-MM-DD
     created_at: datetime
     done_at: Optional[datetime] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# WeChat Official Account (公众号)
+
+
+class WeChatUser(SQLModel, table=True):
+    """A WeChat follower as the channel knows them: when they last wrote, clicked the menu or scanned.
+
+    WeChat accepts customer-service messages only within 48 hours of that moment; the outbox
+    transport reads it to send, wait or fall back.
+    """
+
+    __tablename__ = "wechat_user"
+
+    openid: str = Field(max_length=64, primary_key=True)
+    last_inbound_at: datetime
+
+
+class WeChatReply(SQLModel, table=True):
+    """The reply given to one inbound WeChat event, kept a short while: WeChat retries a message
+    it got no answer to, and every retry must get the same answer. ``xml`` is the plain reply;
+    None means the answer went through the customer-service API (the retry gets "success")."""
+
+    __tablename__ = "wechat_reply"
+
+    event_key: str = Field(max_length=100, primary_key=True)
+    xml: Optional[str] = Field(default=None, max_length=4000)
+    created_at: datetime = Field(index=True)
+
+
+class WeChatAccessToken(SQLModel, table=True):
+    """The account's API access token, shared by every process; refreshed under a row lock, one at a time."""
+
+    __tablename__ = "wechat_access_token"
+
+    app_id: str = Field(max_length=40, primary_key=True)
+    access_token: Optional[str] = Field(default=None, max_length=600)
+    expires_at: Optional[datetime] = None
+    refreshed_at: Optional[datetime] = None
+
+
+class WeChatQrCode(SQLModel, table=True):
+    """A permanent scene QR code (QR_LIMIT_STR_SCENE) whose scene string is an evaluation token."""
+
+    __tablename__ = "wechat_qr_code"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    scene: str = Field(max_length=64, unique=True)
+    code_id: int = Field(foreign_key="evaluation_code.id", index=True)
+    ticket: str = Field(max_length=200)
+    url: str = Field(max_length=200)  # what the QR code encodes, to print on a card
+    created_at: datetime
