@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Iterable
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, update
+from sqlalchemy import or_, true, update
 from sqlmodel import Session, select
 
 from bot.config import Settings
@@ -22,6 +22,9 @@ from storage.db import insert_ignore
 from storage.models import ChatAccount, OutboxAttachment, OutboxMessage, OutboxState
 
 MAX_BODY = 4096
+# Kinds sent at once, quiet hours or not: the answer to a user's own message that a channel could
+# not give in its reply (WeChat's slow path).
+IMMEDIATE_KINDS = ("reply",)
 # Channels that can carry a message nobody asked for (the console cannot: nobody may be there).
 SEND_CHANNELS = ("telegram", "wechat")
 
@@ -61,7 +64,7 @@ def enqueue(session: Session, *, key: str, kind: str, channel: str, recipient: s
             settings: Settings, cadre_id: int | None = None, payload: dict | None = None,
             attachments: Iterable[Attachment] = ()) -> int | None:
     """Writes one outbox row (and its attachments) unless the key exists; returns its id or None."""
-    due = quiet_end(now, settings) or now
+    due = now if kind in IMMEDIATE_KINDS else (quiet_end(now, settings) or now)
     if len(body) > MAX_BODY:
         body = body[:MAX_BODY - 1] + "…"
     new_id = insert_ignore(session, OutboxMessage, {
@@ -104,15 +107,19 @@ class Claimed:
     payload: dict
     attempts: int
     attachments: tuple[Attachment, ...]
+    kind: str = ""
+    created_at: datetime | None = None
 
 
 def claim_due(session: Session, *, channels: Iterable[str], now: datetime, worker: str, lease: timedelta,
-              limit: int) -> list[Claimed]:
-    """Takes up to ``limit`` due rows for this worker; other senders skip them until the lease ends."""
+              limit: int, kinds: Iterable[str] | None = None) -> list[Claimed]:
+    """Takes up to ``limit`` due rows (of ``kinds``, when given) for this worker; other senders skip
+    them until the lease ends."""
     rows = session.exec(
         select(OutboxMessage)
         .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.next_attempt_at <= now,
                OutboxMessage.channel.in_(list(channels)),
+               OutboxMessage.kind.in_(list(kinds)) if kinds is not None else true(),
                or_(OutboxMessage.claimed_until == None, OutboxMessage.claimed_until < now))  # noqa: E711
         .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
         .limit(limit)
@@ -129,7 +136,7 @@ def claim_due(session: Session, *, channels: Iterable[str], now: datetime, worke
                           .order_by(OutboxAttachment.id)).all():
         files.setdefault(a.message_id, []).append(Attachment(a.filename, a.content_type, a.content))
     return [Claimed(r.id, r.channel, r.recipient, r.body, dict(r.payload or {}), r.attempts,
-                    tuple(files.get(r.id, ()))) for r in rows]
+                    tuple(files.get(r.id, ())), r.kind, r.created_at) for r in rows]
 
 
 def _mine(message_id: int, worker: str):

@@ -3,8 +3,10 @@
 One loop per process; several processes may run it on one database (rows are claimed, see
 scheduler.outbox). Per result: sent; retry later (429 honours retry_after and pauses the whole
 channel, 5xx and network errors back off exponentially, until ``OUTBOX_MAX_ATTEMPTS`` moves the
-row to dead); unreachable (403: the user blocked the bot — flagged, never retried); failed (a
-permanent error such as a malformed request: dead at once). Nothing is sent in quiet hours.
+row to dead); wait (the platform will not take it yet, e.g. WeChat's 48-hour window: looked at
+again after retry_after, not counted as an attempt, the channel not paused); unreachable (403: the
+user blocked the bot — flagged, never retried); failed (a permanent error such as a malformed
+request: dead at once). Nothing is sent in quiet hours but replies (``outbox.IMMEDIATE_KINDS``).
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ log = logging.getLogger(__name__)
 class Delivery:
     """What a transport made of one message."""
 
-    status: str  # "sent", "retry", "unreachable" or "failed"
-    retry_after: float | None = None  # seconds the platform asked us to wait (429)
+    status: str  # "sent", "retry", "wait", "unreachable" or "failed"
+    retry_after: float | None = None  # seconds the platform asked us to wait (429), or until a "wait" looks again
     error: str = ""
 
 
@@ -114,12 +116,12 @@ class OutboxSender:
 
     def _claim(self) -> list[Claimed]:
         now = self.clock()
-        if outbox.quiet_end(now, self.settings) is not None:
-            return []
+        quiet = outbox.quiet_end(now, self.settings) is not None
         with session_scope(self.db) as session:
             return outbox.claim_due(session, channels=list(self.transports), now=now, worker=self.worker,
                                     lease=timedelta(seconds=self.settings.outbox_lease_seconds),
-                                    limit=self.settings.outbox_batch)
+                                    limit=self.settings.outbox_batch,
+                                    kinds=outbox.IMMEDIATE_KINDS if quiet else None)
 
     def _record(self, message: Claimed, result: Delivery) -> str:
         now: datetime = self.clock()
@@ -128,6 +130,10 @@ class OutboxSender:
                 if not outbox.mark_sent(session, message.id, self.worker, now):
                     log.warning("outbox %s was sent but its claim had lapsed", message.id)
                 return OutboxState.SENT
+            if result.status == "wait":
+                at = now + timedelta(seconds=result.retry_after or self.settings.outbox_retry_base_seconds)
+                return outbox.mark_retry(session, message.id, self.worker, at=at, error=result.error,
+                                         count_attempt=False, max_attempts=self.settings.outbox_max_attempts)
             if result.status == "retry":
                 if result.retry_after is not None:  # rate limited: not the message's fault
                     at, counted = now + timedelta(seconds=result.retry_after), False
@@ -162,7 +168,7 @@ class OutboxSender:
                     except Exception as exc:  # a transport bug must not lose the row: retry it later
                         log.exception("outbox %s: transport error", message.id)
                         result = Delivery("retry", error=f"{type(exc).__name__}: {exc}")
-                if result.retry_after:
+                if result.retry_after and result.status == "retry":
                     transport.limiter.pause(result.retry_after)
                 if result.status == "unreachable":
                     blocked.add((message.channel, message.recipient))

@@ -16,7 +16,7 @@ from typing import Callable
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine as DbEngine
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from bot import texts
 from bot.config import Settings
@@ -58,8 +58,12 @@ class Engine:
         # Flow-starting commands live beside the one-shot ones, with the least role they need.
         self.flow_commands = {"visit": Role.CADRE, "contact": Role.CADRE}
 
-    def handle(self, inbound: Inbound) -> Outcome:
-        """Processes one event and returns what to send; a redelivered event returns ``duplicate``."""
+    def handle(self, inbound: Inbound, *, before_commit: Callable[[Session, Outcome], None] | None = None) -> Outcome:
+        """Processes one event and returns what to send; a redelivered event returns ``duplicate``.
+
+        ``before_commit`` runs in the event's own transaction with the outcome: a channel that must
+        answer a redelivery identically (WeChat) stores its rendered reply there, with the event.
+        """
         now = self.clock()
         try:
             with session_scope(self.db) as session:
@@ -78,7 +82,10 @@ class Engine:
                 if dialogue.snapshot() != before:
                     version = self._save_state(session, inbound, dialogue, row.version, now)
                 replies = [item(version) if callable(item) else item for item in ctx.replies]
-                return Outcome(replies=replies, chosen=ctx.chosen, stale=ctx.stale)
+                outcome = Outcome(replies=replies, chosen=ctx.chosen, stale=ctx.stale)
+                if before_commit is not None:
+                    before_commit(session, outcome)
+                return outcome
         except ConcurrentUpdate:
             return Outcome(replies=[Reply(texts.STALE_BUTTON)], stale=True)
 
