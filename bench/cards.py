@@ -17,9 +17,10 @@ import sys
 import tempfile
 import time
 
-from bot.cards import CardSpec, find_cjk_font, write_cards
+from bot.cards import CardSpec, write_cards
 from bot.cards.render import qr_matrix
 from bot.core.evaluation import make_token
+from bot.fonts import find_cjk_font
 
 TARGET_RATIO = 2.0
 BASE = "https://pingjia.example.gov.cn"

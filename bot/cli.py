@@ -251,12 +251,13 @@ def cmd_outbox(args, settings: Settings) -> int:
 
 def cmd_qr_cards(args, settings: Settings) -> int:
     """Prints evaluation cards: one PNG per cadre or window, and an A4 PDF of them for cutting."""
-    from bot.cards import CardError, CardFontError, card_specs, find_cjk_font, write_cards
+    from bot.cards import CardError, card_specs, write_cards
+    from bot.fonts import FontNotFound, find_cjk_font
     from bot.core.engine import system_clock
 
     try:
         font = find_cjk_font(settings.card_font)
-    except CardFontError as exc:
+    except FontNotFound as exc:
         print(f"配置错误：{exc}", file=sys.stderr)
         return 2
     encode = args.encode or settings.card_encode

@@ -10,9 +10,9 @@ import pytest
 import zxingcpp
 from PIL import Image
 
-from bot import texts
+from bot import fonts, texts
 from bot.app import create_app
-from bot.cards import CardSpec, fonts, write_cards
+from bot.cards import CardSpec, write_cards
 from bot.cli import main as cli_main
 from bot.config import get_settings
 from bot.core import evaluation
@@ -152,7 +152,7 @@ def test_large_batches_run_in_parallel_and_keep_their_order(tmp_path):
 def test_no_cjk_font_fails_with_the_package_to_install(db, roster, database_url, monkeypatch, capsys):
     fonts.find_cjk_font.cache_clear()
     monkeypatch.setattr(fonts, "CANDIDATES", ("/nowhere/font.ttc",))
-    monkeypatch.setattr(fonts, "_fontconfig_candidates", lambda: [])
+    monkeypatch.setattr(fonts, "_fontconfig_match", lambda: None)
     try:
         assert cli(monkeypatch, database_url, "qr-cards") == 2
         assert "fonts-wqy-microhei" in capsys.readouterr().err

@@ -15,9 +15,10 @@ from sqlmodel import select
 
 from bot import texts
 from bot.app import create_app
-from bot.cards import card_specs, find_cjk_font, write_cards
+from bot.cards import card_specs, write_cards
 from bot.core import evaluation
 from bot.core.engine import Engine
+from bot.fonts import find_cjk_font
 from storage.db import session_scope
 from storage.models import CallbackTask, Problem, ProblemSource, Rating, TargetKind
 from tests.standins.server import ServedApp

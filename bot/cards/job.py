@@ -48,6 +48,14 @@ def _filename(kind: str, target_id: int, name: str) -> str:
     return f"{'干部' if kind == TargetKind.CADRE else '窗口'}-{target_id:04d}-{_UNSAFE.sub('_', name)[:40]}.png"
 
 
+def _active(session: Session, model, unit: Unit | None, *conditions) -> list:
+    """Active rows of ``model`` (cadres or windows) meeting the conditions, of ``unit`` if given."""
+    query = select(model).where(model.active == True, *conditions)  # noqa: E712
+    if unit is not None:
+        query = query.where(model.unit_id == unit.id)
+    return list(session.exec(query.order_by(model.unit_id, model.id)).all())
+
+
 def find_targets(session: Session, *, unit: str | None = None, cadre: str | None = None,
                  window: str | None = None) -> list[tuple[str, Cadre | ServiceWindow]]:
     """(kind, row) for what the filters choose, in unit order: every active cadre and window by
@@ -59,23 +67,14 @@ def find_targets(session: Session, *, unit: str | None = None, cadre: str | None
             raise CardError(f"没有名为“{unit}”的单位。")
     found: list[tuple[str, Cadre | ServiceWindow]] = []
     if cadre or not window:
-        query = select(Cadre).where(Cadre.active == True)  # noqa: E712
-        if cadre:
-            mobile = normalize_mobile(cadre)
-            query = query.where(Cadre.mobile == mobile if mobile else Cadre.name == cadre.strip())
-        if unit_row:
-            query = query.where(Cadre.unit_id == unit_row.id)
-        cadres = session.exec(query.order_by(Cadre.unit_id, Cadre.id)).all()
+        mobile = normalize_mobile(cadre) if cadre else None
+        match = [Cadre.mobile == mobile if mobile else Cadre.name == cadre.strip()] if cadre else []
+        cadres = _active(session, Cadre, unit_row, *match)
         if cadre and not cadres:
             raise CardError(f"花名册中没有在册的干部“{cadre}”（可填手机号或姓名）。")
         found += [(TargetKind.CADRE, row) for row in cadres]
     if window or not cadre:
-        query = select(ServiceWindow).where(ServiceWindow.active == True)  # noqa: E712
-        if window:
-            query = query.where(ServiceWindow.name == window.strip())
-        if unit_row:
-            query = query.where(ServiceWindow.unit_id == unit_row.id)
-        windows = session.exec(query.order_by(ServiceWindow.unit_id, ServiceWindow.id)).all()
+        windows = _active(session, ServiceWindow, unit_row, *([ServiceWindow.name == window.strip()] if window else []))
         if window and not windows:
             raise CardError(f"没有在用的窗口“{window}”。")
         found += [(TargetKind.WINDOW, row) for row in windows]
