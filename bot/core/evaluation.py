@@ -29,6 +29,7 @@ from bot import texts
 from bot.config import Settings
 from bot.core.dialogue import InputError, clean_text
 from bot.core.phones import normalize_phone
+from bot.core.workdays import work_calendar
 from storage.db import insert_ignore
 from storage.models import (
     Cadre,
@@ -236,16 +237,6 @@ class Submitted:
     flagged: list[int] = field(default_factory=list)  # ids of ratings flagged as misuse by this one
 
 
-def add_working_days(start: date, days: int) -> date:
-    """The date ``days`` working days after ``start``, skipping weekends."""
-    current = start
-    while days > 0:
-        current += timedelta(days=1)
-        if current.weekday() < 5:
-            days -= 1
-    return current
-
-
 def submit_rating(session: Session, settings: Settings, target: Target, given: RatingInput, *, channel: str,
                   rater: str, now: datetime, address: str | None = None) -> Submitted:
     """Stores the rating (replacing the rater's earlier one of today), flags bursts, and puts a 差评 on
@@ -331,7 +322,8 @@ def _callback(session: Session, settings: Settings, rating: Rating, problem: Pro
     task = session.exec(select(CallbackTask).where(CallbackTask.rating_id == rating.id)).first()
     if task is None:
         task = CallbackTask(rating_id=rating.id, problem_id=problem.id, unit_id=rating.unit_id, phone=rating.phone,
-                            due_on=add_working_days(day, settings.rating_follow_up_days).isoformat(),
+                            due_on=work_calendar(settings.holiday_file).add_working_days(
+                                day, settings.rating_follow_up_days).isoformat(),
                             created_at=now)
     else:
         task.phone = rating.phone
