@@ -66,7 +66,7 @@ WHAT_CONTACT = "联系人名片"
 FLOW_BUSY = "您有未完成的{flow}，请先完成或发送 /cancel 取消。"
 RESUME = "继续未完成的{flow}："
 
-FLOW_NAMES = {"visit": "入户走访", "contact": "日常走访登记", "rating": "服务评价"}
+FLOW_NAMES = {"visit": "入户走访", "contact": "日常走访登记", "ledger": "问题台账", "todo": "台账办理", "mine": "我的反映", "report": "反映问题", "rating": "服务评价"}
 ROLE_NAMES = {"cadre": "干部", "supervisor": "主管（作风办）", "admin": "管理员"}
 
 # Visit (四个一)
@@ -269,3 +269,47 @@ LEDGER_HANDOVER_NOTE = "A岗未按时处理，转请B岗办理"
 LEDGER_NOTICE_HANDOVER = "🔁 AB岗提醒：{item}\nA岗 {hours} 小时未处理，请您（B岗）接手，限 {deadline} 前办结。发送 /todo 办理。"
 LEDGER_NOTICE_DUE = "⏰ 明天到期：{item}\n办结时限 {deadline}。发送 /todo 办理。"
 LEDGER_NOTICE_OVERDUE = "⚠ 逾期未办结（责任追究）：{item}\n时限 {deadline}，已超 {days} 个工作日。"
+LEDGER_DETAIL_HEAD = "#{id} [{category}] {status}\n{content}"
+LEDGER_DETAIL_RAISER = "反映人：{name} {phone}"
+LEDGER_DETAIL_ASSIGNED = "交办单 {slip}：{unit}，A岗 {a}，B岗 {b}，限 {deadline} 前办结"
+LEDGER_DETAIL_OVERDUE = "⚠ 已逾期"
+LEDGER_DETAIL_RESULT = "办理结果：{result}"
+LEDGER_DETAIL_ANSWER = "回访：{answer}"
+LEDGER_HISTORY_HEAD = "#{id} 办理记录："
+LEDGER_ACTION_LABELS = {"assign": "📌 交办", "progress": "📝 报告进展", "close": "✅ 办结销号", "answer": "📞 登记回访",
+                        "reopen": "🔁 重新办理"}
+LEDGER_SHOW_HISTORY = "📜 办理记录"
+LEDGER_NOTE_PROMPTS = {
+    "progress": "请简述整改进展（{limit}字以内）：",
+    "close": "请填写办理结果（{limit}字以内），将告知反映人：",
+    "answer": "请填写回访情况（如：已电话告知，群众满意；{limit}字以内）：",
+    "reopen": "请说明需要重新办理的原因（{limit}字以内）：",
+    "assign": "",
+}
+LEDGER_DONE = "已{action}：#{id}，当前状态：{status}。"
+LEDGER_PICK_BUCKET = "📒 问题台账：请选择要查看的类别："
+LEDGER_BUCKETS = {"new": "待交办 {count}", "open": "办理中 {count}", "overdue": "已逾期 {count}", "closed": "待回访 {count}"}
+LEDGER_BUCKET_EMPTY = "这一类暂无问题，请选择其他类别。"
+LEDGER_EMPTY = "台账中暂无问题。"
+LEDGER_PICK_ITEM = "请选择问题："
+LEDGER_PICK_UNIT = "交办给哪个责任单位？"
+LEDGER_UNIT_TOO_SMALL = "该单位在册干部少于两人，无法设置A、B岗，请选择其他单位。"
+LEDGER_PICK_A = "请选择A岗（主办）责任人："
+LEDGER_PICK_B = "请选择B岗（备岗）责任人："
+LEDGER_ASK_DEADLINE = "办结时限：默认 {days} 个工作日（已跳过节假日）；也可输入日期，如 12-15 或 2026-12-15。"
+LEDGER_DEFAULT_DEADLINE = "默认：{date}"
+LEDGER_BAD_DATE = "日期格式不对，请输入如 12-15 或 2026-12-15，或选择默认时限。"
+LEDGER_CONFIRM_ASSIGN = "请确认交办：\n{item}\n责任单位：{unit}\nA岗：{a}　B岗：{b}\n办结时限：{deadline}"
+TODO_PICK_ITEM = "您负责的问题（A岗或B岗）："
+TODO_EMPTY = "您目前没有需要办理的问题。"
+MINE_PICK_ITEM = "您反映过的问题："
+MINE_EMPTY = "您还没有反映过问题。发送 /report 反映问题。"
+REPORT_ASK_CATEGORY = "📮 反映问题：请选择问题类型："
+REPORT_ASK_CONTENT = "请描述您反映的问题（{limit}字以内）："
+REPORT_ASK_PHONE = "可选：留下联系电话，便于回访（仅经办人员可见），或选择“跳过”。"
+REPORT_BAD_PHONE = "电话号码格式不对，请输入手机号或座机号（如 0571-87654321），或选择“跳过”。"
+REPORT_SUMMARY = "请确认：\n类型：{category}\n内容：{content}\n电话：{phone}"
+REPORT_SAVED = "✅ 已收到，编号 #{id}。我们将交相关部门办理，原则上 {days} 个工作日内答复。发送 /mine 查看进展。"
+HELP_LEDGER_CADRE = "/todo — 我负责的台账问题"
+HELP_LEDGER_SUPERVISOR = "/ledger — 问题台账：交办、督办、回访"
+HELP_CITIZEN = "/report — 反映问题\n/mine — 我反映的问题"

@@ -18,6 +18,7 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.engine import Engine as DbEngine
 
 from bot.config import Settings
+from bot.core import ledger
 from scheduler import jobs
 from scheduler.sender import OutboxSender, Transport
 from storage.db import session_scope
@@ -30,6 +31,8 @@ def _run_job(name: str, db: DbEngine, settings: Settings, clock: Callable[[], da
         now = clock()
         if name == "deadline-reminders":
             written = jobs.remind_deadlines(session, settings, now) + jobs.remind_callbacks(session, settings, now)
+        elif name == "ledger":
+            written = ledger.ledger_tick(session, settings, now)
         else:
             written = jobs.send_digests(session, settings, now, chart=jobs.digest_chart)
     if written:
@@ -44,7 +47,9 @@ def build_scheduler(db: DbEngine, settings: Settings, clock: Callable[[], dateti
     options = {"coalesce": True, "max_instances": 1, "misfire_grace_time": settings.misfire_grace_hours * 3600,
                "replace_existing": True}
     reminder = settings.reminder_time
-    triggers = {"deadline-reminders": CronTrigger(hour=reminder.hour, minute=reminder.minute, timezone=tz)}
+    triggers = {"deadline-reminders": CronTrigger(hour=reminder.hour, minute=reminder.minute, timezone=tz),
+                # AB handover, due-tomorrow reminders and overdue escalation of ledger items, hourly.
+                "ledger": CronTrigger(minute=5, timezone=tz)}
     if settings.digest_daily_time is not None:
         daily = settings.digest_daily_time
         triggers["digest-daily"] = CronTrigger(hour=daily.hour, minute=daily.minute, timezone=tz)

@@ -36,8 +36,8 @@ def tg():
 def test_jobs_have_stable_ids_timezone_grace_and_coalescing(db, settings):
     scheduler = build_scheduler(db, settings)
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert {"deadline-reminders", "digest-daily", "digest-weekly"} <= set(jobs)
-    for job_id in ("deadline-reminders", "digest-daily", "digest-weekly"):
+    assert {"deadline-reminders", "digest-daily", "digest-weekly", "ledger"} <= set(jobs)
+    for job_id in ("deadline-reminders", "digest-daily", "digest-weekly", "ledger"):
         job = jobs[job_id]
         assert job.trigger.timezone == TZ
         assert job.coalesce is True and job.misfire_grace_time == settings.misfire_grace_hours * 3600

@@ -147,6 +147,9 @@ class Flow:
                 page = min(max(ctx.data.get(f"_page:{step.key}", 0), 0), pages - 1)
                 text += texts.PICK_HOUSEHOLD_PAGE.format(page=page + 1, pages=pages)
         rows = self.options(ctx, step)
+        # What was offered is kept with the state: a button or a number answers THIS list, even if
+        # the options computed from the database have changed since (another user acted meanwhile).
+        ctx.data["_offered"] = [value for row in rows for value, _label in row]
 
         def render(version: int) -> Reply:
             index = 0
@@ -168,15 +171,17 @@ class Flow:
         step = self.step(ctx)
         inbound = ctx.inbound
         flat = [pair for row in self.options(ctx, step) for pair in row]
+        offered = ctx.data.get("_offered", [value for value, _label in flat])
         value: Any
         if inbound.token is not None:
             picked = _token_index(inbound.token, ctx.dialogue.version)
-            if picked is None or picked >= len(flat):
+            if picked is None or picked >= len(offered) or not _still_offered(offered[picked], flat):
                 ctx.stale = True
                 ctx.say(texts.STALE_BUTTON)
                 self.prompt(ctx)
                 return
-            value, ctx.chosen = flat[picked]
+            value = offered[picked]
+            ctx.chosen = next(label for v, label in flat if v == value)
         elif inbound.photo_ref is not None:
             if step.kind != "photo":
                 return self._refuse(ctx, texts.NOT_EXPECTED_HERE.format(what=texts.WHAT_PHOTO))
@@ -189,7 +194,10 @@ class Flow:
             return self._refuse(ctx, texts.NOT_EXPECTED_HERE.format(what=texts.WHAT_CONTACT))
         else:
             text = (inbound.text or "").strip()
-            matched = _match_option(text, flat)
+            matched = _match_option(text, flat, offered)
+            if matched is _GONE:
+                ctx.stale = True
+                return self._refuse(ctx, texts.STALE_BUTTON)
             if matched is not None:
                 value = matched
             elif step.kind == "text":
@@ -268,14 +276,23 @@ def _plain(text: str) -> str:
     return _NON_WORD.sub("", unicodedata.normalize("NFKC", text)).lower()
 
 
-def _match_option(text: str, flat: list[tuple[Any, str]]) -> Any | None:
-    """An option chosen by its number (1-based, as numbered for channels without buttons) or words."""
+_GONE = object()  # a number that named an option no longer on offer
+
+
+def _still_offered(value: Any, flat: list[tuple[Any, str]]) -> bool:
+    return any(v == value for v, _label in flat)
+
+
+def _match_option(text: str, flat: list[tuple[Any, str]], offered: list[Any]) -> Any | None:
+    """An option chosen by its number (1-based, as numbered when it was offered) or by its words."""
     if not text or len(text) > 60:
         return None
     normal = unicodedata.normalize("NFKC", text).strip()
     if normal.isdigit():
         n = int(normal)
-        return flat[n - 1][0] if 1 <= n <= len(flat) else None
+        if not 1 <= n <= len(offered):
+            return None
+        return offered[n - 1] if _still_offered(offered[n - 1], flat) else _GONE
     plain = _plain(normal)
     if not plain:
         return None
