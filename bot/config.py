@@ -90,7 +90,6 @@ class Settings(BaseSettings):
     digest_weekly_day: int | None = Field(default=0, ge=0, le=6)  # 0 = Monday; empty: no weekly digest
     digest_weekly_time: time = time(9, 0)
     supervision_units: list[str] = ["市作风办", "作风办"]  # supervisors there oversee every unit
-    scheduler_tick_minutes: int = Field(default=15, ge=1, le=60)
     misfire_grace_hours: int = Field(default=12, ge=1, le=72)
     outbox_max_attempts: int = Field(default=8, ge=1)
     outbox_retry_base_seconds: float = Field(default=10.0, gt=0)
