@@ -225,3 +225,66 @@ def test_loopback_guard_is_installed():
     with socket.socket() as sock, pytest.raises(ConnectionRefusedError, match="non-loopback"):
         conftest._check_loopback(sock, ("192.0.2.1", 80))  # refused before any packet leaves
     conftest._check_loopback(socket.socket(), ("127.0.0.1", 80))  # loopback passes
+
+
+def test_a_visit_problem_is_assigned_progressed_closed_and_answered(tg, tg_settings, db, clock):
+    from storage.models import Cadre, Role, Unit
+
+    roster = make_roster(db)
+    with session_scope(db) as s:
+        office = Unit(name="市作风办")
+        s.add(office)
+        s.flush()
+        head = Cadre(name="督查员", unit_id=office.id, mobile="13800000041", role=Role.SUPERVISOR)
+        backup = Cadre(name="备岗", unit_id=roster.unit.id, mobile="13800000042", role=Role.CADRE)
+        s.add_all([head, backup])
+    cadre, chief, b = tg.user(9101, first_name="李明"), tg.user(9102, first_name="督查员"), tg.user(9103)
+    for person, user in ((roster.cadre, cadre), (head, chief), (backup, b)):
+        bind(db, person, "telegram", str(user.id), clock())
+    live = tg_settings.model_copy(update={"scheduler_in_run": True})
+    with running_bot(live, db, clock):
+        walk_visit(cadre, photo=False)
+        with session_scope(db) as s:
+            [problem] = s.exec(select(Problem)).all()
+        chief.command_wait("/ledger")
+        press(chief, "待交办")
+        press(chief, f"#{problem.id}")
+        press(chief, "交办")
+        press(chief, "市住建局")
+        press(chief, "李明")
+        press(chief, "备岗")
+        press(chief, "默认")
+        assert "已交办" in texts_of(press(chief, "确认提交"))
+        # The 交办单 reaches A and B through the outbox and the sender.
+        assert _wait(lambda: any("交办单" in (m.get("text") or "") for m in cadre.sent()))
+        assert _wait(lambda: any("交办单" in (m.get("text") or "") for m in b.sent()))
+
+        cadre.command_wait("/todo")
+        press(cadre, f"#{problem.id}")
+        press(cadre, "报告进展")
+        cadre.text_wait("已联系物业维修电梯")
+        cadre.command_wait("/todo")
+        press(cadre, f"#{problem.id}")
+        press(cadre, "办结")
+        assert "已办结" in texts_of(cadre.text_wait("电梯已修复并通过检验"))
+        # The household has no chat: the call-back is recorded by the A post.
+        cadre.command_wait("/todo")
+        press(cadre, f"#{problem.id}")
+        press(cadre, "登记回访")
+        assert "已回访" in texts_of(cadre.text_wait("已电话告知住户2，表示满意"))
+        assert _wait(lambda: any("已办结" in (m.get("text") or "") for m in chief.sent()))
+    with session_scope(db) as s:
+        done = s.get(Problem, problem.id)
+        assert (done.status, done.result, done.answer) == (
+            ProblemStatus.ANSWERED, "电梯已修复并通过检验", "已电话告知住户2，表示满意")
+
+
+def _wait(predicate, timeout=10.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
