@@ -1,4 +1,4 @@
-"""The ASGI app: one server for the Telegram webhook and the rating page (/r/<token>), WeChat next.
+"""The ASGI app: one server for the Telegram and WeChat webhooks and the rating page (/r/<token>).
 
 ``create_app`` wires the core and the channels; the Starlette lifespan starts and stops the PTB
 Application (long polling, or setWebhook in webhook mode), so ``python -m bot run`` is one process.
@@ -22,6 +22,7 @@ from bot.config import Settings
 from bot.core.engine import Engine
 from handlers.telegram import TelegramChannel, TelegramTransport
 from handlers.web import rating_routes
+from handlers.wechat import WeChatApi, WeChatChannel, WeChatTransport
 from scheduler.service import Worker
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
     with_worker = settings.scheduler_in_run if with_worker is None else with_worker
     webhook = bool(settings.telegram_webhook_url)
     telegram = TelegramChannel(core, settings, webhook=webhook) if settings.telegram_enabled else None
+    wechat = WeChatChannel(core, settings) if settings.wechat_enabled else None
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "telegram": "webhook" if webhook else ("polling" if telegram else "off")})
@@ -71,14 +73,19 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
     routes = [Route("/healthz", health), *rating_routes(core)]
     if telegram is not None and webhook:
         routes.append(Route(webhook_path(settings), telegram_webhook, methods=["POST"]))
+    if wechat is not None:
+        routes += wechat.routes()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         if telegram is not None:
             await telegram.start()
-        worker = None
+        worker = wechat_api = None
         if with_worker:
             transports = {"telegram": TelegramTransport(telegram.application.bot, settings)} if telegram else {}
+            if wechat is not None:
+                wechat_api = WeChatApi(settings, core.db, clock=core.clock)
+                transports["wechat"] = WeChatTransport(wechat_api, settings, core.db, core.clock)
             worker = Worker(core.db, settings, transports, clock=core.clock)
             worker.start()
         try:
@@ -86,10 +93,13 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
         finally:
             if worker is not None:
                 await worker.stop()
+            if wechat_api is not None:
+                wechat_api.close()
             if telegram is not None:
                 await telegram.stop()
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.telegram = telegram
+    app.state.wechat = wechat
     app.state.core = core
     return app

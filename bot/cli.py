@@ -95,13 +95,15 @@ def cmd_run(args, settings: Settings) -> int:
     core = _core(settings)
     if settings.load_example_roster:
         load_example_if_empty(core.db, settings)
-    if not settings.telegram_enabled or args.console:
+    if not (settings.telegram_enabled or settings.wechat_enabled) or args.console:
         from bot.app import create_app
         from handlers.console import run_console
 
-        if not settings.telegram_enabled:
-            print("未设置 TELEGRAM_BOT_TOKEN，使用本地控制台渠道（设置后即启用 Telegram）。", file=sys.stderr)
-        local = settings.model_copy(update={"telegram_bot_token": None, "telegram_webhook_url": None})
+        if not (settings.telegram_enabled or settings.wechat_enabled):
+            print("未设置 TELEGRAM_BOT_TOKEN 或 WECHAT_TOKEN，使用本地控制台渠道（设置后即启用 Telegram / 微信）。",
+                  file=sys.stderr)
+        local = settings.model_copy(update={"telegram_bot_token": None, "telegram_webhook_url": None,
+                                            "wechat_token": None})
         server, thread = _serve_in_background(create_app(local, core), settings)
         if server is not None:
             _print_addresses(core, settings)
@@ -210,6 +212,12 @@ def cmd_worker(args, settings: Settings) -> int:
                       base_file_url=f"{base}/file/bot")
             await bot.initialize()
             transports["telegram"] = TelegramTransport(bot, settings)
+        wechat_api = None
+        if settings.wechat_enabled:
+            from handlers.wechat import WeChatApi, WeChatTransport
+
+            wechat_api = WeChatApi(settings, engine)
+            transports["wechat"] = WeChatTransport(wechat_api, settings, engine)
         worker = Worker(engine, settings, transports)
         worker.start()
         stop = asyncio.Event()
@@ -222,6 +230,8 @@ def cmd_worker(args, settings: Settings) -> int:
         await worker.stop()
         if bot is not None:
             await bot.shutdown()
+        if wechat_api is not None:
+            wechat_api.close()
 
     asyncio.run(main())
     return 0
@@ -246,6 +256,15 @@ def cmd_outbox(args, settings: Settings) -> int:
             when = row.created_at.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
             print(f"#{row.id} {when} {row.kind} → {row.channel}:{row.recipient} 尝试 {row.attempts} 次："
                   f"{row.last_error or ''}")
+        # Pending rows that already failed once or wait for something (WeChat's 48-hour window): why.
+        waiting = session.exec(select(OutboxMessage).where(OutboxMessage.state == OutboxState.PENDING,
+                                                           OutboxMessage.last_error != None)  # noqa: E711
+                               .order_by(OutboxMessage.id.desc()).limit(args.limit)).all()
+        if waiting:
+            print(f"等待中 {len(waiting)} 条：")
+        for row in waiting:
+            when = row.next_attempt_at.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
+            print(f"#{row.id} {row.kind} → {row.channel}:{row.recipient} 下次 {when}：{row.last_error}")
     return 0
 
 
@@ -308,6 +327,82 @@ def cmd_revoke_card(args, settings: Settings) -> int:
     return 0
 
 
+def _wechat_api(settings: Settings, engine):
+    from handlers.wechat import WeChatApi
+
+    if not settings.wechat_enabled:
+        print("配置错误：未设置 WECHAT_TOKEN / WECHAT_APP_ID / WECHAT_APP_SECRET，无法调用微信接口。", file=sys.stderr)
+        return None
+    return WeChatApi(settings, engine)
+
+
+def cmd_wechat_qr(args, settings: Settings) -> int:
+    """Creates a permanent scene QR code per cadre or window (scene = its evaluation token) and saves them."""
+    import csv
+
+    from bot.cards import CardError, find_targets
+    from bot.core.engine import system_clock
+    from handlers.wechat import WeChatApiError
+    from handlers.wechat.account import SHOW_QR_URL, QrLimitReached, create_scene_codes
+
+    engine = _engine(settings)
+    api = _wechat_api(settings, engine)
+    if api is None:
+        return 2
+    if settings.evaluation_secret is None:
+        print("提醒：未设置 EVALUATION_SECRET，二维码携带的评价码用公开的开发密钥签名，只能试用。", file=sys.stderr)
+
+    def targets(session):
+        return find_targets(session, unit=args.unit, cadre=args.cadre, window=args.window)
+
+    def shown(code) -> None:
+        print(f"{'新建' if code.created else '已有'} {code.unit} {code.name}：{code.url}")
+
+    made = []
+    try:
+        made = create_scene_codes(engine, api, settings, targets, system_clock(), progress=shown)
+    except (CardError, QrLimitReached) as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except WeChatApiError as exc:
+        print(f"微信接口出错（已创建的二维码均已保存，可重试）：{exc}", file=sys.stderr)
+        return 1
+    finally:
+        api.close()
+        if made:
+            with open(args.out, "w", encoding="utf-8-sig", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["单位", "名称", "评价码", "ticket", "二维码内容", "二维码图片"])
+                for code in made:
+                    writer.writerow([code.unit, code.name, code.scene, code.ticket, code.url,
+                                     SHOW_QR_URL.format(ticket=code.ticket)])
+    if not made:
+        print("没有符合条件的在册干部或窗口。", file=sys.stderr)
+        return 1
+    print(f"共 {len(made)} 个二维码（新建 {sum(c.created for c in made)} 个），清单：{args.out}")
+    return 0
+
+
+def cmd_wechat_menu(args, settings: Settings) -> int:
+    """Installs the Official Account's custom menu: 走访 (入户走访, 日常走访), 我的进度, 帮助."""
+    from handlers.wechat import WeChatApiError
+    from handlers.wechat.account import MENU
+
+    engine = _engine(settings)
+    api = _wechat_api(settings, engine)
+    if api is None:
+        return 2
+    try:
+        api.create_menu(MENU)
+    except WeChatApiError as exc:
+        print(f"微信接口出错：{exc}", file=sys.stderr)
+        return 1
+    finally:
+        api.close()
+    print("已安装公众号菜单：" + "、".join(b["name"] for b in MENU) + "（约 5 分钟内对用户生效）")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description="干部作风建设助手：入户走访（四个一）、群众评价与问题台账。")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -359,6 +454,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cadre", help="the cadre (mobile or name)")
     p.add_argument("--window", help="the service window (窗口名称)")
     p.set_defaults(func=cmd_revoke_card)
+
+    p = sub.add_parser("wechat-qr", help="create permanent WeChat scene QR codes (scan to rate) for cadres and windows")
+    p.add_argument("--unit", help="only this unit's cadres and windows (单位名称)")
+    p.add_argument("--cadre", help="only this cadre (mobile or name)")
+    p.add_argument("--window", help="only this service window (窗口名称)")
+    p.add_argument("--out", default="wechat-qr.csv", help="CSV of name, unit, scene, ticket, url (default: wechat-qr.csv)")
+    p.set_defaults(func=cmd_wechat_qr)
+
+    p = sub.add_parser("wechat-menu", help="install the WeChat account's custom menu (visit, contact, progress, help)")
+    p.set_defaults(func=cmd_wechat_menu)
     return parser
 
 

@@ -313,3 +313,17 @@ REPORT_SAVED = "✅ 已收到，编号 #{id}。我们将交相关部门办理，
 HELP_LEDGER_CADRE = "/todo — 我负责的台账问题"
 HELP_LEDGER_SUPERVISOR = "/ledger — 问题台账：交办、督办、回访"
 HELP_CITIZEN = "/report — 反映问题\n/mine — 我反映的问题"
+
+# WeChat (公众号): no buttons in a reply, so no contact or location button either
+WECHAT_BIND_HINT = "（在微信中请直接回复“绑定 绑定码”，例如：绑定 ABCD2345）"
+WECHAT_LOCATION_HINT = "（发送位置：点输入框旁的“+”，选择“位置”；或回复“纬度,经度”）"
+WECHAT_FILES_NOT_SENT = "（另有 {count} 个文件，微信公众号暂不能发送，请在 Telegram 或控制台中获取。）"
+WECHAT_UNSUPPORTED = "暂不支持这类消息，请发送文字、图片或位置。回复“帮助”查看可用功能。"
+WECHAT_MENU = {"visit": "入户走访", "contact": "日常走访", "progress": "我的进度", "help": "帮助", "visits": "走访"}
+WECHAT_TEMPLATE_KINDS = {"deadline": "报表截止提醒", "digest-daily": "每日简报", "digest-weekly": "每周简报",
+                         "callbacks": "差评回访提醒", "reply": "消息回复"}
+WECHAT_TEMPLATE_KIND_OTHER = "工作提醒"
+WECHAT_OUTSIDE_WINDOW_WAIT = "微信 48 小时客服消息窗口已关闭（用户最后互动：{last}），等待用户再次发消息"
+WECHAT_OUTSIDE_WINDOW_GAVE_UP = "微信 48 小时客服消息窗口已关闭（用户最后互动：{last}），等待超过 {hours} 小时，已放弃"
+WECHAT_OUTSIDE_WINDOW_DROP = "微信 48 小时客服消息窗口已关闭（用户最后互动：{last}），按 WECHAT_OUTSIDE_WINDOW=drop 放弃"
+WECHAT_NEVER = "从未"

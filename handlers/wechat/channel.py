@@ -1,0 +1,313 @@
+"""WeChat channel: the webhook that turns WeChat's XML into ``Inbound`` and the core's replies into XML.
+
+The conversation lives in the core; this module checks, translates and renders. Replies have no
+buttons on WeChat: options become numbered lines (``Reply.numbered_text``) and the user answers
+with the number or the words, which the core already accepts. Menu clicks are commands; a scan of
+an evaluation QR code, by a new follower (subscribe with ``qrscene_<token>``) or an existing one
+(SCAN), is ``/start <token>`` exactly as Telegram's deep link, so the rating flow starts the same way.
+
+One POST per message. WeChat waits five seconds and retries the same message up to three times,
+so a POST goes like this:
+
+1. the checks of ``handlers.wechat.crypto`` (size, signature, timestamp, XML, app id): a refusal is
+   a 4xx and changes nothing;
+2. the core handles the event in a thread, deduplicated by its key (MsgId; for events
+   FromUserName + CreateTime). Inside the core's transaction (``before_commit``) the replies are
+   rendered, the user's last interaction is recorded (for the 48-hour window) and the answer is
+   stored for the key, so a retry gets the very same answer and creates nothing;
+3. if the core needs longer than WECHAT_REPLY_DEADLINE_SECONDS, the request answers "success" and
+   the same hook puts the answer in the outbox instead (kind "reply": sent at once through the
+   customer-service API). Which of the two answers is decided once, under a lock, so an answer
+   is never lost between the request giving up and the core finishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+
+from sqlalchemy import delete, update
+from sqlmodel import Session
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from wechatpy import parse_message
+from wechatpy.events import ClickEvent, ScanEvent, SubscribeEvent, SubscribeScanEvent
+from wechatpy.messages import ImageMessage, LocationMessage, TextMessage, VoiceMessage
+
+from bot import texts
+from bot.config import Settings
+from bot.core.engine import Engine
+from bot.core.types import Inbound, Location, Outcome, Reply
+from handlers.wechat.crypto import MAX_BODY_BYTES, Cipher, Refused, check_signature, check_timestamp, parse_xml, \
+    text_reply
+from scheduler import outbox
+from storage.db import insert_ignore, session_scope
+from storage.models import WeChatReply, WeChatUser
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "wechat"
+MAX_TEXT_BYTES = 2048  # WeChat's limit for one text message
+MENU_COMMANDS = ("visit", "contact", "progress", "help")  # click-event keys of the custom menu
+REPLY_TTL = timedelta(hours=1)  # WeChat's retries come within seconds; an hour is plenty
+PRUNE_ONE_IN = 100  # old cached replies are deleted by one event in this many, not by every one
+SUCCESS = "success"  # tells WeChat "no reply, do not retry"
+
+
+class Unsupported:
+    """A message type the bot does not take (voice without recognition, video, link...)."""
+
+
+UNSUPPORTED = Unsupported()
+
+
+def to_inbound(message, fields: dict[str, str]) -> Inbound | Unsupported | None:
+    """Our Inbound for a WeChat message or event; None for events that need no answer."""
+    openid = fields.get("FromUserName", "")
+    if not openid or len(openid) > 64:
+        return None
+    base = {"channel": CHANNEL, "user_id": openid}
+    created = fields.get("CreateTime", "")
+    if fields.get("MsgType", "").lower() == "event":
+        base["event_key"] = f"{openid}:{created}"  # events have no MsgId
+        if isinstance(message, (SubscribeScanEvent, ScanEvent)):
+            # wechatpy has already cut the qrscene_ prefix of a new follower's scan.
+            return Inbound(command="start", args=(message.scene_id or "")[:64], **base)
+        if isinstance(message, SubscribeEvent):
+            return Inbound(command="start", **base)
+        if isinstance(message, ClickEvent) and message.key in MENU_COMMANDS:
+            return Inbound(command=message.key, **base)
+        return None  # unsubscribe, VIEW, location reports, template delivery reports
+    base["event_key"] = fields.get("MsgId") or f"{openid}:{created}"
+    if isinstance(message, TextMessage):
+        return _text(message.content or "", base)
+    if isinstance(message, ImageMessage) and message.media_id:
+        return Inbound(photo_ref=f"wechat:{message.media_id}"[:300], **base)
+    if isinstance(message, LocationMessage):
+        try:
+            return Inbound(location=Location(float(message.location_x), float(message.location_y)), **base)
+        except (TypeError, ValueError):
+            return UNSUPPORTED
+    if isinstance(message, VoiceMessage) and message.recognition:  # speech recognition, when switched on
+        return _text(message.recognition, base)
+    return UNSUPPORTED
+
+
+def _text(text: str, base: dict) -> Inbound:
+    if text[:1] in ("/", "／"):
+        head, _, args = text[1:].partition(" ")
+        if head:
+            return Inbound(command=head.lower()[:40], args=args.strip(), **base)
+    return Inbound(text=text, **base)
+
+
+def render(reply: Reply) -> str:
+    """The text WeChat gets for one reply: options numbered, hints for what has no button here."""
+    text = reply.numbered_text()
+    if reply.request_contact:
+        text += "\n" + texts.WECHAT_BIND_HINT
+    if reply.request_location:
+        text += "\n" + texts.WECHAT_LOCATION_HINT
+    if getattr(reply, "files", None):
+        text += "\n" + texts.WECHAT_FILES_NOT_SENT.format(count=len(reply.files))
+    return text
+
+
+def fit(text: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """``text`` cut to ``limit`` UTF-8 bytes, with an ellipsis when cut."""
+    if len(text.encode()) <= limit:
+        return text
+    cut = text.encode()[:limit - len("…".encode())].decode(errors="ignore")
+    return cut + "…"
+
+
+def pack(messages: list[str], limit: int = MAX_TEXT_BYTES) -> list[str]:
+    """The replies joined into as few WeChat messages as fit, in order."""
+    out: list[str] = []
+    current = ""
+    for message in messages:
+        message = fit(message, limit)
+        joined = f"{current}\n\n{message}" if current else message
+        if len(joined.encode()) <= limit:
+            current = joined
+        else:
+            out.append(current)
+            current = message
+    if current:
+        out.append(current)
+    return out
+
+
+def record_interaction(session: Session, openid: str, now: datetime) -> None:
+    """Notes that the user wrote, clicked or scanned now: customer-service messages may follow for 48 h."""
+    if insert_ignore(session, WeChatUser, {"openid": openid, "last_inbound_at": now}) is None:
+        session.execute(update(WeChatUser).where(WeChatUser.openid == openid, WeChatUser.last_inbound_at < now)
+                        .values(last_inbound_at=now).execution_options(synchronize_session=False))
+
+
+class _Answer:
+    """Who answers one event: the request itself ("inline") or the outbox, decided once under a lock."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.mode: str | None = None
+        self.xml: str | None = None
+
+    def claim(self, mode: str) -> str:
+        with self._lock:
+            if self.mode is None:
+                self.mode = mode
+            return self.mode
+
+
+@dataclass(frozen=True)
+class Cached:
+    xml: str | None  # None: the answer went through the customer-service API
+
+
+class WeChatChannel:
+    """The webhook of one Official Account, bound to the core."""
+
+    def __init__(self, core: Engine, settings: Settings):
+        self.core, self.settings = core, settings
+        self.token = settings.wechat_token.get_secret_value()
+        self.app_id = settings.wechat_app_id or ""
+        aes = settings.wechat_aes_key
+        self.cipher = Cipher(self.token, aes.get_secret_value(), self.app_id) if aes is not None else None
+
+    def routes(self) -> list[Route]:
+        return [Route(self.settings.wechat_webhook_path, self.endpoint, methods=["GET", "POST"])]
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    async def endpoint(self, request: Request) -> Response:
+        """GET: WeChat checks the server (echostr). POST: one message or event, answered in XML."""
+        try:
+            if request.method == "GET":
+                return self._verify(request)
+            return await self._post(request)
+        except Refused as refused:
+            log.info("wechat request refused: %s", refused.reason)
+            return PlainTextResponse(refused.reason, status_code=refused.status)
+
+    def _check(self, request: Request) -> tuple[str, str]:
+        query = request.query_params
+        timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
+        check_signature(query.get("signature"), self.token, timestamp, nonce)
+        check_timestamp(timestamp, self.core.clock().timestamp(), self.settings.wechat_timestamp_tolerance_seconds)
+        return timestamp, nonce
+
+    def _verify(self, request: Request) -> Response:
+        self._check(request)
+        echo = request.query_params.get("echostr", "")
+        if not echo or len(echo) > 200:
+            raise Refused(400, "no echostr")
+        return PlainTextResponse(echo)
+
+    async def _post(self, request: Request) -> Response:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise Refused(413, "too large")
+        timestamp, nonce = self._check(request)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise Refused(413, "too large")
+        fields = parse_xml(bytes(body))
+        if self.cipher is not None:
+            if request.query_params.get("encrypt_type", "").lower() != "aes":
+                raise Refused(400, "plain message in safe mode")
+            plain = self.cipher.open(fields, request.query_params.get("msg_signature"), timestamp, nonce)
+            fields = parse_xml(plain)
+        elif "Encrypt" in fields and "MsgType" not in fields:
+            raise Refused(400, "encrypted message but WECHAT_AES_KEY is not set")
+        else:
+            try:
+                plain = bytes(body).decode("utf-8")
+            except UnicodeDecodeError:
+                raise Refused(400, "not UTF-8") from None
+        try:
+            message = parse_message(plain)
+        except Exception:  # wechatpy wants MsgType and the like; we checked the XML, not the fields
+            raise Refused(400, "not a WeChat message") from None
+        try:
+            xml = await self.answer(message, fields)
+        except Exception:
+            log.exception("wechat message %s failed", fields.get("MsgId") or fields.get("CreateTime"))
+            return PlainTextResponse("error", status_code=500)  # WeChat tries again; nothing was stored
+        if xml is None:
+            return PlainTextResponse(SUCCESS)
+        if self.cipher is not None:
+            xml = self.cipher.seal(xml, str(int(time.time())))
+        return Response(xml, media_type="application/xml")
+
+    # -- answering ----------------------------------------------------------------------------
+
+    async def answer(self, message, fields: dict[str, str]) -> str | None:
+        """The plain reply XML for one message, or None for "success" (no reply, or one sent later)."""
+        inbound = to_inbound(message, fields)
+        if inbound is None:
+            return None
+        account = fields.get("ToUserName", "")
+        if isinstance(inbound, Unsupported):
+            return text_reply(to_user=fields["FromUserName"], from_account=account, content=texts.WECHAT_UNSUPPORTED,
+                              now=int(self.core.clock().timestamp()))
+        answer = _Answer()
+        hook = partial(self._settle, inbound=inbound, account=account, answer=answer)
+        job = asyncio.ensure_future(asyncio.to_thread(self.core.handle, inbound, before_commit=hook))
+        try:
+            outcome: Outcome = await asyncio.wait_for(asyncio.shield(job), self.settings.wechat_reply_deadline_seconds)
+        except asyncio.TimeoutError:
+            if answer.claim("outbox") == "outbox":
+                job.add_done_callback(partial(_log_late_failure, inbound.event_key))
+                return None
+            outcome = await job  # the core claimed the inline answer just in time: its commit is under way
+        if outcome.duplicate:
+            cached = await asyncio.to_thread(self.cached, inbound.event_key)
+            return cached.xml if cached else None
+        if answer.mode is None and outcome.replies:
+            # The core gave up before its commit (another event of this user won a race): nothing was
+            # stored, so the answer is not kept either.
+            parts = pack([render(r) for r in outcome.replies])
+            return text_reply(to_user=inbound.user_id, from_account=account, content=parts[0],
+                              now=int(self.core.clock().timestamp()))
+        return answer.xml
+
+    def _settle(self, session: Session, outcome: Outcome, *, inbound: Inbound, account: str, answer: _Answer) -> None:
+        """In the core's transaction: the interaction noted, the answer stored for retries and,
+        after the deadline or beyond one message's size, queued for the customer-service API."""
+        now = self.core.clock()
+        key = inbound.event_key
+        record_interaction(session, inbound.user_id, now)
+        parts = pack([render(reply) for reply in outcome.replies])
+        xml = None
+        if answer.claim("inline") == "inline" and parts:
+            xml = text_reply(to_user=inbound.user_id, from_account=account, content=parts[0], now=int(now.timestamp()))
+            parts = parts[1:]
+        for i, text in enumerate(parts):
+            outbox.enqueue(session, key=f"wechat-reply:{key}:{i}", kind="reply", channel=CHANNEL,
+                           recipient=inbound.user_id, body=text, now=now, settings=self.settings)
+        insert_ignore(session, WeChatReply, {"event_key": key[:100], "xml": xml, "created_at": now})
+        if random.randrange(PRUNE_ONE_IN) == 0:
+            session.execute(delete(WeChatReply).where(WeChatReply.created_at < now - REPLY_TTL))
+        answer.xml = xml
+
+    def cached(self, event_key: str) -> Cached | None:
+        """The answer stored for an event key, if the event was answered."""
+        with session_scope(self.core.db) as session:
+            row = session.get(WeChatReply, event_key[:100])
+            return Cached(row.xml) if row is not None else None
+
+
+def _log_late_failure(event_key: str, job: asyncio.Future) -> None:
+    if not job.cancelled() and job.exception() is not None:
+        log.error("wechat event %s failed after its deadline; the user got no answer", event_key,
+                  exc_info=job.exception())
