@@ -66,7 +66,7 @@ WHAT_CONTACT = "联系人名片"
 FLOW_BUSY = "您有未完成的{flow}，请先完成或发送 /cancel 取消。"
 RESUME = "继续未完成的{flow}："
 
-FLOW_NAMES = {"visit": "入户走访", "contact": "日常走访登记", "ledger": "问题台账", "todo": "台账办理", "mine": "我的反映", "report": "反映问题", "rating": "服务评价"}
+FLOW_NAMES = {"visit": "入户走访", "contact": "日常走访登记", "object": "联系服务对象", "ledger": "问题台账", "todo": "台账办理", "mine": "我的反映", "report": "反映问题", "rating": "服务评价"}
 ROLE_NAMES = {"cadre": "干部", "supervisor": "主管（作风办）", "admin": "管理员"}
 
 # Visit (四个一)
@@ -327,3 +327,13 @@ WECHAT_OUTSIDE_WINDOW_WAIT = "微信 48 小时客服消息窗口已关闭（用�
 WECHAT_OUTSIDE_WINDOW_GAVE_UP = "微信 48 小时客服消息窗口已关闭（用户最后互动：{last}），等待超过 {hours} 小时，已放弃"
 WECHAT_OUTSIDE_WINDOW_DROP = "微信 48 小时客服消息窗口已关闭（用户最后互动：{last}），按 WECHAT_OUTSIDE_WINDOW=drop 放弃"
 WECHAT_NEVER = "从未"
+CONTACT_ASK_PROBLEM = "对方是否反映了问题？如有，请选择问题类型："
+CONTACT_NO_PROBLEM = "没有反映问题"
+OBJECT_PICK = "联系了哪位服务对象？"
+OBJECT_NONE = "您名下没有服务对象，请联系管理员在花名册中补充（每人至少10名）。"
+OBJECT_ASK_PROBLEM = "对方是否反映了问题？行业领域指本单位职能范围内、可自行整改的问题；其余为公共方面。"
+OBJECT_NO_PROBLEM = "没有反映问题"
+OBJECT_ASK_CATEGORY = "请选择问题类型："
+OBJECT_SAVED_NO_PROBLEM = "✅ 已记录与 {name} 的联系。"
+OBJECT_SAVED = "✅ 已记录 {name} 反映的问题（{remit}），列入问题台账，编号 #{id}。"
+HELP_OBJECT = "/object — 联系服务对象、记录其反映的问题"

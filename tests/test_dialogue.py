@@ -284,15 +284,38 @@ def test_everyday_contact(core, db, roster):
     assert texts.ASK_CONTACT_KIND in chat.say("/contact")
     chat.press("节日走访")
     chat.press("住户3")
-    answer = chat.say("春节慰问，送米面油")
+    assert texts.CONTACT_ASK_PROBLEM in chat.say("春节慰问，送米面油")
+    answer = chat.press(texts.CONTACT_NO_PROBLEM)
     assert answer == texts.CONTACT_SAVED.format(kind="节日走访", who="（住户3）", count=1)
     chat.say("/contact")
     chat.press("电话联系")
     chat.press("不针对具体住户")
-    assert "本半年共 2 次" in chat.press(texts.SKIP)
+    chat.press(texts.SKIP)
+    chat.press("环保")
+    answer = chat.say("河道有异味")
+    assert "本半年共 2 次" in answer and "列入问题台账" in answer
     contacts = rows(db, EverydayContact)
     assert [(c.kind, c.note, c.household_id is not None) for c in contacts] == [
         ("holiday", "春节慰问，送米面油", True), ("phone", None, False)]
+    [problem] = rows(db, Problem)
+    assert (problem.source, problem.category, problem.content, problem.household_id) == (
+        "contact", "环保", "河道有异味", None)
+
+
+def test_service_object_contact_with_a_problem_in_the_units_remit(core, db, roster):
+    chat = Chat(core)
+    assert texts.OBJECT_PICK in chat.say("/object")
+    chat.press("对象3")
+    assert texts.OBJECT_SAVED_NO_PROBLEM.format(name="对象3") == chat.press(texts.OBJECT_NO_PROBLEM)
+    chat.say("/object")
+    chat.press("对象4")
+    chat.press("行业领域")
+    chat.press("城建")
+    answer = chat.say("审批材料要求不清楚")
+    assert "（行业领域），列入问题台账" in answer
+    [problem] = rows(db, Problem)
+    assert (problem.source, problem.remit, problem.raiser_name, problem.service_object_id is not None) == (
+        "service_object", "行业领域", "对象4", True)
 
 
 def test_progress(core, db, roster):

@@ -135,7 +135,8 @@ def test_polling_binding_visit_contact_progress_and_restart(
         user.command_wait("/contact")
         press(user, "电话联系")
         press(user, "不针对具体住户")
-        assert "已记录日常走访：电话联系" in texts_of(user.text_wait("电话询问供暖情况"))
+        user.text_wait("电话询问供暖情况")
+        assert "已记录日常走访：电话联系" in texts_of(press(user, texts.CONTACT_NO_PROBLEM))
         progress = texts_of(user.command_wait("/progress"))
         assert "已走访 1/3 户" in progress and "日常走访 1 次" in progress and "住户1 · 幸福路1号" in progress
 

@@ -38,7 +38,7 @@ def rank(cadre: Cadre | None) -> int:
 def help_text(cadre: Cadre | None) -> str:
     if cadre is None:
         return texts.HELP_HEADER + "\n" + texts.HELP_UNBOUND + "\n" + texts.HELP_CITIZEN
-    parts = [texts.HELP_HEADER, texts.HELP_CADRE, texts.HELP_LEDGER_CADRE, texts.HELP_CITIZEN]
+    parts = [texts.HELP_HEADER, texts.HELP_CADRE, texts.HELP_OBJECT, texts.HELP_LEDGER_CADRE, texts.HELP_CITIZEN]
     if rank(cadre) >= RANK[Role.SUPERVISOR]:
         parts.append(texts.HELP_SUPERVISOR)
         parts.append(texts.HELP_LEDGER_SUPERVISOR)
@@ -217,5 +217,5 @@ KEYWORDS = {
     "帮助": "help", "菜单": "help", "开始": "start", "绑定": "bind",
     "走访": "visit", "入户走访": "visit", "开始走访": "visit",
     "日常走访": "contact", "日常": "contact", "进度": "progress", "我的进度": "progress",
-    "单位进度": "unit", "反映问题": "report", "投诉": "report", "我的反映": "mine", "台账": "ledger", "待办": "todo", "评价": "ratings", "评价统计": "ratings", "回访": "callbacks", "取消": "cancel", "继续": "resume",
+    "单位进度": "unit", "反映问题": "report", "服务对象": "object", "投诉": "report", "我的反映": "mine", "台账": "ledger", "待办": "todo", "评价": "ratings", "评价统计": "ratings", "回访": "callbacks", "取消": "cancel", "继续": "resume",
 }

@@ -10,9 +10,12 @@ from sqlmodel import select
 from bot import texts
 from bot.core.dialogue import Context, Flow, InputError, Step
 from bot.core.progress import households_with_status
-from storage.models import EverydayContact, Household
+from bot.core.ledger import record
+from bot.core.survey import CATEGORIES, categories_for
+from storage.models import EverydayContact, Household, Problem, ProblemSource, ProblemStatus
 
 NO_HOUSEHOLD = "__none__"
+NO_PROBLEM = "__no_problem__"
 
 
 class ContactFlow(Flow):
@@ -26,6 +29,10 @@ class ContactFlow(Flow):
                  per_row=1, page_size=page_size),
             Step("note", "text", lambda c: texts.ASK_CONTACT_NOTE.format(limit=text_limit), self._on_note,
                  optional=True, max_len=text_limit),
+            Step("category", "choice", lambda c: texts.CONTACT_ASK_PROBLEM, self._on_category,
+                 options=self._categories, per_row=3),
+            Step("content", "text", lambda c: texts.ASK_DIFFICULTY_CONTENT.format(limit=text_limit), self._on_content,
+                 max_len=text_limit),
         ]
         self.steps = {step.key: step for step in steps}
 
@@ -53,8 +60,25 @@ class ContactFlow(Flow):
         ctx.data["household"] = None if value == NO_HOUSEHOLD else value
         return "note"
 
-    def _on_note(self, ctx: Context, value: str | None) -> None:
+    def _on_note(self, ctx: Context, value: str | None) -> str:
         ctx.data["note"] = value
+        return "category"
+
+    def _categories(self, ctx: Context) -> list[tuple[Any, str]]:
+        household = ctx.session.get(Household, ctx.data["household"]) if ctx.data.get("household") else None
+        kinds = categories_for(household.area_kind) if household else tuple(dict.fromkeys(
+            CATEGORIES["居"] + CATEGORIES["村"]))
+        return [(NO_PROBLEM, texts.CONTACT_NO_PROBLEM)] + [(c, c) for c in kinds]
+
+    def _on_category(self, ctx: Context, value: str) -> str | None:
+        if value == NO_PROBLEM:
+            ctx.data.pop("category", None)
+            return None
+        ctx.data["category"] = value
+        return "content"
+
+    def _on_content(self, ctx: Context, value: str) -> None:
+        ctx.data["content"] = value
         return None
 
     def finish(self, ctx: Context) -> None:
@@ -67,3 +91,16 @@ class ContactFlow(Flow):
             EverydayContact.cadre_id == ctx.cadre.id, EverydayContact.half == ctx.half)).one()
         who = f"（{d['household_label']}）" if d.get("household") else ""
         ctx.say(texts.CONTACT_SAVED.format(kind=texts.CONTACT_KINDS[d["kind"]], who=who, count=count))
+        if d.get("category"):
+            household = ctx.session.get(Household, d["household"]) if d.get("household") else None
+            problem = Problem(source=ProblemSource.CONTACT, status=ProblemStatus.NEW, category=d["category"],
+                              content=d["content"], household_id=household.id if household else None,
+                              raised_by_cadre_id=ctx.cadre.id, unit_id=ctx.cadre.unit_id,
+                              raiser_name=household.name if household else None,
+                              raiser_phone=household.phone if household else None, created_at=ctx.now,
+                              updated_at=ctx.now)
+            ctx.session.add(problem)
+            ctx.session.flush()
+            record(ctx.session, problem, action="create", actor=ctx.cadre, actor_label=None, from_status=None,
+                   now=ctx.now)
+            ctx.say(texts.VISIT_PROBLEM_LEDGER.format(id=problem.id))
