@@ -403,6 +403,13 @@ def cmd_wechat_menu(args, settings: Settings) -> int:
     return 0
 
 
+def _target_filters(parser: argparse.ArgumentParser) -> None:
+    """--unit, --cadre, --window: which cadres and windows an evaluation-code command acts on."""
+    parser.add_argument("--unit", help="only this unit's cadres and windows (单位名称)")
+    parser.add_argument("--cadre", help="only this cadre (mobile or name)")
+    parser.add_argument("--window", help="only this service window (窗口名称)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description="干部作风建设助手：入户走访（四个一）、群众评价与问题台账。")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -440,9 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_outbox)
 
     p = sub.add_parser("qr-cards", help="print evaluation cards: one PNG per cadre or window and an A4 PDF")
-    p.add_argument("--unit", help="only this unit's cadres and windows (单位名称)")
-    p.add_argument("--cadre", help="only this cadre (mobile or name)")
-    p.add_argument("--window", help="only this service window (窗口名称)")
+    _target_filters(p)
     p.add_argument("--out", default="cards", help="output folder (default: cards)")
     p.add_argument("--encode", choices=["web", "telegram"],
                    help="what the QR code encodes: the rating page URL or the Telegram deep link (default CARD_ENCODE)")
@@ -450,15 +455,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_qr_cards)
 
     p = sub.add_parser("revoke-card", help="revoke a lost evaluation card (the old one is refused; reprint it)")
-    p.add_argument("--unit", help="the unit, to tell apart windows of the same name")
-    p.add_argument("--cadre", help="the cadre (mobile or name)")
-    p.add_argument("--window", help="the service window (窗口名称)")
+    _target_filters(p)
     p.set_defaults(func=cmd_revoke_card)
 
     p = sub.add_parser("wechat-qr", help="create permanent WeChat scene QR codes (scan to rate) for cadres and windows")
-    p.add_argument("--unit", help="only this unit's cadres and windows (单位名称)")
-    p.add_argument("--cadre", help="only this cadre (mobile or name)")
-    p.add_argument("--window", help="only this service window (窗口名称)")
+    _target_filters(p)
     p.add_argument("--out", default="wechat-qr.csv", help="CSV of name, unit, scene, ticket, url (default: wechat-qr.csv)")
     p.set_defaults(func=cmd_wechat_qr)
 
