@@ -250,41 +250,20 @@ def _digest_body(kind, point, settings, progress, visits_in_period, units) -> st
 
 def digest_chart(progress, units: dict[int, Unit], half: str) -> bytes:
     """A bar chart of visit completion per unit (PNG), for a supervisor who would rather look."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import font_manager
-    from matplotlib import pyplot as plt
-
+    from bot.charts import bar_chart
     from bot.core.periods import half_label
-    from bot.fonts import find_cjk_font
 
-    font = font_manager.FontProperties(fname=str(find_cjk_font()))
     totals: dict[str, list[int]] = {}
     for p in progress:
         name = units[p.cadre.unit_id].name if p.cadre.unit_id in units else "?"
         done, assigned = totals.setdefault(name, [0, 0])
         totals[name] = [done + p.visited, assigned + p.assigned]
-    names = sorted(totals, key=lambda n: totals[n][0] / totals[n][1] if totals[n][1] else 1)[:15]
+    # The 15 furthest behind, the furthest at the bottom.
+    names = sorted(totals, key=lambda n: totals[n][0] / totals[n][1] if totals[n][1] else 1)[:15][::-1]
     rates = [100 * totals[n][0] / totals[n][1] if totals[n][1] else 100 for n in names]
-    fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1.4), dpi=110)
-    bars = ax.barh(names, rates, color=["#c0392b" if r < 50 else "#e67e22" if r < 100 else "#27ae60" for r in rates])
-    ax.set_xlim(0, 100)
-    ax.set_xlabel("走访完成率 %", fontproperties=font)
-    ax.set_title(f"{half_label(half)} 各单位联户走访完成率", fontproperties=font)
-    for label in ax.get_yticklabels():
-        label.set_fontproperties(font)
-    for bar, name in zip(bars, names):
-        done, assigned = totals[name]
-        ax.text(min(bar.get_width() + 1, 80), bar.get_y() + bar.get_height() / 2, f"{done}/{assigned}",
-                va="center", fontproperties=font, fontsize=8)
-    fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png")
-    plt.close(fig)
-    return out.getvalue()
+    return bar_chart(names, rates, [f"{totals[n][0]}/{totals[n][1]}" for n in names],
+                     title=f"{half_label(half)} 各单位联户走访完成率", xlabel="走访完成率 %",
+                     colors=["#c0392b" if r < 50 else "#e67e22" if r < 100 else "#27ae60" for r in rates])
 
 
 @dataclass
