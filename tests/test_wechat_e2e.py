@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from pydantic import SecretStr
@@ -20,9 +22,14 @@ from sqlmodel import select
 
 from bot import texts
 from bot.app import create_app
-from bot.core import binding
+from bot.cli import main as cli_main
+from bot.config import SettingsError, get_settings
+from bot.core import binding, evaluation
 from bot.core.engine import Engine
 from handlers.wechat import WeChatApi, WeChatTransport
+from handlers.wechat.channel import record_interaction
+from scheduler.jobs import remind_deadlines
+from scheduler.outbox import enqueue
 from scheduler.sender import OutboxSender
 from storage.db import session_scope
 from storage.models import (
@@ -33,6 +40,8 @@ from storage.models import (
     ProcessedInbound,
     Rating,
     Visit,
+    WeChatAccessToken,
+    WeChatQrCode,
     WeChatReply,
     WeChatUser,
 )
@@ -326,3 +335,206 @@ def test_user_text_cannot_break_out_of_the_reply_cdata(mode, wx, wx_settings, db
         answer = follower.text("/" + injected)  # read_reply checks the reply has exactly a text reply's fields
         assert answer.content == texts.UNKNOWN_COMMAND.format(command=injected.lower()[:30])
         assert "]]]]><![CDATA[>" in answer.xml
+
+
+# -- the outbox on WeChat ---------------------------------------------------------------------------
+
+def test_a_reminder_goes_out_as_a_template_message_through_the_outbox_sender(wx, wx_settings, db, clock):
+    roster = make_roster(db)
+    bind(db, roster.cadre, "wechat", OPENID, clock())
+    settings = wx_settings.model_copy(update={"wechat_template_ids": {"deadline": "TPL-DEADLINE-1"}})
+    clock.now = datetime(2026, 12, 3, 1, 30, tzinfo=timezone.utc)  # 09:30 local, 7 days before 附件1-2 are due
+    with session_scope(db) as s:
+        assert remind_deadlines(s, settings, clock()) == 1
+    assert send_outbox(db, settings, clock) == 1
+    [call] = wx.calls_of("/cgi-bin/message/template/send")
+    data = call.body["data"]
+    assert (call.body["touser"], call.body["template_id"]) == (OPENID, "TPL-DEADLINE-1")
+    assert data["keyword1"]["value"] == "报表截止提醒" and data["keyword2"]["value"] == "2026-12-03 09:30"
+    assert "附件1、2" in data["first"]["value"] + data["remark"]["value"]
+    assert wx.calls_of("/cgi-bin/message/custom/send") == []  # no 48-hour window needed for a template
+    with session_scope(db) as s:
+        [row] = s.exec(select(OutboxMessage)).all()
+        assert row.state == "sent"
+
+
+def test_outside_48_hours_a_message_waits_says_why_and_goes_once_the_user_writes(
+        wx, wx_settings, db, clock, database_url, monkeypatch, capsys):
+    roster = make_roster(db)
+    bind(db, roster.cadre, "wechat", OPENID, clock())
+    with session_scope(db) as s:
+        record_interaction(s, OPENID, clock() - timedelta(hours=49))
+        enqueue(s, key="digest:daily:1", kind="digest-daily", channel="wechat", recipient=OPENID,
+                body="作风工作日报\n走访 3/9 户", now=clock(), settings=wx_settings)
+    assert send_outbox(db, wx_settings, clock) == 1
+    assert wx.calls == []  # not even a token: nothing was sent
+    with session_scope(db) as s:
+        [row] = s.exec(select(OutboxMessage)).all()
+        assert (row.state, row.attempts) == ("pending", 0) and "48 小时" in row.last_error
+        assert row.next_attempt_at == clock() + timedelta(minutes=30)
+    _cli_env(monkeypatch, database_url, wx)
+    try:
+        assert cli_main(["outbox"]) == 0
+    finally:
+        get_settings.cache_clear()
+    out = capsys.readouterr().out
+    assert "等待中 1 条" in out and "48 小时客服消息窗口已关闭" in out
+
+    with running_bot(wx_settings, db, clock, wx):
+        wx.follower(OPENID).text("/help")  # the user writes: the window opens again
+    clock.now += timedelta(minutes=31)
+    assert send_outbox(db, wx_settings, clock) == 1
+    [sent] = wx.calls_of("/cgi-bin/message/custom/send")
+    assert sent.body["text"]["content"] == "作风工作日报\n走访 3/9 户"
+    # Given up after WECHAT_WINDOW_WAIT_HOURS.
+    with session_scope(db) as s:
+        enqueue(s, key="digest:daily:2", kind="digest-daily", channel="wechat", recipient="oSilent", body="日报",
+                now=clock() - timedelta(hours=73), settings=wx_settings)
+    assert send_outbox(db, wx_settings, clock) == 1
+    with session_scope(db) as s:
+        row = s.exec(select(OutboxMessage).where(OutboxMessage.recipient == "oSilent")).one()
+        assert row.state == "dead" and "已放弃" in row.last_error
+
+
+def test_outside_the_window_the_default_template_or_nothing_as_configured(wx, wx_settings, db, clock):
+    by_template = wx_settings.model_copy(update={"wechat_outside_window": "template",
+                                                 "wechat_template_ids": {"default": "TPL-DEFAULT"}})
+    with session_scope(db) as s:
+        record_interaction(s, "oRecent", clock())
+        for openid in ("oNever", "oRecent"):
+            enqueue(s, key=f"callbacks:{openid}", kind="callbacks", channel="wechat", recipient=openid,
+                    body="差评回访提醒\n#3 138****0000", now=clock(), settings=by_template)
+    wx.out_of_window.add("oRecent")  # WeChat's own view wins over ours (45015)
+    assert send_outbox(db, by_template, clock) == 2
+    templates = {c.body["touser"]: c.body for c in wx.calls_of("/cgi-bin/message/template/send")}
+    assert set(templates) == {"oNever", "oRecent"} and templates["oNever"]["template_id"] == "TPL-DEFAULT"
+    assert templates["oNever"]["data"]["keyword1"]["value"] == "差评回访提醒"
+
+    dropping = wx_settings.model_copy(update={"wechat_outside_window": "drop"})
+    with session_scope(db) as s:
+        enqueue(s, key="callbacks:again", kind="callbacks", channel="wechat", recipient="oNever", body="x",
+                now=clock(), settings=dropping)
+    assert send_outbox(db, dropping, clock) == 1
+    with session_scope(db) as s:
+        row = s.exec(select(OutboxMessage).where(OutboxMessage.idempotency_key == "callbacks:again")).one()
+        assert row.state == "dead" and "drop" in row.last_error
+
+
+def test_unfollowed_users_are_unreachable_and_wechat_errors_are_retried(wx, wx_settings, db, clock):
+    with session_scope(db) as s:
+        for openid in ("oGone", "oBusy"):
+            record_interaction(s, openid, clock())
+            enqueue(s, key=f"k:{openid}", kind="digest-daily", channel="wechat", recipient=openid, body="日报",
+                    now=clock(), settings=wx_settings)
+    wx.fail_next("/cgi-bin/message/custom/send", errcode=43004, errmsg="require subscribe")
+    wx.fail_next("/cgi-bin/message/custom/send", status=502)
+    assert send_outbox(db, wx_settings, clock) == 2
+    with session_scope(db) as s:
+        states = {r.recipient: (r.state, r.attempts) for r in s.exec(select(OutboxMessage)).all()}
+    assert sorted(states.values()) == [("pending", 1), ("unreachable", 1)]
+    clock.now += timedelta(minutes=5)
+    assert send_outbox(db, wx_settings, clock) == 1  # the 502 one, again
+    assert len(wx.calls_of("/cgi-bin/message/custom/send")) == 1
+
+
+# -- the access token --------------------------------------------------------------------------------
+
+def test_one_access_token_for_every_worker_refreshed_once_before_it_expires(wx, wx_settings, db, clock):
+    wx.token_delay = 0.3  # refreshes would overlap if each worker fetched its own
+    workers = [WeChatApi(wx_settings, db, clock=clock) for _ in range(4)]
+
+    def send_from_all() -> None:
+        with ThreadPoolExecutor(len(workers)) as pool:
+            list(pool.map(lambda api: api.send_text(OPENID, "hi"), workers))
+
+    try:
+        send_from_all()
+        assert wx.token_fetches == 1 and len(wx.calls_of("/cgi-bin/message/custom/send")) == 4
+        clock.now += timedelta(seconds=7200 - 240)  # four minutes left: inside the refresh margin
+        send_from_all()
+        assert wx.token_fetches == 2
+        wx.expire_tokens()  # WeChat revokes the token early: one refresh, and the call goes through
+        workers[0].send_text(OPENID, "again")
+        assert wx.token_fetches == 3
+        workers[1].send_text(OPENID, "again")  # its own copy is refused; the stored new token serves
+        assert wx.token_fetches == 3 and len(wx.calls_of("/cgi-bin/message/custom/send")) == 10
+    finally:
+        for api in workers:
+            api.close()
+    with session_scope(db) as s:
+        row = s.get(WeChatAccessToken, APP_ID)
+        assert row.access_token.startswith("ACCESS_TOKEN_3_") and row.expires_at == clock() + timedelta(seconds=7200)
+
+
+# -- operator commands -------------------------------------------------------------------------------
+
+def _cli_env(monkeypatch, database_url, wx, **extra: str) -> None:
+    env = {"DATABASE_URL": database_url, "WECHAT_TOKEN": TOKEN, "WECHAT_AES_KEY": AES_KEY, "WECHAT_APP_ID": APP_ID,
+           "WECHAT_APP_SECRET": APP_SECRET, "WECHAT_API_BASE_URL": wx.url, **extra}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+
+
+def _cli(*argv: str) -> int:
+    try:
+        return cli_main(list(argv))
+    finally:
+        get_settings.cache_clear()
+
+
+def test_wechat_qr_makes_one_permanent_scene_code_per_card_once_within_the_cap(
+        wx, settings, db, clock, database_url, monkeypatch, capsys, tmp_path):
+    roster = make_roster(db)
+    window = make_window(db, roster)
+    _cli_env(monkeypatch, database_url, wx)
+    assert _cli("wechat-qr", "--out", str(tmp_path / "qr.csv")) == 0
+    made = wx.calls_of("/cgi-bin/qrcode/create")
+    assert len(made) == 4  # three cadres and a window
+    scenes = {c.body["action_info"]["scene"]["scene_str"] for c in made}
+    assert token_for(db, settings, "window", window.id) in scenes and all(len(s) <= 64 for s in scenes)
+    assert {c.body["action_name"] for c in made} == {"QR_LIMIT_STR_SCENE"}
+    with session_scope(db) as s:
+        rows = s.exec(select(WeChatQrCode)).all()
+        assert {r.scene for r in rows} == scenes and all(r.url.startswith("http://weixin.qq.com/q/") for r in rows)
+    assert len((tmp_path / "qr.csv").read_text(encoding="utf-8-sig").splitlines()) == 5
+
+    assert _cli("wechat-qr", "--out", str(tmp_path / "again.csv")) == 0  # nothing new to make
+    assert len(wx.calls_of("/cgi-bin/qrcode/create")) == 4
+
+    with session_scope(db) as s:  # a lost card: its new token needs a new code, past the cap
+        evaluation.revoke(s, evaluation.code_for(s, "cadre", roster.cadre.id, clock()), clock())
+    _cli_env(monkeypatch, database_url, wx, WECHAT_QR_LIMIT="4")
+    capsys.readouterr()
+    assert _cli("wechat-qr", "--cadre", roster.cadre.mobile) == 1
+    assert "WECHAT_QR_LIMIT" in capsys.readouterr().err and len(wx.calls_of("/cgi-bin/qrcode/create")) == 4
+
+
+def test_wechat_menu_installs_visit_contact_progress_and_help(wx, settings, db, database_url, monkeypatch):
+    _cli_env(monkeypatch, database_url, wx)
+    assert _cli("wechat-menu") == 0
+    keys = [b.get("key") for top in wx.menu for b in top.get("sub_button", [top])]
+    assert keys == ["visit", "contact", "progress", "help"] and len(wx.menu) <= 3
+
+
+def test_wechat_commands_need_the_wechat_settings(settings, db, database_url, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    assert _cli("wechat-menu") == 2
+    assert "WECHAT_TOKEN" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overrides, name", [
+    ({"wechat_token": SecretStr("changeme")}, "WECHAT_TOKEN"),
+    ({"wechat_app_id": "<your-app-id>"}, "WECHAT_APP_ID"),
+    ({"wechat_app_secret": SecretStr("your-secret")}, "WECHAT_APP_SECRET"),
+    ({"wechat_app_secret": None}, "WECHAT_APP_SECRET"),
+    ({"wechat_aes_key": SecretStr("xxx")}, "WECHAT_AES_KEY"),
+    ({"wechat_webhook_path": "wechat"}, "WECHAT_WEBHOOK_PATH"),
+    ({"wechat_outside_window": "template"}, "WECHAT_TEMPLATE_IDS"),
+    ({"wechat_template_fields": {"first": "headline"}}, "WECHAT_TEMPLATE_FIELDS"),
+])
+def test_wrong_or_placeholder_wechat_settings_fail_with_the_name(wx_settings, overrides, name):
+    wx_settings.check()
+    with pytest.raises(SettingsError, match=name):
+        wx_settings.model_copy(update=overrides).check()
