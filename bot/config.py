@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     rating_burst_count: int = Field(default=5, ge=2)  # ratings of one target from one address ...
     rating_burst_minutes: int = Field(default=10, ge=1)  # ... within this many minutes are misuse
 
+    # Supervisors' tools: report forms (附件1-5), rankings, spot-checks (电话随机访问)
+    ranking_min_ratings: int = Field(default=5, ge=1)  # fewer ratings in the half-year: not ranked by satisfaction
+    spot_check_share: float = Field(default=0.1, gt=0, le=1)  # share of each cadre's visits drawn for a call
+    report_contact_phone: str = "3222889"  # the work-style office's number in the forms' notes
+
     @field_validator("telegram_bot_token", "telegram_webhook_secret", "evaluation_secret", mode="before")
     @classmethod
     def _empty_is_none(cls, value):

@@ -66,7 +66,8 @@ WHAT_CONTACT = "联系人名片"
 FLOW_BUSY = "您有未完成的{flow}，请先完成或发送 /cancel 取消。"
 RESUME = "继续未完成的{flow}："
 
-FLOW_NAMES = {"visit": "入户走访", "contact": "日常走访登记", "object": "联系服务对象", "ledger": "问题台账", "todo": "台账办理", "mine": "我的反映", "report": "反映问题", "rating": "服务评价"}
+FLOW_NAMES = {"visit": "入户走访", "contact": "日常走访登记", "object": "联系服务对象", "ledger": "问题台账", "todo": "台账办理", "mine": "我的反映", "report": "反映问题", "rating": "服务评价",
+              "spotcheck": "电话随机访问"}
 ROLE_NAMES = {"cadre": "干部", "supervisor": "主管（作风办）", "admin": "管理员"}
 
 # Visit (四个一)
@@ -211,6 +212,105 @@ RATINGS_RATE_NOTE = "满意率 =（非常满意 + 满意 + 基本满意）÷ 评
 CALLBACKS_HEADER = "📞 待回访的差评（{count} 条）："
 CALLBACKS_NONE = "没有待回访的差评。"
 CALLBACKS_LINE = "• #{problem} {target} {level}：回访电话 {phone}，{due}前回访{comment}"
+
+# Supervisors' tools: report forms 附件1-5, rankings, spot-checks (电话随机访问), hotline import
+HELP_REPORTS = ("/export [1-5|all] [单位] — 导出报表附件1–5（Excel）\n"
+                "/ranking [满意度|走访|时效] — 单位和干部排名（末位）及图表\n"
+                "/spotcheck — 电话随机访问：抽取走访记录、逐条记录核实结果；/spotcheck 汇总")
+# The forms as in seed 004: title, subtitle (form 4's is per sheet), columns, and the note whose
+# dates and phone come from the settings (DEADLINE_FORM*, REPORT_CONTACT_PHONE).
+REPORT_FORMS = {
+    1: {"title": "走访村民(居民)情况统计表", "subtitle": None,
+        "columns": ("村(居)民住址", "村(居)民姓名", "联系电话", "备注"),
+        "note": "注:1.请于每年{dates}前报送市作风办(电子版、纸质版同时报送),联系电话:{phone};"
+                "2.走访农村群众、社区居民分别上报。"},
+    2: {"title": "村民(居民)反映的问题分类统计表", "subtitle": "(公共方面)",
+        "columns": ("村(居)民姓名", "村(居)民住址", "联系电话", "问题类型", "问题内容", "备注"),
+        "note": "注:1.问题类型,城市社区主要包括城建、环保、物业、治安、教育、医疗、文体活动、干部作风等。"
+                "农村主要包括治安、教育、医疗、文化生活、居住环境、干部作风等;"
+                "2.请于每年{dates}前报送市作风办(电子版、纸质版同时报送),联系电话:{phone}。"},
+    3: {"title": "干部联系服务对象情况统计表", "subtitle": None,
+        "columns": ("服务对象姓名", "工作单位(住址)", "联系电话", "备注"),
+        "note": "注:请于每年{dates}前报送市作风办(电子版、纸质版同时报送),联系电话:{phone}。"},
+    4: {"title": "干部联系服务对象反映的问题分类统计表", "subtitle": "({part})",
+        "columns": ("服务对象姓名", "工作单位(住址)", "联系电话", "问题类型", "问题内容", "备注"),
+        "note": "注:1.公共方面问题类型主要包括城建、环保、物业、治安、教育、医疗、文体活动、干部作风等。"
+                "行业领域问题类型是指属于本部门职能和业务范围内且可自行整改解决的问题;"
+                "2.请于每年{dates}前报送市作风办(电子版、纸质版同时报送),联系电话:{phone};"
+                "3.行业领域和公共方面问题分别统计上报。"},
+    5: {"title": "89000民生热线、网上民声交办问题统计表", "subtitle": None,
+        "columns": ("反映人姓名", "联系电话", "问题内容", "办理情况", "责任单位", "备注"),
+        "note": "注:1.只填报交办给各镇街区、市直各部门的政务类事项,主要包括各类咨询、求助、建议和投诉等相关问题;"
+                "2.请于每年{dates}前报送市作风办(电子版、纸质版同时报送),联系电话:{phone}。"},
+}
+REPORT_UNIT_LINE = "单位(公章)：{unit}"
+REPORT_PARTS = {"村": "村民", "居": "居民", "行业领域": "行业领域", "公共方面": "公共方面"}
+REPORT_DATE = "{month}月{day}日"
+REPORT_VISITED_BY = "{cadre} {date}走访"
+REPORT_CONTACT_CADRE = "联系干部：{cadre}"
+EXPORT_USAGE = "用法：/export [1-5|all] [单位名称]，例如 /export 1、/export all。默认导出全部五张表。"
+EXPORT_UNKNOWN_UNIT = "没有找到单位“{unit}”：请发送单位全称。"
+EXPORT_FORBIDDEN_UNIT = "您只能导出本单位的报表。"
+EXPORT_READY = "📎 {half_label} {forms}：{units}。联系电话未打码（正式报表），请妥善保管。"
+EXPORT_ALL_UNITS = "{count} 个单位（每个单位一张工作表）"
+
+RANKING_METRICS = {"satisfaction": "满意度", "visits": "走访", "timeliness": "时效"}
+RANKING_ALIASES = {"满意度": "satisfaction", "满意率": "satisfaction", "满意": "satisfaction", "评价": "satisfaction",
+                   "走访": "visits", "走访完成率": "visits", "完成率": "visits", "时效": "timeliness",
+                   "办结": "timeliness", "及时率": "timeliness", "台账": "timeliness"}
+RANKING_USAGE = "用法：/ranking [满意度|走访|时效]，默认按满意度。"
+RANKING_TITLES = {"satisfaction": "群众满意率", "visits": "联户走访完成率", "timeliness": "台账按期办结率"}
+RANKING_HEADER = "🏆 {half_label} {who}{title}排名"
+RANKING_UNITS = "各单位"
+RANKING_CADRES = "干部"
+RANKING_CADRES_OF = "{unit}干部"
+RANKING_WHAT = {"units": "单位", "cadres": "干部"}
+RANKING_LINE = "{rank}. {name}：{rate}（{detail}）"
+RANKING_GAP = "……"
+RANKING_DETAIL = {"satisfaction": "满意 {good}/{total} 条", "visits": "已走访 {good}/{total} 户",
+                  "timeliness": "按期 {good}/{total} 件{overdue}"}
+RANKING_OVERDUE = "，逾期未办 {count} 件"
+RANKING_BOTTOM = "⚠ 末位：{names}"
+RANKING_NONE = "暂无可排名的数据。"
+RANKING_UNRANKED = {"satisfaction": "另有 {count} 个{what}评价不足 {minimum} 条，未参加排名。",
+                    "visits": "另有 {count} 个{what}没有联户，未参加排名。",
+                    "timeliness": "另有 {count} 个{what}本半年没有到期的台账事项，未参加排名。"}
+RANKING_OWN_UNIT = "本单位在全部 {total} 个单位中排第 {rank} 名（{rate}）。"
+RANKING_NOTES = {"satisfaction": "满意率 =（非常满意 + 满意 + 基本满意）÷ 评价总数，疑似刷评不计。",
+                 "visits": "走访完成率 = 本半年已走访的联户 ÷ 联户总数。",
+                 "timeliness": "按期办结率 = 按期办结 ÷（已办结 + 逾期未办结），以本半年到期的事项计。"}
+RANKING_CHART_AXIS = {"satisfaction": "满意率 %", "visits": "走访完成率 %", "timeliness": "按期办结率 %"}
+RANKING_CHART_TITLE = "{half_label} {who}{title}（末尾 {count} 名）"
+
+SPOT_OUTCOMES = {"confirmed": "已核实走访", "not_reached": "未接通", "denied": "否认走访"}
+SPOT_PENDING = "待核实"
+SPOT_DRAW = "🎲 抽取样本"
+SPOT_SUMMARY = "📊 汇总"
+SPOT_MENU = ("📞 电话随机访问（{half_label}）：已抽取 {drawn} 条，待核实 {open} 条。\n"
+             "请选择一条拨打核实，或抽取新样本（每名干部按 {share} 抽取，至少 1 条）。")
+SPOT_ITEM_LABEL = "{mark}{household}（{cadre}）"
+SPOT_RETRY_MARK = "↻ "
+SPOT_ITEM = ("☎ 核实走访：\n住户：{household}\n住址：{address}\n电话：{phone}\n走访干部：{cadre}（{unit}）\n"
+             "走访时间：{date}\n\n请拨打电话，询问是否有干部上门走访（四个一），然后选择结果。")
+SPOT_ITEM_GONE = "这条抽查记录已不存在或不在您的范围内。"
+SPOT_ASK_NOTE = "请简要记录对方的说法（选填，{limit}字以内）："
+SPOT_RECORDED = "已记录：{household} — {outcome}。"
+SPOT_DRAWN = "已抽取 {new} 条新的走访记录（随机种子 {seed}）{again}。"
+SPOT_DRAWN_AGAIN = "，另有 {count} 条此前已抽过"
+SPOT_NOTHING_TO_DRAW = "本半年范围内没有可抽查的走访记录。"
+SPOT_NONE_OPEN = "没有待核实的抽查记录。"
+SPOT_SUMMARY_HEADER = "📊 电话随机访问汇总（{half_label}）：抽查 {drawn} 条，已核实 {confirmed}，未接通 {not_reached}，否认 {denied}，待核实 {pending}。"
+SPOT_SUMMARY_FLAGGED = "需关注的干部（否认走访或尚未核实）："
+SPOT_SUMMARY_LINE = "• {cadre}（{unit}）：抽查 {drawn}，否认 {denied}，未核实 {unverified}"
+SPOT_SUMMARY_CLEAN = "所有抽查均已核实，无否认走访。"
+SPOT_LIST_HEADER = "抽查名单（{count} 条，电话未打码，仅供核实拨打）："
+SPOT_LIST_LINE = "#{id} {cadre}（{unit}）→ {household}，{address}，{phone}，{date} 走访{outcome}"
+
+HOTLINE_CATEGORY = "热线"
+HOTLINE_IMPORT_ACTOR = "热线导入"
+HOTLINE_ERRORS = "热线文件有 {count} 处错误，未导入任何数据："
+HOTLINE_REPORT = "热线导入完成：{source}\n新增 {created}，更新 {updated}，未变 {unchanged}"
+HOTLINE_REPORT_SAME = "热线导入完成（无变化）：{source}\n未变 {unchanged}"
 
 # Reminders and digests (sent through the outbox)
 DEADLINE_HEAD = "⏰ {form} 将于 {due} 截止（{left}）。"

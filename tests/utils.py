@@ -108,3 +108,42 @@ def token_for(db, settings, kind: str, target_id: int) -> str:
     with session_scope(db) as s:
         code = evaluation.code_for(s, kind, target_id, utcnow())
         return evaluation.make_token(settings.evaluation_key, code.id, code.version)
+
+
+def make_visit(db, cadre: Cadre, household: Household, at: datetime, half: str | None = None) -> int:
+    """A completed four-ones visit of ``household`` by ``cadre`` at ``at`` (half-year from the date)."""
+    from zoneinfo import ZoneInfo
+
+    from bot.core.periods import half_of
+    from storage.models import Visit
+
+    with session_scope(db) as s:
+        visit = Visit(cadre_id=cadre.id, household_id=household.id, half=half or half_of(at, ZoneInfo("Asia/Shanghai")),
+                      visited_at=at, card_left=True, survey={}, leaflet_given=True, channel="test")
+        s.add(visit)
+        s.flush()
+        return visit.id
+
+
+def make_rating(db, cadre: Cadre, level: int, at: datetime, *, misuse: bool = False, n: int = 0) -> None:
+    """One citizen rating of ``cadre`` (``n`` tells apart raters of the same moment)."""
+    from bot.core.evaluation import code_for
+    from storage.models import Rating, TargetKind
+
+    with session_scope(db) as s:
+        code = code_for(s, TargetKind.CADRE, cadre.id, at)
+        s.add(Rating(code_id=code.id, target_kind=TargetKind.CADRE, cadre_id=cadre.id, unit_id=cadre.unit_id,
+                     level=level, channel="web", rater_key=f"r{cadre.id}-{at.timestamp()}-{level}-{n}-{misuse}",
+                     rated_at=at, rated_on=at.date().isoformat(), misuse=misuse))
+
+
+def make_problem(db, at: datetime, **fields) -> int:
+    """A ledger item recorded at ``at``; ``fields`` are Problem's columns (source, category, content default)."""
+    from storage.models import Problem
+
+    values = {"source": "visit", "category": "城建", "content": "路灯不亮", "created_at": at, "updated_at": at, **fields}
+    with session_scope(db) as s:
+        problem = Problem(**values)
+        s.add(problem)
+        s.flush()
+        return problem.id
