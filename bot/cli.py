@@ -465,6 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("wechat-menu", help="install the WeChat account's custom menu (visit, contact, progress, help)")
     p.set_defaults(func=cmd_wechat_menu)
+
+    from bot.reports.cli import add_commands  # import-hotline, export, ranking, spot-check
+
+    add_commands(sub)
     return parser
 
 

@@ -19,6 +19,7 @@ from bot.core.periods import half_label
 from bot.core.phones import normalize_mobile
 from bot.core.progress import cadre_progress, households_with_status, progress_bar, unit_progress
 from bot.core.scope import unit_scope
+from bot.reports import commands as reports
 from storage.models import Cadre, Role, Unit
 
 # Least rank needed; a bound account of any role has rank >= 1.
@@ -43,6 +44,7 @@ def help_text(cadre: Cadre | None) -> str:
         parts.append(texts.HELP_SUPERVISOR)
         parts.append(texts.HELP_LEDGER_SUPERVISOR)
         parts.append(texts.HELP_RATINGS)
+        parts.append(texts.HELP_REPORTS)
     if rank(cadre) >= RANK[Role.ADMIN]:
         parts.append(texts.HELP_ADMIN)
     return "\n".join(parts)
@@ -210,6 +212,8 @@ COMMANDS: dict[str, Command] = {
     "unmute": Command(cmd_unmute, Role.CADRE),
     "ratings": Command(rating_views.cmd_ratings, Role.SUPERVISOR),
     "callbacks": Command(rating_views.cmd_callbacks, Role.SUPERVISOR),
+    "export": Command(reports.cmd_export, Role.SUPERVISOR),
+    "ranking": Command(reports.cmd_ranking, Role.SUPERVISOR),
 }
 
 # Words that act as commands when typed outside a flow (channels without a command menu).
@@ -219,3 +223,5 @@ KEYWORDS = {
     "日常走访": "contact", "日常": "contact", "进度": "progress", "我的进度": "progress",
     "单位进度": "unit", "反映问题": "report", "服务对象": "object", "投诉": "report", "我的反映": "mine", "台账": "ledger", "待办": "todo", "评价": "ratings", "评价统计": "ratings", "回访": "callbacks", "取消": "cancel", "继续": "resume",
 }
+# The supervisors' tools (bot.reports).
+KEYWORDS.update({"导出": "export", "报表": "export", "排名": "ranking", "抽查": "spotcheck", "电话抽查": "spotcheck"})

@@ -25,6 +25,7 @@ from bot.core.dialogue import Context, Dialogue, Flow
 from bot.core.flows.contact import ContactFlow
 from bot.core.flows.ledger import LedgerFlow, MineFlow, ReportFlow, TodoFlow
 from bot.core.flows.service_object import ServiceObjectFlow
+from bot.core.flows.spotcheck import SpotCheckFlow
 from bot.core.flows import rating
 from bot.core.flows.visit import VisitFlow
 from bot.core.survey import load_survey
@@ -61,10 +62,12 @@ class Engine:
             "report": ReportFlow(),
             "object": ServiceObjectFlow(page_size=settings.household_page_size),
             "mine": MineFlow(page_size=settings.household_page_size),
+            "spotcheck": SpotCheckFlow(page_size=settings.household_page_size),  # 电话随机访问
         }
         # Flow-starting commands live beside the one-shot ones, with the least role they need.
         self.flow_commands = {"visit": Role.CADRE, "contact": Role.CADRE, "ledger": Role.SUPERVISOR,
                               "todo": Role.CADRE, "report": None, "mine": None, "object": Role.CADRE}
+        self.flow_commands["spotcheck"] = Role.SUPERVISOR
 
     def handle(self, inbound: Inbound, *, before_commit: Callable[[Session, Outcome], None] | None = None) -> Outcome:
         """Processes one event and returns what to send; a redelivered event returns ``duplicate``.

@@ -1,0 +1,179 @@
+"""电话随机访问 (spot-checks by phone): did the visits on record really happen?
+
+A draw takes, for every cadre with visits in the half-year, ``ceil(share × their visits)`` of them
+(at least one) at random and records a SpotCheck row for each; a caller rings the household and
+records what they said: confirmed, not reached (to be rung again) or denied. A visit that was
+denied, or that nobody could verify, is what 走过场 looks like; the summary lists those per cadre.
+
+Reproducible: each cadre's sample comes from a generator seeded with (seed, half-year, cadre), out
+of that cadre's visits in id order, so the same seed on the same data draws the same visits
+(and a cadre's sample does not move when other cadres log more visits). A visit is never drawn
+twice: drawing again with the same seed adds nothing; with another seed, visits already drawn are
+skipped and only the new ones recorded.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Sequence
+
+from sqlalchemy import case, func, select
+from sqlmodel import Session
+
+from storage.db import insert_ignore
+from storage.models import Cadre, Household, SpotCheck, Unit, Visit
+
+PENDING, CONFIRMED, NOT_REACHED, DENIED = "pending", "confirmed", "not_reached", "denied"
+OUTCOMES = (CONFIRMED, NOT_REACHED, DENIED)
+UNVERIFIED = (PENDING, NOT_REACHED)
+
+
+def new_seed() -> int:
+    """A seed for a draw when none is given; it is stored with every row and printed, to redo the draw."""
+    return secrets.randbelow(1_000_000)
+
+
+def sample_size(visits: int, share: float) -> int:
+    return min(visits, max(1, math.ceil(share * visits))) if visits else 0
+
+
+def sample(visit_ids: Sequence[int], share: float, seed: int, half: str, cadre_id: int) -> list[int]:
+    """The visits drawn from one cadre's visits (ids), for this seed and half-year."""
+    ordered = sorted(visit_ids)
+    rng = random.Random(f"{seed}:{half}:{cadre_id}")  # str seeds hash the same in every process
+    return sorted(rng.sample(ordered, sample_size(len(ordered), share)))
+
+
+@dataclass
+class Draw:
+    seed: int
+    half: str
+    drawn: list[int] = field(default_factory=list)  # the visits this draw chose (new or not)
+    new: int = 0  # of which recorded now
+
+    @property
+    def again(self) -> int:
+        return len(self.drawn) - self.new
+
+
+def draw(session: Session, half: str, share: float, now: datetime, *, seed: int | None = None,
+         unit_ids: Sequence[int] | None = None) -> Draw:
+    """Draws the sample for every cadre (of these units) with visits in the half-year and records it."""
+    seed = new_seed() if seed is None else seed
+    query = select(Visit.cadre_id, Visit.id).where(Visit.half == half)
+    if unit_ids is not None:
+        query = query.join(Cadre, Cadre.id == Visit.cadre_id).where(Cadre.unit_id.in_(list(unit_ids)))
+    by_cadre: dict[int, list[int]] = defaultdict(list)
+    for cadre_id, visit_id in session.execute(query):
+        by_cadre[cadre_id].append(visit_id)
+    result = Draw(seed, half)
+    for cadre_id in sorted(by_cadre):
+        for visit_id in sample(by_cadre[cadre_id], share, seed, half, cadre_id):
+            result.drawn.append(visit_id)
+            # The unique visit_id makes a visit drawn before (by any seed) a no-op, even in a race.
+            if insert_ignore(session, SpotCheck, {"visit_id": visit_id, "cadre_id": cadre_id, "half": half,
+                                                  "seed": seed, "drawn_at": now, "outcome": PENDING}) is not None:
+                result.new += 1
+    return result
+
+
+@dataclass(frozen=True)
+class Item:
+    """One spot-check as the caller sees it: whom to ring (full phone) and whose visit it was."""
+
+    id: int
+    outcome: str
+    household: str
+    address: str
+    phone: str
+    cadre: str
+    unit: str
+    visited_at: datetime
+    note: str | None
+
+
+def _items_query(half: str | None, unit_ids: Sequence[int] | None):
+    query = (select(SpotCheck.id, SpotCheck.outcome, Household.name, Household.address, Household.phone, Cadre.name,
+                    Unit.name, Visit.visited_at, SpotCheck.note)
+             .join(Visit, Visit.id == SpotCheck.visit_id).join(Household, Household.id == Visit.household_id)
+             .join(Cadre, Cadre.id == SpotCheck.cadre_id).join(Unit, Unit.id == Cadre.unit_id))
+    if half is not None:
+        query = query.where(SpotCheck.half == half)
+    if unit_ids is not None:
+        query = query.where(Cadre.unit_id.in_(list(unit_ids)))
+    return query
+
+
+def items(session: Session, half: str, *, unit_ids: Sequence[int] | None = None, outcomes: Sequence[str] | None = None,
+          visit_ids: Sequence[int] | None = None) -> list[Item]:
+    """Spot-checks of a half-year: pending first, then not reached (ring again), then the rest;
+    within each by unit, cadre and household."""
+    query = _items_query(half, unit_ids)
+    if outcomes is not None:
+        query = query.where(SpotCheck.outcome.in_(list(outcomes)))
+    if visit_ids is not None:
+        query = query.where(SpotCheck.visit_id.in_(list(visit_ids)))
+    order = case({PENDING: 0, NOT_REACHED: 1}, value=SpotCheck.outcome, else_=2)
+    query = query.order_by(order, Unit.name, Cadre.name, Household.address, SpotCheck.id)
+    return [Item(*row) for row in session.execute(query)]
+
+
+def item(session: Session, check_id: int, unit_ids: Sequence[int] | None) -> Item | None:
+    """One spot-check, if it is within the units (None: all)."""
+    row = session.execute(_items_query(None, unit_ids).where(SpotCheck.id == check_id)).first()
+    return Item(*row) if row else None
+
+
+def record(session: Session, check_id: int, outcome: str, by: Cadre | None, now: datetime,
+           note: str | None = None) -> SpotCheck:
+    """Records what the call found; a later call overwrites an earlier (not reached, then reached)."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}")
+    check = session.get(SpotCheck, check_id)
+    check.outcome, check.checked_at, check.note = outcome, now, note
+    check.checked_by_id = by.id if by else None
+    session.add(check)
+    session.flush()
+    return check
+
+
+@dataclass(frozen=True)
+class CadreSummary:
+    cadre_id: int
+    cadre: str
+    unit: str
+    drawn: int
+    confirmed: int
+    not_reached: int
+    denied: int
+    pending: int
+
+    @property
+    def unverified(self) -> int:
+        return self.not_reached + self.pending
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.denied or self.unverified)
+
+
+def summary(session: Session, half: str, unit_ids: Sequence[int] | None = None) -> list[CadreSummary]:
+    """Per cadre with spot-checks in the half-year: counts per outcome (one GROUP BY), the cadres with
+    denied visits first, then those with the most unverified, then by unit and name."""
+    def count(outcome: str):
+        return func.sum(case((SpotCheck.outcome == outcome, 1), else_=0))
+
+    query = (select(SpotCheck.cadre_id, Cadre.name, Unit.name, func.count(), count(CONFIRMED), count(NOT_REACHED),
+                    count(DENIED), count(PENDING))
+             .join(Cadre, Cadre.id == SpotCheck.cadre_id).join(Unit, Unit.id == Cadre.unit_id)
+             .where(SpotCheck.half == half)
+             .group_by(SpotCheck.cadre_id, Cadre.name, Unit.name))
+    if unit_ids is not None:
+        query = query.where(Cadre.unit_id.in_(list(unit_ids)))
+    rows = [CadreSummary(*(row[:4]), *(int(n or 0) for n in row[4:])) for row in session.execute(query)]
+    return sorted(rows, key=lambda s: (-s.denied, -s.unverified, s.unit, s.cadre))
