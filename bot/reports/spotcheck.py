@@ -25,7 +25,6 @@ from typing import Sequence
 from sqlalchemy import case, func, select
 from sqlmodel import Session
 
-from storage.db import insert_ignore
 from storage.models import Cadre, Household, SpotCheck, Unit, Visit
 
 PENDING, CONFIRMED, NOT_REACHED, DENIED = "pending", "confirmed", "not_reached", "denied"
@@ -72,14 +71,29 @@ def draw(session: Session, half: str, share: float, now: datetime, *, seed: int 
     for cadre_id, visit_id in session.execute(query):
         by_cadre[cadre_id].append(visit_id)
     result = Draw(seed, half)
+    rows = []
     for cadre_id in sorted(by_cadre):
         for visit_id in sample(by_cadre[cadre_id], share, seed, half, cadre_id):
             result.drawn.append(visit_id)
-            # The unique visit_id makes a visit drawn before (by any seed) a no-op, even in a race.
-            if insert_ignore(session, SpotCheck, {"visit_id": visit_id, "cadre_id": cadre_id, "half": half,
-                                                  "seed": seed, "drawn_at": now, "outcome": PENDING}) is not None:
-                result.new += 1
+            rows.append({"visit_id": visit_id, "cadre_id": cadre_id, "half": half, "seed": seed, "drawn_at": now,
+                         "outcome": PENDING})
+    result.new = _insert_new(session, rows)
     return result
+
+
+def _insert_new(session: Session, rows: list[dict], chunk: int = 500) -> int:
+    """Inserts the rows whose visit has no spot-check yet; the unique visit_id makes a visit drawn
+    before (by any seed, or by a draw running at the same time) a no-op. Returns how many were new."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    new = 0
+    for start in range(0, len(rows), chunk):
+        stmt = (insert(SpotCheck).values(rows[start:start + chunk]).on_conflict_do_nothing()
+                .returning(SpotCheck.visit_id))
+        new += len(session.execute(stmt).all())
+    return new
 
 
 @dataclass(frozen=True)
