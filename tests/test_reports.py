@@ -426,6 +426,7 @@ def test_export_in_chat_keeps_to_the_supervisors_scope(core, db, settings, clock
     assert workbook_of(file).sheetnames == ["市住建局-村民", "市住建局-居民"]
     assert texts.EXPORT_FORBIDDEN_UNIT in sup.say("/export 1 第一镇")
     assert "没有找到单位" in sup.say("/export 2 不存在的局")
+    assert "用法" in sup.say("/export 7")
     office = Chat(core, "office")
     office.say("/export")
     files = office.outcomes[-1].replies[0].files

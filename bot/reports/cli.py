@@ -12,6 +12,23 @@ from pathlib import Path
 from bot.config import Settings
 
 
+class _Refused(Exception):
+    """Bad input on the command line: the message is printed, the exit code is 1."""
+
+
+def _refusing(command):
+    """Turns ``_Refused`` into its message on stderr and exit code 1."""
+    def run(args, settings: Settings) -> int:
+        try:
+            return command(args, settings)
+        except _Refused as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+
+    run.__doc__ = command.__doc__
+    return run
+
+
 def _engine(settings: Settings):
     from bot.cli import _engine as migrated_engine
 
@@ -24,26 +41,30 @@ def _now():
     return system_clock()
 
 
-def _half(args, settings: Settings) -> str | None:
+def _half(args, settings: Settings) -> str:
     from bot.core.periods import half_of, parse_half
 
     if not args.half:
         return half_of(_now(), settings.tz)
     half = parse_half(args.half)
     if half is None:
-        print(f"半年度“{args.half}”格式不对，例如 2026H2（下半年）或 2026H1（上半年）。", file=sys.stderr)
+        raise _Refused(f"半年度“{args.half}”格式不对，例如 2026H2（下半年）或 2026H1（上半年）。")
     return half
 
 
-def _units(session, name: str | None):
+def _unit(session, name: str | None):
+    """The unit named by --unit, None without one."""
     from bot.reports import forms
 
+    if not name:
+        return None
     units = forms.units_for(session, None, name)
     if units is None:
-        print(f"没有名为“{name}”的单位。", file=sys.stderr)
-    return units
+        raise _Refused(f"没有名为“{name}”的单位。")
+    return units[0]
 
 
+@_refusing
 def cmd_import_hotline(args, settings: Settings) -> int:
     """Imports 12345/89000 hotline items (附件5 layout) onto the ledger, all or nothing."""
     from storage.hotline import HotlineError, import_hotline
@@ -52,13 +73,12 @@ def cmd_import_hotline(args, settings: Settings) -> int:
     try:
         report = import_hotline(engine, Path(args.file), progress=not args.quiet)
     except HotlineError as exc:
-        print(f"导入失败，未写入任何数据。共 {len(exc.issues)} 处问题：", file=sys.stderr)
-        print(str(exc), file=sys.stderr)
-        return 1
+        raise _Refused(f"导入失败，未写入任何数据。共 {len(exc.issues)} 处问题：\n{exc}") from exc
     print(report.summary())
     return 0
 
 
+@_refusing
 def cmd_export(args, settings: Settings) -> int:
     """Writes the report forms 附件1–5 of a half-year as XLSX files, one per form."""
     from bot.reports import forms
@@ -66,19 +86,14 @@ def cmd_export(args, settings: Settings) -> int:
 
     chosen = forms.parse_forms(args.form)
     if chosen is None:
-        print(f"--form 只能是 1 到 5 或 all（“{args.form}”）。", file=sys.stderr)
-        return 1
+        raise _Refused(f"--form 只能是 1 到 5 或 all（“{args.form}”）。")
     half = _half(args, settings)
-    if half is None:
-        return 1
+    with session_scope(_engine(settings)) as session:
+        unit = _unit(session, args.unit)
+        units = [unit] if unit else forms.units_for(session, None)
+        files = forms.export(session, chosen, half, units, settings)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    engine = _engine(settings)
-    with session_scope(engine) as session:
-        units = _units(session, args.unit)
-        if units is None:
-            return 1
-        files = forms.export(session, chosen, half, units, settings)
     for file in files:
         (out / file.filename).write_bytes(file.content)
         print(out / file.filename)
@@ -86,6 +101,7 @@ def cmd_export(args, settings: Settings) -> int:
     return 0
 
 
+@_refusing
 def cmd_ranking(args, settings: Settings) -> int:
     """Prints the rankings (and writes the chart) of the whole city or of one unit's cadres."""
     from bot import texts
@@ -93,24 +109,16 @@ def cmd_ranking(args, settings: Settings) -> int:
     from bot.reports.commands import ranking_report
     from storage.db import session_scope
 
-    half = _half(args, settings)
-    if half is None:
-        return 1
     metrics = rankings.METRICS if args.by in ("all", "全部") else (rankings.parse_metric(args.by),)
     if None in metrics:
-        print(texts.RANKING_USAGE, file=sys.stderr)
-        return 1
+        raise _Refused(texts.RANKING_USAGE)
+    half = _half(args, settings)
     today = _now().astimezone(settings.tz).date()
-    engine = _engine(settings)
-    with session_scope(engine) as session:
-        units = _units(session, args.unit) if args.unit else None
-        if args.unit and units is None:
-            return 1
-        scope = {units[0].id} if units else None
+    with session_scope(_engine(settings)) as session:
+        unit = _unit(session, args.unit)
         for index, metric in enumerate(metrics):
-            text, png = ranking_report(session, settings, metric, half, scope, today,
-                                       own_unit_id=units[0].id if units else None, limit=None,
-                                       chart=bool(args.chart))
+            text, png = ranking_report(session, settings, metric, half, {unit.id} if unit else None, today,
+                                       own_unit_id=unit.id if unit else None, limit=None, chart=bool(args.chart))
             print(("\n" if index else "") + text)
             if png:
                 path = Path(args.chart)
@@ -121,6 +129,7 @@ def cmd_ranking(args, settings: Settings) -> int:
     return 0
 
 
+@_refusing
 def cmd_spot_check(args, settings: Settings) -> int:
     """Draws visits for a phone check and lists them with full phones, or reports the outcomes."""
     from bot import texts
@@ -128,19 +137,13 @@ def cmd_spot_check(args, settings: Settings) -> int:
     from bot.reports import spotcheck
     from storage.db import session_scope
 
-    half = _half(args, settings)
-    if half is None:
-        return 1
     share = args.share if args.share is not None else settings.spot_check_share
     if not 0 < share <= 1:
-        print(f"--share 应在 0 和 1 之间（“{share}”）。", file=sys.stderr)
-        return 1
-    engine = _engine(settings)
-    with session_scope(engine) as session:
-        units = _units(session, args.unit) if args.unit else None
-        if args.unit and units is None:
-            return 1
-        unit_ids = [units[0].id] if units else None
+        raise _Refused(f"--share 应在 0 和 1 之间（“{share}”）。")
+    half = _half(args, settings)
+    with session_scope(_engine(settings)) as session:
+        unit = _unit(session, args.unit)
+        unit_ids = [unit.id] if unit else None
         if args.report:
             print("\n".join(summary_lines(spotcheck.summary(session, half, unit_ids), half)))
             return 0

@@ -36,10 +36,12 @@ def cmd_export(ctx: Context) -> None:
     """Sends the report forms (附件1–5) of the supervisor's units as Excel workbooks."""
     words = ctx.inbound.args.split()
     half = _take_half(ctx, words)
-    chosen = forms.parse_forms(words[0]) if words else list(forms.FORMS)
-    if words and chosen is not None:
+    chosen = forms.parse_forms(words[0] if words else "")
+    if chosen is not None:
         words = words[1:]
-    elif chosen is None:
+    elif words[0].isascii():  # "7", "x": a form that does not exist
+        return ctx.say(texts.EXPORT_USAGE)
+    else:
         chosen = list(forms.FORMS)  # the words are a unit's name
     unit_name = " ".join(words)[:100]
     scope = unit_scope(ctx.session, ctx.cadre, ctx.settings)
