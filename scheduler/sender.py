@@ -154,29 +154,38 @@ class OutboxSender:
         if not claimed:
             return 0
         gate = asyncio.Semaphore(self.concurrency)
-        blocked: set[tuple[str, str]] = set()
+        # One task per recipient, its messages in order: a chat gets them in the order written,
+        # and a 403 on the first spares the rest of the batch another call.
+        by_recipient: dict[tuple[str, str], list[Claimed]] = {}
+        for message in claimed:
+            by_recipient.setdefault((message.channel, message.recipient), []).append(message)
 
-        async def deliver(message: Claimed) -> None:
-            transport = self.transports[message.channel]
+        async def deliver_all(messages: list[Claimed]) -> None:
             async with gate:
-                await transport.limiter.acquire(message.recipient)
-                if (message.channel, message.recipient) in blocked:  # learnt earlier in this batch
-                    result = Delivery("unreachable", error="recipient unreachable")
-                else:
-                    try:
-                        result = await transport.deliver(message)
-                    except Exception as exc:  # a transport bug must not lose the row: retry it later
-                        log.exception("outbox %s: transport error", message.id)
-                        result = Delivery("retry", error=f"{type(exc).__name__}: {exc}")
-                if result.retry_after and result.status == "retry":
-                    transport.limiter.pause(result.retry_after)
-                if result.status == "unreachable":
-                    blocked.add((message.channel, message.recipient))
-            state = await asyncio.to_thread(self._record, message, result)
-            if state != OutboxState.SENT:
-                log.info("outbox %s -> %s (%s)", message.id, state, result.error)
+                blocked = False
+                held: Delivery | None = None  # an earlier message waits: the later ones wait behind it
+                for message in messages:
+                    transport = self.transports[message.channel]
+                    if blocked:
+                        result = Delivery("unreachable", error="recipient unreachable")
+                    elif held is not None:
+                        result = Delivery("wait", retry_after=held.retry_after, error="behind an earlier message")
+                    else:
+                        await transport.limiter.acquire(message.recipient)
+                        try:
+                            result = await transport.deliver(message)
+                        except Exception as exc:  # a transport bug must not lose the row: retry it later
+                            log.exception("outbox %s: transport error", message.id)
+                            result = Delivery("retry", error=f"{type(exc).__name__}: {exc}")
+                        if result.retry_after and result.status == "retry":
+                            transport.limiter.pause(result.retry_after)
+                        blocked = result.status == "unreachable"
+                        held = result if result.status in ("retry", "wait") else None
+                    state = await asyncio.to_thread(self._record, message, result)
+                    if state != OutboxState.SENT:
+                        log.info("outbox %s -> %s (%s)", message.id, state, result.error)
 
-        await asyncio.gather(*(deliver(m) for m in claimed))
+        await asyncio.gather(*(deliver_all(group) for group in by_recipient.values()))
         return len(claimed)
 
     async def run(self, stop: asyncio.Event, idle_seconds: float = 1.0) -> None:

@@ -223,3 +223,14 @@ def test_rate_limiter_spaces_messages_to_one_group():
 
     stamps = asyncio.run(go())
     assert stamps[20] - stamps[0] >= 60.0  # the 21st message to a group waits out the minute
+
+
+def test_messages_to_one_chat_keep_their_order_when_the_first_must_wait(tg, db, fast, clock, cadre):
+    queue(db, fast, clock, cadre, "first", body="第一")
+    queue(db, fast, clock, cadre, "second", body="第二")
+    tg.fail_next("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
+    run_sender(tg, db, fast, clock)
+    assert sent_texts(tg, 8001) == []  # the second did not overtake the first
+    clock.now += timedelta(seconds=1)
+    run_sender(tg, db, fast, clock)
+    assert sent_texts(tg, 8001) == ["第一", "第二"]

@@ -62,12 +62,12 @@ def texts_of(messages) -> str:
     return "\n".join(m.get("text") or "" for m in messages)
 
 
-def press(user, label_part: str):
+def press(user, label_part: str, quiet: float = 0.15):
     """Presses the inline button containing ``label_part`` on the newest keyboard."""
     for row in user.buttons():
         for text, data in row:
             if label_part in text:
-                return user.press_wait(data)
+                return user.press_wait(data, quiet=quiet)
     raise AssertionError(f"no button {label_part!r} in {user.buttons()}")
 
 
@@ -228,6 +228,9 @@ def test_loopback_guard_is_installed():
     conftest._check_loopback(socket.socket(), ("127.0.0.1", 80))  # loopback passes
 
 
+Q = 0.5  # the scheduler and sender share the process and the database: allow them their turn
+
+
 def test_a_visit_problem_is_assigned_progressed_closed_and_answered(tg, tg_settings, db, clock):
     from storage.models import Cadre, Role, Unit
 
@@ -247,32 +250,32 @@ def test_a_visit_problem_is_assigned_progressed_closed_and_answered(tg, tg_setti
         walk_visit(cadre, photo=False)
         with session_scope(db) as s:
             [problem] = s.exec(select(Problem)).all()
-        chief.command_wait("/ledger")
-        press(chief, "待交办")
-        press(chief, f"#{problem.id}")
-        press(chief, "交办")
-        press(chief, "市住建局")
-        press(chief, "李明")
-        press(chief, "备岗")
-        press(chief, "默认")
-        assert "已交办" in texts_of(press(chief, "确认提交"))
+        chief.command_wait("/ledger", quiet=Q)
+        press(chief, "待交办", quiet=Q)
+        press(chief, f"#{problem.id}", quiet=Q)
+        press(chief, "交办", quiet=Q)
+        press(chief, "市住建局", quiet=Q)
+        press(chief, "李明", quiet=Q)
+        press(chief, "备岗", quiet=Q)
+        press(chief, "默认", quiet=Q)
+        assert "已交办" in texts_of(press(chief, "确认提交", quiet=Q))
         # The 交办单 reaches A and B through the outbox and the sender.
         assert _wait(lambda: any("交办单" in (m.get("text") or "") for m in cadre.sent()))
         assert _wait(lambda: any("交办单" in (m.get("text") or "") for m in b.sent()))
 
-        cadre.command_wait("/todo")
-        press(cadre, f"#{problem.id}")
-        press(cadre, "报告进展")
-        cadre.text_wait("已联系物业维修电梯")
-        cadre.command_wait("/todo")
-        press(cadre, f"#{problem.id}")
-        press(cadre, "办结")
-        assert "已办结" in texts_of(cadre.text_wait("电梯已修复并通过检验"))
+        cadre.command_wait("/todo", quiet=Q)
+        press(cadre, f"#{problem.id}", quiet=Q)
+        press(cadre, "报告进展", quiet=Q)
+        cadre.text_wait("已联系物业维修电梯", quiet=Q)
+        cadre.command_wait("/todo", quiet=Q)
+        press(cadre, f"#{problem.id}", quiet=Q)
+        press(cadre, "办结", quiet=Q)
+        assert "已办结" in texts_of(cadre.text_wait("电梯已修复并通过检验", quiet=Q))
         # The household has no chat: the call-back is recorded by the A post.
-        cadre.command_wait("/todo")
-        press(cadre, f"#{problem.id}")
-        press(cadre, "登记回访")
-        assert "已回访" in texts_of(cadre.text_wait("已电话告知住户2，表示满意"))
+        cadre.command_wait("/todo", quiet=Q)
+        press(cadre, f"#{problem.id}", quiet=Q)
+        press(cadre, "登记回访", quiet=Q)
+        assert "已回访" in texts_of(cadre.text_wait("已电话告知住户2，表示满意", quiet=Q))
         assert _wait(lambda: any("已办结" in (m.get("text") or "") for m in chief.sent()))
     with session_scope(db) as s:
         done = s.get(Problem, problem.id)

@@ -519,7 +519,12 @@ class SimUser:
                   **kwargs: Any) -> list[dict[str, Any]]:
         mark = self.standin._sent_mark()
         action(*args, **kwargs)
-        self.standin.wait_idle(quiet=quiet, timeout=timeout)
+        # Silence alone is not enough: it may date from before the update was fetched, so wait
+        # for the first answer in this chat, then for the bot to fall quiet.
+        deadline = time.monotonic() + timeout
+        while not self.standin._sent_since(mark, self.id) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.standin.wait_idle(quiet=quiet, timeout=max(0.1, deadline - time.monotonic()))
         return self.standin._sent_since(mark, self.id)
 
     def text_wait(self, text: str, *, quiet: float = 0.15, timeout: float = 10.0):
