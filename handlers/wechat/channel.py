@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, insert
 from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -48,7 +48,7 @@ from bot.core.types import Inbound, Location, Outcome, Reply
 from handlers.wechat.crypto import MAX_BODY_BYTES, Cipher, Refused, check_signature, check_timestamp, parse_xml, \
     text_reply
 from scheduler import outbox
-from storage.db import insert_ignore, session_scope
+from storage.db import session_scope
 from storage.models import WeChatReply, WeChatUser
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ CHANNEL = "wechat"
 MAX_TEXT_BYTES = 2048  # WeChat's limit for one text message
 MENU_COMMANDS = ("visit", "contact", "progress", "help")  # click-event keys of the custom menu
 REPLY_TTL = timedelta(hours=1)  # WeChat's retries come within seconds; an hour is plenty
+# A user's last interaction is written at most this often per process (the outbox keeps a wider margin).
+INTERACTION_GRAIN = timedelta(minutes=10)
 PRUNE_ONE_IN = 100  # old cached replies are deleted by one event in this many, not by every one
 SUCCESS = "success"  # tells WeChat "no reply, do not retry"
 
@@ -147,9 +149,14 @@ def pack(messages: list[str], limit: int = MAX_TEXT_BYTES) -> list[str]:
 
 def record_interaction(session: Session, openid: str, now: datetime) -> None:
     """Notes that the user wrote, clicked or scanned now: customer-service messages may follow for 48 h."""
-    if insert_ignore(session, WeChatUser, {"openid": openid, "last_inbound_at": now}) is None:
-        session.execute(update(WeChatUser).where(WeChatUser.openid == openid, WeChatUser.last_inbound_at < now)
-                        .values(last_inbound_at=now).execution_options(synchronize_session=False))
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    statement = upsert(WeChatUser).values(openid=openid, last_inbound_at=now)
+    session.execute(statement.on_conflict_do_update(
+        index_elements=["openid"], set_={"last_inbound_at": statement.excluded.last_inbound_at},
+        where=WeChatUser.last_inbound_at < statement.excluded.last_inbound_at))
 
 
 class _Answer:
@@ -159,6 +166,7 @@ class _Answer:
         self._lock = threading.Lock()
         self.mode: str | None = None
         self.xml: str | None = None
+        self.noted: datetime | None = None  # the interaction written with the event
 
     def claim(self, mode: str) -> str:
         with self._lock:
@@ -181,6 +189,11 @@ class WeChatChannel:
         self.app_id = settings.wechat_app_id or ""
         aes = settings.wechat_aes_key
         self.cipher = Cipher(self.token, aes.get_secret_value(), self.app_id) if aes is not None else None
+        self._noted: dict[str, datetime] = {}  # openid -> the last interaction this process wrote
+        # SQLite takes one writer at a time and lets the others sleep and poll (its busy handler backs
+        # off up to 100 ms a try), which stretches the tail under load; queueing this process's events
+        # on a lock serves them in turn instead. PostgreSQL runs them side by side.
+        self._one_at_a_time = threading.Lock() if core.db.dialect.name == "sqlite" else None
 
     def routes(self) -> list[Route]:
         return [Route(self.settings.wechat_webhook_path, self.endpoint, methods=["GET", "POST"])]
@@ -262,7 +275,7 @@ class WeChatChannel:
                               now=int(self.core.clock().timestamp()))
         answer = _Answer()
         hook = partial(self._settle, inbound=inbound, account=account, answer=answer)
-        job = asyncio.ensure_future(asyncio.to_thread(self.core.handle, inbound, before_commit=hook))
+        job = asyncio.ensure_future(asyncio.to_thread(self._handle, inbound, hook))
         try:
             outcome: Outcome = await asyncio.wait_for(asyncio.shield(job), self.settings.wechat_reply_deadline_seconds)
         except asyncio.TimeoutError:
@@ -273,6 +286,10 @@ class WeChatChannel:
         if outcome.duplicate:
             cached = await asyncio.to_thread(self.cached, inbound.event_key)
             return cached.xml if cached else None
+        if answer.noted is not None:
+            if len(self._noted) > 100_000:
+                self._noted.clear()
+            self._noted[inbound.user_id] = answer.noted
         if answer.mode is None and outcome.replies:
             # The core gave up before its commit (another event of this user won a race): nothing was
             # stored, so the answer is not kept either.
@@ -286,7 +303,10 @@ class WeChatChannel:
         after the deadline or beyond one message's size, queued for the customer-service API."""
         now = self.core.clock()
         key = inbound.event_key
-        record_interaction(session, inbound.user_id, now)
+        noted = self._noted.get(inbound.user_id)
+        if noted is None or not timedelta(0) <= now - noted < INTERACTION_GRAIN:
+            record_interaction(session, inbound.user_id, now)
+            answer.noted = now
         parts = pack([render(reply) for reply in outcome.replies])
         xml = None
         if answer.claim("inline") == "inline" and parts:
@@ -295,10 +315,17 @@ class WeChatChannel:
         for i, text in enumerate(parts):
             outbox.enqueue(session, key=f"wechat-reply:{key}:{i}", kind="reply", channel=CHANNEL,
                            recipient=inbound.user_id, body=text, now=now, settings=self.settings)
-        insert_ignore(session, WeChatReply, {"event_key": key[:100], "xml": xml, "created_at": now})
+        # The core has just recorded this event key as new, so the key cannot exist here yet.
+        session.execute(insert(WeChatReply).values(event_key=key[:100], xml=xml, created_at=now))
         if random.randrange(PRUNE_ONE_IN) == 0:
             session.execute(delete(WeChatReply).where(WeChatReply.created_at < now - REPLY_TTL))
         answer.xml = xml
+
+    def _handle(self, inbound: Inbound, hook) -> Outcome:
+        if self._one_at_a_time is None:
+            return self.core.handle(inbound, before_commit=hook)
+        with self._one_at_a_time:
+            return self.core.handle(inbound, before_commit=hook)
 
     def cached(self, event_key: str) -> Cached | None:
         """The answer stored for an event key, if the event was answered."""

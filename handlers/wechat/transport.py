@@ -29,7 +29,8 @@ from scheduler.sender import SENT, Delivery, RateLimiter
 from storage.db import session_scope
 from storage.models import WeChatUser
 
-SERVICE_WINDOW = timedelta(hours=48) - timedelta(minutes=5)  # a margin for the clocks and the queue
+# A margin for the clocks, the queue and the channel writing a user's interaction at most every 10 minutes.
+SERVICE_WINDOW = timedelta(hours=48) - timedelta(minutes=15)
 OUT_OF_WINDOW = 45015  # "response out of time limit or subscription is canceled"
 UNREACHABLE = {43004: "用户未关注公众号", 40003: "OpenID 无效", 43019: "用户已被拉黑", 43101: "用户拒收消息"}
 ACCOUNT_LIMITS = {45009: 3600.0, 45011: 60.0}  # daily quota reached, calls too frequent: the whole channel waits
