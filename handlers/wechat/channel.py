@@ -28,6 +28,7 @@ import logging
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -191,9 +192,10 @@ class WeChatChannel:
         self.cipher = Cipher(self.token, aes.get_secret_value(), self.app_id) if aes is not None else None
         self._noted: dict[str, datetime] = {}  # openid -> the last interaction this process wrote
         # SQLite takes one writer at a time and lets the others sleep and poll (its busy handler backs
-        # off up to 100 ms a try), which stretches the tail under load; queueing this process's events
-        # on a lock serves them in turn instead. PostgreSQL runs them side by side.
-        self._one_at_a_time = threading.Lock() if core.db.dialect.name == "sqlite" else None
+        # off up to 100 ms a try), which stretches the tail under load: this process's events queue
+        # for one thread instead, first come first served. PostgreSQL runs them side by side.
+        self._in_turn = (ThreadPoolExecutor(1, thread_name_prefix="wechat-core")
+                         if core.db.dialect.name == "sqlite" else None)
 
     def routes(self) -> list[Route]:
         return [Route(self.settings.wechat_webhook_path, self.endpoint, methods=["GET", "POST"])]
@@ -275,7 +277,8 @@ class WeChatChannel:
                               now=int(self.core.clock().timestamp()))
         answer = _Answer()
         hook = partial(self._settle, inbound=inbound, account=account, answer=answer)
-        job = asyncio.ensure_future(asyncio.to_thread(self._handle, inbound, hook))
+        handle = partial(self.core.handle, inbound, before_commit=hook)
+        job = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(self._in_turn, handle))
         try:
             outcome: Outcome = await asyncio.wait_for(asyncio.shield(job), self.settings.wechat_reply_deadline_seconds)
         except asyncio.TimeoutError:
@@ -320,12 +323,6 @@ class WeChatChannel:
         if random.randrange(PRUNE_ONE_IN) == 0:
             session.execute(delete(WeChatReply).where(WeChatReply.created_at < now - REPLY_TTL))
         answer.xml = xml
-
-    def _handle(self, inbound: Inbound, hook) -> Outcome:
-        if self._one_at_a_time is None:
-            return self.core.handle(inbound, before_commit=hook)
-        with self._one_at_a_time:
-            return self.core.handle(inbound, before_commit=hook)
 
     def cached(self, event_key: str) -> Cached | None:
         """The answer stored for an event key, if the event was answered."""
