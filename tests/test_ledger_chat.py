@@ -57,7 +57,8 @@ def report(core, user="citizen", content="小区路灯坏了一个月"):
     return citizen, int(saved.split("#")[1].split("。")[0])
 
 
-def assign(core, pid, deadline=None, user="head"):
+def up_to_deadline(core, pid, user="head") -> Chat:
+    """A supervisor opens the item and picks unit, A and B; the deadline question is next."""
     head = Chat(core, user)
     head.say("/ledger")
     assert "待交办 1" in head.labels()
@@ -69,6 +70,11 @@ def assign(core, pid, deadline=None, user="head"):
     head.press("李明")
     assert "李明" not in head.labels()  # B cannot be A
     head.press("备岗")
+    return head
+
+
+def assign(core, pid, deadline=None, user="head"):
+    head = up_to_deadline(core, pid, user)
     if deadline:
         answer = head.say(deadline)
     else:
@@ -125,14 +131,7 @@ def test_report_assign_progress_close_and_the_raiser_is_told(core, db, people, c
 
 def test_typed_deadline_and_bad_ones(core, db, people):
     citizen, pid = report(core)
-    head = Chat(core, "head")
-    head.say("/ledger")
-    head.press("待交办")
-    head.press(f"#{pid}")
-    head.press("交办")
-    head.press("市住建局")
-    head.press("李明")
-    head.press("备岗")
+    head = up_to_deadline(core, pid)
     assert texts.LEDGER_BAD_DATE in head.say("下周")
     assert "已过" in head.say("2026-11-01")
     assert "办结时限：2026-12-15" in head.say("12-15")
@@ -161,14 +160,7 @@ def test_a_button_for_an_action_no_longer_possible_is_stale(core, db, people):
 
 def test_the_table_refuses_what_changed_after_the_last_question(core, db, people):
     citizen, pid = report(core)
-    head = Chat(core, "head")
-    head.say("/ledger")
-    head.press("待交办")
-    head.press(f"#{pid}")
-    head.press("交办")
-    head.press("市住建局")
-    head.press("李明")
-    head.press("备岗")
+    head = up_to_deadline(core, pid)
     head.press("默认")
     assign(core, pid, user="head2", deadline="12-20")  # assigned elsewhere while head was confirming
     refused = head.press("确认")

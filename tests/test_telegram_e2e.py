@@ -22,7 +22,7 @@ from storage.db import session_scope
 from storage.models import ChatAccount, DialogueState, EverydayContact, Problem, ProblemStatus, Visit
 from tests.standins.server import ServedApp
 from tests.standins.telegram_api import TEST_TOKEN, TelegramStandin
-from tests.utils import bind, make_roster
+from tests.utils import bind, make_roster, wait_for
 
 BOT_USERNAME = "zuofeng_test_bot"
 SECRET = "s3cret-token_for-the-webhook-0123456789"
@@ -260,8 +260,8 @@ def test_a_visit_problem_is_assigned_progressed_closed_and_answered(tg, tg_setti
         press(chief, "默认", quiet=Q)
         assert "已交办" in texts_of(press(chief, "确认提交", quiet=Q))
         # The 交办单 reaches A and B through the outbox and the sender.
-        assert _wait(lambda: any("交办单" in (m.get("text") or "") for m in cadre.sent()))
-        assert _wait(lambda: any("交办单" in (m.get("text") or "") for m in b.sent()))
+        assert wait_for(lambda: any("交办单" in (m.get("text") or "") for m in cadre.sent()))
+        assert wait_for(lambda: any("交办单" in (m.get("text") or "") for m in b.sent()))
 
         cadre.command_wait("/todo", quiet=Q)
         press(cadre, f"#{problem.id}", quiet=Q)
@@ -276,19 +276,9 @@ def test_a_visit_problem_is_assigned_progressed_closed_and_answered(tg, tg_setti
         press(cadre, f"#{problem.id}", quiet=Q)
         press(cadre, "登记回访", quiet=Q)
         assert "已回访" in texts_of(cadre.text_wait("已电话告知住户2，表示满意", quiet=Q))
-        assert _wait(lambda: any("已办结" in (m.get("text") or "") for m in chief.sent()))
+        assert wait_for(lambda: any("已办结" in (m.get("text") or "") for m in chief.sent()))
     with session_scope(db) as s:
         done = s.get(Problem, problem.id)
         assert (done.status, done.result, done.answer) == (
             ProblemStatus.ANSWERED, "电梯已修复并通过检验", "已电话告知住户2，表示满意")
 
-
-def _wait(predicate, timeout=10.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False

@@ -23,6 +23,7 @@ from storage.models import OutboxMessage, OutboxState
 from tests.standins.server import ServedApp
 from tests.standins.telegram_api import TEST_TOKEN, TelegramStandin
 from tests.test_scheduler import City, local
+from tests.utils import wait_for
 
 TZ = ZoneInfo("Asia/Shanghai")
 
@@ -45,14 +46,6 @@ def test_jobs_have_stable_ids_timezone_grace_and_coalescing(db, settings):
     assert "day_of_week='0'" in str(jobs["digest-weekly"].trigger)
 
 
-def _wait_for(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
 
 def test_run_sends_a_missed_reminder_and_a_digest_with_chart_through_telegram(tg, db, settings, clock):
     # The service starts at 10:00 on 06-03: the 09:00 reminder (7 days before 附件1-2) was missed.
@@ -63,9 +56,9 @@ def test_run_sends_a_missed_reminder_and_a_digest_with_chart_through_telegram(tg
         "digest_daily_time": local(2026, 1, 1, 9, 30).time()})
     with ServedApp(create_app(live, Engine(db, live, clock=clock))):
         a_chat, office_chat = int(city.chat[city.a.id]), int(city.chat[city.office.id])
-        assert _wait_for(lambda: any("附件1、2" in (c.params.get("text") or "") and c.params["chat_id"] == a_chat
+        assert wait_for(lambda: any("附件1、2" in (c.params.get("text") or "") and c.params["chat_id"] == a_chat
                                      for c in tg.calls_of("sendMessage")))
-        assert _wait_for(lambda: any(c.params["chat_id"] == office_chat for c in tg.calls_of("sendPhoto")))
+        assert wait_for(lambda: any(c.params["chat_id"] == office_chat for c in tg.calls_of("sendPhoto")))
     [photo] = [c for c in tg.calls_of("sendPhoto") if c.params["chat_id"] == office_chat]
     assert "作风工作日报" in photo.params["caption"] and photo.files["photo"].startswith(b"\x89PNG")
     texts = [c.params.get("text") for c in tg.calls_of("sendMessage") if c.params["chat_id"] == a_chat]

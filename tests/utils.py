@@ -147,3 +147,16 @@ def make_problem(db, at: datetime, **fields) -> int:
         s.add(problem)
         s.flush()
         return problem.id
+
+
+def wait_for(predicate, timeout: float = 15.0) -> bool:
+    """Polls ``predicate`` until it holds (True) or the time is up (False): for what a worker does
+    on its own schedule, which no reply signals."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
