@@ -449,8 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("qr-cards", help="print evaluation cards: one PNG per cadre or window and an A4 PDF")
     _target_filters(p)
     p.add_argument("--out", default="cards", help="output folder (default: cards)")
-    p.add_argument("--encode", choices=["web", "telegram"],
-                   help="what the QR code encodes: the rating page URL or the Telegram deep link (default CARD_ENCODE)")
+    p.add_argument("--encode", choices=["web", "telegram", "wechat"],
+                   help="what the QR code encodes: the rating page URL, the Telegram deep link or the WeChat scene "
+                        "QR code made by wechat-qr (default CARD_ENCODE)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_qr_cards)
 

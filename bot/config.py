@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     # Citizen evaluation (评价二维码, 好差评)
     evaluation_secret: SecretStr | None = None  # signs evaluation codes and the rating form's CSRF tokens
     public_base_url: str | None = None  # what the cards' QR codes point at: <this>/r/<token>
-    card_encode: Literal["web", "telegram"] = "web"  # what a card's QR code encodes
+    card_encode: Literal["web", "telegram", "wechat"] = "web"  # what a card's QR code encodes
     card_font: Path | None = None  # a CJK .ttf/.ttc/.otf; found on the system when empty
     rating_follow_up_days: int = Field(default=5, ge=1, le=30)  # working days to call a 差评 back
     rating_rate_limit: int = Field(default=20, ge=1)  # rating-page POSTs per address per 10 minutes

@@ -538,3 +538,25 @@ def test_wrong_or_placeholder_wechat_settings_fail_with_the_name(wx_settings, ov
     wx_settings.check()
     with pytest.raises(SettingsError, match=name):
         wx_settings.model_copy(update=overrides).check()
+
+
+def test_cards_carry_the_wechat_scene_code_and_its_scan_starts_the_rating(
+        wx, wx_settings, db, clock, database_url, monkeypatch, capsys, tmp_path):
+    import zxingcpp
+    from PIL import Image
+
+    roster = make_roster(db)
+    _cli_env(monkeypatch, database_url, wx)
+    assert _cli("qr-cards", "--cadre", "李明", "--encode", "wechat", "--quiet", "--out", str(tmp_path / "none")) == 1
+    assert "wechat-qr" in capsys.readouterr().err  # the code must be made first
+    assert _cli("wechat-qr", "--cadre", "李明", "--out", str(tmp_path / "qr.csv")) == 0
+    assert _cli("qr-cards", "--cadre", "李明", "--encode", "wechat", "--quiet", "--out", str(tmp_path / "cards")) == 0
+    [png] = (tmp_path / "cards").glob("*.png")
+    [read] = zxingcpp.read_barcodes(Image.open(png))
+    with session_scope(db) as s:
+        [code] = s.exec(select(WeChatQrCode)).all()
+    assert read.text == code.url
+    # WeChat resolves that URL to the scene: the scan of a follower starts the rating of 李明.
+    with running_bot(wx_settings, db, clock, wx):
+        answer = wx.follower("oCitizen000000000000000000003").subscribe(scene=code.scene).content
+    assert "您正在评价" in answer and roster.cadre.name in answer

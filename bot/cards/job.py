@@ -23,7 +23,7 @@ from bot.cards.sheet import PER_PAGE, write_sheets
 from bot.config import Settings
 from bot.core import evaluation
 from bot.core.phones import normalize_mobile
-from storage.models import Cadre, ServiceWindow, TargetKind, Unit
+from storage.models import Cadre, ServiceWindow, TargetKind, Unit, WeChatQrCode
 
 PDF_NAME = "评价卡-A4.pdf"
 PARALLEL_FROM = 48  # below this, starting worker processes costs more than it saves
@@ -42,6 +42,14 @@ def payload_for(settings: Settings, token: str, encode: str) -> str:
             raise CardError("二维码设为 Telegram 链接（--encode telegram），但未设置 TELEGRAM_BOT_USERNAME。")
         return f"https://t.me/{settings.telegram_bot_username.lstrip('@')}?start={token}"
     return f"{settings.public_url}/r/{token}"
+
+
+def _wechat_url(session: Session, token: str, name: str) -> str:
+    """The content of the target's permanent WeChat scene QR code, made by ``python -m bot wechat-qr``."""
+    code = session.exec(select(WeChatQrCode).where(WeChatQrCode.scene == token)).first()
+    if code is None:
+        raise CardError(f"{name} 还没有当前评价码的微信二维码：请先运行 python -m bot wechat-qr（同样的筛选条件）。")
+    return code.url
 
 
 def _filename(kind: str, target_id: int, name: str) -> str:
@@ -93,7 +101,8 @@ def card_specs(session: Session, settings: Settings, now: datetime, *, unit: str
         duties = "、".join(target.on_duty) if kind == TargetKind.WINDOW else target.duties
         specs.append(CardSpec(
             filename=_filename(kind, row.id, target.name),
-            payload=payload_for(settings, evaluation.token_of(key, target), encode),
+            payload=_wechat_url(session, evaluation.token_of(key, target), target.name) if encode == "wechat"
+            else payload_for(settings, evaluation.token_of(key, target), encode),
             kind=kind, name=target.name, unit=target.unit, post=target.post, duties=duties or None,
             serial=f"No.{target.code_id}-{target.version}"))
     return specs
