@@ -264,6 +264,20 @@ def test_a_slow_answer_goes_through_the_customer_service_api_once(wx, wx_setting
     assert count(db, OutboxMessage) == 1 and len(wx.calls_of("/cgi-bin/message/custom/send")) == 1
 
 
+def test_the_apps_own_worker_delivers_a_slow_answer(wx, wx_settings, db, clock):
+    """As deployed (SCHEDULER_IN_RUN): the worker in the web process has the WeChat transport."""
+    roster = make_roster(db)
+    bind(db, roster.cadre, "wechat", OPENID, clock())
+    settings = wx_settings.model_copy(update={"wechat_reply_deadline_seconds": 0.1, "scheduler_in_run": True})
+    with running_bot(settings, db, clock, wx, core=SlowEngine(db, settings, clock=clock)):
+        assert wx.follower(OPENID).text("/help").content is None
+        deadline = time.monotonic() + 10
+        while not wx.calls_of("/cgi-bin/message/custom/send") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    [sent] = wx.calls_of("/cgi-bin/message/custom/send")
+    assert sent.body["touser"] == OPENID and "/visit" in sent.body["text"]["content"]
+
+
 # -- what is refused -------------------------------------------------------------------------------
 
 BILLION_LAUGHS = """<?xml version="1.0"?>
