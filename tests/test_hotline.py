@@ -136,7 +136,7 @@ def test_an_exported_form5_reads_back_unchanged(db, units, settings, tmp_path):
     with session_scope(db) as s:
         [file] = forms.export(s, [5], "2026H2", forms.units_for(s, None), settings)
     wb = openpyxl.load_workbook(io.BytesIO(file.content))
-    assert wb.sheetnames == ["市住建局", "第一镇"]
+    assert wb.sheetnames == ["汇总", "市住建局", "第一镇"]
     rows = [tuple(c or "" for c in row) for row in wb["市住建局"].iter_rows(min_row=4, max_row=5, values_only=True)]
     assert rows == [("张三", "13912345678", "小区门口路灯坏了三个月", "办理中", "市住建局", ""),
                     ("", "0535-6543210", "咨询公租房申请条件", "已办结，已电话答复", "市住建局", "网上民声")]

@@ -211,7 +211,11 @@ def test_all_units_in_one_workbook_per_form_one_sheet_each(db, settings, city):
         [file] = forms.export(s, [1], "2026H2", forms.units_for(s, None), settings)
     wb = workbook_of(file)
     # 市作风办 has no households: both its (empty) sheets; 第一镇 only villages: no empty 居民 sheet.
-    assert wb.sheetnames == ["市住建局-村民", "市住建局-居民", "市作风办-村民", "市作风办-居民", "第一镇-村民"]
+    assert wb.sheetnames == ["汇总", "市住建局-村民", "市住建局-居民", "市作风办-村民", "市作风办-居民", "第一镇-村民"]
+    # The summary: rows per unit and part, so the office sees who reported nothing.
+    summary = [tuple(row) for row in wb["汇总"].iter_rows(min_row=3, values_only=True)]
+    assert summary == [("单位", "村民", "居民", "合计"), ("市住建局", 0, 0, 0), ("市作风办", 0, 0, 0),
+                       ("第一镇", 1, 0, 1), ("全部单位", 1, 0, 1)]
     assert read_form(wb["第一镇-村民"]).rows == [("东山村1号", "东山户1", "0535-88880001", "张伟 9月9日走访")]
     assert read_form(wb["第一镇-村民"]).unit_line == "单位(公章)：第一镇"
     assert file.filename == "附件1_走访村民(居民)情况统计表_2026H2.xlsx"

@@ -6,7 +6,8 @@ problems). Each sheet is the unit's complete form: the title, the subtitle where
 the line "单位(公章)：<unit>", the header row with the seed's columns, the data rows, the note.
 A unit's supervisor gets a workbook with only their unit's sheets, which is the form they print,
 stamp and hand in; the work-style office gets every unit in one file per form, which is what it
-needs to compile (分类汇总) and assign, instead of a hundred attachments.
+needs to compile (分类汇总) and assign, instead of a hundred attachments, with a first sheet 汇总
+counting each unit's rows (who reported what, and who nothing).
 
 What goes into each form, for a half-year:
   附件1  the households visited (集中入户走访) by the unit's cadres; 备注: who visited, when.
@@ -320,6 +321,34 @@ def _write_sheet(ws, form: int, sheet: Sheet, half: str, note_text: str, styles:
     ws.append([cell(ws, note_text, "note")])
 
 
+def _write_summary(ws, form: int, half: str, form_sheets: list[Sheet], styles: _Styles) -> None:
+    """The first sheet of a workbook of several units: how many rows each unit's sheets hold, so the
+    office sees at a glance who reported what (and who nothing)."""
+    from openpyxl.utils import get_column_letter
+
+    parts = [part for part in PARTS[form] if part]
+    counts: dict[str, dict[str, int]] = {}
+    for sheet in form_sheets:
+        counts.setdefault(sheet.unit.name, {})[sheet.part] = len(sheet.rows)
+    header = [texts.REPORT_SUMMARY_UNIT] + [texts.REPORT_PARTS[p] for p in parts] + [texts.REPORT_SUMMARY_TOTAL]
+    ws.column_dimensions["A"].width = 30
+    for index in range(2, len(header) + 1):
+        ws.column_dimensions[get_column_letter(index)].width = 12
+    ws.merged_cells.add(f"A1:{get_column_letter(len(header))}1")
+    ws.row_dimensions[1].height = 30
+    ws.freeze_panes = "A4"
+    cell = styles.cell
+    ws.append([cell(ws, texts.REPORT_SUMMARY_TITLE.format(form=form, title=title(form)), "title")])
+    ws.append([cell(ws, half_label(half), "unit")])
+    ws.append([cell(ws, name, "header") for name in header])
+    totals = [0] * (len(parts) + 1)
+    for unit, by_part in counts.items():
+        values = [by_part.get(p, 0) for p in parts] + [sum(by_part.values())]
+        totals = [a + b for a, b in zip(totals, values)]
+        ws.append([cell(ws, unit, "body")] + [cell(ws, v, "body") for v in values])
+    ws.append([cell(ws, texts.REPORT_SUMMARY_ALL, "header")] + [cell(ws, v, "header") for v in totals])
+
+
 def workbook(form: int, half: str, form_sheets: Iterable[Sheet], settings: Settings) -> bytes:
     """The XLSX bytes of one form with the given sheets (an empty list still gives one empty sheet)."""
     from openpyxl import Workbook
@@ -329,6 +358,11 @@ def workbook(form: int, half: str, form_sheets: Iterable[Sheet], settings: Setti
     taken: set[str] = set()
     styles = None
     form_sheets = list(form_sheets) or [Sheet(Unit(name=""), "", [])]  # no unit at all: still a valid form
+    if len({sheet.unit.name for sheet in form_sheets}) > 1:
+        taken.add(texts.REPORT_SUMMARY_SHEET)
+        ws = wb.create_sheet(texts.REPORT_SUMMARY_SHEET)
+        styles = _Styles(ws)
+        _write_summary(ws, form, half, form_sheets, styles)
     for sheet in form_sheets:
         ws = wb.create_sheet(sheet_title(sheet.unit.name, sheet.part, taken) if sheet.unit.name else title(form)[:31])
         styles = styles or _Styles(ws)
