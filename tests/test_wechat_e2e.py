@@ -278,6 +278,20 @@ def test_the_apps_own_worker_delivers_a_slow_answer(wx, wx_settings, db, clock):
     assert sent.body["touser"] == OPENID and "/visit" in sent.body["text"]["content"]
 
 
+def test_an_answer_longer_than_one_wechat_message_continues_through_the_customer_service_api(
+        wx, wx_settings, db, clock):
+    roster = make_roster(db, households=120)
+    bind(db, roster.cadre, "wechat", OPENID, clock())
+    with running_bot(wx_settings, db, clock, wx):
+        first = wx.follower(OPENID).text("/progress").content
+    assert len(first.encode()) <= 2048 and "已走访 0/120 户" in first
+    assert send_outbox(db, wx_settings, clock) >= 1
+    rest = "\n".join(c.body["text"]["content"] for c in wx.calls_of("/cgi-bin/message/custom/send"))
+    whole = first + "\n" + rest
+    assert len(whole.encode()) > 2048 and first.count("住户") < 120
+    assert all(f"住户{i} · 幸福路{i}号" in whole for i in range(1, 121))
+
+
 # -- what is refused -------------------------------------------------------------------------------
 
 BILLION_LAUGHS = """<?xml version="1.0"?>

@@ -131,18 +131,34 @@ def fit(text: str, limit: int = MAX_TEXT_BYTES) -> str:
     return cut + "…"
 
 
+def split(text: str, limit: int = MAX_TEXT_BYTES) -> list[str]:
+    """``text`` in pieces of at most ``limit`` bytes, cut between lines (a line too long is cut itself)."""
+    pieces: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        joined = f"{current}\n{line}" if current else line
+        if len(joined.encode()) <= limit:
+            current = joined
+            continue
+        if current:
+            pieces.append(current)
+        current = fit(line, limit)
+    if current or not pieces:
+        pieces.append(current)
+    return pieces
+
+
 def pack(messages: list[str], limit: int = MAX_TEXT_BYTES) -> list[str]:
-    """The replies joined into as few WeChat messages as fit, in order."""
+    """The replies joined into as few WeChat messages as fit, in order; a long one spread over several."""
     out: list[str] = []
     current = ""
-    for message in messages:
-        message = fit(message, limit)
-        joined = f"{current}\n\n{message}" if current else message
+    for piece in (piece for message in messages for piece in split(message, limit)):
+        joined = f"{current}\n\n{piece}" if current else piece
         if len(joined.encode()) <= limit:
             current = joined
         else:
             out.append(current)
-            current = message
+            current = piece
     if current:
         out.append(current)
     return out
