@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     digest_weekly_time: time = time(9, 0)
     supervision_units: list[str] = ["市作风办", "作风办"]  # supervisors there oversee every unit
     misfire_grace_hours: int = Field(default=12, ge=1, le=72)
+    prune_after_days: int = Field(default=14, ge=1)  # redelivery guards and cached replies kept this long
     outbox_max_attempts: int = Field(default=8, ge=1)
     outbox_retry_base_seconds: float = Field(default=10.0, gt=0)
     outbox_lease_seconds: int = Field(default=300, ge=5)

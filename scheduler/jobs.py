@@ -348,3 +348,18 @@ def remind_callbacks(session: Session, settings: Settings, now: datetime) -> int
         written += enqueue_for_cadre(session, head.id, key=key, kind="callbacks", body="\n".join(lines), now=now,
                                      settings=settings, channels=SEND_CHANNELS) is not None
     return written
+
+
+# -- housekeeping ----------------------------------------------------------------------------------
+
+def prune(session: Session, settings: Settings, now: datetime) -> int:
+    """Forgets redelivery guards and cached webhook replies older than ``PRUNE_AFTER_DAYS``: the
+    platforms redeliver within minutes, so weeks are ample, and the tables stay small."""
+    from sqlalchemy import delete
+
+    from storage.models import ProcessedInbound, WeChatReply
+
+    cutoff = now - timedelta(days=settings.prune_after_days)
+    removed = session.execute(delete(ProcessedInbound).where(ProcessedInbound.created_at < cutoff)).rowcount
+    removed += session.execute(delete(WeChatReply).where(WeChatReply.created_at < cutoff)).rowcount
+    return removed

@@ -33,6 +33,11 @@ def _run_job(name: str, db: DbEngine, settings: Settings, clock: Callable[[], da
             written = jobs.remind_deadlines(session, settings, now) + jobs.remind_callbacks(session, settings, now)
         elif name == "ledger":
             written = ledger.ledger_tick(session, settings, now)
+        elif name == "prune":
+            removed = jobs.prune(session, settings, now)
+            if removed:
+                log.info("prune: %d old rows removed", removed)
+            return
         else:
             written = jobs.send_digests(session, settings, now, chart=jobs.digest_chart)
     if written:
@@ -49,7 +54,8 @@ def build_scheduler(db: DbEngine, settings: Settings, clock: Callable[[], dateti
     reminder = settings.reminder_time
     triggers = {"deadline-reminders": CronTrigger(hour=reminder.hour, minute=reminder.minute, timezone=tz),
                 # AB handover, due-tomorrow reminders and overdue escalation of ledger items, hourly.
-                "ledger": CronTrigger(minute=5, timezone=tz)}
+                "ledger": CronTrigger(minute=5, timezone=tz),
+                "prune": CronTrigger(hour=3, minute=30, timezone=tz)}
     if settings.digest_daily_time is not None:
         daily = settings.digest_daily_time
         triggers["digest-daily"] = CronTrigger(hour=daily.hour, minute=daily.minute, timezone=tz)

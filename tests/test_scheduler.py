@@ -251,3 +251,17 @@ def test_callback_reminders_due_and_overdue_masked(db, settings, clock):
             OutboxMessage.idempotency_key == f"callbacks:2026-06-15:c{city.head.id}")).one().body
     assert "2 项差评回访" in body and "139****5678 06-15 到期" in body and "139****4321 ⚠ 已逾期" in body
     assert "13912345678" not in body and "137****0000" not in body
+
+
+def test_prune_forgets_old_redelivery_guards_only(db, settings, clock):
+    from scheduler.jobs import prune
+    from storage.models import ProcessedInbound
+
+    now = clock()
+    with session_scope(db) as s:
+        s.add(ProcessedInbound(channel="telegram", event_key="old", created_at=now - timedelta(days=15)))
+        s.add(ProcessedInbound(channel="telegram", event_key="new", created_at=now - timedelta(days=1)))
+    with session_scope(db) as s:
+        assert prune(s, settings, now) == 1
+    with session_scope(db) as s:
+        assert [r.event_key for r in s.exec(select(ProcessedInbound)).all()] == ["new"]
