@@ -486,6 +486,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.log_level.upper() != "DEBUG":
         # Migration and HTTP-client chatter would bury the console conversation.
-        for noisy in ("alembic", "httpx"):
+        for noisy in ("alembic", "httpx", "apscheduler"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     return args.func(args, settings)

@@ -68,7 +68,7 @@ def build_scheduler(db: DbEngine, settings: Settings, clock: Callable[[], dateti
         scheduler.add_job(_run_job, trigger, args=[job_id, db, settings, clock], id=job_id, name=job_id, **options)
         # A catch-up run at start; the job itself decides whether a point was missed.
         scheduler.add_job(_run_job, "date", run_date=started, args=[job_id, db, settings, clock],
-                          id=f"{job_id}-at-start", **options)
+                          id=f"{job_id}-at-start", name=f"{job_id}-at-start", **options)
     return scheduler
 
 
