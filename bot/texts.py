@@ -37,10 +37,9 @@ HELP_UNBOUND = "/bind 绑定码 — 绑定干部身份\n/help — 帮助"
 HELP_CADRE = (
     "/visit — 开始入户走访（四个一）\n"
     "/contact — 登记日常走访（电话、节日走访、座谈）\n"
-    "/progress — 本半年走访进度\n"
-    "/cancel — 取消当前操作\n"
-    "/help — 帮助"
+    "/progress — 本半年走访进度"
 )
+HELP_FOOTER = "/cancel — 取消当前操作\n/help — 帮助"
 HELP_SUPERVISOR = "/unit — 本单位干部走访进度\n/mute、/unmute — 暂停、恢复日报周报"
 HELP_ADMIN = "/bindcode 手机号 — 为干部生成绑定码"
 HELP_IN_FLOW = "当前正在进行：{flow}。可点按钮作答，也可回复选项编号；发送 /cancel 取消。"

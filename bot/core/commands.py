@@ -47,6 +47,7 @@ def help_text(cadre: Cadre | None) -> str:
         parts.append(texts.HELP_REPORTS)
     if rank(cadre) >= RANK[Role.ADMIN]:
         parts.append(texts.HELP_ADMIN)
+    parts.append(texts.HELP_FOOTER)
     return "\n".join(parts)
 
 
