@@ -14,7 +14,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Callable
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Engine as DbEngine
 from sqlmodel import Session, select
 
@@ -36,6 +36,13 @@ from storage.models import DialogueState, ProcessedInbound, Role
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+
+_state = DialogueState.__table__
+# Built once: the version check that makes a lost race visible (the row changed under us).
+_SAVE_STATE = update(_state).where(_state.c.channel == bindparam("b_channel"),
+                                   _state.c.external_user_id == bindparam("b_user"),
+                                   _state.c.version == bindparam("b_version"))
 
 
 class ConcurrentUpdate(Exception):
@@ -114,13 +121,9 @@ class Engine:
         return row
 
     def _save_state(self, session, inbound: Inbound, dialogue: Dialogue, version: int, now: datetime) -> int:
-        result = session.execute(
-            update(DialogueState)
-            .where(DialogueState.channel == inbound.channel, DialogueState.external_user_id == inbound.user_id,
-                   DialogueState.version == version)
-            .values(flow=dialogue.flow, step=dialogue.step, data=dialogue.data, version=version + 1,
-                    updated_at=now)
-            .execution_options(synchronize_session=False))
+        result = session.connection().execute(_SAVE_STATE, {
+            "b_channel": inbound.channel, "b_user": inbound.user_id, "b_version": version, "flow": dialogue.flow,
+            "step": dialogue.step, "data": dialogue.data, "version": version + 1, "updated_at": now})
         if result.rowcount != 1:
             raise ConcurrentUpdate()
         return version + 1
