@@ -1,0 +1,222 @@
+"""``python -m bench``: complete visits through the whole webhook path, and a bare echo bot.
+
+Order of a run:
+  1. a fresh database (a temporary SQLite file unless --db), migrated, with the roster and
+     every simulated user bound to a cadre;
+  2. both bots started, each in its own process, on the same stand-in;
+  3. warm-up, untimed: every user walks --warmup visits with the visit bot, then replays the
+     very same updates (fresh update and callback ids) to the echo bot;
+  4. --visits rounds, timed: every user walks one visit with the visit bot, all users at once,
+     then the echo bot gets the round's updates the same way (same users, same order, same
+     concurrency). Alternating round by round keeps the comparison fair on a shared machine:
+     whatever else runs there slows both bots alike;
+  5. the figures, the ratio and the verdict against the targets; the Visit rows are counted.
+
+Exit code 0 whatever the figures; 1 if the visits did not all land; 2 if --time-limit ran out;
+a crash is a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.harness import (SECRET, BotProcess, OtherLoad, Phase, Poster, PySpy, Sample, http_client, percentile,
+                           run_phase, standin)
+from bench.visits import FIRST_BUTTON, VISIT, Step, count_visits, prepare_database, sqlalchemy_url
+from bot import texts
+
+TARGET_RATIO = 0.5
+TARGET_P99_MS = 50.0
+FIRST_USER_ID = 910_001
+SAVED = texts.VISIT_SAVED.split("{", 1)[0]  # what the reply to a confirmed visit begins with
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--users", type=int, default=8, help="concurrent simulated cadres (default 8)")
+    p.add_argument("--visits", type=int, default=5, help="timed complete visits per user (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed visits per user first (default 1)")
+    p.add_argument("--db", help="database URL (default: a fresh SQLite file in a temporary folder); "
+                                "a postgresql:// database must be empty, or give --reset-db")
+    p.add_argument("--reset-db", action="store_true", help="drop every table of --db first")
+    p.add_argument("--quick", action="store_true", help="smoke run: 4 users, 1 timed visit each")
+    p.add_argument("--py-spy", metavar="FILE", help="record the visit bot process with py-spy during its timed "
+                                                     "rounds (collapsed stacks, GIL holder only)")
+    p.add_argument("--time-limit", type=float, default=240.0, help="seconds before the run gives up (default 240)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.users, args.visits, args.warmup = 4, 1, 1
+    if args.users < 1 or args.visits < 1 or args.warmup < 0:
+        p.error("--users and --visits must be at least 1, --warmup at least 0")
+    return args
+
+
+# --------------------------------------------------------------------------- one user, either bot
+
+
+def _find(rows: list[list[tuple[str, str]]], label: Any) -> str:
+    """The callback data of the button labelled ``label`` (exactly, else containing it)."""
+    flat = [button for row in rows for button in row]
+    if label is FIRST_BUTTON:
+        return flat[0][1]
+    for wanted in (lambda text: text == label, lambda text: label in text):
+        for text, data in flat:
+            if wanted(text):
+                return data
+    raise LookupError(f"no button {label!r} among {[text for text, _ in flat]}")
+
+
+def _build(tg, user, step: Step) -> dict:
+    """The update for one step, made by the stand-in's own builders (not delivered)."""
+    if step.kind == "command":
+        return dict(user.command(step.value, deliver=False))
+    if step.kind == "text":
+        return dict(user.text(step.value, deliver=False))
+    message_id, rows = tg.keyboards[user.id]  # the newest inline keyboard the bot sent this chat
+    update = dict(user.press(_find(rows, step.value), message_id, deliver=False))
+    tg.expect(update)
+    return update
+
+
+async def visit_user(tg, poster: Poster, user, visits: int, sent: list) -> list[Sample]:
+    """Walks ``visits`` whole visits, checking each step was answered; appends its updates to ``sent``."""
+    samples = []
+    for _ in range(visits):
+        for step in VISIT:
+            replies_before = tg.sends[user.id]
+            update = _build(tg, user, step)
+            sent.append((step, update))
+            samples.append(Sample(user.id, step.kind, step.name, await poster.post(update)))
+            if tg.sends[user.id] == replies_before:
+                raise RuntimeError(f"user {user.id}: no reply to {step.name} ({tg.last_text.get(user.id)!r})")
+        if not tg.last_text[user.id].startswith(SAVED):
+            raise RuntimeError(f"user {user.id}: the visit was not saved: {tg.last_text[user.id]!r}")
+    return samples
+
+
+async def echo_user(tg, poster: Poster, user, updates: list) -> list[Sample]:
+    """Replays a user's updates to the echo bot, checking each was echoed (and each press answered)."""
+    samples = []
+    for step, recorded in updates:
+        update = tg.restamp(recorded)
+        tg.expect(update)
+        replies_before = tg.sends[user.id]
+        samples.append(Sample(user.id, step.kind, step.name, await poster.post(update)))
+        query = update.get("callback_query")
+        if tg.sends[user.id] == replies_before or (query and query["id"] not in tg.callback_answers):
+            raise RuntimeError(f"user {user.id}: the echo bot did not answer {step.name}")
+    return samples
+
+
+async def drive(tg, visit_bot: BotProcess, echo_bot: BotProcess, users, args, deadline: float):
+    visit, echo = Phase(), Phase()
+    async with http_client(len(users)) as visit_client, http_client(len(users)) as echo_client:
+        to_visit, to_echo = Poster(visit_client, visit_bot.webhook_url), Poster(echo_client, echo_bot.webhook_url)
+        if args.warmup:
+            sent = {u.id: [] for u in users}
+            await run_phase([visit_user(tg, to_visit, u, args.warmup, sent[u.id]) for u in users], deadline)
+            await run_phase([echo_user(tg, to_echo, u, sent[u.id]) for u in users], deadline)
+        # py-spy keeps only samples holding the GIL, so the visit bot idling through the echo rounds adds none.
+        with PySpy(visit_bot.pid, args.py_spy) if args.py_spy else contextlib.nullcontext(), \
+                OtherLoad(visit_bot.pid, echo_bot.pid) as others:
+            for _ in range(args.visits):
+                tg.clear_calls()  # the stand-in's call log is not used; keep it from growing
+                sent = {u.id: [] for u in users}
+                visit.add(await run_phase([visit_user(tg, to_visit, u, 1, sent[u.id]) for u in users], deadline,
+                                          visit_bot.pid))
+                echo.add(await run_phase([echo_user(tg, to_echo, u, sent[u.id]) for u in users], deadline,
+                                         echo_bot.pid))
+    return visit, echo, others.share
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _row(label: str, samples: list[Sample], seconds: float | None = None) -> str:
+    ms = [s.ms for s in samples]
+    rate = f"{len(samples) / seconds:9.1f}" if seconds else " " * 9
+    return (f"  {label:<22}{len(samples):>8}{rate}{percentile(ms, 50):>9.1f}{percentile(ms, 99):>9.1f}"
+            f"{max(ms):>9.1f}")
+
+
+def _cpu_ms(cpu: float | None, n: int) -> str:
+    return f"{cpu * 1000 / n:10.2f}" if cpu is not None else "         ?"
+
+
+def report(args, db_kind: str, visit: Phase, echo: Phase, others: float | None,
+           visits_found: int, visits_expected: int) -> int:
+    print()
+    print(f"bench: {args.users} users x {args.visits} timed visits (+{args.warmup} warm-up) x {len(VISIT)} updates"
+          f" per visit; {os.cpu_count()} cores; database: {db_kind}")
+    if others is not None:
+        print(f"  other processes took {others:.0%} of the machine's CPU during the timed rounds"
+              + ("  -- noisy: the figures vary; the CPU-time ratio below varies less" if others > 0.1 else ""))
+    print(f"  {'':<22}{'updates':>8}{'upd/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    for name, phase in (("visit bot (full path)", visit), ("echo bot (bare PTB)", echo)):
+        print(name)
+        print(_row("all", phase.samples, phase.seconds))
+        for kind in ("command", "press", "text"):
+            print(_row(kind, [s for s in phase.samples if s.kind == kind]))
+    print("visit bot per step")
+    for step in VISIT:
+        print(_row(step.name, [s for s in visit.samples if s.step == step.name]))
+    print("CPU per timed update (ms)     bot process  driver process (stand-in + load driver)")
+    for name, phase in (("visit bot", visit), ("echo bot", echo)):
+        n = len(phase.samples)
+        print(f"  {name:<28}{_cpu_ms(phase.bot_cpu, n)}  {_cpu_ms(phase.driver_cpu, n)}")
+
+    ratio = visit.throughput / echo.throughput
+    p99 = percentile([s.ms for s in visit.samples], 99)
+    print()
+    print(f"throughput ratio visit/echo: {ratio:.2f}  (target >= {TARGET_RATIO})  "
+          f"{'PASS' if ratio >= TARGET_RATIO else 'FAIL'}")
+    if visit.bot_cpu and echo.bot_cpu:
+        # Both bot processes are CPU-bound (one GIL each), so this is the ratio a quiet machine gives.
+        cpu_ratio = (echo.bot_cpu / len(echo.samples)) / (visit.bot_cpu / len(visit.samples))
+        print(f"  the same from the bots' CPU time per update: {cpu_ratio:.2f}")
+    print(f"visit bot p99: {p99:.1f} ms  (target <= {TARGET_P99_MS:.0f} ms)  "
+          f"{'PASS' if p99 <= TARGET_P99_MS else 'FAIL'}")
+    ok = visits_found == visits_expected
+    print(f"Visit rows in the database: {visits_found} (expected {visits_expected} = {args.users} users x "
+          f"({args.visits} + {args.warmup} warm-up))  {'OK' if ok else 'MISMATCH'}")
+    if not ok:
+        print("!!! THE VISITS DID NOT ALL LAND: the figures above do not measure complete visits !!!")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    deadline = time.monotonic() + args.time_limit
+    with tempfile.TemporaryDirectory(prefix="zuofeng-bench-") as folder:
+        url = sqlalchemy_url(args.db) if args.db else f"sqlite:///{Path(folder) / 'bench.db'}"
+        db_kind = url.split(":", 1)[0].split("+", 1)[0] + ("" if args.db else " (fresh temporary file)")
+        user_ids = [FIRST_USER_ID + n for n in range(args.users)]
+        print(f"bench: preparing the database ({db_kind})…", flush=True)
+        prepare_database(url, user_ids=user_ids, households=max(5, args.visits + args.warmup), reset=args.reset_db)
+
+        with standin() as tg:
+            users = [tg.user(uid, first_name=f"干部{n}") for n, uid in enumerate(user_ids, 1)]
+            options = {"token": tg.token, "api_url": tg.url, "secret": SECRET, "database_url": url}
+            print("bench: starting both bots; warm-up, then timed rounds visit bot / echo bot…", flush=True)
+            with BotProcess("visit", options) as visit_bot, BotProcess("echo", options) as echo_bot:
+                try:
+                    visit, echo, others = asyncio.run(drive(tg, visit_bot, echo_bot, users, args, deadline))
+                except TimeoutError:
+                    print(f"bench: gave up after --time-limit {args.time_limit:.0f} s", file=sys.stderr)
+                    return 2
+        visits_found = count_visits(url)
+
+    return report(args, db_kind, visit, echo, others, visits_found,
+                  args.users * (args.visits + args.warmup))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
