@@ -249,21 +249,24 @@ def _digest_body(kind, point, settings, progress, visits_in_period, units) -> st
 
 
 def digest_chart(progress, units: dict[int, Unit], half: str) -> bytes:
-    """A bar chart of visit completion per unit (PNG), for a supervisor who would rather look."""
-    from bot.charts import bar_chart
+    """A bar chart of visit completion (PNG), for a supervisor who would rather look: per unit for the
+    work-style office, per cadre for a unit's own supervisor (one bar per unit would say nothing)."""
+    from bot.charts import quick_bar_chart
     from bot.core.periods import half_label
 
+    one_unit = len({p.cadre.unit_id for p in progress}) == 1
     totals: dict[str, list[int]] = {}
     for p in progress:
-        name = units[p.cadre.unit_id].name if p.cadre.unit_id in units else "?"
+        name = p.cadre.name if one_unit else (units[p.cadre.unit_id].name if p.cadre.unit_id in units else "?")
         done, assigned = totals.setdefault(name, [0, 0])
         totals[name] = [done + p.visited, assigned + p.assigned]
-    # The 15 furthest behind, the furthest at the bottom.
-    names = sorted(totals, key=lambda n: totals[n][0] / totals[n][1] if totals[n][1] else 1)[:15][::-1]
+    # The 15 furthest behind, the furthest at the top.
+    names = sorted(totals, key=lambda n: totals[n][0] / totals[n][1] if totals[n][1] else 1)[:15]
     rates = [100 * totals[n][0] / totals[n][1] if totals[n][1] else 100 for n in names]
-    return bar_chart(names, rates, [f"{totals[n][0]}/{totals[n][1]}" for n in names],
-                     title=f"{half_label(half)} 各单位联户走访完成率", xlabel="走访完成率 %",
-                     colors=["#c0392b" if r < 50 else "#e67e22" if r < 100 else "#27ae60" for r in rates])
+    what = "干部" if one_unit else "各单位"
+    return quick_bar_chart(names, rates, [f"{totals[n][0]}/{totals[n][1]}" for n in names],
+                           title=f"{half_label(half)} {what}联户走访完成率", xlabel="走访完成率 %",
+                           colors=["#c0392b" if r < 50 else "#e67e22" if r < 100 else "#27ae60" for r in rates])
 
 
 @dataclass

@@ -12,11 +12,11 @@ request: dead at once). Nothing is sent in quiet hours but replies (``outbox.IMM
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import os
 import socket
 import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Awaitable, Callable, Protocol
@@ -48,43 +48,66 @@ SENT = Delivery("sent")
 class RateLimiter:
     """At most ``per_second`` sends in any window of one second (plus a margin), at most ``per_chat``
     per second to one chat and ``per_group_minute`` per minute to one group (Telegram group ids are
-    negative); ``pause`` stops every send for a while (after a 429)."""
+    negative); ``pause`` stops every send for a while (after a 429).
 
-    def __init__(self, per_second: float, per_chat: float, per_group_minute: float = 20, *, margin: float = 0.05,
+    A send counts from when its answer comes back, less the fastest round trip seen, and holds its
+    place while it is in flight: the platform counts arrivals, and a send that left early but
+    arrived late would otherwise put one more into its window than the limit (a 429).
+    ``acquire`` returns a ticket that ``done`` takes back once the answer is in.
+    """
+
+    def __init__(self, per_second: float, per_chat: float, per_group_minute: float = 20, *, margin: float = 0.01,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
         self.capacity = max(1, int(per_second))
-        self.window = 1.0 + margin  # a margin, so jitter on the way cannot put N+1 into the server's window
+        self.window = 1.0 + margin
         self.chat_interval = 1.0 / per_chat + margin
         self.group_interval = 60.0 / per_group_minute + margin
         self.clock, self.sleep = clock, sleep
-        self.sent: deque[float] = deque()
+        self.sent: list[float] = []  # when finished sends count, sorted
+        self.in_flight = 0
+        self.chats_in_flight: set[str] = set()
         self.last_by_chat: dict[str, float] = {}
         self.paused_until = 0.0
+        self.fastest: float | None = None  # the shortest round trip seen
 
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, self.clock() + seconds)
 
-    async def acquire(self, chat: str) -> None:
+    async def acquire(self, chat: str) -> float:
         while True:
             now = self.clock()
-            while self.sent and self.sent[0] <= now - self.window:
-                self.sent.popleft()
+            cut = bisect.bisect_right(self.sent, now - self.window)
+            del self.sent[:cut]
             waits = [self.paused_until - now]
-            if len(self.sent) >= self.capacity:
-                waits.append(self.sent[0] + self.window - now)
+            if len(self.sent) + self.in_flight >= self.capacity:
+                # Full: the oldest counted send leaves the window, or an in-flight one comes back.
+                waits.append(self.sent[0] + self.window - now if self.sent and self.in_flight == 0 else 0.002)
+            if chat in self.chats_in_flight:
+                waits.append(0.002)
             last = self.last_by_chat.get(chat)
             if last is not None:
                 interval = self.group_interval if chat.startswith("-") else self.chat_interval
                 waits.append(last + interval - now)
             wait = max(waits)
             if wait <= 0:
-                self.sent.append(now)
-                self.last_by_chat[chat] = now
-                if len(self.last_by_chat) > 10_000:
-                    self._forget_old_chats(now)
-                return
+                self.in_flight += 1
+                self.chats_in_flight.add(chat)
+                return now
             await self.sleep(wait)
+
+    def done(self, chat: str, ticket: float) -> None:
+        """The answer to the send that ``acquire`` gave ``ticket`` for is in."""
+        now = self.clock()
+        trip = now - ticket
+        self.fastest = trip if self.fastest is None else min(self.fastest, trip)
+        counted = max(ticket, now - self.fastest)
+        bisect.insort(self.sent, counted)
+        self.last_by_chat[chat] = max(self.last_by_chat.get(chat, counted), counted)
+        self.in_flight -= 1
+        self.chats_in_flight.discard(chat)
+        if len(self.last_by_chat) > 10_000:
+            self._forget_old_chats(now)
 
     def _forget_old_chats(self, now: float) -> None:
         self.last_by_chat = {c: t for c, t in self.last_by_chat.items() if t > now - self.group_interval}
@@ -171,12 +194,14 @@ class OutboxSender:
                     elif held is not None:
                         result = Delivery("wait", retry_after=held.retry_after, error="behind an earlier message")
                     else:
-                        await transport.limiter.acquire(message.recipient)
+                        ticket = await transport.limiter.acquire(message.recipient)
                         try:
                             result = await transport.deliver(message)
                         except Exception as exc:  # a transport bug must not lose the row: retry it later
                             log.exception("outbox %s: transport error", message.id)
                             result = Delivery("retry", error=f"{type(exc).__name__}: {exc}")
+                        finally:
+                            transport.limiter.done(message.recipient, ticket)
                         if result.retry_after and result.status == "retry":
                             transport.limiter.pause(result.retry_after)
                         blocked = result.status == "unreachable"

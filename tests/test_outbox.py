@@ -190,8 +190,10 @@ def test_rate_limiter_keeps_every_window_under_the_limit():
     async def go():
         stamps = []
         for i in range(300):
-            await limiter.acquire(f"chat{i % 100}")
+            ticket = await limiter.acquire(f"chat{i % 100}")
             stamps.append(now[0])
+            now[0] += 0.004  # the answer takes a few milliseconds
+            limiter.done(f"chat{i % 100}", ticket)
         return stamps
 
     stamps = asyncio.run(go())
@@ -217,8 +219,9 @@ def test_rate_limiter_spaces_messages_to_one_group():
     async def go():
         stamps = []
         for _ in range(21):
-            await limiter.acquire("-100123")
+            ticket = await limiter.acquire("-100123")
             stamps.append(now[0])
+            limiter.done("-100123", ticket)
         return stamps
 
     stamps = asyncio.run(go())
@@ -234,3 +237,29 @@ def test_messages_to_one_chat_keep_their_order_when_the_first_must_wait(tg, db, 
     clock.now += timedelta(seconds=1)
     run_sender(tg, db, fast, clock)
     assert sent_texts(tg, 8001) == ["第一", "第二"]
+
+
+def test_rate_limiter_counts_a_send_from_its_answer_less_the_fastest_round_trip():
+    now = [0.0]
+
+    async def fake_sleep(seconds):
+        now[0] += seconds
+
+    limiter = RateLimiter(2, 100, clock=lambda: now[0], sleep=fake_sleep)
+
+    async def go():
+        first = await limiter.acquire("a")
+        second = await limiter.acquire("b")
+        assert limiter.in_flight == 2  # both places are held while the sends are on their way
+        now[0] = 0.05
+        limiter.done("a", first)  # the fastest round trip: 50 ms, counted from 0.00
+        now[0] = 0.30
+        limiter.done("b", second)  # a slow answer: counted from 0.25, as it may have arrived that late
+        await limiter.acquire("c")
+        third = now[0]
+        limiter.done("c", third)
+        await limiter.acquire("d")
+        return third, now[0]
+
+    third, fourth = asyncio.run(go())
+    assert third >= 1.0 and fourth >= 1.25
