@@ -9,6 +9,7 @@ starts again, and one that missed two points sends only the newer.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -18,12 +19,13 @@ from sqlmodel import Session, select
 
 from bot import texts
 from bot.config import Settings
+from bot.core.evaluation import BAD_LEVELS
 from bot.core.periods import half_of
+from bot.core.phones import mask
 from bot.core.progress import unit_progress, unvisited_by_cadre
 from bot.core.scope import in_scope, unit_scope
+from bot.fonts import FontNotFound
 from scheduler.outbox import SEND_CHANNELS, Attachment, enqueue_for_cadre, existing_keys
-from bot.core.evaluation import BAD_LEVELS
-from bot.core.phones import mask
 from storage.models import (
     CallbackStatus,
     CallbackTask,
@@ -35,6 +37,7 @@ from storage.models import (
     Visit,
 )
 
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -219,7 +222,11 @@ def send_digests(session: Session, settings: Settings, now: datetime, chart=None
             body += "\n" + texts.DIGEST_MUTE_HINT
             attachments = []
             if chart is not None and mine:
-                attachments.append(Attachment("digest.png", "image/png", chart(mine, units, half)))
+                try:
+                    attachments.append(Attachment("digest.png", "image/png", chart(mine, units, half)))
+                except FontNotFound as exc:  # the text is what matters: send it without the picture
+                    log.warning("digest without chart: %s", exc)
+                    chart = None
             written += enqueue_for_cadre(session, supervisor.id, key=f"digest:{period}", kind=f"digest-{kind}",
                                          body=body, now=now, settings=settings, channels=SEND_CHANNELS,
                                          attachments=attachments) is not None

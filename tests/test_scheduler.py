@@ -265,3 +265,20 @@ def test_prune_forgets_old_redelivery_guards_only(db, settings, clock):
         assert prune(s, settings, now) == 1
     with session_scope(db) as s:
         assert [r.event_key for r in s.exec(select(ProcessedInbound)).all()] == ["new"]
+
+
+def test_a_digest_goes_without_its_chart_when_no_font_draws_chinese(db, settings, clock):
+    from bot.fonts import FontNotFound
+
+    city = City(db, clock())
+
+    def no_font(*args):
+        raise FontNotFound("找不到可显示中文的字体")
+
+    with session_scope(db) as s:
+        written = send_digests(s, settings.model_copy(update={"digest_weekly_day": None}),
+                               local(2026, 6, 15, 18).astimezone(timezone.utc), chart=no_font)
+    assert written == 1  # the office's digest (the bureau's head is muted), text only
+    with session_scope(db) as s:
+        [row] = s.exec(select(OutboxMessage)).all()
+        assert row.cadre_id == city.office.id and "作风工作日报" in row.body
