@@ -388,7 +388,6 @@ LEDGER_NOTE_PROMPTS = {
     "close": "请填写办理结果（{limit}字以内），将告知反映人：",
     "answer": "请填写回访情况（如：已电话告知，群众满意；{limit}字以内）：",
     "reopen": "请说明需要重新办理的原因（{limit}字以内）：",
-    "assign": "",
 }
 LEDGER_DONE = "已{action}：#{id}，当前状态：{status}。"
 LEDGER_PICK_BUCKET = "📒 问题台账：请选择要查看的类别："

@@ -153,11 +153,9 @@ def _remind_form(session: Session, settings: Settings, now: datetime, deadline: 
             continue  # nobody is reminded of what they have already done
         written += enqueue_for_cadre(session, cadre.id, key=key, kind="deadline", body=body, now=now,
                                      settings=settings, channels=SEND_CHANNELS) is not None
-    units = {u.id: u for u in session.exec(select(Unit)).all()}
     for supervisor in heads:
         scope = unit_scope(session, supervisor, settings)
-        late = [text for cadre in cadres if cadre.id in behind and (scope is None or cadre.unit_id in scope)
-                for text in [behind[cadre.id]]]
+        late = [behind[cadre.id] for cadre in cadres if cadre.id in behind and in_scope(scope, cadre.unit_id)]
         if deadline.form == "form5":
             body = head + "\n" + texts.DEADLINE_FORM5
         elif late:
@@ -217,7 +215,7 @@ def send_digests(session: Session, settings: Settings, now: datetime, chart=None
         ratings = _ratings_in(session, since, point, {c.id: c.name for c in cadres}, units)
         for supervisor in (s for s in recipients if s.id in waiting):
             scope = unit_scope(session, supervisor, settings)
-            mine = [p for p in progress if scope is None or p.cadre.unit_id in scope]
+            mine = [p for p in progress if in_scope(scope, p.cadre.unit_id)]
             body = _digest_body(kind, point, settings, mine, visits_in_period, units) + "\n" + ratings.text(scope)
             body += "\n" + texts.DIGEST_MUTE_HINT
             attachments = []

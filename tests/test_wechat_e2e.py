@@ -35,7 +35,6 @@ from storage.db import session_scope
 from storage.models import (
     ChatAccount,
     DialogueState,
-    EverydayContact,
     OutboxMessage,
     ProcessedInbound,
     Rating,
@@ -46,7 +45,7 @@ from storage.models import (
     WeChatUser,
 )
 from tests.standins.server import ServedApp
-from tests.standins.wechat_api import ACCOUNT, WeChatStandin, message_xml
+from tests.standins.wechat_api import ACCOUNT, WeChatStandin
 from tests.utils import bind, make_roster, make_window, token_for
 
 APP_ID = "wx1f2e3d4c5b6a7988"

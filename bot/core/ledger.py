@@ -55,7 +55,7 @@ RULES: dict[str, Rule] = {
                  ProblemStatus.ASSIGNED, ("responsible",)),
 }
 ACTION_NAMES = {ASSIGN: "交办", PROGRESS: "进展", CLOSE: "办结", ANSWER: "回访", REOPEN: "重新交办", "handover": "转B岗",
-                "create": "登记", "overdue": "逾期"}
+                "create": "登记"}
 
 
 def roles_of(session: Session, problem: Problem, settings: Settings, cadre: Cadre | None,

@@ -1,7 +1,6 @@
 """Alembic environment: runs migrations on the connection handed in by storage.db.upgrade, or on the URL."""
 
 from alembic import context
-from sqlalchemy import pool
 from sqlmodel import SQLModel
 
 import storage.models  # noqa: F401  (registers the tables on SQLModel.metadata)
