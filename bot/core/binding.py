@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import bindparam, true
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
 from bot.config import Settings
 from bot.core.phones import normalize_mobile
 from storage.models import BindingCode, Cadre, ChatAccount
+from storage.prepared import Prepared
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: codes are read aloud and typed
 CODE_LENGTH = 8
@@ -77,8 +81,33 @@ def bind(session: Session, cadre: Cadre, channel: str, user_id: str, how: str, n
     return account
 
 
-def bound_cadre(session: Session, channel: str, user_id: str) -> Cadre | None:
-    return session.exec(
-        select(Cadre).join(ChatAccount, ChatAccount.cadre_id == Cadre.id)
-        .where(ChatAccount.channel == channel, ChatAccount.external_user_id == user_id, Cadre.active == True)  # noqa: E712
-    ).first()
+@dataclass(frozen=True)
+class BoundCadre:
+    """The cadre bound to the sender as read when the event began: Cadre's columns, read-only.
+
+    Code that changes the cadre loads the row itself (``session.get(Cadre, ctx.cadre.id)``).
+    """
+
+    id: int
+    name: str
+    unit_id: int
+    mobile: str
+    role: str
+    post: str | None
+    duties: str | None
+    active: bool
+    digests_muted: bool
+
+
+_cadre, _account = Cadre.__table__, ChatAccount.__table__
+_BOUND_CADRE = Prepared(
+    sa_select(*(_cadre.c[name] for name in BoundCadre.__dataclass_fields__))
+    .join(_account, _account.c.cadre_id == _cadre.c.id)
+    .where(_account.c.channel == bindparam("channel"), _account.c.external_user_id == bindparam("user_id"),
+           _cadre.c.active == true()))
+
+
+def bound_cadre(connection, channel: str, user_id: str) -> BoundCadre | None:
+    """The active cadre (channel, user_id) is bound to, on the event's own connection."""
+    row = _BOUND_CADRE.first(connection, channel=channel, user_id=user_id)
+    return BoundCadre(**row) if row is not None else None

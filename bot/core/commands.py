@@ -119,12 +119,11 @@ def bind_by_contact(ctx: Context) -> None:
 
 def cmd_progress(ctx: Context) -> None:
     """Shows visited N of M households this half-year, which remain, and the service objects."""
-    p = cadre_progress(ctx.session, ctx.cadre, ctx.half)
+    p = cadre_progress(ctx.db, ctx.cadre, ctx.half)
     lines = [texts.PROGRESS.format(half_label=half_label(ctx.half), done=p.visited, total=p.assigned,
                                    bar=progress_bar(p.visited, p.assigned), contacts=p.contacts,
                                    objects=p.service_objects)]
-    remaining = [item.household for item in households_with_status(ctx.session, ctx.cadre.id, ctx.half)
-                 if not item.visited]
+    remaining = [item for item in households_with_status(ctx.db, ctx.cadre.id, ctx.half) if not item.visited]
     if remaining:
         lines.append(texts.PROGRESS_REMAINING)
         lines += [f"• {h.name} · {h.address}" for h in remaining]

@@ -24,6 +24,7 @@ from bot import texts
 from bot.config import Settings
 from bot.core.periods import half_of
 from bot.core.types import Inbound, Location, Option, Reply
+from bot.core.binding import BoundCadre
 from storage.models import Cadre
 
 BACK, CANCEL, SKIP, NEXT_PAGE, PREV_PAGE = "__back__", "__cancel__", "__skip__", "__next__", "__prev__"
@@ -52,15 +53,32 @@ class Dialogue:
 class Context:
     """Everything one inbound event is handled with; replies are collected, not sent."""
 
-    session: Session
+    connection: Any  # the event's SQLAlchemy Connection, in the event's transaction
+    open_session: Callable[[], Session]
     inbound: Inbound
     dialogue: Dialogue
     settings: Settings
     now: datetime
-    cadre: Cadre | None
+    cadre: Cadre | BoundCadre | None
     replies: list[Reply | Callable[[int], Reply]] = field(default_factory=list)
     chosen: str | None = None
     stale: bool = False
+    _session: Session | None = field(default=None, repr=False)
+
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False)  # reads shared by the steps of one event
+
+    @property
+    def session(self) -> Session:
+        """The event's ORM session, in the event's transaction; opened on first use."""
+        if self._session is None:
+            self._session = self.open_session()
+        return self._session
+
+    @property
+    def db(self):
+        """Where prepared statements (storage/prepared.py) run: the session once one is open (it is
+        flushed first, so they see its writes), else the bare connection."""
+        return self._session if self._session is not None else self.connection
 
     @property
     def data(self) -> dict[str, Any]:
@@ -110,10 +128,11 @@ class Flow:
 
     # -- rendering ---------------------------------------------------------------------------
 
-    def options(self, ctx: Context, step: Step) -> list[list[tuple[Any, str]]]:
+    def options(self, ctx: Context, step: Step, own: list[tuple[Any, str]] | None = None) -> list[list[tuple[Any, str]]]:
         """Rows of (value, label): the step's own options (one page of them), then navigation."""
         rows: list[list[tuple[Any, str]]] = []
-        own = step.options(ctx) if step.options else []
+        if own is None:
+            own = step.options(ctx) if step.options else []
         nav: list[tuple[Any, str]] = []
         if step.page_size and len(own) > step.page_size:
             pages = (len(own) + step.page_size - 1) // step.page_size
@@ -140,13 +159,13 @@ class Flow:
         """Queues the current step's question; its buttons get tokens once the version is known."""
         step = self.step(ctx)
         text = step.prompt(ctx)
+        own = step.options(ctx) if step.options else []
         if step.page_size:
-            own = step.options(ctx) if step.options else []
             pages = (len(own) + step.page_size - 1) // step.page_size
             if pages > 1:
                 page = min(max(ctx.data.get(f"_page:{step.key}", 0), 0), pages - 1)
                 text += texts.PICK_HOUSEHOLD_PAGE.format(page=page + 1, pages=pages)
-        rows = self.options(ctx, step)
+        rows = self.options(ctx, step, own)
         # What was offered is kept with the state: a button or a number answers THIS list, even if
         # the options computed from the database have changed since (another user acted meanwhile).
         ctx.data["_offered"] = [value for row in rows for value, _label in row]

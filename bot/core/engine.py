@@ -14,9 +14,11 @@ import logging
 from datetime import datetime, timezone
 from typing import Callable
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine as DbEngine
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from bot import texts
 from bot.config import Settings
@@ -30,8 +32,8 @@ from bot.core.flows import rating
 from bot.core.flows.visit import VisitFlow
 from bot.core.survey import load_survey
 from bot.core.types import Inbound, Outcome, Reply
-from storage.db import insert_ignore, session_scope
 from storage.models import DialogueState, ProcessedInbound, Role
+from storage.prepared import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +41,32 @@ Clock = Callable[[], datetime]
 
 
 _state = DialogueState.__table__
-# Built once: the version check that makes a lost race visible (the row changed under us).
-_SAVE_STATE = update(_state).where(_state.c.channel == bindparam("b_channel"),
-                                   _state.c.external_user_id == bindparam("b_user"),
-                                   _state.c.version == bindparam("b_version"))
+_events = ProcessedInbound.__table__
+# The statements every event runs, compiled once (storage/prepared.py says why).
+_RECORD_EVENT = {
+    dialect: Prepared(insert(_events).values(channel=bindparam("channel"), event_key=bindparam("event_key"),
+                                             created_at=bindparam("created_at", type_=_events.c.created_at.type))
+                      .on_conflict_do_nothing().returning(_events.c.channel))
+    for dialect, insert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
+}
+_CREATE_STATE = {
+    dialect: Prepared(insert(_state).values(channel=bindparam("channel"), external_user_id=bindparam("user_id"),
+                                            flow=None, step=None, data=bindparam("data", type_=_state.c.data.type),
+                                            version=0, updated_at=bindparam("updated_at", type_=_state.c.updated_at.type))
+                      .on_conflict_do_nothing())
+    for dialect, insert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
+}
+# FOR UPDATE locks the row on PostgreSQL; SQLite has no row locks (BEGIN IMMEDIATE took the database).
+_LOAD_STATE = Prepared(select(_state.c.flow, _state.c.step, _state.c.data, _state.c.version)
+                       .where(_state.c.channel == bindparam("channel"), _state.c.external_user_id == bindparam("user_id"))
+                       .with_for_update())
+# The version check that makes a lost race visible (the row changed under us).
+_SAVE_STATE = Prepared(update(_state)
+                       .where(_state.c.channel == bindparam("b_channel"), _state.c.external_user_id == bindparam("b_user"),
+                              _state.c.version == bindparam("b_version"))
+                       .values(flow=bindparam("flow"), step=bindparam("step"), data=bindparam("data", type_=_state.c.data.type),
+                               version=bindparam("version"),
+                               updated_at=bindparam("updated_at", type_=_state.c.updated_at.type)))
 
 
 class ConcurrentUpdate(Exception):
@@ -81,50 +105,70 @@ class Engine:
 
         ``before_commit`` runs in the event's own transaction with the outcome: a channel that must
         answer a redelivery identically (WeChat) stores its rendered reply there, with the event.
+
+        The event's bookkeeping runs as prepared statements on one connection; an ORM session on
+        the same connection and transaction is opened only when a flow or command asks for
+        ``ctx.session`` (most steps of a flow never touch the database beyond their own row).
         """
         now = self.clock()
         try:
-            with session_scope(self.db) as session:
-                if inbound.event_key is not None:
-                    fresh = insert_ignore(session, ProcessedInbound, {
-                        "channel": inbound.channel, "event_key": inbound.event_key[:100], "created_at": now})
-                    if fresh is None:
-                        return Outcome(duplicate=True)
-                row = self._load_state(session, inbound, now)
-                dialogue = Dialogue(row.flow, row.step, copy.deepcopy(row.data or {}), row.version)
-                before = dialogue.snapshot()
-                ctx = Context(session=session, inbound=inbound, dialogue=dialogue, settings=self.settings, now=now,
-                              cadre=binding.bound_cadre(session, inbound.channel, inbound.user_id))
-                self._route(ctx)
-                version = row.version
-                if dialogue.snapshot() != before:
-                    version = self._save_state(session, inbound, dialogue, row.version, now)
-                replies = [item(version) if callable(item) else item for item in ctx.replies]
-                outcome = Outcome(replies=replies, chosen=ctx.chosen, stale=ctx.stale)
-                if before_commit is not None:
-                    before_commit(session, outcome)
-                return outcome
+            with self.db.connect() as conn, conn.begin():
+                return self._handle(conn, inbound, now, before_commit)
         except ConcurrentUpdate:
             return Outcome(replies=[Reply(texts.STALE_BUTTON)], stale=True)
 
+    def _handle(self, conn, inbound: Inbound, now: datetime, before_commit) -> Outcome:
+        dialect = conn.dialect.name
+        if inbound.event_key is not None:
+            fresh = _RECORD_EVENT[dialect].first(conn, channel=inbound.channel, event_key=inbound.event_key[:100],
+                                                 created_at=now)
+            if fresh is None:
+                return Outcome(duplicate=True)
+        row = self._load_state(conn, inbound, now)
+        dialogue = Dialogue(row["flow"], row["step"], copy.deepcopy(row["data"] or {}), row["version"])
+        before = dialogue.snapshot()
+        sessions: list[Session] = []
+
+        def open_session() -> Session:
+            # Joins the transaction begun above: it flushes into it and never commits it.
+            session = Session(bind=conn, expire_on_commit=False, join_transaction_mode="rollback_only")
+            sessions.append(session)
+            return session
+
+        try:
+            ctx = Context(connection=conn, open_session=open_session, inbound=inbound, dialogue=dialogue, settings=self.settings,
+                          now=now, cadre=binding.bound_cadre(conn, inbound.channel, inbound.user_id))
+            self._route(ctx)
+            version = row["version"]
+            if sessions:
+                sessions[0].flush()
+            if dialogue.snapshot() != before:
+                version = self._save_state(conn, inbound, dialogue, row["version"], now)
+            replies = [item(version) if callable(item) else item for item in ctx.replies]
+            outcome = Outcome(replies=replies, chosen=ctx.chosen, stale=ctx.stale)
+            if before_commit is not None:
+                before_commit(ctx.session, outcome)
+                sessions[0].flush()
+            return outcome
+        finally:
+            for session in sessions:
+                session.close()
+
     # -- state ---------------------------------------------------------------------------------
 
-    def _load_state(self, session, inbound: Inbound, now: datetime) -> DialogueState:
-        query = select(DialogueState).where(DialogueState.channel == inbound.channel,
-                                            DialogueState.external_user_id == inbound.user_id).with_for_update()
-        row = session.exec(query).first()
+    def _load_state(self, conn, inbound: Inbound, now: datetime) -> dict:
+        row = _LOAD_STATE.first(conn, channel=inbound.channel, user_id=inbound.user_id)
         if row is None:
-            insert_ignore(session, DialogueState, {
-                "channel": inbound.channel, "external_user_id": inbound.user_id, "flow": None, "step": None,
-                "data": {}, "version": 0, "updated_at": now})
-            row = session.exec(query.execution_options(populate_existing=True)).one()
+            _CREATE_STATE[conn.dialect.name].run(conn, channel=inbound.channel, user_id=inbound.user_id, data={},
+                                                 updated_at=now)
+            row = _LOAD_STATE.first(conn, channel=inbound.channel, user_id=inbound.user_id)
         return row
 
-    def _save_state(self, session, inbound: Inbound, dialogue: Dialogue, version: int, now: datetime) -> int:
-        result = session.connection().execute(_SAVE_STATE, {
-            "b_channel": inbound.channel, "b_user": inbound.user_id, "b_version": version, "flow": dialogue.flow,
-            "step": dialogue.step, "data": dialogue.data, "version": version + 1, "updated_at": now})
-        if result.rowcount != 1:
+    def _save_state(self, conn, inbound: Inbound, dialogue: Dialogue, version: int, now: datetime) -> int:
+        changed = _SAVE_STATE.run(conn, b_channel=inbound.channel, b_user=inbound.user_id, b_version=version,
+                                  flow=dialogue.flow, step=dialogue.step, data=dialogue.data, version=version + 1,
+                                  updated_at=now)
+        if changed != 1:
             raise ConcurrentUpdate()
         return version + 1
 

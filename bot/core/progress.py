@@ -4,29 +4,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, exists, func, literal_column, true
 from sqlmodel import Session, select
 
 from storage.models import Cadre, EverydayContact, Household, ServiceObject, Visit
+from storage.prepared import Prepared
 
 
 @dataclass(frozen=True)
 class HouseholdStatus:
-    household: Household
-    visited: bool
+    id: int
+    name: str
+    address: str
+    visited: bool  # this half-year, by this cadre
 
 
-def households_with_status(session: Session, cadre_id: int, half: str) -> list[HouseholdStatus]:
-    """The cadre's active households, unvisited this half-year first, then by address."""
-    visited_ids = set(session.exec(
-        select(Visit.household_id).where(Visit.cadre_id == cadre_id, Visit.half == half).distinct()
-    ).all())
-    households = session.exec(
-        select(Household).where(Household.cadre_id == cadre_id, Household.active == True)  # noqa: E712
-        .order_by(Household.address, Household.name)
-    ).all()
-    items = [HouseholdStatus(h, h.id in visited_ids) for h in households]
-    return sorted(items, key=lambda item: item.visited)  # stable: keeps address order within groups
+_h, _v = Household.__table__, Visit.__table__
+_HOUSEHOLDS = Prepared(
+    select(_h.c.id, _h.c.name, _h.c.address,
+           exists().where(_v.c.household_id == _h.c.id, _v.c.cadre_id == bindparam("cadre_id"),
+                          _v.c.half == bindparam("half")).label("visited"))
+    .where(_h.c.cadre_id == bindparam("cadre_id"), _h.c.active == true())
+    .order_by(literal_column("visited"), _h.c.address, _h.c.name))
+
+
+def households_with_status(db, cadre_id: int, half: str) -> list[HouseholdStatus]:
+    """The cadre's active households, unvisited this half-year first, then by address (one query;
+    ``db`` is a session or a connection)."""
+    return [HouseholdStatus(r["id"], r["name"], r["address"], bool(r["visited"]))
+            for r in _HOUSEHOLDS.rows(db, cadre_id=cadre_id, half=half)]
 
 
 def unvisited_by_cadre(session: Session, cadre_ids: list[int], half: str) -> dict[int, list[Household]]:
@@ -54,8 +60,25 @@ class CadreProgress:
     service_objects: int
 
 
-def cadre_progress(session: Session, cadre: Cadre, half: str) -> CadreProgress:
-    return unit_progress(session, [cadre], half)[0]
+_c, _sv, _ec = Cadre.__table__, ServiceObject.__table__, EverydayContact.__table__
+_ONE_CADRE = Prepared(select(
+    select(func.count()).where(_h.c.cadre_id == bindparam("cadre_id"), _h.c.active == true())
+    .scalar_subquery().label("assigned"),
+    select(func.count(func.distinct(_v.c.household_id))).select_from(_v.join(_h, _h.c.id == _v.c.household_id))
+    .where(_v.c.cadre_id == bindparam("cadre_id"), _v.c.half == bindparam("half"), _h.c.active == true(),
+           _h.c.cadre_id == _v.c.cadre_id)
+    .scalar_subquery().label("visited"),
+    select(func.count()).where(_ec.c.cadre_id == bindparam("cadre_id"), _ec.c.half == bindparam("half"))
+    .scalar_subquery().label("contacts"),
+    select(func.count()).where(_sv.c.cadre_id == bindparam("cadre_id"), _sv.c.active == true())
+    .scalar_subquery().label("objects"),
+))
+
+
+def cadre_progress(db, cadre: Cadre, half: str) -> CadreProgress:
+    """One cadre's progress in one statement (the same counts as ``unit_progress``)."""
+    r = _ONE_CADRE.first(db, cadre_id=cadre.id, half=half)
+    return CadreProgress(cadre, r["visited"], r["assigned"], r["contacts"], r["objects"])
 
 
 def unit_progress(session: Session, cadres: list[Cadre], half: str) -> list[CadreProgress]:

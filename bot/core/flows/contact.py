@@ -45,10 +45,9 @@ class ContactFlow(Flow):
         return "who"
 
     def _who_options(self, ctx: Context) -> list[tuple[Any, str]]:
-        items = households_with_status(ctx.session, ctx.cadre.id, ctx.half)
+        items = households_with_status(ctx.db, ctx.cadre.id, ctx.half)
         return [(NO_HOUSEHOLD, texts.CONTACT_NO_HOUSEHOLD)] + [
-            (item.household.id, texts.HOUSEHOLD_LABEL.format(mark="", name=item.household.name,
-                                                             address=item.household.address))
+            (item.id, texts.HOUSEHOLD_LABEL.format(mark="", name=item.name, address=item.address))
             for item in items]
 
     def _on_who(self, ctx: Context, value: Any) -> str:
