@@ -97,7 +97,8 @@ async def visit_user(tg, poster: Poster, user, visits: int, sent: list) -> list[
             samples.append(Sample(user.id, step.kind, step.name, await poster.post(update)))
             if tg.sends[user.id] == replies_before:
                 raise RuntimeError(f"user {user.id}: no reply to {step.name} ({tg.last_text.get(user.id)!r})")
-        if not tg.last_text[user.id].startswith(SAVED):
+        # The confirmation's answer ends the last message, be it new or the pressed one grown by it.
+        if SAVED not in tg.last_text[user.id].rsplit("\n➤ ", 1)[-1]:
             raise RuntimeError(f"user {user.id}: the visit was not saved: {tg.last_text[user.id]!r}")
     return samples
 
@@ -119,7 +120,8 @@ async def echo_user(tg, poster: Poster, user, updates: list) -> list[Sample]:
 async def drive(tg, visit_bot: BotProcess, echo_bot: BotProcess, users, args, deadline: float):
     visit, echo = Phase(), Phase()
     async with http_client(len(users)) as visit_client, http_client(len(users)) as echo_client:
-        to_visit, to_echo = Poster(visit_client, visit_bot.webhook_url), Poster(echo_client, echo_bot.webhook_url)
+        to_visit = Poster(visit_client, visit_bot.webhook_url, tg)
+        to_echo = Poster(echo_client, echo_bot.webhook_url, tg)
         if args.warmup:
             sent = {u.id: [] for u in users}
             await run_phase([visit_user(tg, to_visit, u, args.warmup, sent[u.id]) for u in users], deadline)

@@ -2,7 +2,8 @@
 
 Same web server, same PTB Bot and HTTP client, same secret check and same ``Update.de_json``
 as the visit bot (bot.app), but no core and no database: a text message is echoed with one
-sendMessage, a button press is answered (answerCallbackQuery) and echoed with one sendMessage.
+sendMessage, a button press is echoed with one sendMessage and answered (answerCallbackQuery) in
+the body of the webhook's HTTP answer, as the visit bot does.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from telegram import Update
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
@@ -26,9 +27,7 @@ async def _echo_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
 
 
 async def _echo_press(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    query = update.callback_query
-    await query.answer()
-    await context.bot.send_message(update.effective_chat.id, query.data or "…")
+    await context.bot.send_message(update.effective_chat.id, update.callback_query.data or "…")
 
 
 def create_echo_app(*, token: str, api_url: str, webhook_url: str, secret: str, path: str) -> Starlette:
@@ -43,6 +42,8 @@ def create_echo_app(*, token: str, api_url: str, webhook_url: str, secret: str, 
             return PlainTextResponse("forbidden", status_code=403)
         update = Update.de_json(json.loads(await request.body()), application.bot)
         await application.process_update(update)
+        if update.callback_query is not None:
+            return JSONResponse({"method": "answerCallbackQuery", "callback_query_id": update.callback_query.id})
         return PlainTextResponse("ok")
 
     @contextlib.asynccontextmanager

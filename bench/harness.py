@@ -50,8 +50,8 @@ class BenchStandin(TelegramStandin):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.keyboards: dict[int, tuple[int, list[list[tuple[str, str]]]]] = {}
-        self.sends: dict[int, int] = defaultdict(int)  # sendMessage calls per chat
-        self.last_text: dict[int, str] = {}
+        self.sends: dict[int, int] = defaultdict(int)  # answers per chat: sendMessage, or editMessageText
+        self.last_text: dict[int, str] = {}  # of the last answer: the message's text as it now reads
 
     def start(self) -> "BenchStandin":
         """Like TelegramStandin.start, with Nagle's algorithm off on the served connections.
@@ -80,7 +80,9 @@ class BenchStandin(TelegramStandin):
                 [(b.get("text"), b.get("callback_data")) for b in row] for row in inline])
         elif self.keyboards.get(chat_id, (None,))[0] == message["message_id"]:
             del self.keyboards[chat_id]  # edited without its keyboard: that prompt was answered
-        if method == "sendMessage":
+        # The visit bot answers a press in the pressed message itself (handlers/telegram.py), the
+        # echo bot with a new message; a press answered by neither is caught by the driver.
+        if method in ("sendMessage", "editMessageText"):
             self.sends[chat_id] += 1
             self.last_text[chat_id] = message.get("text") or ""
 
@@ -162,7 +164,7 @@ class PySpy:
         if not os.path.exists(exe):
             raise SystemExit("bench: --py-spy needs py-spy: .venv/bin/pip install py-spy")
         self.command = [exe, "record", "--pid", str(pid), "--output", output, "--format", "raw",
-                        "--rate", "250", "--gil", "--nonblocking"]
+                        "--rate", "1000", "--gil", "--nonblocking"]
         self.output = output
         self._process = None
 
@@ -278,9 +280,10 @@ def percentile(values: list[float], q: float) -> float:
 class Poster:
     """POSTs updates to the webhook and times each round trip."""
 
-    def __init__(self, client: httpx.AsyncClient, url: str):
+    def __init__(self, client: httpx.AsyncClient, url: str, standin: "BenchStandin"):
         self.client = client
         self.url = url
+        self.standin = standin
         self.headers = {"Content-Type": "application/json", SECRET_HEADER: SECRET}
 
     async def post(self, update: dict[str, Any]) -> float:
@@ -291,6 +294,10 @@ class Poster:
         if response.status_code != 200:
             raise RuntimeError(f"webhook answered {response.status_code} {response.text[:200]!r} "
                                f"to update {update['update_id']}")
+        # As Telegram does: a Bot API method in the webhook's answer is carried out.
+        call = self.standin.run_webhook_answer(response.headers.get("content-type", ""), response.content)
+        if call is not None and call.status != 200:
+            raise RuntimeError(f"the method in the webhook's answer failed: {call.method} {call.response}")
         return elapsed
 
 

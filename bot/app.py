@@ -64,10 +64,12 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
         if update is None:
             return PlainTextResponse("bad update", status_code=400)
         try:
-            await telegram.process(update)
+            answer = await telegram.process(update, webhook_answer=True)
         except Exception:
             log.exception("webhook update %s failed", update.update_id)
             return PlainTextResponse("error", status_code=500)  # Telegram delivers it again
+        if answer is not None:
+            return JSONResponse(answer)  # a Bot API call, carried out by Telegram (see process)
         return PlainTextResponse("ok")
 
     routes = [Route("/healthz", health), *rating_routes(core)]

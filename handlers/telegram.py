@@ -3,7 +3,8 @@
 The conversation itself lives in the core; this module only parses, renders and sends. Choices
 become inline keyboards whose callback data are the core's short opaque tokens; a contact or a
 location request becomes a one-time reply keyboard. A pressed button's message is edited to show
-what was chosen, so old keyboards do not linger.
+what was chosen and, where it can, the answer with its buttons (``_grown``), so old keyboards do
+not linger and a checklist walked by buttons reads as one message.
 
 Long polling is PTB's own Updater; webhook mode is served by our ASGI app (bot.app), which calls
 ``TelegramChannel.process`` directly and answers 500 when the core failed, so Telegram redelivers
@@ -104,6 +105,22 @@ def render(reply: Reply):
     return text, markup
 
 
+def _grown(marked: str, reply: Reply) -> tuple[str, InlineKeyboardMarkup | None] | None:
+    """The pressed message grown by the answer to the press: its text, the choice (➤), then the
+    reply, with the reply's buttons. A checklist walked by buttons thus stays one message that grows
+    answer by answer, one request per press instead of an edit and a send. None for a reply that
+    needs a reply keyboard (contact, location) or carries files, or that would grow the message
+    past Telegram's limit: it goes as a new message."""
+    if reply.request_contact or reply.request_location or reply.files:
+        return None
+    text = f"{marked}\n\n{reply.text}"
+    if len(text) > MAX_TEXT:
+        return None
+    markup = InlineKeyboardMarkup([[InlineKeyboardButton(o.label, callback_data=o.token) for o in row]
+                                   for row in reply.options]) if reply.options else None
+    return text, markup
+
+
 class TelegramChannel:
     """Binds one PTB Application to the core."""
 
@@ -155,30 +172,50 @@ class TelegramChannel:
             if update.effective_chat and update.effective_chat.type == ChatType.PRIVATE:
                 await context.bot.send_message(update.effective_chat.id, ERROR_TEXT)
 
-    async def process(self, update: Update) -> None:
-        """Passes one update to the core and delivers what it answers; raises if the core fails."""
+    async def process(self, update: Update, *, webhook_answer: bool = False) -> dict | None:
+        """Passes one update to the core and delivers what it answers; raises if the core fails.
+
+        With ``webhook_answer`` (webhook mode), a pressed button is not answered by a request of its
+        own: the answerCallbackQuery is returned, for the webhook to put in the body of its HTTP
+        answer, where Telegram carries it out (one request less per press; its result is never
+        known, which for stopping the button's spinner does not matter).
+        """
         inbound = to_inbound(update)
         if inbound is None:
-            return
+            return None
         outcome: Outcome = await asyncio.to_thread(self.core.handle, inbound)
         if outcome.duplicate:
-            return
+            return None
         bot = self.application.bot
         query = update.callback_query
+        answer = None
+        replies = list(outcome.replies)
         if query is not None:
-            await query.answer(texts.STALE_BUTTON if outcome.stale else None)
+            notice = texts.STALE_BUTTON if outcome.stale else None
+            if webhook_answer:
+                answer = {"method": "answerCallbackQuery", "callback_query_id": query.id}
+                if notice:
+                    answer["text"] = notice
+            else:
+                await query.answer(notice)
             message = query.message
+            shown = getattr(message, "text", None) if message is not None else None
             try:
-                if message is not None and getattr(message, "text", None):
-                    if outcome.chosen:
-                        marked = f"{message.text}\n\n➤ {outcome.chosen}"
+                if shown and outcome.chosen:
+                    marked = f"{shown}\n➤ {outcome.chosen}"
+                    grown = _grown(marked, replies[0]) if replies else None
+                    if grown is not None:
+                        text, markup = grown
+                        await query.edit_message_text(text, reply_markup=markup)
+                        replies.pop(0)
+                    else:
                         await query.edit_message_text(marked[:MAX_TEXT])
-                    elif outcome.stale:
-                        await query.edit_message_reply_markup(None)
-            except BadRequest as exc:  # already edited, or too old to edit: the new replies matter more
-                log.info("could not mark the pressed message: %s", exc)
+                elif shown and outcome.stale:
+                    await query.edit_message_reply_markup(None)
+            except BadRequest as exc:  # too old to edit, say: the answer goes as a new message
+                log.info("could not edit the pressed message: %s", exc)
         chat_id = update.effective_chat.id
-        for reply in outcome.replies:
+        for reply in replies:
             text, markup = render(reply)
             await bot.send_message(chat_id, text, reply_markup=markup)
             for file in reply.files:
@@ -186,6 +223,7 @@ class TelegramChannel:
                     await bot.send_photo(chat_id, photo=file.content, filename=file.filename)
                 else:
                     await bot.send_document(chat_id, document=file.content, filename=file.filename)
+        return answer
 
 
 class TelegramTransport:

@@ -128,9 +128,11 @@ def test_polling_binding_visit_contact_progress_and_restart(
 
         done = walk_visit(user)
         assert "本半年已走访 1/3 户" in done and "问题台账" in done
-        # The pressed message was edited to show the choice and lost its keyboard.
+        # The pressed message shows the choice, then the answer to it, in place of its keyboard.
         edits = [m for m in user.sent() if m["kind"] == "edit"]
-        assert edits and edits[-1]["text"].endswith("➤ ✅ 确认提交") and not edits[-1].get("reply_markup")
+        assert edits and not edits[-1].get("reply_markup")
+        summary, saved = edits[-1]["text"].split("\n➤ ✅ 确认提交\n\n")
+        assert summary.startswith("请核对本次走访") and saved.startswith("✅ 走访已登记。本半年已走访 1/3 户。")
 
         user.command_wait("/contact")
         press(user, "电话联系")
@@ -204,6 +206,71 @@ def test_webhook_mode_secret_and_redelivery(tg, tg_settings, db, clock):
     with session_scope(db) as s:
         [visit] = s.exec(select(Visit)).all()
         assert visit.photo_ref is None and visit.latitude is None
+
+
+def test_webhook_answers_presses_in_its_response_and_a_checklist_grows_in_one_message(tg, tg_settings, db, clock):
+    roster = make_roster(db)
+    user = tg.user(7002, first_name="李明")
+    bind(db, roster.cadre, "telegram", "7002", clock())
+    with running_bot(tg_settings, db, clock, webhook=True):
+        [question] = user.command_wait("/visit")
+        tg.clear_calls()
+        press(user, "住户2")
+        # The press was answered in the body of the webhook's answer, carried out by the stand-in
+        # as Telegram does, and not by a request of the bot's own.
+        [answer] = tg.calls_of("answerCallbackQuery")
+        assert answer.via_webhook and answer.status == 200
+        assert list(tg.callback_answers) == [str(answer.params["callback_query_id"])]
+        # The household list now shows the choice and 回头看 (no buttons); the card question is new.
+        first = [m for m in user.sent() if m["message_id"] == question["message_id"]][-1]
+        assert first["text"].startswith(texts.PICK_HOUSEHOLD) and "\n➤ 住户2 · 幸福路2号\n\n🔎 回头看" in first["text"]
+        assert not first.get("reply_markup")
+        card = user.last()
+        assert card["kind"] == "text" and texts.ASK_CARD in card["text"]
+
+        # From here on each press grows the card question's message: one request per press.
+        tg.clear_calls()
+        press(user, "是")
+        press(user, "满意")
+        assert [c.method for c in tg.calls if not c.via_webhook] == ["editMessageText", "editMessageText"]
+        grown = user.last()
+        assert grown["message_id"] == card["message_id"] and grown["kind"] == "edit"
+        lines = grown["text"].split("\n")
+        assert lines[0] == texts.ASK_CARD and lines[1] == f"➤ {texts.YES}" and "➤ 满意" in lines
+        assert user.buttons()  # the next question's buttons are on the same message
+        # A stale press (the card question's old buttons are gone; a replayed token) is told so in
+        # the answer, and the keyboard of the message it came from is removed.
+        tg.clear_calls()
+        stale = user.press("0.0", card["message_id"], deliver=False)
+        assert tg.deliver(stale) == 200
+        [answer] = tg.calls_of("answerCallbackQuery")
+        assert answer.via_webhook and answer.params.get("text") == texts.STALE_BUTTON
+
+
+def test_a_press_whose_answer_cannot_grow_the_message_gets_a_new_one(tg, tg_settings, db, clock):
+    roster = make_roster(db)
+    user = tg.user(7003, first_name="李明")
+    bind(db, roster.cadre, "telegram", "7003", clock())
+    with running_bot(tg_settings, db, clock, webhook=True):
+        user.command_wait("/visit")
+        press(user, "住户2")
+        # Editing fails once (the message is too old, say): the choice is marked, the answer is sent.
+        card = user.last()
+        tg.fail_next("editMessageText", 400, "Bad Request: message can't be edited")
+        replies = press(user, "是")
+        assert [m["kind"] for m in replies] == ["text"] and "调查" in replies[0]["text"]
+        assert user.buttons(replies[0])
+        assert [m for m in user.sent() if m["message_id"] == card["message_id"]][-1]["text"] == card["text"]
+
+        # An answer that needs a reply keyboard (the location) always comes as a new message.
+        for answer in ("满意", "基本满意", "方便", "不涉及", "满意"):
+            press(user, answer)
+        user.text_wait("希望多组织文艺活动")
+        press(user, texts.NO_DIFFICULTY)
+        press(user, "是")  # the leaflet; the photo question grows the same message
+        replies = user.text_wait(texts.SKIP)  # no photo
+        assert texts.ASK_LOCATION in texts_of(replies)
+        assert user.buttons()[0] == [(texts.LOCATION_BUTTON, False, True)]
 
 
 def test_garbage_webhook_body_is_refused(tg, tg_settings, db, clock):

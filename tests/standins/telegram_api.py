@@ -111,6 +111,7 @@ class Call:
     status: int | None = None  # HTTP status answered; None while in flight
     response: dict[str, Any] | None = None
     at: float = field(default_factory=time.monotonic)
+    via_webhook: bool = False  # the method came in the body of a webhook answer, not as a request
 
 
 @dataclass
@@ -831,6 +832,8 @@ class TelegramStandin:
                 response = client.post(hook["url"], content=json.dumps(update).encode(),
                                        headers=headers)
             record.status = response.status_code
+            if 200 <= record.status < 300:
+                self.run_webhook_answer(response.headers.get("content-type", ""), response.content)
         except httpx.HTTPError as exc:
             record.error = repr(exc)
             with self._lock:
@@ -845,6 +848,41 @@ class TelegramStandin:
                     int(time.time()),
                     f"Wrong response from the webhook: {record.status} {response.reason_phrase}")
         return record.status
+
+    def run_webhook_answer(self, content_type: str, body: bytes) -> Call | None:
+        """Carry out a method the bot put in its answer to a webhook POST, as Telegram does.
+
+        Telegram accepts one Bot API method in the body of the webhook's answer (JSON with a
+        ``method`` field and its parameters) and never tells the bot how it went: an error is
+        recorded on the call here and otherwise dropped. Returns the call, or None when the
+        answer carried no method.
+        """
+        if content_type.split(";")[0].strip().lower() != "application/json" or not body:
+            return None
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(payload, dict) or not isinstance(payload.get("method"), str):
+            return None
+        params = _normalise({k: v for k, v in payload.items() if k != "method"})
+        with self._lock:
+            method = self._canonical.get(payload["method"].lower(), payload["method"])
+            call = Call(method, params, via_webhook=True)
+            self._calls.append(call)
+            self._last_activity = time.monotonic()
+            handler = self._handlers.get(method)
+            try:
+                if handler is None or method in ("getUpdates", "setWebhook", "deleteWebhook"):
+                    raise ApiError(400, "Bad Request: method can't be used in a webhook answer")
+                self._check_limits(method, params)
+                result = handler(params, {}, {})
+                if isinstance(result, tuple):
+                    result = result[0]
+                call.status, call.response = 200, {"ok": True, "result": result}
+            except ApiError as exc:
+                call.status, call.response = exc.error_code, exc.body()
+        return call
 
     # -- synchronisation
 
