@@ -51,7 +51,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # On the driver's connection: exec_driver_sql would build a whole execution context for it.
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
 
     return engine
 

@@ -8,7 +8,6 @@ step are stored together or not at all. Replies are returned to the channel, nev
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 import logging
 from datetime import datetime, timezone
@@ -125,7 +124,8 @@ class Engine:
             if fresh is None:
                 return Outcome(duplicate=True)
         row = self._load_state(conn, inbound, now)
-        dialogue = Dialogue(row["flow"], row["step"], copy.deepcopy(row["data"] or {}), row["version"])
+        # The row's data was decoded from JSON just now: a fresh object, the dialogue's own to change.
+        dialogue = Dialogue(row["flow"], row["step"], row["data"] or {}, row["version"])
         before = dialogue.snapshot()
         sessions: list[Session] = []
 
