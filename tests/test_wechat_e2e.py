@@ -234,10 +234,10 @@ class SlowEngine(Engine):
     delay = 0.6
 
     def handle(self, inbound, *, before_commit=None):
-        def slow(session, outcome):
+        def slow(ctx, outcome):
             time.sleep(self.delay)
             if before_commit is not None:
-                before_commit(session, outcome)
+                before_commit(ctx, outcome)
         return super().handle(inbound, before_commit=slow)
 
 

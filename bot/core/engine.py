@@ -99,11 +99,12 @@ class Engine:
                               "todo": Role.CADRE, "report": None, "mine": None, "object": Role.CADRE}
         self.flow_commands["spotcheck"] = Role.SUPERVISOR
 
-    def handle(self, inbound: Inbound, *, before_commit: Callable[[Session, Outcome], None] | None = None) -> Outcome:
+    def handle(self, inbound: Inbound, *, before_commit: Callable[[Context, Outcome], None] | None = None) -> Outcome:
         """Processes one event and returns what to send; a redelivered event returns ``duplicate``.
 
-        ``before_commit`` runs in the event's own transaction with the outcome: a channel that must
-        answer a redelivery identically (WeChat) stores its rendered reply there, with the event.
+        ``before_commit`` runs in the event's own transaction with the event's context and the
+        outcome: a channel that must answer a redelivery identically (WeChat) stores its rendered
+        reply there, with the event (``ctx.db`` for prepared statements, ``ctx.session`` for the ORM).
 
         The event's bookkeeping runs as prepared statements on one connection; an ORM session on
         the same connection and transaction is opened only when a flow or command asks for
@@ -147,8 +148,9 @@ class Engine:
             replies = [item(version) if callable(item) else item for item in ctx.replies]
             outcome = Outcome(replies=replies, chosen=ctx.chosen, stale=ctx.stale)
             if before_commit is not None:
-                before_commit(ctx.session, outcome)
-                sessions[0].flush()
+                before_commit(ctx, outcome)
+                if sessions:
+                    sessions[0].flush()
             return outcome
         finally:
             for session in sessions:

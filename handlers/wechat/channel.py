@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy import delete, insert
+from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -44,13 +46,14 @@ from wechatpy.messages import ImageMessage, LocationMessage, TextMessage, VoiceM
 
 from bot import texts
 from bot.config import Settings
+from bot.core.dialogue import Context
 from bot.core.engine import Engine
 from bot.core.types import Inbound, Location, Outcome, Reply
 from handlers.wechat.crypto import MAX_BODY_BYTES, Cipher, Refused, check_signature, check_timestamp, parse_xml, \
     text_reply
 from scheduler import outbox
-from storage.db import session_scope
 from storage.models import WeChatReply, WeChatUser
+from storage.prepared import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -164,16 +167,31 @@ def pack(messages: list[str], limit: int = MAX_TEXT_BYTES) -> list[str]:
     return out
 
 
-def record_interaction(session: Session, openid: str, now: datetime) -> None:
-    """Notes that the user wrote, clicked or scanned now: customer-service messages may follow for 48 h."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as upsert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as upsert
-    statement = upsert(WeChatUser).values(openid=openid, last_inbound_at=now)
-    session.execute(statement.on_conflict_do_update(
+_users, _replies = WeChatUser.__table__, WeChatReply.__table__
+
+
+def _interaction_upsert(insert):
+    statement = insert(_users).values(openid=bindparam("openid"),
+                                      last_inbound_at=bindparam("now", type_=_users.c.last_inbound_at.type))
+    return statement.on_conflict_do_update(
         index_elements=["openid"], set_={"last_inbound_at": statement.excluded.last_inbound_at},
-        where=WeChatUser.last_inbound_at < statement.excluded.last_inbound_at))
+        where=_users.c.last_inbound_at < statement.excluded.last_inbound_at)
+
+
+_NOTE_INTERACTION = {"sqlite": Prepared(_interaction_upsert(sqlite_insert)),
+                     "postgresql": Prepared(_interaction_upsert(pg_insert))}
+_STORE_REPLY = Prepared(insert(_replies).values(event_key=bindparam("event_key"), xml=bindparam("xml"),
+                                                created_at=bindparam("now", type_=_replies.c.created_at.type)))
+_PRUNE_REPLIES = Prepared(delete(_replies).where(_replies.c.created_at < bindparam("before",
+                                                                                  type_=_replies.c.created_at.type)))
+_CACHED_REPLY = Prepared(select(_replies.c.xml).where(_replies.c.event_key == bindparam("event_key")))
+
+
+def record_interaction(db, openid: str, now: datetime) -> None:
+    """Notes that the user wrote, clicked or scanned now: customer-service messages may follow for 48 h.
+    ``db``: a connection or a session, in the caller's transaction."""
+    bind = db.connection() if isinstance(db, Session) else db
+    _NOTE_INTERACTION[bind.dialect.name].run(db, openid=openid, now=now)
 
 
 class _Answer:
@@ -317,14 +335,14 @@ class WeChatChannel:
                               now=int(self.core.clock().timestamp()))
         return answer.xml
 
-    def _settle(self, session: Session, outcome: Outcome, *, inbound: Inbound, account: str, answer: _Answer) -> None:
+    def _settle(self, ctx: Context, outcome: Outcome, *, inbound: Inbound, account: str, answer: _Answer) -> None:
         """In the core's transaction: the interaction noted, the answer stored for retries and,
         after the deadline or beyond one message's size, queued for the customer-service API."""
         now = self.core.clock()
         key = inbound.event_key
         noted = self._noted.get(inbound.user_id)
         if noted is None or not timedelta(0) <= now - noted < INTERACTION_GRAIN:
-            record_interaction(session, inbound.user_id, now)
+            record_interaction(ctx.db, inbound.user_id, now)
             answer.noted = now
         parts = pack([render(reply) for reply in outcome.replies])
         xml = None
@@ -332,19 +350,19 @@ class WeChatChannel:
             xml = text_reply(to_user=inbound.user_id, from_account=account, content=parts[0], now=int(now.timestamp()))
             parts = parts[1:]
         for i, text in enumerate(parts):
-            outbox.enqueue(session, key=f"wechat-reply:{key}:{i}", kind="reply", channel=CHANNEL,
+            outbox.enqueue(ctx.session, key=f"wechat-reply:{key}:{i}", kind="reply", channel=CHANNEL,
                            recipient=inbound.user_id, body=text, now=now, settings=self.settings)
         # The core has just recorded this event key as new, so the key cannot exist here yet.
-        session.execute(insert(WeChatReply).values(event_key=key[:100], xml=xml, created_at=now))
+        _STORE_REPLY.run(ctx.db, event_key=key[:100], xml=xml, now=now)
         if random.randrange(PRUNE_ONE_IN) == 0:
-            session.execute(delete(WeChatReply).where(WeChatReply.created_at < now - REPLY_TTL))
+            _PRUNE_REPLIES.run(ctx.db, before=now - REPLY_TTL)
         answer.xml = xml
 
     def cached(self, event_key: str) -> Cached | None:
         """The answer stored for an event key, if the event was answered."""
-        with session_scope(self.core.db) as session:
-            row = session.get(WeChatReply, event_key[:100])
-            return Cached(row.xml) if row is not None else None
+        with self.core.db.connect() as conn, conn.begin():
+            row = _CACHED_REPLY.first(conn, event_key=event_key[:100])
+            return Cached(row["xml"]) if row is not None else None
 
 
 def _log_late_failure(event_key: str, job: asyncio.Future) -> None:
