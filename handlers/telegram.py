@@ -183,7 +183,10 @@ class TelegramChannel:
         inbound = to_inbound(update)
         if inbound is None:
             return None
-        outcome: Outcome = await asyncio.to_thread(self.core.handle, inbound)
+        # On the loop when that costs no waiting (SQLite, a short event, the lock free), else in a thread.
+        outcome: Outcome | None = self.core.handle_now(inbound)
+        if outcome is None:
+            outcome = await asyncio.to_thread(self.core.handle, inbound)
         if outcome.duplicate:
             return None
         bot = self.application.bot

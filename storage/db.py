@@ -25,8 +25,12 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """Creates the engine for ``url``; SQLite files get their folder created and the pragmas above."""
+def make_engine(url: str, *, echo: bool = False, wait_for_lock: bool = True) -> Engine:
+    """Creates the engine for ``url``; SQLite files get their folder created and the pragmas above.
+
+    ``wait_for_lock=False`` (SQLite): a transaction that cannot take the write lock at once fails
+    with "database is locked" instead of waiting for it (see ``Engine.handle_now`` in the core).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
@@ -35,7 +39,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # One connection per process: SQLite takes one writer at a time anyway, and threads queueing on
     # the pool are woken at once, where SQLite's busy handler would sleep them 1, 2, 5 … 100 ms.
-    engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30},
+    engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30 if wait_for_lock else 0},
                            pool_size=1, max_overflow=0, pool_timeout=60)
 
     @event.listens_for(engine, "connect")
@@ -45,7 +49,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={30000 if wait_for_lock else 0}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 

@@ -114,4 +114,6 @@ def clock() -> Clock:
 
 @pytest.fixture
 def core(db, settings, clock) -> Engine:
-    return Engine(db, settings, clock=clock)
+    engine = Engine(db, settings, clock=clock)
+    yield engine
+    engine.close()

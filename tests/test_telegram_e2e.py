@@ -7,6 +7,7 @@ a local stand-in of the Bot API on 127.0.0.1, in long-polling mode and in webhoo
 from __future__ import annotations
 
 import re
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -271,6 +272,36 @@ def test_a_press_whose_answer_cannot_grow_the_message_gets_a_new_one(tg, tg_sett
         replies = user.text_wait(texts.SKIP)  # no photo
         assert texts.ASK_LOCATION in texts_of(replies)
         assert user.buttons()[0] == [(texts.LOCATION_BUTTON, False, True)]
+
+
+def test_an_update_arriving_while_another_process_writes_waits_for_it_off_the_loop(tg, tg_settings, db, clock):
+    """The bot's event loop never waits for SQLite's lock: the update goes to a thread, which does."""
+    import sqlite3
+    import threading
+
+    if db.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    roster = make_roster(db)
+    user = tg.user(7004, first_name="李明")
+    bind(db, roster.cadre, "telegram", "7004", clock())
+    with running_bot(tg_settings, db, clock, webhook=True) as served:
+        other = sqlite3.connect(db.url.database, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(1.5, lambda: other.execute("COMMIT"))
+        release.start()
+        try:
+            waiting = threading.Thread(target=lambda: user.command_wait("/visit", timeout=10))
+            waiting.start()
+            time.sleep(0.15)  # the update is with the bot, which waits for the lock
+            assert user.sent() == []
+            # Meanwhile the loop is free: the health check answers at once.
+            import httpx
+            assert httpx.get(f"{served.url}/healthz", timeout=1.0).status_code == 200
+            waiting.join(10)
+        finally:
+            release.join()
+            other.close()
+        assert texts.PICK_HOUSEHOLD in user.last()["text"]
 
 
 def test_garbage_webhook_body_is_refused(tg, tg_settings, db, clock):

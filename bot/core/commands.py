@@ -30,6 +30,7 @@ RANK = {None: 0, Role.CADRE: 1, Role.SUPERVISOR: 2, Role.ADMIN: 3}
 class Command:
     run: Callable[[Context], None]
     role: str | None  # None: anyone, bound or not
+    long: bool = False  # reads a unit's or the city's data, draws charts or writes files: never inline
 
 
 def rank(cadre: Cadre | None) -> int:
@@ -206,14 +207,14 @@ COMMANDS: dict[str, Command] = {
     "help": Command(cmd_help, None),
     "bind": Command(cmd_bind, None),
     "progress": Command(cmd_progress, Role.CADRE),
-    "unit": Command(cmd_unit, Role.SUPERVISOR),
+    "unit": Command(cmd_unit, Role.SUPERVISOR, long=True),
     "bindcode": Command(cmd_bindcode, Role.ADMIN),
     "mute": Command(cmd_mute, Role.CADRE),
     "unmute": Command(cmd_unmute, Role.CADRE),
-    "ratings": Command(rating_views.cmd_ratings, Role.SUPERVISOR),
-    "callbacks": Command(rating_views.cmd_callbacks, Role.SUPERVISOR),
-    "export": Command(reports.cmd_export, Role.SUPERVISOR),
-    "ranking": Command(reports.cmd_ranking, Role.SUPERVISOR),
+    "ratings": Command(rating_views.cmd_ratings, Role.SUPERVISOR, long=True),
+    "callbacks": Command(rating_views.cmd_callbacks, Role.SUPERVISOR, long=True),
+    "export": Command(reports.cmd_export, Role.SUPERVISOR, long=True),
+    "ranking": Command(reports.cmd_ranking, Role.SUPERVISOR, long=True),
 }
 
 # Words that act as commands when typed outside a flow (channels without a command menu).

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 import logging
+import sqlite3
+import threading
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -17,6 +19,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine as DbEngine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from bot import texts
@@ -31,6 +34,7 @@ from bot.core.flows import rating
 from bot.core.flows.visit import VisitFlow
 from bot.core.survey import load_survey
 from bot.core.types import Inbound, Outcome, Reply
+from storage.db import make_engine
 from storage.models import DialogueState, ProcessedInbound, Role
 from storage.prepared import Prepared
 
@@ -68,6 +72,10 @@ _SAVE_STATE = Prepared(update(_state)
                                updated_at=bindparam("updated_at", type_=_state.c.updated_at.type)))
 
 
+# Flows whose start reads a whole unit's data (the spot-check draw): never inline (handle_now).
+LONG_FLOWS = {"spotcheck"}
+
+
 class ConcurrentUpdate(Exception):
     """The dialogue row changed under us: another event for the same user won the race."""
 
@@ -98,6 +106,70 @@ class Engine:
         self.flow_commands = {"visit": Role.CADRE, "contact": Role.CADRE, "ledger": Role.SUPERVISOR,
                               "todo": Role.CADRE, "report": None, "mine": None, "object": Role.CADRE}
         self.flow_commands["spotcheck"] = Role.SUPERVISOR
+        self._now_db: DbEngine | None = None  # see handle_now
+        self._now_lock = threading.Lock()
+
+    def handle_now(self, inbound: Inbound, *, before_commit: Callable[[Context, Outcome], None] | None = None
+                   ) -> Outcome | None:
+        """Handles the event on the calling thread if that costs no waiting; None: call ``handle`` in
+        a worker thread instead (nothing was done).
+
+        For SQLite, where an event is about a millisecond of Python and the database is in the
+        process: a channel's event loop calls this first, which spares the hand-off to a thread and
+        back and, above all, the worker thread's fight for the GIL with the loop (every SQLite call
+        releases the GIL, and getting it back waits out the loop's switch interval: 10-20 ms a
+        step under load, for a millisecond of work). It declines, and the channel uses a thread, when
+        the event may take long (a command marked ``long``: exports, rankings, a unit's figures), when
+        the database is PostgreSQL (statements wait on the network), or when the write lock is held
+        elsewhere (another process, the scheduler in this one): its own connection has no busy
+        timeout, so BEGIN IMMEDIATE fails at once rather than blocking the loop.
+        """
+        if self.db.dialect.name != "sqlite" or self._runs_long(inbound):
+            return None
+        now_db = self._now_engine()
+        if now_db is None:
+            return None
+        conn = now_db.connect()
+        try:
+            try:
+                transaction = conn.begin()
+            except (OperationalError, sqlite3.OperationalError) as exc:  # BEGIN IMMEDIATE runs on the driver
+                if "locked" in str(exc) or "busy" in str(exc):
+                    return None
+                raise
+            with transaction:
+                return self._handle(conn, inbound, self.clock(), before_commit)
+        except ConcurrentUpdate:
+            return Outcome(replies=[Reply(texts.STALE_BUTTON)], stale=True)
+        finally:
+            conn.close()
+
+    def _runs_long(self, inbound: Inbound) -> bool:
+        name = inbound.command
+        if name is None and inbound.text:
+            name = commands.KEYWORDS.get(inbound.text.strip().partition(" ")[0])
+        name = (name or "").lower()
+        if name in LONG_FLOWS:
+            return True
+        command = commands.COMMANDS.get(name)
+        return command is not None and command.long
+
+    def _now_engine(self) -> DbEngine | None:
+        """The connection ``handle_now`` uses: the same SQLite file, never waiting for its lock."""
+        if self._now_db is None:
+            database = self.db.url.database
+            if not database or database == ":memory:":
+                return None  # a second connection would be a second, empty database
+            with self._now_lock:
+                if self._now_db is None:
+                    self._now_db = make_engine(self.db.url.render_as_string(hide_password=False), wait_for_lock=False)
+        return self._now_db
+
+    def close(self) -> None:
+        """Closes what ``handle_now`` opened (the database engine given is the caller's to dispose)."""
+        if self._now_db is not None:
+            self._now_db.dispose()
+            self._now_db = None
 
     def handle(self, inbound: Inbound, *, before_commit: Callable[[Context, Outcome], None] | None = None) -> Outcome:
         """Processes one event and returns what to send; a redelivered event returns ``duplicate``.

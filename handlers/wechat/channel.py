@@ -311,15 +311,13 @@ class WeChatChannel:
                               now=int(self.core.clock().timestamp()))
         answer = _Answer()
         hook = partial(self._settle, inbound=inbound, account=account, answer=answer)
-        handle = partial(self.core.handle, inbound, before_commit=hook)
-        job = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(self._in_turn, handle))
-        try:
-            outcome: Outcome = await asyncio.wait_for(asyncio.shield(job), self.settings.wechat_reply_deadline_seconds)
-        except asyncio.TimeoutError:
-            if answer.claim("outbox") == "outbox":
-                job.add_done_callback(partial(_log_late_failure, inbound.event_key))
+        # On the loop when that costs no waiting (SQLite, a short event, the lock free: the core's
+        # handle_now), else in a thread, with the deadline below.
+        outcome: Outcome | None = self.core.handle_now(inbound, before_commit=hook)
+        if outcome is None:
+            outcome = await self._in_thread(inbound, hook, answer)
+            if outcome is None:
                 return None
-            outcome = await job  # the core claimed the inline answer just in time: its commit is under way
         if outcome.duplicate:
             cached = await asyncio.to_thread(self.cached, inbound.event_key)
             return cached.xml if cached else None
@@ -334,6 +332,18 @@ class WeChatChannel:
             return text_reply(to_user=inbound.user_id, from_account=account, content=parts[0],
                               now=int(self.core.clock().timestamp()))
         return answer.xml
+
+    async def _in_thread(self, inbound: Inbound, hook, answer: _Answer) -> Outcome | None:
+        """The core in a thread; None when the deadline passed first and the outbox will answer."""
+        handle = partial(self.core.handle, inbound, before_commit=hook)
+        job = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(self._in_turn, handle))
+        try:
+            return await asyncio.wait_for(asyncio.shield(job), self.settings.wechat_reply_deadline_seconds)
+        except asyncio.TimeoutError:
+            if answer.claim("outbox") == "outbox":
+                job.add_done_callback(partial(_log_late_failure, inbound.event_key))
+                return None
+            return await job  # the core claimed the inline answer just in time: its commit is under way
 
     def _settle(self, ctx: Context, outcome: Outcome, *, inbound: Inbound, account: str, answer: _Answer) -> None:
         """In the core's transaction: the interaction noted, the answer stored for retries and,
