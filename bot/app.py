@@ -7,6 +7,7 @@ Application (long polling, or setWebhook in webhook mode), so ``python -m bot ru
 from __future__ import annotations
 
 import contextlib
+import gc
 import hmac
 import json
 import logging
@@ -90,6 +91,10 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
                 transports["wechat"] = WeChatTransport(wechat_api, settings, core.db, core.clock)
             worker = Worker(core.db, settings, transports, clock=core.clock)
             worker.start()
+        # Everything loaded so far (modules, PTB, SQLAlchemy's compiled statements...) lives as long
+        # as the process: out of the collector's way, so a full collection walks only what requests
+        # leave behind (one took 80-100 ms every few thousand requests before, stalling the loop).
+        gc.freeze()
         try:
             yield
         finally:
