@@ -6,8 +6,8 @@ interpreter and GIL, apart from the driver and the Bot API stand-in. It binds a 
 run (PTB started, setWebhook answered by the stand-in) reports ``("ready", port)`` on the pipe.
 A ``"stop"`` on the pipe, or the driver going away, shuts it down gracefully.
 
-Both bots get the identical server: plain asyncio loop and h11 (what ``python -m bot run`` uses
-when uvloop/httptools are not installed), no access log.
+Both bots get the identical server, as ``python -m bot run`` has it: uvicorn's "auto" loop and
+HTTP parser (uvloop and httptools, which the project depends on), no access log.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def serve(kind: str, options: dict, conn) -> None:
         port = sock.getsockname()[1]
         app = _build_app(kind, options, f"http://{HOST}:{port}{WEBHOOK_PATH}")
         server = uvicorn.Server(uvicorn.Config(
-            app, host=HOST, port=port, loop="asyncio", http="h11", lifespan="on", log_level="warning",
+            app, host=HOST, port=port, loop="auto", http="auto", lifespan="on", log_level="warning",
             log_config=None, access_log=False, timeout_graceful_shutdown=2))
     except BaseException:
         conn.send(("error", traceback.format_exc()))

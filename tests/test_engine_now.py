@@ -134,3 +134,13 @@ def test_postgresql_and_in_memory_databases_always_go_to_a_thread(db, settings, 
         assert core.handle_now(Inbound(channel="test", user_id="u1", command="help", event_key="m1")) is None
         assert core.handle(Inbound(channel="test", user_id="u1", command="help", event_key="m1")).replies
     assert core._now_db is None
+
+
+def test_a_second_thread_never_waits_for_the_first(db, now_core, clock):
+    sqlite_only(db)
+    roster = make_roster(db)
+    bind(db, roster.cadre, "test", "u1", clock())
+    event = Inbound(channel="test", user_id="u1", command="help", event_key="h1")
+    with now_core._now_lock:  # another event loop's thread is handling an event right now
+        assert now_core.handle_now(event) is None
+    assert now_core.handle_now(event).replies  # and once it is done, inline again
