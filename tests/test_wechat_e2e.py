@@ -590,3 +590,33 @@ def test_cards_carry_the_wechat_scene_code_and_its_scan_starts_the_rating(
     with running_bot(wx_settings, db, clock, wx):
         answer = wx.follower("oCitizen000000000000000000003").subscribe(scene=code.scene).content
     assert "您正在评价" in answer and roster.cadre.name in answer
+
+
+@pytest.mark.parametrize("inner", [
+    "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[ 你好 ]]></Content><MsgId>1</MsgId>",
+    "<MsgType><![CDATA[image]]></MsgType><PicUrl><![CDATA[http://x/y.jpg]]></PicUrl><MediaId><![CDATA[m1]]></MediaId><MsgId>2</MsgId>",
+    "<MsgType><![CDATA[location]]></MsgType><Location_X>23.13</Location_X><Location_Y>113.26</Location_Y><Scale>15</Scale><Label><![CDATA[某地]]></Label><MsgId>3</MsgId>",
+    "<MsgType><![CDATA[voice]]></MsgType><MediaId><![CDATA[v1]]></MediaId><Format><![CDATA[amr]]></Format><Recognition><![CDATA[走访]]></Recognition><MsgId>4</MsgId>",
+    "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event>",
+    "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[qrscene_AbC-12_x]]></EventKey><Ticket><![CDATA[t]]></Ticket>",
+    "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[SCAN]]></Event><EventKey><![CDATA[AbC-12_x]]></EventKey><Ticket><![CDATA[t]]></Ticket>",
+    "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[CLICK]]></Event><EventKey><![CDATA[visit]]></EventKey>",
+    "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[unsubscribe]]></Event>",
+    "<MsgType><![CDATA[shortvideo]]></MsgType><MediaId><![CDATA[s1]]></MediaId><MsgId>5</MsgId>",
+    "<MsgType><![CDATA[hologram]]></MsgType><MsgId>6</MsgId>",
+])
+def test_messages_are_built_from_the_checked_fields_as_wechatpy_parses_them(inner):
+    from wechatpy import parse_message
+
+    from handlers.wechat.channel import message_of, to_inbound
+    from handlers.wechat.crypto import parse_xml
+
+    xml = ("<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[oUser]]></FromUserName>"
+           f"<CreateTime>1795140000</CreateTime>{inner}</xml>")
+    fields = parse_xml(xml)
+    ours, theirs = message_of(fields), parse_message(xml)
+    assert type(ours) is type(theirs)
+    for name in ("type", "event", "content", "media_id", "location_x", "location_y", "recognition", "scene_id",
+                 "key", "id", "source", "target"):
+        assert getattr(ours, name, None) == getattr(theirs, name, None), name
+    assert to_inbound(ours, fields) == to_inbound(theirs, fields)

@@ -40,9 +40,8 @@ from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from wechatpy import parse_message
-from wechatpy.events import ClickEvent, ScanEvent, SubscribeEvent, SubscribeScanEvent
-from wechatpy.messages import ImageMessage, LocationMessage, TextMessage, VoiceMessage
+from wechatpy.events import EVENT_TYPES, ClickEvent, ScanEvent, SubscribeEvent, SubscribeScanEvent
+from wechatpy.messages import MESSAGE_TYPES, ImageMessage, LocationMessage, TextMessage, UnknownMessage, VoiceMessage
 
 from bot import texts
 from bot.config import Settings
@@ -104,6 +103,24 @@ def to_inbound(message, fields: dict[str, str]) -> Inbound | Unsupported | None:
     if isinstance(message, VoiceMessage) and message.recognition:  # speech recognition, when switched on
         return _text(message.recognition, base)
     return UNSUPPORTED
+
+
+def message_of(fields: dict[str, str]):
+    """wechatpy's message or event object for fields parsed by ``parse_xml``: what wechatpy's own
+    ``parse_message`` makes of the same XML, without parsing it a third time (xmltodict)."""
+    data = dict(fields)
+    message_type = data["MsgType"].lower()
+    if message_type != "event":
+        return MESSAGE_TYPES.get(message_type, UnknownMessage)(data)
+    event_type = data.get("Event", "").lower()
+    event_key = data.get("EventKey") or ""
+    if event_type == "subscribe" and event_key.startswith(("scanbarcode|", "scanimage|")):
+        event_type = data["Event"] = "subscribe_scan_product"
+    elif event_type == "subscribe" and event_key.startswith("qrscene_"):
+        # A new follower who scanned a QR code with a scene: wechatpy cuts the prefix.
+        event_type = data["Event"] = "subscribe_scan"
+        data["EventKey"] = event_key[len("qrscene_"):]
+    return EVENT_TYPES.get(event_type, UnknownMessage)(data)
 
 
 def _text(text: str, base: dict) -> Inbound:
@@ -284,7 +301,7 @@ class WeChatChannel:
             except UnicodeDecodeError:
                 raise Refused(400, "not UTF-8") from None
         try:
-            message = parse_message(plain)
+            message = message_of(fields)
         except Exception:  # wechatpy wants MsgType and the like; we checked the XML, not the fields
             raise Refused(400, "not a WeChat message") from None
         try:
