@@ -135,6 +135,7 @@ class TelegramChannel:
         if webhook:
             builder = builder.updater(None)
         self.application = builder.build()
+        self._in_threads = 0  # events of this channel being handled in worker threads (see process)
         self.application.add_handler(TypeHandler(Update, self._on_update))
 
     async def start(self) -> None:
@@ -183,10 +184,15 @@ class TelegramChannel:
         inbound = to_inbound(update)
         if inbound is None:
             return None
-        # On the loop when that costs no waiting (SQLite, a short event, the lock free), else in a thread.
-        outcome: Outcome | None = self.core.handle_now(inbound)
+        # On the loop when that costs no waiting (SQLite, a short event, the lock free), else in a
+        # thread; while any event waits in a thread, later ones follow it there rather than overtake.
+        outcome: Outcome | None = self.core.handle_now(inbound) if not self._in_threads else None
         if outcome is None:
-            outcome = await asyncio.to_thread(self.core.handle, inbound)
+            self._in_threads += 1
+            try:
+                outcome = await asyncio.to_thread(self.core.handle, inbound)
+            finally:
+                self._in_threads -= 1
         if outcome.duplicate:
             return None
         bot = self.application.bot
@@ -218,14 +224,21 @@ class TelegramChannel:
             except BadRequest as exc:  # too old to edit, say: the answer goes as a new message
                 log.info("could not edit the pressed message: %s", exc)
         chat_id = update.effective_chat.id
-        for reply in replies:
-            text, markup = render(reply)
-            await bot.send_message(chat_id, text, reply_markup=markup)
-            for file in reply.files:
-                if file.is_image:
-                    await bot.send_photo(chat_id, photo=file.content, filename=file.filename)
-                else:
-                    await bot.send_document(chat_id, document=file.content, filename=file.filename)
+        try:
+            for reply in replies:
+                text, markup = render(reply)
+                await bot.send_message(chat_id, text, reply_markup=markup)
+                for file in reply.files:
+                    if file.is_image:
+                        await bot.send_photo(chat_id, photo=file.content, filename=file.filename)
+                    else:
+                        await bot.send_document(chat_id, document=file.content, filename=file.filename)
+        except Exception:
+            if answer is None:
+                raise
+            # The core has committed: a redelivery would be a duplicate and send nothing, so the
+            # webhook answers 200 with the button's answer rather than 500.
+            log.exception("update %s: the answer could not be delivered", update.update_id)
         return answer
 
 

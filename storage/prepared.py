@@ -8,6 +8,9 @@ identity map. ``Prepared`` keeps SQLAlchemy as the source of truth (the statemen
 Core construct, compiled by the dialect in use, with the column types' own conversions for
 parameters and results: UTC datetimes, JSON, booleans, PostgreSQL's casts) and only skips the
 per-call machinery. It runs inside the caller's transaction, on the caller's connection.
+
+Errors come from the driver as they are (sqlite3.OperationalError, psycopg.errors...), not
+wrapped in SQLAlchemy's exceptions: nothing here catches them, the event's transaction rolls back.
 """
 
 from __future__ import annotations
@@ -68,11 +71,11 @@ class Prepared:
 
     def __init__(self, stmt: ClauseElement) -> None:
         self.stmt = stmt
-        self._by_dialect: dict[str, _Compiled] = {}
+        self._by_dialect: dict[tuple[str, str], _Compiled] = {}
 
     def _compiled(self, conn: Connection) -> _Compiled:
         dialect = conn.dialect
-        key = dialect.name
+        key = (dialect.name, dialect.driver)  # the driver decides the parameter style
         compiled = self._by_dialect.get(key)
         if compiled is None:
             compiled = self._by_dialect[key] = _Compiled(self.stmt, dialect)

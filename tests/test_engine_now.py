@@ -144,3 +144,20 @@ def test_a_second_thread_never_waits_for_the_first(db, now_core, clock):
     with now_core._now_lock:  # another event loop's thread is handling an event right now
         assert now_core.handle_now(event) is None
     assert now_core.handle_now(event).replies  # and once it is done, inline again
+
+
+def test_no_step_of_a_long_flow_runs_inline(db, now_core, clock):
+    """The spot-check's buttons draw and list a whole unit's visits: every step of it goes to a thread."""
+    sqlite_only(db)
+    roster = make_roster(db)
+    bind(db, roster.supervisor, "test", "s1", clock())
+    started = now_core.handle(Inbound(channel="test", user_id="s1", command="spotcheck", event_key="s-1"))
+    [draw] = [o for r in started.replies for o in r.flat_options() if "抽取" in o.label]
+    with session_scope(db) as s:
+        before = s.get(DialogueState, ("test", "s1")).version
+    press = Inbound(channel="test", user_id="s1", token=draw.token, event_key="s-2")
+    assert now_core.handle_now(press) is None
+    assert count(db, ProcessedInbound) == 1  # the declined press left no trace: its transaction rolled back
+    with session_scope(db) as s:
+        assert s.get(DialogueState, ("test", "s1")).version == before
+    assert "已抽取" in "\n".join(r.text for r in now_core.handle(press).replies)

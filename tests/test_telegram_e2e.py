@@ -246,6 +246,8 @@ def test_webhook_answers_presses_in_its_response_and_a_checklist_grows_in_one_me
         assert tg.deliver(stale) == 200
         [answer] = tg.calls_of("answerCallbackQuery")
         assert answer.via_webhook and answer.params.get("text") == texts.STALE_BUTTON
+        assert not [m for m in user.sent() if m["message_id"] == card["message_id"]][-1].get("reply_markup")
+        assert user.buttons() and texts.STALE_BUTTON in texts_of(user.sent()[-2:])  # asked again, anew
 
 
 def test_a_press_whose_answer_cannot_grow_the_message_gets_a_new_one(tg, tg_settings, db, clock):
@@ -302,6 +304,41 @@ def test_an_update_arriving_while_another_process_writes_waits_for_it_off_the_lo
             release.join()
             other.close()
         assert texts.PICK_HOUSEHOLD in user.last()["text"]
+
+
+def test_a_press_whose_answer_cannot_be_delivered_still_stops_the_spinner(tg, tg_settings, db, clock):
+    roster = make_roster(db)
+    user = tg.user(7005, first_name="李明")
+    bind(db, roster.cadre, "telegram", "7005", clock())
+    with running_bot(tg_settings, db, clock, webhook=True):
+        user.command_wait("/visit")
+        # The household's 回头看 grows the pressed message; sending the card question then fails.
+        tg.fail_next("sendMessage", 400, "Bad Request: chat not found")
+        update = user.press(user.buttons()[0][0][1], deliver=False)
+        tg.clear_calls()
+        # The core has committed: 500 would only bring a redelivery that sends nothing, so 200,
+        # with the button answered.
+        assert tg.deliver(update) == 200
+        [answer] = tg.calls_of("answerCallbackQuery")
+        assert answer.via_webhook and answer.status == 200
+        assert tg.deliver(update) == 200 and len(tg.calls_of("answerCallbackQuery")) == 1  # redelivery: nothing
+
+
+def test_while_an_event_waits_in_a_thread_later_ones_do_not_overtake_it(tg, tg_settings, db, clock, monkeypatch):
+    roster = make_roster(db)
+    user = tg.user(7006, first_name="李明")
+    bind(db, roster.cadre, "telegram", "7006", clock())
+    with running_bot(tg_settings, db, clock, webhook=True) as served:
+        channel = served.app.state.telegram
+        inline = []
+        real = channel.core.handle_now
+        monkeypatch.setattr(channel.core, "handle_now", lambda inbound: inline.append(inbound) or real(inbound))
+        channel._in_threads = 1  # an earlier event of the channel is being handled in a thread
+        assert texts.PICK_HOUSEHOLD in texts_of(user.command_wait("/visit"))
+        assert inline == []  # went to a thread behind it
+        channel._in_threads = 0
+        press(user, "住户1")
+        assert len(inline) == 1  # with nothing waiting, on the loop again
 
 
 def test_garbage_webhook_body_is_refused(tg, tg_settings, db, clock):

@@ -249,14 +249,19 @@ def test_a_slow_answer_goes_through_the_customer_service_api_once(wx, wx_setting
     bind(db, roster.cadre, "wechat", OPENID, clock())
     settings = wx_settings.model_copy(update={"wechat_reply_deadline_seconds": 0.1})
     follower = wx.follower(OPENID)
-    with running_bot(settings, db, clock, wx, core=SlowEngine(db, settings, clock=clock)):
+    with running_bot(settings, db, clock, wx, core=SlowEngine(db, settings, clock=clock)) as served:
+        channel = served.app.state.wechat
         xml = follower.xml_text("/progress")
         started = time.monotonic()
         assert follower.send(xml).content is None  # "success": no passive reply
         assert time.monotonic() - started < SlowEngine.delay
+        assert channel._in_threads == 1  # past its deadline the event is still the thread's: later ones queue
         deadline = time.monotonic() + 10
         while count(db, OutboxMessage) == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
+        while channel._in_threads and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert channel._in_threads == 0
         assert send_outbox(db, settings, clock) == 1
         [sent] = wx.calls_of("/cgi-bin/message/custom/send")
         assert sent.body["touser"] == OPENID and "已走访 0/3 户" in sent.body["text"]["content"]
@@ -620,3 +625,21 @@ def test_messages_are_built_from_the_checked_fields_as_wechatpy_parses_them(inne
                  "key", "id", "source", "target"):
         assert getattr(ours, name, None) == getattr(theirs, name, None), name
     assert to_inbound(ours, fields) == to_inbound(theirs, fields)
+
+
+def test_while_an_event_waits_for_the_thread_later_ones_queue_behind_it(wx, wx_settings, db, clock, monkeypatch):
+    roster = make_roster(db)
+    bind(db, roster.cadre, "wechat", OPENID, clock())
+    follower = wx.follower(OPENID)
+    with running_bot(wx_settings, db, clock, wx) as served:
+        channel = served.app.state.wechat
+        inline = []
+        real = channel.core.handle_now
+        monkeypatch.setattr(channel.core, "handle_now",
+                            lambda inbound, **kw: inline.append(inbound) or real(inbound, **kw))
+        channel._in_threads = 1  # an earlier event waits in the thread
+        assert "走访进度" in follower.send(follower.xml_text("/progress")).content
+        assert inline == []
+        channel._in_threads = 0
+        assert texts.HELP_HEADER in follower.send(follower.xml_text("/help")).content
+        assert len(inline) == 1

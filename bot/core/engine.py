@@ -72,8 +72,13 @@ _SAVE_STATE = Prepared(update(_state)
                                updated_at=bindparam("updated_at", type_=_state.c.updated_at.type)))
 
 
-# Flows whose start reads a whole unit's data (the spot-check draw): never inline (handle_now).
+# Flows whose steps read a whole unit's or the city's data (the spot-check: the draw, the open
+# calls): neither their start nor any step of them runs inline (handle_now).
 LONG_FLOWS = {"spotcheck"}
+
+
+class _Decline(Exception):
+    """handle_now backs out: the event turned out to belong in a thread (rolled back, nothing done)."""
 
 
 class ConcurrentUpdate(Exception):
@@ -140,7 +145,9 @@ class Engine:
                     return None
                 raise
             with transaction:
-                return self._handle(conn, inbound, self.clock(), before_commit)
+                return self._handle(conn, inbound, self.clock(), before_commit, inline=True)
+        except _Decline:
+            return None
         except ConcurrentUpdate:
             return Outcome(replies=[Reply(texts.STALE_BUTTON)], stale=True)
         finally:
@@ -196,7 +203,7 @@ class Engine:
         except ConcurrentUpdate:
             return Outcome(replies=[Reply(texts.STALE_BUTTON)], stale=True)
 
-    def _handle(self, conn, inbound: Inbound, now: datetime, before_commit) -> Outcome:
+    def _handle(self, conn, inbound: Inbound, now: datetime, before_commit, *, inline: bool = False) -> Outcome:
         dialect = conn.dialect.name
         if inbound.event_key is not None:
             fresh = _RECORD_EVENT[dialect].first(conn, channel=inbound.channel, event_key=inbound.event_key[:100],
@@ -204,6 +211,8 @@ class Engine:
             if fresh is None:
                 return Outcome(duplicate=True)
         row = self._load_state(conn, inbound, now)
+        if inline and row["flow"] in LONG_FLOWS:
+            raise _Decline()  # a step of a long flow: the transaction rolls back, the event key with it
         # The row's data was decoded from JSON just now: a fresh object, the dialogue's own to change.
         dialogue = Dialogue(row["flow"], row["step"], row["data"] or {}, row["version"])
         before = dialogue.snapshot()

@@ -247,6 +247,7 @@ class WeChatChannel:
         # for one thread instead, first come first served. PostgreSQL runs them side by side.
         self._in_turn = (ThreadPoolExecutor(1, thread_name_prefix="wechat-core")
                          if core.db.dialect.name == "sqlite" else None)
+        self._in_threads = 0  # events handed to a thread and not yet answered (see answer)
 
     def routes(self) -> list[Route]:
         return [Route(self.settings.wechat_webhook_path, self.endpoint, methods=["GET", "POST"])]
@@ -329,8 +330,9 @@ class WeChatChannel:
         answer = _Answer()
         hook = partial(self._settle, inbound=inbound, account=account, answer=answer)
         # On the loop when that costs no waiting (SQLite, a short event, the lock free: the core's
-        # handle_now), else in a thread, with the deadline below.
-        outcome: Outcome | None = self.core.handle_now(inbound, before_commit=hook)
+        # handle_now), else in a thread, with the deadline below. While events wait for the thread,
+        # later ones queue behind them rather than overtake.
+        outcome: Outcome | None = self.core.handle_now(inbound, before_commit=hook) if not self._in_threads else None
         if outcome is None:
             outcome = await self._in_thread(inbound, hook, answer)
             if outcome is None:
@@ -354,6 +356,8 @@ class WeChatChannel:
         """The core in a thread; None when the deadline passed first and the outbox will answer."""
         handle = partial(self.core.handle, inbound, before_commit=hook)
         job = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(self._in_turn, handle))
+        self._in_threads += 1  # until the core is done with it, past the deadline too
+        job.add_done_callback(self._thread_done)
         try:
             return await asyncio.wait_for(asyncio.shield(job), self.settings.wechat_reply_deadline_seconds)
         except asyncio.TimeoutError:
@@ -361,6 +365,9 @@ class WeChatChannel:
                 job.add_done_callback(partial(_log_late_failure, inbound.event_key))
                 return None
             return await job  # the core claimed the inline answer just in time: its commit is under way
+
+    def _thread_done(self, _job) -> None:
+        self._in_threads -= 1
 
     def _settle(self, ctx: Context, outcome: Outcome, *, inbound: Inbound, account: str, answer: _Answer) -> None:
         """In the core's transaction: the interaction noted, the answer stored for retries and,
