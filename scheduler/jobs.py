@@ -26,6 +26,7 @@ from bot.core.progress import unit_progress, unvisited_by_cadre
 from bot.core.scope import in_scope, unit_scope
 from bot.fonts import FontNotFound
 from scheduler.outbox import SEND_CHANNELS, Attachment, enqueue_for_cadre, existing_keys
+from storage.db import session_scope
 from storage.models import (
     CallbackStatus,
     CallbackTask,
@@ -189,16 +190,43 @@ def digest_points(settings: Settings, now: datetime) -> list[tuple[str, datetime
     return due
 
 
+@dataclass(frozen=True)
+class PlannedDigest:
+    cadre_id: int  # the supervisor
+    key: str
+    kind: str
+    body: str
+    attachments: tuple[Attachment, ...]
+
+
 def send_digests(session: Session, settings: Settings, now: datetime, chart=None) -> int:
     """Writes each supervisor's daily and weekly digest for their scope; muted ones get none.
 
     The figures come from grouped queries over all cadres, computed once per digest point, so the
     cost grows with the number of cadres and supervisors, not with visits times recipients.
+    In one session; the worker uses ``run_digests``, which computes them without the write lock.
     """
-    written = 0
+    return write_digests(session, plan_digests(session, settings, now, chart), settings, now)
+
+
+def run_digests(db, settings: Settings, now: datetime, chart=None) -> int:
+    """``send_digests`` in two transactions: the digests are computed (and charts drawn, about two
+    seconds for a city) in a read-only one, which on SQLite holds up no writer, then queued in a
+    short one. A digest queued meanwhile by another worker is not queued twice (outbox keys)."""
+    with session_scope(db, read_only=True) as session:
+        planned = plan_digests(session, settings, now, chart)
+    if not planned:
+        return 0
+    with session_scope(db) as session:
+        return write_digests(session, planned, settings, now)
+
+
+def plan_digests(session: Session, settings: Settings, now: datetime, chart=None) -> list[PlannedDigest]:
+    """The digests due now that are not queued yet: only reads."""
+    planned: list[PlannedDigest] = []
     recipients = [s for s in supervisors(session) if not s.digests_muted]
     if not recipients:
-        return 0
+        return planned
     cadres = _cadres(session)
     units = {u.id: u for u in session.exec(select(Unit)).all()}
     for period, point in digest_points(settings, now):
@@ -225,9 +253,18 @@ def send_digests(session: Session, settings: Settings, now: datetime, chart=None
                 except FontNotFound as exc:  # the text is what matters: send it without the picture
                     log.warning("digest without chart: %s", exc)
                     chart = None
-            written += enqueue_for_cadre(session, supervisor.id, key=f"digest:{period}", kind=f"digest-{kind}",
-                                         body=body, now=now, settings=settings, channels=SEND_CHANNELS,
-                                         attachments=attachments) is not None
+            planned.append(PlannedDigest(supervisor.id, f"digest:{period}", f"digest-{kind}", body,
+                                         tuple(attachments)))
+    return planned
+
+
+def write_digests(session: Session, planned: list[PlannedDigest], settings: Settings, now: datetime) -> int:
+    """Queues planned digests; one already queued (same key) is left alone."""
+    written = 0
+    for digest in planned:
+        written += enqueue_for_cadre(session, digest.cadre_id, key=digest.key, kind=digest.kind, body=digest.body,
+                                     now=now, settings=settings, channels=SEND_CHANNELS,
+                                     attachments=digest.attachments) is not None
     return written
 
 

@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 
 
 def _run_job(name: str, db: DbEngine, settings: Settings, clock: Callable[[], datetime]) -> None:
+    if name.startswith("digest"):  # computed without the write lock (see run_digests)
+        written = jobs.run_digests(db, settings, clock(), chart=jobs.digest_chart)
+        if written:
+            log.info("%s: %d messages queued", name, written)
+        return
     with session_scope(db) as session:
         now = clock()
         if name == "deadline-reminders":
@@ -38,8 +43,6 @@ def _run_job(name: str, db: DbEngine, settings: Settings, clock: Callable[[], da
             if removed:
                 log.info("prune: %d old rows removed", removed)
             return
-        else:
-            written = jobs.send_digests(session, settings, now, chart=jobs.digest_chart)
     if written:
         log.info("%s: %d messages queued", name, written)
 

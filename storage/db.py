@@ -56,7 +56,10 @@ def make_engine(url: str, *, echo: bool = False, wait_for_lock: bool = True) -> 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         # On the driver's connection: exec_driver_sql would build a whole execution context for it.
-        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
+        # A read-only session (session_scope(read_only=True)) begins deferred: it takes no write
+        # lock, so a long report or digest computation does not hold up every writer.
+        read_only = conn.get_execution_options().get("read_only", False)
+        conn.connection.driver_connection.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -66,9 +69,14 @@ def is_postgres(engine: Engine) -> bool:
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """One session, one transaction: committed when the block ends, rolled back on any error."""
-    with Session(engine, expire_on_commit=False) as session:
+def session_scope(engine: Engine, *, read_only: bool = False) -> Iterator[Session]:
+    """One session, one transaction: committed when the block ends, rolled back on any error.
+
+    ``read_only``: for work that only reads (computing digests, reports). On SQLite it then takes no
+    write lock; a write in it may fail with "database is locked", so write in a session of its own.
+    """
+    bind = engine.execution_options(read_only=True) if read_only else engine
+    with Session(bind, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()

@@ -13,7 +13,7 @@ from sqlmodel import select
 from scheduler.jobs import remind_callbacks, remind_deadlines, send_digests
 from scheduler.sender import SENT, OutboxSender, RateLimiter
 from storage.db import session_scope
-from storage.models import Cadre, ChatAccount, Household, OutboxMessage, Role, ServiceObject, Unit, Visit
+from storage.models import Cadre, ChatAccount, Household, OutboxAttachment, OutboxMessage, Role, ServiceObject, Unit, Visit
 
 TZ = ZoneInfo("Asia/Shanghai")
 
@@ -282,3 +282,37 @@ def test_a_digest_goes_without_its_chart_when_no_font_draws_chinese(db, settings
     with session_scope(db) as s:
         [row] = s.exec(select(OutboxMessage)).all()
         assert row.cadre_id == city.office.id and "作风工作日报" in row.body
+
+
+def test_digests_are_computed_without_holding_up_writers(db, settings, clock):
+    """run_digests (what the worker runs) draws its charts in a read-only transaction: on SQLite
+    another connection can write meanwhile, without waiting; the digests are then queued once."""
+    import sqlite3
+
+    from scheduler.jobs import run_digests
+
+    City(db, clock())
+    settings = settings.model_copy(update={"digest_weekly_day": None})
+    now = local(2026, 6, 15, 18).astimezone(timezone.utc)
+    wrote_meanwhile = []
+
+    def chart(*args):
+        if db.dialect.name == "sqlite":
+            other = sqlite3.connect(db.url.database, timeout=0, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # "database is locked" at once if the job held the lock
+                other.execute("UPDATE unit SET active = active")
+                other.execute("COMMIT")
+                wrote_meanwhile.append(True)
+            finally:
+                other.close()
+        return b"\x89PNG fake"
+
+    assert run_digests(db, settings, now, chart=chart) == 1
+    assert run_digests(db, settings, now, chart=chart) == 0  # due digests are queued once
+    if db.dialect.name == "sqlite":
+        assert wrote_meanwhile == [True]
+    with session_scope(db) as s:
+        [row] = s.exec(select(OutboxMessage)).all()
+        assert "作风工作日报" in row.body
+        assert [a.filename for a in s.exec(select(OutboxAttachment)).all()] == ["digest.png"]
