@@ -59,6 +59,8 @@ _CREATE_STATE = {
                       .on_conflict_do_nothing())
     for dialect, insert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
 }
+_EVENT_SEEN = Prepared(select(_events.c.channel).where(_events.c.channel == bindparam("channel"),
+                                                      _events.c.event_key == bindparam("event_key")))
 # FOR UPDATE locks the row on PostgreSQL; SQLite has no row locks (BEGIN IMMEDIATE took the database).
 _LOAD_STATE = Prepared(select(_state.c.flow, _state.c.step, _state.c.data, _state.c.version)
                        .where(_state.c.channel == bindparam("channel"), _state.c.external_user_id == bindparam("user_id"))
@@ -154,14 +156,20 @@ class Engine:
             self._now_lock.release()
 
     def _runs_long(self, inbound: Inbound) -> bool:
+        return self._long_command(inbound) is not None or self._command_name(inbound) in LONG_FLOWS
+
+    @staticmethod
+    def _command_name(inbound: Inbound) -> str:
         name = inbound.command
         if name is None and inbound.text:
             name = commands.KEYWORDS.get(inbound.text.strip().partition(" ")[0])
-        name = (name or "").lower()
-        if name in LONG_FLOWS:
-            return True
+        return (name or "").lower()
+
+    def _long_command(self, inbound: Inbound) -> str | None:
+        """The name of the long command (``Command.long``: it only reads) the event asks for, if any."""
+        name = self._command_name(inbound)
         command = commands.COMMANDS.get(name)
-        return command is not None and command.long
+        return name if command is not None and command.long else None
 
     def _now_connection(self):
         """The connection ``handle_now`` uses (under ``_now_lock``): the same SQLite file, never
@@ -198,10 +206,91 @@ class Engine:
         """
         now = self.clock()
         try:
+            if self.db.dialect.name == "sqlite" and self._long_command(inbound) is not None:
+                try:
+                    return self._handle_reading(inbound, now, before_commit)
+                except _Decline:
+                    pass  # a keyword typed inside a flow is the flow's answer: the usual way
             with self.db.connect() as conn, conn.begin():
                 return self._handle(conn, inbound, now, before_commit)
         except ConcurrentUpdate:
             return Outcome(replies=[Reply(texts.STALE_BUTTON)], stale=True)
+
+    def _handle_reading(self, inbound: Inbound, now: datetime, before_commit) -> Outcome:
+        """A long command on SQLite (an export, a ranking: seconds of reading) in two transactions.
+
+        The command runs in a read-only one, which takes no write lock (every other event would
+        wait for it) and is rolled back; SQLite refuses any write in it (``query_only``), so a
+        long command that started writing would fail loudly, not lose its writes. Then a short
+        write transaction records the event (a redelivery that got there first makes this one a
+        duplicate, its result dropped), saves the dialogue if the command changed it (a user in
+        a flow is shown the flow's question again; if the row changed in between: stale) and runs
+        ``before_commit``.
+        """
+        sessions: list[Session] = []
+
+        def session_on(conn):
+            def open_session() -> Session:
+                session = Session(bind=conn, expire_on_commit=False, join_transaction_mode="rollback_only")
+                sessions.append(session)
+                return session
+            return open_session
+
+        with self.db.connect() as conn:
+            conn.execution_options(read_only=True)  # BEGIN, not BEGIN IMMEDIATE (storage.db)
+            transaction = conn.begin()
+            driver = conn.connection.driver_connection
+            driver.execute("PRAGMA query_only = ON")
+            try:
+                if inbound.event_key is not None and _EVENT_SEEN.first(
+                        conn, channel=inbound.channel, event_key=inbound.event_key[:100]) is not None:
+                    return Outcome(duplicate=True)
+                row = _LOAD_STATE.first(conn, channel=inbound.channel, user_id=inbound.user_id)
+                read_version = row["version"] if row is not None else 0
+                dialogue = (Dialogue(row["flow"], row["step"], row["data"] or {}, read_version) if row is not None
+                            else Dialogue(None, None, {}, 0))
+                if inbound.command is None and dialogue.flow is not None:
+                    raise _Decline()
+                before = dialogue.snapshot()
+                ctx = Context(connection=conn, open_session=session_on(conn), inbound=inbound, dialogue=dialogue,
+                              settings=self.settings, now=now,
+                              cadre=binding.bound_cadre(conn, inbound.channel, inbound.user_id))
+                self._route(ctx)
+                for session in sessions:
+                    session.flush()  # a write here fails: query_only
+            finally:
+                for session in sessions:
+                    session.close()
+                sessions.clear()
+                if transaction.is_active:  # a failed flush has rolled it back already
+                    transaction.rollback()
+                driver.execute("PRAGMA query_only = OFF")
+
+        with self.db.connect() as conn, conn.begin():
+            if inbound.event_key is not None and _RECORD_EVENT[conn.dialect.name].first(
+                    conn, channel=inbound.channel, event_key=inbound.event_key[:100], created_at=now) is None:
+                return Outcome(duplicate=True)
+            row = self._load_state(conn, inbound, now)
+            version = row["version"]
+            changed = dialogue.snapshot() != before
+            # The user's dialogue moved on meanwhile: what was said about it (a flow's question
+            # shown again, buttons) is out of date. A plain export or ranking is not.
+            if version != read_version and (changed or any(callable(item) for item in ctx.replies)):
+                raise ConcurrentUpdate()
+            if changed:
+                version = self._save_state(conn, inbound, dialogue, version, now)
+            replies = [item(version) if callable(item) else item for item in ctx.replies]
+            outcome = Outcome(replies=replies, chosen=ctx.chosen, stale=ctx.stale)
+            if before_commit is not None:
+                ctx.connection, ctx.open_session, ctx._session = conn, session_on(conn), None
+                try:
+                    before_commit(ctx, outcome)
+                    for session in sessions:
+                        session.flush()
+                finally:
+                    for session in sessions:
+                        session.close()
+            return outcome
 
     def _handle(self, conn, inbound: Inbound, now: datetime, before_commit, *, inline: bool = False) -> Outcome:
         dialect = conn.dialect.name
