@@ -72,6 +72,13 @@ def press(user, label_part: str, quiet: float = 0.15):
     raise AssertionError(f"no button {label_part!r} in {user.buttons()}")
 
 
+def bound_user(tg, db, clock, user_id: int):
+    """A Telegram user bound to the roster's cadre (李明, three households)."""
+    roster = make_roster(db)
+    bind(db, roster.cadre, "telegram", str(user_id), clock())
+    return tg.user(user_id, first_name="李明")
+
+
 def issue_code_by_cli(monkeypatch, capsys, database_url, mobile: str) -> tuple[str, str]:
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("TELEGRAM_BOT_USERNAME", BOT_USERNAME)
@@ -210,9 +217,7 @@ def test_webhook_mode_secret_and_redelivery(tg, tg_settings, db, clock):
 
 
 def test_webhook_answers_presses_in_its_response_and_a_checklist_grows_in_one_message(tg, tg_settings, db, clock):
-    roster = make_roster(db)
-    user = tg.user(7002, first_name="李明")
-    bind(db, roster.cadre, "telegram", "7002", clock())
+    user = bound_user(tg, db, clock, 7002)
     with running_bot(tg_settings, db, clock, webhook=True):
         [question] = user.command_wait("/visit")
         tg.clear_calls()
@@ -251,13 +256,11 @@ def test_webhook_answers_presses_in_its_response_and_a_checklist_grows_in_one_me
 
 
 def test_a_press_whose_answer_cannot_grow_the_message_gets_a_new_one(tg, tg_settings, db, clock):
-    roster = make_roster(db)
-    user = tg.user(7003, first_name="李明")
-    bind(db, roster.cadre, "telegram", "7003", clock())
+    user = bound_user(tg, db, clock, 7003)
     with running_bot(tg_settings, db, clock, webhook=True):
         user.command_wait("/visit")
         press(user, "住户2")
-        # Editing fails once (the message is too old, say): the choice is marked, the answer is sent.
+        # Editing fails (the message is too old, say): the message stays as it was, the answer is sent.
         card = user.last()
         tg.fail_next("editMessageText", 400, "Bad Request: message can't be edited")
         replies = press(user, "是")
@@ -283,9 +286,7 @@ def test_an_update_arriving_while_another_process_writes_waits_for_it_off_the_lo
 
     if db.dialect.name != "sqlite":
         pytest.skip("SQLite's write lock")
-    roster = make_roster(db)
-    user = tg.user(7004, first_name="李明")
-    bind(db, roster.cadre, "telegram", "7004", clock())
+    user = bound_user(tg, db, clock, 7004)
     with running_bot(tg_settings, db, clock, webhook=True) as served:
         other = sqlite3.connect(db.url.database, isolation_level=None, check_same_thread=False)
         other.execute("BEGIN IMMEDIATE")
@@ -307,9 +308,7 @@ def test_an_update_arriving_while_another_process_writes_waits_for_it_off_the_lo
 
 
 def test_a_press_whose_answer_cannot_be_delivered_still_stops_the_spinner(tg, tg_settings, db, clock):
-    roster = make_roster(db)
-    user = tg.user(7005, first_name="李明")
-    bind(db, roster.cadre, "telegram", "7005", clock())
+    user = bound_user(tg, db, clock, 7005)
     with running_bot(tg_settings, db, clock, webhook=True):
         user.command_wait("/visit")
         # The household's 回头看 grows the pressed message; sending the card question then fails.
@@ -325,9 +324,7 @@ def test_a_press_whose_answer_cannot_be_delivered_still_stops_the_spinner(tg, tg
 
 
 def test_while_an_event_waits_in_a_thread_later_ones_do_not_overtake_it(tg, tg_settings, db, clock, monkeypatch):
-    roster = make_roster(db)
-    user = tg.user(7006, first_name="李明")
-    bind(db, roster.cadre, "telegram", "7006", clock())
+    user = bound_user(tg, db, clock, 7006)
     with running_bot(tg_settings, db, clock, webhook=True) as served:
         channel = served.app.state.telegram
         inline = []
