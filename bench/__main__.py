@@ -106,44 +106,16 @@ def _build(tg, user, step: Step) -> dict:
     return update
 
 
-async def visit_user(tg, poster: Poster, user, visits: int, sent: list) -> list[Sample]:
-    """Walks ``visits`` whole visits, checking each step was answered; appends its updates to ``sent``."""
-    samples = []
-    for _ in range(visits):
+async def visit_user(tg, poster: Poster, user, sent: list, *, visits: int | None = None, until: float = 0.0,
+                     think: list[float] = ()) -> list[Sample]:
+    """Walks ``visits`` whole visits, or visits until ``until`` (time.monotonic; the visit under way
+    then is finished, so every visit begun is saved), checking each step was answered and pausing
+    ``think[i]`` s before the i-th update; appends its updates to ``sent``."""
+    samples, i, walked = [], 0, 0
+    while walked < visits if visits is not None else time.monotonic() < until:
         for step in VISIT:
-            replies_before = tg.sends[user.id]
-            update = _build(tg, user, step)
-            sent.append((step, update))
-            samples.append(Sample(user.id, step.kind, step.name, await poster.post(update)))
-            if tg.sends[user.id] == replies_before:
-                raise RuntimeError(f"user {user.id}: no reply to {step.name} ({tg.last_text.get(user.id)!r})")
-        # The confirmation's answer ends the last message, be it new or the pressed one grown by it.
-        if SAVED not in tg.last_text[user.id].rsplit("\n➤ ", 1)[-1]:
-            raise RuntimeError(f"user {user.id}: the visit was not saved: {tg.last_text[user.id]!r}")
-    return samples
-
-
-async def echo_user(tg, poster: Poster, user, updates: list) -> list[Sample]:
-    """Replays a user's updates to the echo bot, checking each was echoed (and each press answered)."""
-    samples = []
-    for step, recorded in updates:
-        update = tg.restamp(recorded)
-        tg.expect(update)
-        replies_before = tg.sends[user.id]
-        samples.append(Sample(user.id, step.kind, step.name, await poster.post(update)))
-        query = update.get("callback_query")
-        if tg.sends[user.id] == replies_before or (query and query["id"] not in tg.callback_answers):
-            raise RuntimeError(f"user {user.id}: the echo bot did not answer {step.name}")
-    return samples
-
-
-async def paced_visit_user(tg, poster: Poster, user, until: float, think: list[float], sent: list) -> list[Sample]:
-    """Walks visits until ``until`` (monotonic), pausing ``think[i]`` s before its i-th update;
-    the visit under way at ``until`` is finished, so every visit it starts is saved."""
-    samples, i = [], 0
-    while time.monotonic() < until:
-        for step in VISIT:
-            await asyncio.sleep(think[i % len(think)])
+            if think:
+                await asyncio.sleep(think[i % len(think)])
             i += 1
             replies_before = tg.sends[user.id]
             update = _build(tg, user, step)
@@ -152,22 +124,27 @@ async def paced_visit_user(tg, poster: Poster, user, until: float, think: list[f
             samples.append(Sample(user.id, step.kind, step.name, await poster.post(update), at))
             if tg.sends[user.id] == replies_before:
                 raise RuntimeError(f"user {user.id}: no reply to {step.name} ({tg.last_text.get(user.id)!r})")
+        # The confirmation's answer ends the last message, be it new or the pressed one grown by it.
         if SAVED not in tg.last_text[user.id].rsplit("\n➤ ", 1)[-1]:
             raise RuntimeError(f"user {user.id}: the visit was not saved: {tg.last_text[user.id]!r}")
+        walked += 1
     return samples
 
 
-async def paced_echo_user(tg, poster: Poster, user, think: list[float], updates: list) -> list[Sample]:
-    """The same updates as ``paced_visit_user`` sent, after the same pauses, to the echo bot."""
+async def echo_user(tg, poster: Poster, user, updates: list, think: list[float] = ()) -> list[Sample]:
+    """Replays a user's updates to the echo bot, after the same pauses as ``visit_user`` made,
+    checking each was echoed (and each press answered)."""
     samples = []
     for i, (step, recorded) in enumerate(updates):
-        await asyncio.sleep(think[i % len(think)])
+        if think:
+            await asyncio.sleep(think[i % len(think)])
         update = tg.restamp(recorded)
         tg.expect(update)
         replies_before = tg.sends[user.id]
         at = time.monotonic()
         samples.append(Sample(user.id, step.kind, step.name, await poster.post(update), at))
-        if tg.sends[user.id] == replies_before:
+        query = update.get("callback_query")
+        if tg.sends[user.id] == replies_before or (query and query["id"] not in tg.callback_answers):
             raise RuntimeError(f"user {user.id}: the echo bot did not answer {step.name}")
     return samples
 
@@ -184,13 +161,13 @@ async def drive_paced(tg, visit_bot: BotProcess, echo_bot: BotProcess, users, ar
         sent = {u.id: [] for u in users}
         start = time.monotonic()
         until = start + args.paced_seconds
-        visit = await run_phase([paced_visit_user(tg, to_visit, u, until, think[u.id], sent[u.id]) for u in users],
+        visit = await run_phase([visit_user(tg, to_visit, u, sent[u.id], until=until, think=think[u.id]) for u in users],
                                 deadline, visit_bot.pid)
         walked = len(visit.samples) // len(VISIT)
         visit = _window(visit, start, args.paced_seconds)
         tg.clear_calls()
         start = time.monotonic()
-        echo = await run_phase([paced_echo_user(tg, to_echo, u, think[u.id], sent[u.id]) for u in users],
+        echo = await run_phase([echo_user(tg, to_echo, u, sent[u.id], think[u.id]) for u in users],
                                deadline, echo_bot.pid)
         echo = _window(echo, start, args.paced_seconds)
     return visit, echo, walked
@@ -210,7 +187,7 @@ async def drive(tg, visit_bot: BotProcess, echo_bot: BotProcess, users, args, de
         to_echo = Poster(echo_client, echo_bot.webhook_url, tg)
         if args.warmup:
             sent = {u.id: [] for u in users}
-            await run_phase([visit_user(tg, to_visit, u, args.warmup, sent[u.id]) for u in users], deadline)
+            await run_phase([visit_user(tg, to_visit, u, sent[u.id], visits=args.warmup) for u in users], deadline)
             await run_phase([echo_user(tg, to_echo, u, sent[u.id]) for u in users], deadline)
         # py-spy keeps only samples holding the GIL, so the visit bot idling through the echo rounds adds none.
         with PySpy(visit_bot.pid, args.py_spy) if args.py_spy else contextlib.nullcontext(), \
@@ -218,7 +195,7 @@ async def drive(tg, visit_bot: BotProcess, echo_bot: BotProcess, users, args, de
             for _ in range(args.visits):
                 tg.clear_calls()  # the stand-in's call log is not used; keep it from growing
                 sent = {u.id: [] for u in users}
-                visit.add(await run_phase([visit_user(tg, to_visit, u, 1, sent[u.id]) for u in users], deadline,
+                visit.add(await run_phase([visit_user(tg, to_visit, u, sent[u.id], visits=1) for u in users], deadline,
                                           visit_bot.pid))
                 echo.add(await run_phase([echo_user(tg, to_echo, u, sent[u.id]) for u in users], deadline,
                                          echo_bot.pid))

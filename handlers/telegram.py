@@ -98,8 +98,7 @@ def render(reply: Reply):
         rows += [[KeyboardButton(option.label) for option in row] for row in reply.options]
         markup = ReplyKeyboardMarkup(rows, resize_keyboard=True, one_time_keyboard=True)
     elif reply.options:
-        markup = InlineKeyboardMarkup([[InlineKeyboardButton(o.label, callback_data=o.token) for o in row]
-                                       for row in reply.options])
+        markup = _inline_keyboard(reply)
     else:
         markup = ReplyKeyboardRemove()
     return text, markup
@@ -116,9 +115,12 @@ def _grown(marked: str, reply: Reply) -> tuple[str, InlineKeyboardMarkup | None]
     text = f"{marked}\n\n{reply.text}"
     if len(text) > MAX_TEXT:
         return None
-    markup = InlineKeyboardMarkup([[InlineKeyboardButton(o.label, callback_data=o.token) for o in row]
-                                   for row in reply.options]) if reply.options else None
-    return text, markup
+    return text, _inline_keyboard(reply) if reply.options else None
+
+
+def _inline_keyboard(reply: Reply) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton(o.label, callback_data=o.token) for o in row]
+                                 for row in reply.options])
 
 
 class TelegramChannel:

@@ -104,12 +104,18 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-@lru_cache(maxsize=None)
-def _insert_ignore_statement(dialect: str, model):
+def dialect_insert(dialect: str):
+    """The INSERT construct with ON CONFLICT (``on_conflict_do_nothing``/``_do_update``) of a dialect."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+@lru_cache(maxsize=None)
+def _insert_ignore_statement(dialect: str, model):
+    insert = dialect_insert(dialect)
     table = model.__table__
     # RETURNING, not rowcount: psycopg reports -1 for this statement.
     return insert(table).on_conflict_do_nothing().returning(list(table.primary_key.columns)[0])

@@ -19,6 +19,8 @@ from typing import Any, Callable, Sequence
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+
+from storage.db import dialect_insert
 from sqlalchemy.sql import ClauseElement
 
 
@@ -69,7 +71,9 @@ class Prepared:
     a SELECT or a statement with RETURNING; ``run(conn, **params)`` returns the cursor's rowcount.
     """
 
-    def __init__(self, stmt: ClauseElement) -> None:
+    def __init__(self, stmt: ClauseElement | Callable[[Any], ClauseElement]) -> None:
+        """``stmt``: the statement, or for an INSERT … ON CONFLICT a function given the dialect's
+        insert construct (``lambda insert: insert(table).values(…).on_conflict_do_nothing()``)."""
         self.stmt = stmt
         self._by_dialect: dict[tuple[str, str], _Compiled] = {}
 
@@ -78,7 +82,8 @@ class Prepared:
         key = (dialect.name, dialect.driver)  # the driver decides the parameter style
         compiled = self._by_dialect.get(key)
         if compiled is None:
-            compiled = self._by_dialect[key] = _Compiled(self.stmt, dialect)
+            stmt = self.stmt if isinstance(self.stmt, ClauseElement) else self.stmt(dialect_insert(dialect.name))
+            compiled = self._by_dialect[key] = _Compiled(stmt, dialect)
         return compiled
 
     def _execute(self, conn: Connection | Session, values: dict[str, Any]):

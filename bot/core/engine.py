@@ -16,8 +16,6 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine as DbEngine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
@@ -46,19 +44,13 @@ Clock = Callable[[], datetime]
 _state = DialogueState.__table__
 _events = ProcessedInbound.__table__
 # The statements every event runs, compiled once (storage/prepared.py says why).
-_RECORD_EVENT = {
-    dialect: Prepared(insert(_events).values(channel=bindparam("channel"), event_key=bindparam("event_key"),
-                                             created_at=bindparam("created_at", type_=_events.c.created_at.type))
-                      .on_conflict_do_nothing().returning(_events.c.channel))
-    for dialect, insert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
-}
-_CREATE_STATE = {
-    dialect: Prepared(insert(_state).values(channel=bindparam("channel"), external_user_id=bindparam("user_id"),
-                                            flow=None, step=None, data=bindparam("data", type_=_state.c.data.type),
-                                            version=0, updated_at=bindparam("updated_at", type_=_state.c.updated_at.type))
-                      .on_conflict_do_nothing())
-    for dialect, insert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
-}
+_RECORD_EVENT = Prepared(lambda insert: insert(_events).values(
+    channel=bindparam("channel"), event_key=bindparam("event_key"),
+    created_at=bindparam("created_at", type_=_events.c.created_at.type)).on_conflict_do_nothing().returning(_events.c.channel))
+_CREATE_STATE = Prepared(lambda insert: insert(_state).values(
+    channel=bindparam("channel"), external_user_id=bindparam("user_id"), flow=None, step=None,
+    data=bindparam("data", type_=_state.c.data.type), version=0,
+    updated_at=bindparam("updated_at", type_=_state.c.updated_at.type)).on_conflict_do_nothing())
 _EVENT_SEEN = Prepared(select(_events.c.channel).where(_events.c.channel == bindparam("channel"),
                                                       _events.c.event_key == bindparam("event_key")))
 # FOR UPDATE locks the row on PostgreSQL; SQLite has no row locks (BEGIN IMMEDIATE took the database).
@@ -89,6 +81,47 @@ class ConcurrentUpdate(Exception):
 
 def system_clock() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _record_event(conn, inbound: Inbound, now: datetime) -> bool:
+    """Records the event's key; False if it was there already (a redelivery)."""
+    return inbound.event_key is None or _RECORD_EVENT.first(
+        conn, channel=inbound.channel, event_key=inbound.event_key[:100], created_at=now) is not None
+
+
+def _dialogue(row: dict) -> Dialogue:
+    # The row's data was decoded from JSON just now: a fresh object, the dialogue's own to change.
+    return Dialogue(row["flow"], row["step"], row["data"] or {}, row["version"])
+
+
+def _session_opener(conn, sessions: list[Session]) -> Callable[[], Session]:
+    def open_session() -> Session:
+        # Joins the transaction begun on ``conn``: it flushes into it and never commits it.
+        session = Session(bind=conn, expire_on_commit=False, join_transaction_mode="rollback_only")
+        sessions.append(session)
+        return session
+    return open_session
+
+
+def _flush(sessions: list[Session]) -> None:
+    for session in sessions:
+        session.flush()
+
+
+def _close(sessions: list[Session]) -> None:
+    for session in sessions:
+        session.close()
+    sessions.clear()
+
+
+def _conclude(ctx: Context, version: int, before_commit, sessions: list[Session]) -> Outcome:
+    """The outcome, buttons rendered for the state's version; ``before_commit`` run and flushed."""
+    replies = [item(version) if callable(item) else item for item in ctx.replies]
+    outcome = Outcome(replies=replies, chosen=ctx.chosen, stale=ctx.stale)
+    if before_commit is not None:
+        before_commit(ctx, outcome)
+        _flush(sessions)
+    return outcome
 
 
 class Engine:
@@ -228,14 +261,6 @@ class Engine:
         ``before_commit``.
         """
         sessions: list[Session] = []
-
-        def session_on(conn):
-            def open_session() -> Session:
-                session = Session(bind=conn, expire_on_commit=False, join_transaction_mode="rollback_only")
-                sessions.append(session)
-                return session
-            return open_session
-
         with self.db.connect() as conn:
             conn.execution_options(read_only=True)  # BEGIN, not BEGIN IMMEDIATE (storage.db)
             transaction = conn.begin()
@@ -246,99 +271,66 @@ class Engine:
                         conn, channel=inbound.channel, event_key=inbound.event_key[:100]) is not None:
                     return Outcome(duplicate=True)
                 row = _LOAD_STATE.first(conn, channel=inbound.channel, user_id=inbound.user_id)
-                read_version = row["version"] if row is not None else 0
-                dialogue = (Dialogue(row["flow"], row["step"], row["data"] or {}, read_version) if row is not None
-                            else Dialogue(None, None, {}, 0))
+                dialogue = _dialogue(row) if row is not None else Dialogue(None, None, {}, 0)
                 if inbound.command is None and dialogue.flow is not None:
                     raise _Decline()
                 before = dialogue.snapshot()
-                ctx = Context(connection=conn, open_session=session_on(conn), inbound=inbound, dialogue=dialogue,
-                              settings=self.settings, now=now,
+                ctx = Context(connection=conn, open_session=_session_opener(conn, sessions), inbound=inbound,
+                              dialogue=dialogue, settings=self.settings, now=now,
                               cadre=binding.bound_cadre(conn, inbound.channel, inbound.user_id))
                 self._route(ctx)
-                for session in sessions:
-                    session.flush()  # a write here fails: query_only
+                _flush(sessions)  # a write here fails: query_only
             finally:
-                for session in sessions:
-                    session.close()
-                sessions.clear()
+                _close(sessions)
                 if transaction.is_active:  # a failed flush has rolled it back already
                     transaction.rollback()
                 driver.execute("PRAGMA query_only = OFF")
 
         with self.db.connect() as conn, conn.begin():
-            if inbound.event_key is not None and _RECORD_EVENT[conn.dialect.name].first(
-                    conn, channel=inbound.channel, event_key=inbound.event_key[:100], created_at=now) is None:
+            if not _record_event(conn, inbound, now):
                 return Outcome(duplicate=True)
-            row = self._load_state(conn, inbound, now)
-            version = row["version"]
+            version = self._load_state(conn, inbound, now)["version"]
             changed = dialogue.snapshot() != before
             # The user's dialogue moved on meanwhile: what was said about it (a flow's question
             # shown again, buttons) is out of date. A plain export or ranking is not.
-            if version != read_version and (changed or any(callable(item) for item in ctx.replies)):
+            if version != dialogue.version and (changed or any(callable(item) for item in ctx.replies)):
                 raise ConcurrentUpdate()
             if changed:
                 version = self._save_state(conn, inbound, dialogue, version, now)
-            replies = [item(version) if callable(item) else item for item in ctx.replies]
-            outcome = Outcome(replies=replies, chosen=ctx.chosen, stale=ctx.stale)
-            if before_commit is not None:
-                ctx.connection, ctx.open_session, ctx._session = conn, session_on(conn), None
-                try:
-                    before_commit(ctx, outcome)
-                    for session in sessions:
-                        session.flush()
-                finally:
-                    for session in sessions:
-                        session.close()
-            return outcome
+            ctx.connection, ctx.open_session, ctx._session = conn, _session_opener(conn, sessions), None
+            try:
+                return _conclude(ctx, version, before_commit, sessions)
+            finally:
+                _close(sessions)
 
     def _handle(self, conn, inbound: Inbound, now: datetime, before_commit, *, inline: bool = False) -> Outcome:
-        dialect = conn.dialect.name
-        if inbound.event_key is not None:
-            fresh = _RECORD_EVENT[dialect].first(conn, channel=inbound.channel, event_key=inbound.event_key[:100],
-                                                 created_at=now)
-            if fresh is None:
-                return Outcome(duplicate=True)
+        if not _record_event(conn, inbound, now):
+            return Outcome(duplicate=True)
         row = self._load_state(conn, inbound, now)
         if inline and row["flow"] in LONG_FLOWS:
             raise _Decline()  # a step of a long flow: the transaction rolls back, the event key with it
-        # The row's data was decoded from JSON just now: a fresh object, the dialogue's own to change.
-        dialogue = Dialogue(row["flow"], row["step"], row["data"] or {}, row["version"])
+        dialogue = _dialogue(row)
         before = dialogue.snapshot()
         sessions: list[Session] = []
-
-        def open_session() -> Session:
-            # Joins the transaction begun above: it flushes into it and never commits it.
-            session = Session(bind=conn, expire_on_commit=False, join_transaction_mode="rollback_only")
-            sessions.append(session)
-            return session
-
         try:
-            ctx = Context(connection=conn, open_session=open_session, inbound=inbound, dialogue=dialogue, settings=self.settings,
-                          now=now, cadre=binding.bound_cadre(conn, inbound.channel, inbound.user_id))
+            ctx = Context(connection=conn, open_session=_session_opener(conn, sessions), inbound=inbound,
+                          dialogue=dialogue, settings=self.settings, now=now,
+                          cadre=binding.bound_cadre(conn, inbound.channel, inbound.user_id))
             self._route(ctx)
             version = row["version"]
-            if sessions:
-                sessions[0].flush()
+            _flush(sessions)
             if dialogue.snapshot() != before:
-                version = self._save_state(conn, inbound, dialogue, row["version"], now)
-            replies = [item(version) if callable(item) else item for item in ctx.replies]
-            outcome = Outcome(replies=replies, chosen=ctx.chosen, stale=ctx.stale)
-            if before_commit is not None:
-                before_commit(ctx, outcome)
-                if sessions:
-                    sessions[0].flush()
-            return outcome
+                version = self._save_state(conn, inbound, dialogue, version, now)
+            return _conclude(ctx, version, before_commit, sessions)
         finally:
-            for session in sessions:
-                session.close()
+            _close(sessions)
 
     # -- state ---------------------------------------------------------------------------------
 
     def _load_state(self, conn, inbound: Inbound, now: datetime) -> dict:
         row = _LOAD_STATE.first(conn, channel=inbound.channel, user_id=inbound.user_id)
         if row is None:
-            _CREATE_STATE[conn.dialect.name].run(conn, channel=inbound.channel, user_id=inbound.user_id, data={},
+            _CREATE_STATE.run(conn, channel=inbound.channel, user_id=inbound.user_id, data={},
                                                  updated_at=now)
             row = _LOAD_STATE.first(conn, channel=inbound.channel, user_id=inbound.user_id)
         return row

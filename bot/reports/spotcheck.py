@@ -25,6 +25,7 @@ from typing import Sequence
 from sqlalchemy import case, func, select
 from sqlmodel import Session
 
+from storage.db import dialect_insert
 from storage.models import Cadre, Household, SpotCheck, Unit, Visit
 
 PENDING, CONFIRMED, NOT_REACHED, DENIED = "pending", "confirmed", "not_reached", "denied"
@@ -84,10 +85,7 @@ def draw(session: Session, half: str, share: float, now: datetime, *, seed: int 
 def _insert_new(session: Session, rows: list[dict], chunk: int = 500) -> int:
     """Inserts the rows whose visit has no spot-check yet; the unique visit_id makes a visit drawn
     before (by any seed, or by a draw running at the same time) a no-op. Returns how many were new."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    insert = dialect_insert(session.get_bind().dialect.name)
     new = 0
     for start in range(0, len(rows), chunk):
         stmt = (insert(SpotCheck).values(rows[start:start + chunk]).on_conflict_do_nothing()

@@ -34,9 +34,6 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from sqlalchemy import bindparam, delete, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -195,8 +192,7 @@ def _interaction_upsert(insert):
         where=_users.c.last_inbound_at < statement.excluded.last_inbound_at)
 
 
-_NOTE_INTERACTION = {"sqlite": Prepared(_interaction_upsert(sqlite_insert)),
-                     "postgresql": Prepared(_interaction_upsert(pg_insert))}
+_NOTE_INTERACTION = Prepared(_interaction_upsert)
 _STORE_REPLY = Prepared(insert(_replies).values(event_key=bindparam("event_key"), xml=bindparam("xml"),
                                                 created_at=bindparam("now", type_=_replies.c.created_at.type)))
 _PRUNE_REPLIES = Prepared(delete(_replies).where(_replies.c.created_at < bindparam("before",
@@ -207,8 +203,7 @@ _CACHED_REPLY = Prepared(select(_replies.c.xml).where(_replies.c.event_key == bi
 def record_interaction(db, openid: str, now: datetime) -> None:
     """Notes that the user wrote, clicked or scanned now: customer-service messages may follow for 48 h.
     ``db``: a connection or a session, in the caller's transaction."""
-    bind = db.connection() if isinstance(db, Session) else db
-    _NOTE_INTERACTION[bind.dialect.name].run(db, openid=openid, now=now)
+    _NOTE_INTERACTION.run(db, openid=openid, now=now)
 
 
 class _Answer:
