@@ -137,7 +137,6 @@ class TelegramChannel:
         if webhook:
             builder = builder.updater(None)
         self.application = builder.build()
-        self._in_threads = 0  # events of this channel being handled in worker threads (see process)
         self.application.add_handler(TypeHandler(Update, self._on_update))
 
     async def start(self) -> None:
@@ -186,15 +185,7 @@ class TelegramChannel:
         inbound = to_inbound(update)
         if inbound is None:
             return None
-        # On the loop when that costs no waiting (SQLite, a short event, the lock free), else in a
-        # thread; while any event waits in a thread, later ones follow it there rather than overtake.
-        outcome: Outcome | None = self.core.handle_now(inbound) if not self._in_threads else None
-        if outcome is None:
-            self._in_threads += 1
-            try:
-                outcome = await asyncio.to_thread(self.core.handle, inbound)
-            finally:
-                self._in_threads -= 1
+        outcome = await self.core.dispatch(inbound)
         if outcome.duplicate:
             return None
         bot = self.application.bot

@@ -466,3 +466,20 @@ class WeChatQrCode(SQLModel, table=True):
     ticket: str = Field(max_length=200)
     url: str = Field(max_length=200)  # what the QR code encodes, to print on a card
     created_at: datetime
+
+
+class AuditLog(SQLModel, table=True):
+    """Who did what to which record, when and from where (审计日志): phone reveals, logins, downloads,
+    imports, ledger actions, bindings, refused accesses. Rows are only ever inserted: nothing in the
+    application updates or deletes them (PIPL: staff access to personal information is logged)."""
+
+    __tablename__ = "audit_log"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    at: datetime = Field(index=True)
+    actor: str = Field(max_length=130)  # "cadre:12", "telegram:4711", "cli", "system"
+    action: str = Field(max_length=40, index=True)  # e.g. "phone.reveal", "binding.redeem", "access.refused"
+    target: Optional[str] = Field(default=None, max_length=130)  # e.g. "problem:42", "rating:7"
+    address: Optional[str] = Field(default=None, max_length=64)  # the client address, where there is one
+    channel: Optional[str] = Field(default=None, max_length=20)
+    detail: Optional[str] = Field(default=None, max_length=500)

@@ -323,21 +323,6 @@ def test_a_press_whose_answer_cannot_be_delivered_still_stops_the_spinner(tg, tg
         assert tg.deliver(update) == 200 and len(tg.calls_of("answerCallbackQuery")) == 1  # redelivery: nothing
 
 
-def test_while_an_event_waits_in_a_thread_later_ones_do_not_overtake_it(tg, tg_settings, db, clock, monkeypatch):
-    user = bound_user(tg, db, clock, 7006)
-    with running_bot(tg_settings, db, clock, webhook=True) as served:
-        channel = served.app.state.telegram
-        inline = []
-        real = channel.core.handle_now
-        monkeypatch.setattr(channel.core, "handle_now", lambda inbound: inline.append(inbound) or real(inbound))
-        channel._in_threads = 1  # an earlier event of the channel is being handled in a thread
-        assert texts.PICK_HOUSEHOLD in texts_of(user.command_wait("/visit"))
-        assert inline == []  # went to a thread behind it
-        channel._in_threads = 0
-        press(user, "住户1")
-        assert len(inline) == 1  # with nothing waiting, on the loop again
-
-
 def test_garbage_webhook_body_is_refused(tg, tg_settings, db, clock):
     import httpx
 

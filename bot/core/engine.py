@@ -9,9 +9,12 @@ step are stored together or not at all. Replies are returned to the channel, nev
 from __future__ import annotations
 
 from dataclasses import replace
+import asyncio
 import logging
 import sqlite3
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -149,6 +152,37 @@ class Engine:
         self._now_db: DbEngine | None = None  # see handle_now
         self._now_conn = None
         self._now_lock = threading.Lock()
+        # Per user, events run one at a time and in arrival order (see dispatch).
+        self._lanes: dict[tuple[str, str], list] = {}
+        # SQLite takes one writer at a time and lets the others sleep and poll: events that need a
+        # thread queue for one, first come first served. Long reads have their own threads.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="core") if db.dialect.name == "sqlite" else None
+
+    async def dispatch(self, inbound: Inbound, *,
+                       before_commit: Callable[[Context, Outcome], None] | None = None) -> Outcome:
+        """Handles one event from any channel: the one entry point channels call.
+
+        The core decides where the event runs: inline on the event loop when that costs no waiting
+        (``handle_now``), else in a worker thread; a user's events run one at a time, in the order
+        they arrived, whichever way each of them goes.
+        """
+        key = (inbound.channel, inbound.user_id)
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = [asyncio.Lock(), 0]
+        lane[1] += 1
+        try:
+            async with lane[0]:
+                outcome = self.handle_now(inbound, before_commit=before_commit)
+                if outcome is None:
+                    executor = None if self._runs_long(inbound) else self._writer
+                    outcome = await asyncio.get_running_loop().run_in_executor(
+                        executor, partial(self.handle, inbound, before_commit=before_commit))
+                return outcome
+        finally:
+            lane[1] -= 1
+            if lane[1] == 0:
+                self._lanes.pop(key, None)
 
     def handle_now(self, inbound: Inbound, *, before_commit: Callable[[Context, Outcome], None] | None = None
                    ) -> Outcome | None:
@@ -218,6 +252,8 @@ class Engine:
 
     def close(self) -> None:
         """Closes what ``handle_now`` opened (the database engine given is the caller's to dispose)."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=False)
         with self._now_lock:
             if self._now_conn is not None:
                 self._now_conn.close()
