@@ -23,6 +23,12 @@ NOT_BOUND = (
     "抱歉，此功能仅供已绑定的干部使用。请向管理员索取绑定码后发送“/bind 绑定码”，"
     "或点击下方按钮分享本人手机号。"
 )
+# The same for channels with no button to share one's phone (WeChat, WeCom, the console).
+WELCOME_UNBOUND_TYPED = (
+    "您好！这里是干部作风建设助手，供干部登记入户走访（四个一）、日常走访和查看进度。\n"
+    "您的账号尚未绑定干部身份。请向管理员索取绑定码后回复“绑定 绑定码”，例如：绑定 ABCD2345。"
+)
+NOT_BOUND_TYPED = "抱歉，此功能仅供已绑定的干部使用。请向管理员索取绑定码后回复“绑定 绑定码”。"
 SHARE_CONTACT_BUTTON = "📱 分享手机号绑定"
 WELCOME_BOUND = "{name}您好（{unit}）！"
 BOUND_OK = "✅ 绑定成功：{name}（{unit}）。\n发送 /help 查看可用功能。"
@@ -34,6 +40,24 @@ ALREADY_BOUND = "您已绑定为 {name}（{unit}），无需重复绑定。"
 
 HELP_HEADER = "可用命令："
 HELP_UNBOUND = "/bind 绑定码 — 绑定干部身份\n/help — 帮助"
+# One help line per feature (bot.core.features derives /help and the command menus from them).
+HELP_BIND = "/bind 绑定码 — 绑定干部身份"
+HELP_VISIT = "/visit — 开始入户走访（四个一）"
+HELP_CONTACT = "/contact — 登记日常走访（电话、节日走访、座谈）"
+HELP_PROGRESS = "/progress — 本半年走访进度"
+HELP_UNIT = "/unit — 本单位干部走访进度"
+HELP_MUTE = "/mute、/unmute — 暂停、恢复日报周报"
+HELP_CANCEL = "/cancel — 取消当前操作"
+HELP_HELP = "/help — 帮助"
+HELP_TODO = "/todo — 我负责的台账问题"
+HELP_LEDGER = "/ledger — 问题台账：交办、督办、回访"
+HELP_REPORT = "/report — 反映问题"
+HELP_MINE = "/mine — 我反映的问题"
+HELP_RATINGS_LINE = "/ratings [单位名或干部姓名] — 群众评价统计与差评"
+HELP_CALLBACKS = "/callbacks — 待回访的差评"
+HELP_EXPORT = "/export [1-5|all] [单位] — 导出报表附件1–5（Excel）"
+HELP_RANKING = "/ranking [满意度|走访|时效] — 单位和干部排名（末位）及图表"
+HELP_SPOTCHECK = "/spotcheck — 电话随机访问：抽取走访记录、逐条记录核实结果；/spotcheck 汇总"
 HELP_CADRE = (
     "/visit — 开始入户走访（四个一）\n"
     "/contact — 登记日常走访（电话、节日走访、座谈）\n"
@@ -52,6 +76,10 @@ STALE_BUTTON = "这个按钮已失效（该步骤已回答或已取消），请�
 NOTHING_TO_CANCEL = "当前没有进行中的操作。"
 CANCELLED = "已取消{flow}，未保存任何内容。"
 PICK_AN_OPTION = "请点击按钮选择，或回复选项编号（1–{count}）。"
+FILES_NOT_RESENT = "（此前的 {count} 个文件未能送达，请重新发送该命令获取。）"
+PICK_AN_OPTION_TYPED = "请回复选项编号（1–{count}）或选项文字。"
+STALE_OPTION_TYPED = "这个选项已失效（该步骤已回答或已取消），请按最新一条消息中的编号回复。"
+HELP_IN_FLOW_TYPED = "当前正在进行：{flow}。请回复选项编号或文字作答；回复“取消”退出。"
 TEXT_TOO_LONG = "内容过长（{length}字），请精简到{limit}字以内后重新发送。"
 TEXT_EMPTY = "请用文字描述（不能只发表情或符号）。"
 NEED_TEXT = "此步骤请输入文字。"
@@ -418,7 +446,6 @@ HELP_LEDGER_SUPERVISOR = "/ledger — 问题台账：交办、督办、回访"
 HELP_CITIZEN = "/report — 反映问题\n/mine — 我反映的问题"
 
 # WeChat (公众号): no buttons in a reply, so no contact or location button either
-WECHAT_BIND_HINT = "（在微信中请直接回复“绑定 绑定码”，例如：绑定 ABCD2345）"
 WECHAT_LOCATION_HINT = "（发送位置：点输入框旁的“+”，选择“位置”；或回复“纬度,经度”）"
 WECHAT_FILES_NOT_SENT = "（另有 {count} 个文件，微信公众号暂不能发送，请在 Telegram 或控制台中获取。）"
 WECHAT_UNSUPPORTED = "暂不支持这类消息，请发送文字、图片或位置。回复“帮助”查看可用功能。"

@@ -40,7 +40,8 @@ def console_login(core: Engine, mobile: str | None) -> Cadre | None:
 def parse_line(line: str) -> Inbound | None:
     """What a typed line means; None for an empty line."""
     line = line.strip()
-    base = {"channel": CHANNEL, "user_id": "local"}
+    # Options are numbered lines here, and a phone is shared by typing it (:contact).
+    base = {"channel": CHANNEL, "user_id": "local", "buttons": False, "share_contact": False}
     if not line:
         return None
     if line.startswith(":photo"):

@@ -19,6 +19,7 @@ import logging
 from telegram import (
     Bot,
     BotCommand,
+    BotCommandScopeChat,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     KeyboardButton,
@@ -33,6 +34,7 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHand
 from bot import texts
 from bot.config import Settings
 from bot.core.engine import Engine
+from bot.core.features import REGISTRY
 from bot.core.types import Inbound, Location, Outcome, Reply, SharedContact
 from scheduler.outbox import Claimed
 from scheduler.sender import SENT, Delivery, RateLimiter
@@ -45,13 +47,12 @@ MAX_TEXT = 4096
 MAX_CAPTION = 1024
 ERROR_TEXT = "系统繁忙，请稍后再试。"
 
-BOT_COMMANDS = [
-    BotCommand("visit", "开始入户走访（四个一）"),
-    BotCommand("contact", "登记日常走访"),
-    BotCommand("progress", "本半年走访进度"),
-    BotCommand("cancel", "取消当前操作"),
-    BotCommand("help", "帮助"),
-]
+def bot_commands(role: str | None, *, bound: bool) -> list[BotCommand]:
+    """Telegram's command menu for users of a role, from the list of features (bot.core.features)."""
+    return [BotCommand(name, description) for name, description in REGISTRY.commands_for(role, bound=bound)]
+
+
+BOT_COMMANDS = bot_commands(None, bound=False)  # everyone's menu; a bound user's chat gets their role's
 
 
 def to_inbound(update: Update) -> Inbound | None:
@@ -138,6 +139,8 @@ class TelegramChannel:
             builder = builder.updater(None)
         self.application = builder.build()
         self.application.add_handler(TypeHandler(Update, self._on_update))
+        self._menus: dict[int, tuple[bool, str | None]] = {}  # chat -> the menu it was given (see _follow_role)
+        self._background: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         """Starts PTB and either registers the webhook or begins long polling."""
@@ -168,38 +171,74 @@ class TelegramChannel:
     async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Handles an update fetched by long polling."""
         try:
-            await self.process(update)
+            await self.process(update, polling=True)
         except Exception:
             log.exception("update %s failed", update.update_id)
             if update.effective_chat and update.effective_chat.type == ChatType.PRIVATE:
                 await context.bot.send_message(update.effective_chat.id, ERROR_TEXT)
 
-    async def process(self, update: Update, *, webhook_answer: bool = False) -> dict | None:
-        """Passes one update to the core and delivers what it answers; raises if the core fails.
+    async def process(self, update: Update, *, webhook_answer: bool = False, polling: bool = False) -> dict | None:
+        """Passes one update to the core and delivers what it answers; raises if that fails.
+
+        An answer the core gave is delivered or raised about: a 429 is waited out (``retry_after``)
+        and a 5xx or a network error tried again (``_call``); if it still fails, the webhook answers
+        500 and Telegram's redelivery of the update brings the stored answer back (``Outcome.resend``),
+        so the user never stays at a step they were not shown. In long polling Telegram does not
+        deliver an update twice: the answer goes to the outbox instead, as plain numbered text.
 
         With ``webhook_answer`` (webhook mode), a pressed button is not answered by a request of its
         own: the answerCallbackQuery is returned, for the webhook to put in the body of its HTTP
         answer, where Telegram carries it out (one request less per press; its result is never
         known, which for stopping the button's spinner does not matter).
         """
-        inbound = to_inbound(update)
+        try:
+            inbound = to_inbound(update)
+        except Exception as exc:  # valid JSON, but not what the Bot API sends (a number for a text...)
+            log.warning("update %s is malformed and was ignored: %r", update.update_id, exc)
+            return None  # answered 200: Telegram would otherwise send it again forever
         if inbound is None:
             return None
         outcome = await self.core.dispatch(inbound)
+        replies = list(outcome.replies)
         if outcome.duplicate:
-            return None
-        bot = self.application.bot
+            if not outcome.resend:
+                return None  # answered and delivered before: nothing at all to do
+            replies = [_resent(reply) for reply in outcome.resend]
+        self._follow_role(update, outcome)
         query = update.callback_query
         answer = None
-        replies = list(outcome.replies)
+        if query is not None and webhook_answer:
+            answer = {"method": "answerCallbackQuery", "callback_query_id": query.id}
+            if outcome.stale:
+                answer["text"] = texts.STALE_BUTTON
+        try:
+            await self._deliver(update, outcome, replies, answer is None)
+        except (BadRequest, Forbidden) as exc:
+            # Final (the chat is gone, the bot blocked): a redelivery could not do better. The press is
+            # still answered, and the event counts as answered.
+            log.warning("update %s: the answer cannot be delivered: %s", update.update_id, exc)
+        except Exception:
+            if not polling:
+                raise
+            log.exception("update %s: the answer could not be delivered; it goes through the outbox",
+                          update.update_id)
+            await self.core.defer(inbound, replies)
+            return None
+        await self.core.confirm(inbound)
+        return answer
+
+    async def _deliver(self, update: Update, outcome: Outcome, replies: list[Reply], answer_press: bool) -> None:
+        """The replies sent, the pressed message edited (and the press answered, unless the webhook's
+        HTTP answer does it)."""
+        bot = self.application.bot
+        query = update.callback_query
         if query is not None:
             notice = texts.STALE_BUTTON if outcome.stale else None
-            if webhook_answer:
-                answer = {"method": "answerCallbackQuery", "callback_query_id": query.id}
-                if notice:
-                    answer["text"] = notice
-            else:
-                await query.answer(notice)
+            if answer_press:
+                try:
+                    await _call(lambda: query.answer(notice))
+                except BadRequest as exc:  # a query too old to answer: its spinner has stopped anyway
+                    log.info("could not answer the press: %s", exc)
             message = query.message
             shown = getattr(message, "text", None) if message is not None else None
             try:
@@ -208,31 +247,82 @@ class TelegramChannel:
                     grown = _grown(marked, replies[0]) if replies else None
                     if grown is not None:
                         text, markup = grown
-                        await query.edit_message_text(text, reply_markup=markup)
-                        replies.pop(0)
+                        await _call(lambda: query.edit_message_text(text, reply_markup=markup))
+                        replies = replies[1:]
                     else:
-                        await query.edit_message_text(marked[:MAX_TEXT])
+                        await _call(lambda: query.edit_message_text(marked[:MAX_TEXT]))
                 elif shown and outcome.stale:
-                    await query.edit_message_reply_markup(None)
-            except BadRequest as exc:  # too old to edit, say: the answer goes as a new message
+                    await _call(lambda: query.edit_message_reply_markup(None))
+            except BadRequest as exc:  # too old to edit, or edited already: the answer goes as a new message
                 log.info("could not edit the pressed message: %s", exc)
         chat_id = update.effective_chat.id
+        for reply in replies:
+            text, markup = render(reply)
+            await _call(lambda: bot.send_message(chat_id, text, reply_markup=markup))
+            for file in reply.files:
+                if file.is_image:
+                    await _call(lambda: bot.send_photo(chat_id, photo=file.content, filename=file.filename))
+                else:
+                    await _call(lambda: bot.send_document(chat_id, document=file.content, filename=file.filename))
+
+    def _follow_role(self, update: Update, outcome: Outcome) -> None:
+        """Gives a user who is bound (or whose role changed) the command menu of their role, once per
+        process, in the background: a menu is a convenience and never holds up an answer."""
+        chat_id = update.effective_chat.id
+        audience = outcome.audience
+        if audience is None or self._menus.get(chat_id, (False, None)) == audience:
+            return
+        self._menus[chat_id] = audience
+        if len(self._menus) > 100_000:
+            self._menus.clear()
+        task = asyncio.ensure_future(self._set_chat_menu(chat_id, audience))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _set_chat_menu(self, chat_id: int, audience: tuple[bool, str | None]) -> None:
+        bound, role = audience
         try:
-            for reply in replies:
-                text, markup = render(reply)
-                await bot.send_message(chat_id, text, reply_markup=markup)
-                for file in reply.files:
-                    if file.is_image:
-                        await bot.send_photo(chat_id, photo=file.content, filename=file.filename)
-                    else:
-                        await bot.send_document(chat_id, document=file.content, filename=file.filename)
-        except Exception:
-            if answer is None:
+            await self.application.bot.set_my_commands(bot_commands(role, bound=bound),
+                                                       scope=BotCommandScopeChat(chat_id))
+        except Exception as exc:
+            log.info("setMyCommands for chat %s failed: %s", chat_id, exc)
+
+
+REPLY_ATTEMPTS = 3
+REPLY_MAX_WAIT = 10.0  # longer than this Telegram asks us to wait: give up, the redelivery will come
+REPLY_BACKOFF = (0.5, 1.5)
+
+
+async def _call(make):
+    """One Bot API request for a direct reply, tried up to ``REPLY_ATTEMPTS`` times: after a 429 as
+    long as ``retry_after`` says (up to ``REPLY_MAX_WAIT``), after a 5xx or a network error with a
+    short backoff. A 400 or 403 is final. (PTB's AIORateLimiter would do the 429 part, but it throttles
+    every request of the bot, the outbox's too, which keeps its own limits and retries.) A request
+    that timed out may have arrived: tried again, the user may see that message twice."""
+    for attempt in range(REPLY_ATTEMPTS):
+        last = attempt == REPLY_ATTEMPTS - 1
+        try:
+            return await make()
+        except RetryAfter as exc:
+            wait = exc.retry_after
+            seconds = wait.total_seconds() if hasattr(wait, "total_seconds") else float(wait)
+            if last or seconds > REPLY_MAX_WAIT:
                 raise
-            # The core has committed: a redelivery would be a duplicate and send nothing, so the
-            # webhook answers 200 with the button's answer rather than 500.
-            log.exception("update %s: the answer could not be delivered", update.update_id)
-        return answer
+            await asyncio.sleep(seconds)
+        except (BadRequest, Forbidden):
+            raise
+        except (TimedOut, NetworkError):
+            if last:
+                raise
+            await asyncio.sleep(REPLY_BACKOFF[attempt])
+
+
+def _resent(reply: Reply) -> Reply:
+    """A stored answer sent again: its files were not kept (exports are asked for again)."""
+    if not reply.files_dropped:
+        return reply
+    return Reply(reply.text + "\n" + texts.FILES_NOT_RESENT.format(count=reply.files_dropped), options=reply.options,
+                 request_contact=reply.request_contact, request_location=reply.request_location)
 
 
 class TelegramTransport:

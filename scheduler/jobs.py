@@ -417,13 +417,12 @@ def remind_callbacks(session: Session, settings: Settings, now: datetime) -> int
 # -- housekeeping ----------------------------------------------------------------------------------
 
 def prune(session: Session, settings: Settings, now: datetime) -> int:
-    """Forgets redelivery guards and cached webhook replies older than ``PRUNE_AFTER_DAYS``: the
-    platforms redeliver within minutes, so weeks are ample, and the tables stay small."""
+    """Forgets redelivery guards and the answers kept with them older than ``PRUNE_AFTER_DAYS``: the
+    platforms redeliver within minutes, so weeks are ample, and the table stays small."""
     from sqlalchemy import delete
 
-    from storage.models import ProcessedInbound, WeChatReply
+    from storage.models import ProcessedInbound
 
     cutoff = now - timedelta(days=settings.prune_after_days)
     removed = session.execute(delete(ProcessedInbound).where(ProcessedInbound.created_at < cutoff)).rowcount
-    removed += session.execute(delete(WeChatReply).where(WeChatReply.created_at < cutoff)).rowcount
     return removed

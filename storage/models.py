@@ -147,13 +147,16 @@ class DialogueState(SQLModel, table=True):
 
 
 class ProcessedInbound(SQLModel, table=True):
-    """Inbound events already handled (a Telegram update id, a WeChat MsgId), so a redelivery does nothing."""
+    """Inbound events already handled (a Telegram update id, a WeChat MsgId), with the answer given, so a
+    redelivery changes nothing and gets the same answer if it was never delivered."""
 
     __tablename__ = "processed_inbound"
 
     channel: str = Field(max_length=20, primary_key=True)
     event_key: str = Field(max_length=100, primary_key=True)
     created_at: datetime = Field(index=True)
+    answer: Optional[dict[str, Any]] = Field(default=None, sa_column=Column(JSON, nullable=True))
+    delivered_at: Optional[datetime] = None  # the channel confirmed sending the answer
 
 
 class Visit(SQLModel, table=True):
@@ -430,18 +433,6 @@ class WeChatUser(SQLModel, table=True):
 
     openid: str = Field(max_length=64, primary_key=True)
     last_inbound_at: datetime
-
-
-class WeChatReply(SQLModel, table=True):
-    """The reply given to one inbound WeChat event, kept a short while: WeChat retries a message
-    it got no answer to, and every retry must get the same answer. ``xml`` is the plain reply;
-    None means the answer went through the customer-service API (the retry gets "success")."""
-
-    __tablename__ = "wechat_reply"
-
-    event_key: str = Field(max_length=100, primary_key=True)
-    xml: Optional[str] = Field(default=None, max_length=4000)
-    created_at: datetime = Field(index=True)
 
 
 class WeChatAccessToken(SQLModel, table=True):

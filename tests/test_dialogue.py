@@ -421,3 +421,28 @@ def test_the_work_style_office_sees_every_unit(core, db, roster, clock):
     bind(db, head, "test", "office", clock())
     answer = Chat(core, "office").say("/unit")
     assert "各单位" in answer and "市住建局：0/3 户（干部 1 名） ⚠ 1 名未完成" in answer
+
+
+def test_a_household_is_picked_by_its_name_or_a_unique_part_of_its_address(core, db, clock):
+    roster = make_roster(db, households=12)  # two pages of eight
+    bind(db, roster.cadre, "test", "u1", clock())
+    chat = Chat(core)
+    chat.say("/visit")
+    assert "回头看：住户11（幸福路11号）" in chat.say("住户11")  # on the second page, by its name alone
+    chat.say("/cancel")
+    chat.say("/visit")
+    assert "回头看：住户3（幸福路3号）" in chat.say("幸福路3号")  # a whole part: not 幸福路3x号
+    chat.say("/cancel")
+    chat.say("/visit")
+    assert texts.PICK_AN_OPTION.format(count=10) in chat.say("住户")  # twelve have it: which one?
+    assert texts.PICK_AN_OPTION.format(count=10) in chat.say("幸福路1")  # 幸福路1号, 幸福路10-12号
+
+
+def test_channels_without_buttons_are_told_to_type(core, db, roster, clock):
+    chat = Chat(core, user_id="wx1", channel="wechat-like")
+    chat._send = lambda **kw: Chat._send(chat, buttons=False, share_contact=False, **kw)  # what WeChat's channel says
+    assert chat.say("/start") == texts.WELCOME_UNBOUND_TYPED and "按钮" not in texts.WELCOME_UNBOUND_TYPED
+    assert chat.say("走访") == texts.NOT_BOUND_TYPED
+    bind(db, roster.cadre, "wechat-like", "wx1", clock())
+    chat.say("/visit")
+    assert texts.PICK_AN_OPTION_TYPED.format(count=4) in chat.say("随便说点什么")

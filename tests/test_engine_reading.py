@@ -12,8 +12,9 @@ import pytest
 from sqlmodel import func, select
 
 from bot import texts
-from bot.core import commands
-from bot.core.commands import Command
+from dataclasses import replace
+
+from bot.core.features import REGISTRY
 from bot.core.engine import Engine
 from bot.core.types import Inbound
 from storage.db import session_scope
@@ -49,7 +50,7 @@ def write_elsewhere(db) -> None:
 def test_others_write_while_a_long_command_reads(db, sqlite_core, clock, monkeypatch):
     roster = make_roster(db)
     bind(db, roster.supervisor, "test", "s1", clock())
-    real = commands.COMMANDS["ratings"]
+    real = REGISTRY.get("ratings")
     wrote = []
 
     def ratings_meanwhile(ctx):
@@ -57,7 +58,7 @@ def test_others_write_while_a_long_command_reads(db, sqlite_core, clock, monkeyp
         write_elsewhere(db)  # raises "database is locked" if the event held the lock
         wrote.append(True)
 
-    monkeypatch.setitem(commands.COMMANDS, "ratings", Command(ratings_meanwhile, Role.SUPERVISOR, long=True))
+    monkeypatch.setitem(REGISTRY.by_name, "ratings", replace(REGISTRY.get("ratings"), run=ratings_meanwhile))
     outcome = sqlite_core.handle(Inbound(channel="test", user_id="s1", command="ratings", event_key="r1"))
     assert wrote == [True] and outcome.replies and not outcome.duplicate
     assert count(db, ProcessedInbound) == 1
@@ -74,7 +75,7 @@ def test_a_long_command_that_writes_fails_loudly_and_records_nothing(db, sqlite_
         ctx.session.add(Unit(name="不该写入的单位"))
         ctx.say("done")
 
-    monkeypatch.setitem(commands.COMMANDS, "ratings", Command(writes, Role.SUPERVISOR, long=True))
+    monkeypatch.setitem(REGISTRY.by_name, "ratings", replace(REGISTRY.get("ratings"), run=writes))
     with pytest.raises(Exception, match="readonly"):
         sqlite_core.handle(Inbound(channel="test", user_id="s1", command="ratings", event_key="w1"))
     assert count(db, ProcessedInbound) == 0 and count(db, Unit) == 1  # the roster's unit only
@@ -107,13 +108,13 @@ def test_inside_a_flow_the_question_comes_again_and_a_change_in_between_makes_it
     assert "满意率" not in "\n".join(r.text for r in typed.replies)
 
     # Another event of the user lands while the command reads: the command's answer is stale.
-    real = commands.COMMANDS["ratings"]
+    real = REGISTRY.get("ratings")
 
     def ratings_and_a_press_meanwhile(ctx):
         real.run(ctx)
         assert sqlite_core.handle_now(Inbound(channel="test", user_id="s1", command="cancel", event_key="f5"))
 
-    monkeypatch.setitem(commands.COMMANDS, "ratings", Command(ratings_and_a_press_meanwhile, Role.SUPERVISOR, long=True))
+    monkeypatch.setitem(REGISTRY.by_name, "ratings", replace(REGISTRY.get("ratings"), run=ratings_and_a_press_meanwhile))
     sqlite_core.handle(Inbound(channel="test", user_id="s1", command="report", event_key="f4"))
     stale = sqlite_core.handle(Inbound(channel="test", user_id="s1", command="ratings", event_key="f6"))
     assert stale.stale and stale.replies[0].text == texts.STALE_BUTTON

@@ -315,8 +315,7 @@ def test_a_press_whose_answer_cannot_be_delivered_still_stops_the_spinner(tg, tg
         tg.fail_next("sendMessage", 400, "Bad Request: chat not found")
         update = user.press(user.buttons()[0][0][1], deliver=False)
         tg.clear_calls()
-        # The core has committed: 500 would only bring a redelivery that sends nothing, so 200,
-        # with the button answered.
+        # The chat is gone (400): a redelivery could not do better, so 200, with the button answered.
         assert tg.deliver(update) == 200
         [answer] = tg.calls_of("answerCallbackQuery")
         assert answer.via_webhook and answer.status == 200
@@ -399,3 +398,76 @@ def test_a_visit_problem_is_assigned_progressed_closed_and_answered(tg, tg_setti
         assert (done.status, done.result, done.answer) == (
             ProblemStatus.ANSWERED, "电梯已修复并通过检验", "已电话告知住户2，表示满意")
 
+
+
+# -- an answer saved is an answer delivered ------------------------------------------------------------
+
+def test_a_reply_answered_429_is_sent_after_retry_after(tg, tg_settings, db, clock):
+    user = bound_user(tg, db, clock, 7101)
+    with running_bot(tg_settings, db, clock, webhook=True):
+        tg.fail_next("sendMessage", 429, retry_after=1)
+        update = user.command("/visit", deliver=False)
+        assert tg.deliver(update) == 200
+        assert texts.PICK_HOUSEHOLD in texts_of(user.sent())
+        assert [c.status for c in tg.calls_of("sendMessage")] == [429, 200]
+
+
+def test_a_reply_the_api_keeps_failing_is_sent_when_telegram_delivers_the_update_again(tg, tg_settings, db, clock):
+    user = bound_user(tg, db, clock, 7102)
+    with running_bot(tg_settings, db, clock, webhook=True):
+        tg.fail_next("sendMessage", 502, "Bad Gateway", count=3)
+        update = user.command("/visit", deliver=False)
+        assert tg.deliver(update) == 500  # the state moved on, the answer did not reach the user
+        assert user.sent() == []
+        with session_scope(db) as s:
+            assert s.get(DialogueState, ("telegram", "7102")).flow == "visit"
+        assert tg.deliver(update) == 200  # Telegram's redelivery: the stored answer, sent now
+        assert len(user.sent()) == 1 and texts.PICK_HOUSEHOLD in user.sent()[0]["text"]
+        assert tg.deliver(update) == 200 and len(user.sent()) == 1  # delivered once: nothing more
+        press(user, "住户1")  # its buttons work: the user is at the step they were shown
+        assert "回头看：住户1" in texts_of(user.sent())
+
+
+def test_an_answer_committed_but_never_sent_is_sent_on_redelivery(tg, tg_settings, db, clock):
+    """The process killed between the commit and the reply: the core has the answer, nobody sent it."""
+    import asyncio
+
+    from bot.core.types import Inbound
+
+    user = bound_user(tg, db, clock, 7103)
+    with running_bot(tg_settings, db, clock, webhook=True) as served:
+        update = user.command("/visit", deliver=False)
+        core = Engine(db, served.app.state.core.settings, clock=clock)
+        asyncio.run(core.dispatch(Inbound("telegram", "7103", command="visit", event_key=str(update["update_id"]))))
+        core.close()
+        assert user.sent() == []
+        assert tg.deliver(update) == 200
+        assert len(user.sent()) == 1 and texts.PICK_HOUSEHOLD in user.sent()[0]["text"]
+        with session_scope(db) as s:
+            assert s.get(DialogueState, ("telegram", "7103")).version == 1  # handled once
+
+
+def test_a_malformed_update_is_answered_200_and_logged_once(tg, tg_settings, db, clock, caplog):
+    user = bound_user(tg, db, clock, 7104)
+    with running_bot(tg_settings, db, clock, webhook=True):
+        update = user.text("hello", deliver=False)
+        update["message"]["text"] = 12345  # a number where the Bot API sends a string
+        with caplog.at_level("WARNING"):
+            assert tg.deliver(update) == 200
+        assert [r for r in caplog.records if "malformed" in r.getMessage()] != []
+        assert user.sent() == []
+        assert texts.PICK_HOUSEHOLD in texts_of(user.command_wait("/visit"))  # the bot carries on
+
+
+def test_a_bound_user_gets_the_command_menu_of_their_role(tg, tg_settings, db, clock):
+    roster = make_roster(db)
+    bind(db, roster.supervisor, "telegram", "7105", clock())
+    boss = tg.user(7105, first_name="王芳")
+    with running_bot(tg_settings, db, clock):
+        assert [c["command"] for c in tg.commands()] == ["bind", "report", "mine", "cancel", "help"]
+        boss.command_wait("/help")
+        scope = {"type": "chat", "chat_id": 7105}
+        assert wait_for(lambda: tg.commands(scope))
+        names = [c["command"] for c in tg.commands(scope)]
+        assert {"visit", "ledger", "ratings", "export", "spotcheck"} <= set(names) and "bind" not in names
+        assert "bindcode" not in names  # an admin's command

@@ -1,55 +1,33 @@
 """One-shot commands: help, binding, progress views and the admin's binding codes.
 
-Each command is a function of the context plus one entry in ``COMMANDS`` with the least role
-that may use it; the engine enforces the role, so a command here never checks it again.
+Each command is a function of the context and its ``Feature`` declaration at the end of this module
+(the least role that may use it, its words, help line and menu place); the router enforces the role,
+so a command here never checks it again.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Callable
 
 from sqlmodel import select
 
 from bot import texts
 from bot.core import binding, evaluation, rating_views
 from bot.core.dialogue import Context
+from bot.core.feature import RANK, Feature, Menu, rank
 from bot.core.flows import rating
 from bot.core.periods import half_label
 from bot.core.phones import normalize_mobile
 from bot.core.progress import cadre_progress, households_with_status, progress_bar, unit_progress
 from bot.core.scope import unit_scope
-from bot.reports import commands as reports
 from storage.models import Cadre, Role, Unit
 
-# Least rank needed; a bound account of any role has rank >= 1.
-RANK = {None: 0, Role.CADRE: 1, Role.SUPERVISOR: 2, Role.ADMIN: 3}
+__all__ = ["RANK", "rank", "help_text"]
 
 
-@dataclass(frozen=True)
-class Command:
-    run: Callable[[Context], None]
-    role: str | None  # None: anyone, bound or not
-    long: bool = False  # reads a unit's or the city's data, draws charts or writes files: never inline
+def help_text(cadre) -> str:
+    """What this user may do: derived from the list of features."""
+    from bot.core.features import REGISTRY  # the list imports this module
 
-
-def rank(cadre: Cadre | None) -> int:
-    return RANK.get(cadre.role, 1) if cadre else 0
-
-
-def help_text(cadre: Cadre | None) -> str:
-    if cadre is None:
-        return texts.HELP_HEADER + "\n" + texts.HELP_UNBOUND + "\n" + texts.HELP_CITIZEN
-    parts = [texts.HELP_HEADER, texts.HELP_CADRE, texts.HELP_OBJECT, texts.HELP_LEDGER_CADRE, texts.HELP_CITIZEN]
-    if rank(cadre) >= RANK[Role.SUPERVISOR]:
-        parts.append(texts.HELP_SUPERVISOR)
-        parts.append(texts.HELP_LEDGER_SUPERVISOR)
-        parts.append(texts.HELP_RATINGS)
-        parts.append(texts.HELP_REPORTS)
-    if rank(cadre) >= RANK[Role.ADMIN]:
-        parts.append(texts.HELP_ADMIN)
-    parts.append(texts.HELP_FOOTER)
-    return "\n".join(parts)
+    return REGISTRY.help_text(cadre)
 
 
 def unit_name(ctx: Context, cadre: Cadre) -> str:
@@ -73,7 +51,8 @@ def cmd_start(ctx: Context) -> None:
     if evaluation.looks_like_token(payload):
         return rating.FLOW.start(ctx, payload)
     if ctx.cadre is None:
-        ctx.say(texts.WELCOME_UNBOUND, request_contact=True)
+        ctx.say(texts.WELCOME_UNBOUND if ctx.inbound.share_contact else texts.WELCOME_UNBOUND_TYPED,
+                request_contact=True)
         return
     ctx.say(texts.WELCOME_BOUND.format(name=ctx.cadre.name, unit=unit_name(ctx, ctx.cadre)) + "\n"
             + help_text(ctx.cadre))
@@ -202,27 +181,20 @@ def cmd_unmute(ctx: Context) -> None:
     _set_muted(ctx, False)
 
 
-COMMANDS: dict[str, Command] = {
-    "start": Command(cmd_start, None),
-    "help": Command(cmd_help, None),
-    "bind": Command(cmd_bind, None),
-    "progress": Command(cmd_progress, Role.CADRE),
-    "unit": Command(cmd_unit, Role.SUPERVISOR, long=True),
-    "bindcode": Command(cmd_bindcode, Role.ADMIN),
-    "mute": Command(cmd_mute, Role.CADRE),
-    "unmute": Command(cmd_unmute, Role.CADRE),
-    "ratings": Command(rating_views.cmd_ratings, Role.SUPERVISOR, long=True),
-    "callbacks": Command(rating_views.cmd_callbacks, Role.SUPERVISOR, long=True),
-    "export": Command(reports.cmd_export, Role.SUPERVISOR, long=True),
-    "ranking": Command(reports.cmd_ranking, Role.SUPERVISOR, long=True),
-}
+def _cancel_or_resume(ctx: Context) -> None:  # pragma: no cover - the router carries these out
+    raise AssertionError("cancel and resume are carried out by the router")
 
-# Words that act as commands when typed outside a flow (channels without a command menu).
-KEYWORDS = {
-    "帮助": "help", "菜单": "help", "开始": "start", "绑定": "bind",
-    "走访": "visit", "入户走访": "visit", "开始走访": "visit",
-    "日常走访": "contact", "日常": "contact", "进度": "progress", "我的进度": "progress",
-    "单位进度": "unit", "反映问题": "report", "服务对象": "object", "投诉": "report", "我的反映": "mine", "台账": "ledger", "待办": "todo", "评价": "ratings", "评价统计": "ratings", "回访": "callbacks", "取消": "cancel", "继续": "resume",
-}
-# The supervisors' tools (bot.reports).
-KEYWORDS.update({"导出": "export", "报表": "export", "排名": "ranking", "抽查": "spotcheck", "电话抽查": "spotcheck"})
+
+START = Feature("start", None, "开始", words=("开始",), run=cmd_start)
+BIND = Feature("bind", None, "绑定干部身份", help=texts.HELP_BIND, words=("绑定",), run=cmd_bind, unbound_only=True)
+PROGRESS = Feature("progress", Role.CADRE, "我的进度", help=texts.HELP_PROGRESS, words=("进度", "我的进度"),
+                   run=cmd_progress, menu=Menu(texts.WECHAT_MENU["progress"]))
+UNIT = Feature("unit", Role.SUPERVISOR, "单位进度", help=texts.HELP_UNIT, words=("单位进度",), run=cmd_unit,
+               long=True, reads_only=True)
+MUTE = Feature("mute", Role.CADRE, "暂停简报", help=texts.HELP_MUTE, run=cmd_mute)
+UNMUTE = Feature("unmute", Role.CADRE, "恢复简报", run=cmd_unmute)
+BINDCODE = Feature("bindcode", Role.ADMIN, "生成绑定码", help=texts.HELP_ADMIN, run=cmd_bindcode)
+CANCEL = Feature("cancel", None, "取消当前操作", help=texts.HELP_CANCEL, words=("取消",), run=_cancel_or_resume)
+RESUME = Feature("resume", None, "继续未完成的操作", words=("继续",), run=_cancel_or_resume)
+HELP = Feature("help", None, "帮助", help=texts.HELP_HELP, words=("帮助", "菜单"), run=cmd_help,
+               menu=Menu(texts.WECHAT_MENU["help"]))

@@ -88,6 +88,10 @@ class Context:
     def half(self) -> str:
         return half_of(self.now, self.settings.tz)
 
+    def rebind(self, connection, open_session: Callable[[], Session]) -> None:
+        """Moves the context to another transaction (a long read's step, recorded in a write one)."""
+        self.connection, self.open_session, self._session = connection, open_session, None
+
     def say(self, text: str, **kwargs) -> None:
         self.replies.append(Reply(text, **kwargs))
 
@@ -214,9 +218,13 @@ class Flow:
         else:
             text = (inbound.text or "").strip()
             matched = _match_option(text, flat, offered)
+            if matched is None and step.kind == "choice":
+                # A part of an option typed (a household's name, or a piece of its address), on any
+                # page of the list: taken when exactly one option has it.
+                matched = _match_part(text, step.options(ctx) if step.options else [])
             if matched is _GONE:
                 ctx.stale = True
-                return self._refuse(ctx, texts.STALE_BUTTON)
+                return self._refuse(ctx, texts.STALE_BUTTON if inbound.buttons else texts.STALE_OPTION_TYPED)
             if matched is not None:
                 value = matched
             elif step.kind == "text":
@@ -229,7 +237,8 @@ class Flow:
             elif step.kind == "photo":
                 return self._refuse(ctx, texts.NEED_PHOTO)
             else:
-                return self._refuse(ctx, texts.PICK_AN_OPTION.format(count=len(flat)))
+                pick = texts.PICK_AN_OPTION if inbound.buttons else texts.PICK_AN_OPTION_TYPED
+                return self._refuse(ctx, pick.format(count=len(flat)))
 
         if value == CANCEL:
             name = texts.FLOW_NAMES.get(self.name, "")
@@ -319,6 +328,25 @@ def _match_option(text: str, flat: list[tuple[Any, str]], offered: list[Any]) ->
         if _plain(label) == plain:
             return value
     return None
+
+
+PART_SEPARATOR = " · "  # between the parts of an option's label: 住户1 · 幸福路1号
+
+
+def _match_part(text: str, own: list[tuple[Any, str]]) -> Any | None:
+    """The one option a typed part names: first a whole part of its label (the name in
+    ``name · address``), else a piece of at least two characters of the label; None when no option
+    or more than one has it."""
+    plain = _plain(unicodedata.normalize("NFKC", text or "").strip()) if text and len(text) <= 60 else ""
+    if len(plain) < 2:
+        return None
+    whole = [value for value, label in own if any(_plain(part) == plain for part in label.split(PART_SEPARATOR))]
+    if len(whole) == 1:
+        return whole[0]
+    if whole:
+        return None
+    pieces = [value for value, label in own if plain in _plain(label)]
+    return pieces[0] if len(pieces) == 1 else None
 
 
 def clean_text(text: str, limit: int) -> str:

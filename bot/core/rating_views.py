@@ -16,11 +16,12 @@ from sqlmodel import Session, select
 
 from bot import texts
 from bot.core.dialogue import Context
+from bot.core.feature import Feature
 from bot.core.evaluation import BAD_LEVELS, LEVELS
 from bot.core.periods import half_label
 from bot.core.phones import mask
 from bot.core.scope import unit_scope
-from storage.models import Cadre, CallbackStatus, CallbackTask, Rating, ServiceWindow, Unit
+from storage.models import Cadre, CallbackStatus, CallbackTask, Rating, Role, ServiceWindow, Unit
 
 BAD_LIST_LIMIT = 10
 
@@ -213,3 +214,8 @@ def _short(text: str | None, limit: int = 30) -> str:
     text = text or ""
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
+
+RATINGS = Feature("ratings", Role.SUPERVISOR, "群众评价统计", help=texts.HELP_RATINGS_LINE, words=("评价", "评价统计"),
+                  run=cmd_ratings, long=True, reads_only=True)
+CALLBACKS = Feature("callbacks", Role.SUPERVISOR, "待回访的差评", help=texts.HELP_CALLBACKS, words=("回访",),
+                    run=cmd_callbacks, long=True, reads_only=True)

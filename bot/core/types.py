@@ -40,6 +40,10 @@ class Inbound:
     location: Location | None = None
     event_key: str | None = None  # the channel's id for this event, to drop redeliveries
     display_name: str | None = None
+    # What the channel can show, so answers name only what exists there: buttons to press (else
+    # options are numbered lines), a button that shares the user's own phone number.
+    buttons: bool = True
+    share_contact: bool = True
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class Reply:
     request_contact: bool = False
     request_location: bool = False
     files: list[File] = field(default_factory=list)
+    files_dropped: int = 0  # files this reply had when first sent, not kept for sending it again
 
     def flat_options(self) -> list[Option]:
         return [option for row in self.options for option in row]
@@ -92,10 +97,19 @@ class Outcome:
 
     ``chosen`` is the label of the option a button press selected (a channel may mark the old
     message with it); ``stale`` says the press was for an outdated message; ``duplicate`` says the
-    event was already handled and nothing at all should be sent.
+    event was already handled: nothing new is to be said (``replies`` is empty), but ``resend`` holds
+    the answer stored for it when no channel confirmed sending it (``Engine.confirm``): the first
+    attempt died or could not reach the user, and this redelivery is the chance to send it.
     """
 
     replies: list[Reply] = field(default_factory=list)
     chosen: str | None = None
     stale: bool = False
     duplicate: bool = False
+    resend: list[Reply] = field(default_factory=list)
+    # Whether the user is bound after the event, and their role: a channel with per-user command
+    # menus (Telegram) gives each the menu of their role. None for a redelivery.
+    audience: tuple[bool, str | None] | None = None
+    # The answer as a channel rendered it (WeChat's XML; "" for an answer sent another way), set by
+    # its ``before_commit`` hook: kept with the event and given back on a redelivery, byte for byte.
+    rendered: str | None = None

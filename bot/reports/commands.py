@@ -11,12 +11,13 @@ from sqlalchemy import select
 
 from bot import texts
 from bot.core.dialogue import Context
+from bot.core.feature import Feature
 from bot.core.periods import half_label, parse_half
 from bot.core.scope import unit_scope
 from bot.core.types import File
 from bot.fonts import FontNotFound
 from bot.reports import forms, rankings
-from storage.models import Unit
+from storage.models import Role, Unit
 
 log = logging.getLogger(__name__)
 CHART_ROWS = 15
@@ -99,3 +100,9 @@ def ranking_report(session, settings, metric: str, half: str, scope: set[int] | 
         except FontNotFound as exc:  # the text still goes out; the operator sees why the chart did not
             log.warning("ranking chart left out: %s", exc)
     return "\n".join(lines), png
+
+
+EXPORT = Feature("export", Role.SUPERVISOR, "导出报表", help=texts.HELP_EXPORT, words=("导出", "报表"), run=cmd_export,
+                 long=True, reads_only=True)
+RANKING = Feature("ranking", Role.SUPERVISOR, "排名", help=texts.HELP_RANKING, words=("排名",), run=cmd_ranking,
+                  long=True, reads_only=True)

@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 from bot import texts
 from bot.config import Settings
 from bot.core import evaluation
+from bot.core.features import REGISTRY
 from handlers.wechat.api import WeChatApi
 from storage.db import session_scope
 from storage.models import WeChatQrCode
@@ -27,14 +28,20 @@ from storage.models import WeChatQrCode
 SCENE_MAX = 64  # WeChat's limit for scene_str
 SHOW_QR_URL = "https://mp.weixin.qq.com/cgi-bin/showqrcode?ticket={ticket}"  # the QR image for a ticket
 
-MENU = [
-    {"name": texts.WECHAT_MENU["visits"], "sub_button": [
-        {"type": "click", "name": texts.WECHAT_MENU["visit"], "key": "visit"},
-        {"type": "click", "name": texts.WECHAT_MENU["contact"], "key": "contact"},
-    ]},
-    {"type": "click", "name": texts.WECHAT_MENU["progress"], "key": "progress"},
-    {"type": "click", "name": texts.WECHAT_MENU["help"], "key": "help"},
-]
+def menu_buttons(registry=REGISTRY) -> list[dict]:
+    """The custom menu in WeChat's format, derived from the features' menu places: a feature alone
+    is a click button keyed by its name, several in one group are a submenu."""
+    buttons = []
+    for label, features in registry.menu_tree():
+        clicks = [{"type": "click", "name": f.menu.label, "key": f.name} for f in features]
+        if len(clicks) == 1 and features[0].menu.group is None:
+            buttons.append(clicks[0])
+        else:
+            buttons.append({"name": label, "sub_button": clicks})
+    return buttons
+
+
+MENU = menu_buttons()
 
 
 class QrLimitReached(Exception):

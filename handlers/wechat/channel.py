@@ -24,16 +24,15 @@ so a POST goes like this:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import bindparam
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -44,22 +43,21 @@ from bot import texts
 from bot.config import Settings
 from bot.core.dialogue import Context
 from bot.core.engine import Engine
+from bot.core.features import REGISTRY
 from bot.core.types import Inbound, Location, Outcome, Reply
 from handlers.wechat.crypto import MAX_BODY_BYTES, Cipher, Refused, check_signature, check_timestamp, parse_xml, \
     text_reply
 from scheduler import outbox
-from storage.models import WeChatReply, WeChatUser
+from storage.models import WeChatUser
 from storage.prepared import Prepared
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "wechat"
 MAX_TEXT_BYTES = 2048  # WeChat's limit for one text message
-MENU_COMMANDS = ("visit", "contact", "progress", "help")  # click-event keys of the custom menu
-REPLY_TTL = timedelta(hours=1)  # WeChat's retries come within seconds; an hour is plenty
+MENU_COMMANDS = REGISTRY.menu_keys()  # click-event keys of the custom menu (bot.core.features)
 # A user's last interaction is written at most this often per process (the outbox keeps a wider margin).
 INTERACTION_GRAIN = timedelta(minutes=10)
-PRUNE_ONE_IN = 100  # old cached replies are deleted by one event in this many, not by every one
 SUCCESS = "success"  # tells WeChat "no reply, do not retry"
 
 
@@ -75,10 +73,11 @@ def to_inbound(message, fields: dict[str, str]) -> Inbound | Unsupported | None:
     openid = fields.get("FromUserName", "")
     if not openid or len(openid) > 64:
         return None
-    base = {"channel": CHANNEL, "user_id": openid}
+    # No buttons on WeChat and no button to share one's phone: answers say what to type instead.
+    base = {"channel": CHANNEL, "user_id": openid, "buttons": False, "share_contact": False}
     created = fields.get("CreateTime", "")
     if fields.get("MsgType", "").lower() == "event":
-        base["event_key"] = f"{openid}:{created}"  # events have no MsgId
+        base["event_key"] = event_key(openid, created, fields.get("Event", ""), fields.get("EventKey", ""))
         if isinstance(message, (SubscribeScanEvent, ScanEvent)):
             # wechatpy has already cut the qrscene_ prefix of a new follower's scan.
             return Inbound(command="start", args=(message.scene_id or "")[:64], **base)
@@ -100,6 +99,16 @@ def to_inbound(message, fields: dict[str, str]) -> Inbound | Unsupported | None:
     if isinstance(message, VoiceMessage) and message.recognition:  # speech recognition, when switched on
         return _text(message.recognition, base)
     return UNSUPPORTED
+
+
+def event_key(openid: str, created: str, event: str, key: str) -> str:
+    """The deduplication key of an event, which has no MsgId: the follower, the second, the event
+    and its key (WeChat's own rule for retried events), so a menu click in the same second as a
+    LOCATION report is an event of its own. At most 100 characters, as the core keeps them."""
+    whole = f"{openid}:{created}:{event}:{key}"
+    if len(whole) <= 100:
+        return whole
+    return f"{openid}:{created}:" + hashlib.sha256(f"{event}:{key}".encode()).hexdigest()[:32]
 
 
 def message_of(fields: dict[str, str]):
@@ -130,9 +139,7 @@ def _text(text: str, base: dict) -> Inbound:
 
 def render(reply: Reply) -> str:
     """The text WeChat gets for one reply: options numbered, hints for what has no button here."""
-    text = reply.numbered_text()
-    if reply.request_contact:
-        text += "\n" + texts.WECHAT_BIND_HINT
+    text = reply.numbered_text()  # a request for the phone is already worded for typing (Inbound.share_contact)
     if reply.request_location:
         text += "\n" + texts.WECHAT_LOCATION_HINT
     if getattr(reply, "files", None):
@@ -181,7 +188,7 @@ def pack(messages: list[str], limit: int = MAX_TEXT_BYTES) -> list[str]:
     return out
 
 
-_users, _replies = WeChatUser.__table__, WeChatReply.__table__
+_users = WeChatUser.__table__
 
 
 def _interaction_upsert(insert):
@@ -193,11 +200,6 @@ def _interaction_upsert(insert):
 
 
 _NOTE_INTERACTION = Prepared(_interaction_upsert)
-_STORE_REPLY = Prepared(insert(_replies).values(event_key=bindparam("event_key"), xml=bindparam("xml"),
-                                                created_at=bindparam("now", type_=_replies.c.created_at.type)))
-_PRUNE_REPLIES = Prepared(delete(_replies).where(_replies.c.created_at < bindparam("before",
-                                                                                  type_=_replies.c.created_at.type)))
-_CACHED_REPLY = Prepared(select(_replies.c.xml).where(_replies.c.event_key == bindparam("event_key")))
 
 
 def record_interaction(db, openid: str, now: datetime) -> None:
@@ -222,11 +224,6 @@ class _Answer:
             return self.mode
 
 
-@dataclass(frozen=True)
-class Cached:
-    xml: str | None  # None: the answer went through the customer-service API
-
-
 class WeChatChannel:
     """The webhook of one Official Account, bound to the core."""
 
@@ -237,12 +234,6 @@ class WeChatChannel:
         aes = settings.wechat_aes_key
         self.cipher = Cipher(self.token, aes.get_secret_value(), self.app_id) if aes is not None else None
         self._noted: dict[str, datetime] = {}  # openid -> the last interaction this process wrote
-        # SQLite takes one writer at a time and lets the others sleep and poll (its busy handler backs
-        # off up to 100 ms a try), which stretches the tail under load: this process's events queue
-        # for one thread instead, first come first served. PostgreSQL runs them side by side.
-        self._in_turn = (ThreadPoolExecutor(1, thread_name_prefix="wechat-core")
-                         if core.db.dialect.name == "sqlite" else None)
-        self._in_threads = 0  # events handed to a thread and not yet answered (see answer)
 
     def routes(self) -> list[Route]:
         return [Route(self.settings.wechat_webhook_path, self.endpoint, methods=["GET", "POST"])]
@@ -324,17 +315,11 @@ class WeChatChannel:
                               now=int(self.core.clock().timestamp()))
         answer = _Answer()
         hook = partial(self._settle, inbound=inbound, account=account, answer=answer)
-        # On the loop when that costs no waiting (SQLite, a short event, the lock free: the core's
-        # handle_now), else in a thread, with the deadline below. While events wait for the thread,
-        # later ones queue behind them rather than overtake.
-        outcome: Outcome | None = self.core.handle_now(inbound, before_commit=hook) if not self._in_threads else None
+        outcome = await self._within_deadline(inbound, hook, answer)
         if outcome is None:
-            outcome = await self._in_thread(inbound, hook, answer)
-            if outcome is None:
-                return None
+            return None
         if outcome.duplicate:
-            cached = await asyncio.to_thread(self.cached, inbound.event_key)
-            return cached.xml if cached else None
+            return outcome.rendered or None  # the very answer given the first time ("" : sent by the API)
         if answer.noted is not None:
             if len(self._noted) > 100_000:
                 self._noted.clear()
@@ -347,12 +332,9 @@ class WeChatChannel:
                               now=int(self.core.clock().timestamp()))
         return answer.xml
 
-    async def _in_thread(self, inbound: Inbound, hook, answer: _Answer) -> Outcome | None:
-        """The core in a thread; None when the deadline passed first and the outbox will answer."""
-        handle = partial(self.core.handle, inbound, before_commit=hook)
-        job = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(self._in_turn, handle))
-        self._in_threads += 1  # until the core is done with it, past the deadline too
-        job.add_done_callback(self._thread_done)
+    async def _within_deadline(self, inbound: Inbound, hook, answer: _Answer) -> Outcome | None:
+        """The core's outcome; None when WeChat's deadline passed first and the outbox will answer."""
+        job = asyncio.ensure_future(self.core.dispatch(inbound, before_commit=hook))
         try:
             return await asyncio.wait_for(asyncio.shield(job), self.settings.wechat_reply_deadline_seconds)
         except asyncio.TimeoutError:
@@ -360,9 +342,6 @@ class WeChatChannel:
                 job.add_done_callback(partial(_log_late_failure, inbound.event_key))
                 return None
             return await job  # the core claimed the inline answer just in time: its commit is under way
-
-    def _thread_done(self, _job) -> None:
-        self._in_threads -= 1
 
     def _settle(self, ctx: Context, outcome: Outcome, *, inbound: Inbound, account: str, answer: _Answer) -> None:
         """In the core's transaction: the interaction noted, the answer stored for retries and,
@@ -381,17 +360,8 @@ class WeChatChannel:
         for i, text in enumerate(parts):
             outbox.enqueue(ctx.session, key=f"wechat-reply:{key}:{i}", kind="reply", channel=CHANNEL,
                            recipient=inbound.user_id, body=text, now=now, settings=self.settings)
-        # The core has just recorded this event key as new, so the key cannot exist here yet.
-        _STORE_REPLY.run(ctx.db, event_key=key[:100], xml=xml, now=now)
-        if random.randrange(PRUNE_ONE_IN) == 0:
-            _PRUNE_REPLIES.run(ctx.db, before=now - REPLY_TTL)
+        outcome.rendered = xml or ""  # kept with the event by the core, for WeChat's retries
         answer.xml = xml
-
-    def cached(self, event_key: str) -> Cached | None:
-        """The answer stored for an event key, if the event was answered."""
-        with self.core.db.connect() as conn, conn.begin():
-            row = _CACHED_REPLY.first(conn, event_key=event_key[:100])
-            return Cached(row["xml"]) if row is not None else None
 
 
 def _log_late_failure(event_key: str, job: asyncio.Future) -> None:

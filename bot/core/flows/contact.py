@@ -9,10 +9,11 @@ from sqlmodel import select
 
 from bot import texts
 from bot.core.dialogue import Context, Flow, InputError, Step
+from bot.core.feature import Feature, Menu
 from bot.core.progress import households_with_status
 from bot.core.ledger import record
 from bot.core.survey import CATEGORIES, categories_for
-from storage.models import EverydayContact, Household, Problem, ProblemSource, ProblemStatus
+from storage.models import EverydayContact, Household, Problem, ProblemSource, ProblemStatus, Role
 
 NO_HOUSEHOLD = "__none__"
 NO_PROBLEM = "__no_problem__"
@@ -103,3 +104,8 @@ class ContactFlow(Flow):
             record(ctx.session, problem, action="create", actor=ctx.cadre, actor_label=None, from_status=None,
                    now=ctx.now)
             ctx.say(texts.VISIT_PROBLEM_LEDGER.format(id=problem.id))
+
+
+FEATURE = Feature("contact", Role.CADRE, texts.FLOW_NAMES["contact"], help=texts.HELP_CONTACT, words=("日常走访", "日常"),
+                  flow=lambda settings: ContactFlow(page_size=settings.household_page_size),
+                  menu=Menu(texts.WECHAT_MENU["contact"], group=texts.WECHAT_MENU["visits"]))

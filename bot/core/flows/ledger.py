@@ -17,10 +17,11 @@ from sqlmodel import select
 from bot import texts
 from bot.core import ledger
 from bot.core.dialogue import Context, Flow, InputError, Step
+from bot.core.feature import Feature
 from bot.core.phones import mask, normalize_phone
 from bot.core.scope import unit_scope
 from bot.core.survey import CATEGORIES
-from storage.models import Cadre, Problem, ProblemStatus, Unit
+from storage.models import Cadre, Problem, ProblemStatus, Role, Unit
 
 S = ProblemStatus
 HISTORY = "__history__"
@@ -395,3 +396,13 @@ def parse_date(text: str, today: date) -> date | None:
         except ValueError:
             return None
     return day
+
+
+LEDGER = Feature("ledger", Role.SUPERVISOR, texts.FLOW_NAMES["ledger"], help=texts.HELP_LEDGER, words=("台账",),
+                 flow=lambda settings: LedgerFlow(page_size=settings.household_page_size))
+TODO = Feature("todo", Role.CADRE, texts.FLOW_NAMES["todo"], help=texts.HELP_TODO, words=("待办",),
+               flow=lambda settings: TodoFlow(page_size=settings.household_page_size))
+REPORT = Feature("report", None, texts.FLOW_NAMES["report"], help=texts.HELP_REPORT, words=("反映问题", "投诉"),
+                 flow=lambda settings: ReportFlow())
+MINE = Feature("mine", None, texts.FLOW_NAMES["mine"], help=texts.HELP_MINE, words=("我的反映",),
+               flow=lambda settings: MineFlow(page_size=settings.household_page_size))

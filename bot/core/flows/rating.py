@@ -12,6 +12,7 @@ from typing import Any
 from bot import texts
 from bot.core import evaluation
 from bot.core.dialogue import Context, Flow, InputError, Step
+from bot.core.feature import Feature
 from bot.core.phones import normalize_phone
 
 DONE = "__done__"
@@ -100,3 +101,7 @@ class RatingFlow(Flow):
 
 
 FLOW = RatingFlow()
+
+
+# Started by /start <evaluation code> (a card's deep link or QR scene), not by a command of its own.
+FEATURE = Feature("rating", None, texts.FLOW_NAMES["rating"], flow=lambda settings: FLOW, command=False)

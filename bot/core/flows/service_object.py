@@ -12,9 +12,10 @@ from sqlmodel import select
 
 from bot import texts
 from bot.core.dialogue import Context, Flow, InputError, Step
+from bot.core.feature import Feature
 from bot.core.ledger import record
 from bot.core.survey import CATEGORIES
-from storage.models import Problem, ProblemSource, ProblemStatus, ServiceObject
+from storage.models import Problem, ProblemSource, ProblemStatus, Role, ServiceObject
 
 NONE = "__none__"
 REMITS = ("行业领域", "公共方面")
@@ -85,3 +86,7 @@ class ServiceObjectFlow(Flow):
         record(ctx.session, problem, action="create", actor=ctx.cadre, actor_label=None, from_status=None,
                now=ctx.now)
         ctx.say(texts.OBJECT_SAVED.format(name=obj.name, remit=d["remit"], id=problem.id))
+
+
+FEATURE = Feature("object", Role.CADRE, texts.FLOW_NAMES["object"], help=texts.HELP_OBJECT, words=("服务对象",),
+                  flow=lambda settings: ServiceObjectFlow(page_size=settings.household_page_size))

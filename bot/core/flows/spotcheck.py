@@ -14,9 +14,11 @@ from typing import Any
 
 from bot import texts
 from bot.core.dialogue import Context, Flow, InputError, Step
+from bot.core.feature import Feature
 from bot.core.periods import half_label
 from bot.core.scope import unit_scope
 from bot.reports import spotcheck
+from storage.models import Role
 
 DRAW, SUMMARY = "__draw__", "__summary__"
 NOTE_LIMIT = 300
@@ -147,3 +149,9 @@ class SpotCheckFlow(Flow):
     def finish(self, ctx: Context) -> None:
         if ctx.data.get("summary"):
             ctx.say("\n".join(summary_lines(spotcheck.summary(ctx.session, ctx.half, self._scope(ctx)), ctx.half)))
+
+
+# 电话随机访问: the draw and the open calls read a unit's or the city's visits, so no step runs inline.
+FEATURE = Feature("spotcheck", Role.SUPERVISOR, texts.FLOW_NAMES["spotcheck"], help=texts.HELP_SPOTCHECK,
+                  words=("抽查", "电话抽查"), flow=lambda settings: SpotCheckFlow(page_size=settings.household_page_size),
+                  long=True)

@@ -14,10 +14,11 @@ from sqlalchemy import bindparam, func, or_, select
 
 from bot import texts
 from bot.core.dialogue import Context, Flow, InputError, Step
+from bot.core.feature import Feature, Menu
 from bot.core.progress import cadre_progress, households_with_status
-from bot.core.survey import Question, categories_for
+from bot.core.survey import Question, categories_for, load_survey
 from bot.core.types import Location
-from storage.models import Household, Problem, ProblemSource, ProblemStatus, Visit
+from storage.models import Household, Problem, ProblemSource, ProblemStatus, Role, Visit
 from storage.prepared import Prepared
 
 YES_NO = [(True, texts.YES), (False, texts.NO)]
@@ -220,3 +221,8 @@ def _yn(value: Any) -> str:
 
 def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+FEATURE = Feature("visit", Role.CADRE, texts.FLOW_NAMES["visit"], help=texts.HELP_VISIT, words=("走访", "入户走访", "开始走访"),
+                  flow=lambda settings: VisitFlow(load_survey(settings.survey_file), page_size=settings.household_page_size),
+                  menu=Menu(texts.WECHAT_MENU["visit"], group=texts.WECHAT_MENU["visits"]))

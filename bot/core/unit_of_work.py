@@ -1,0 +1,297 @@
+"""One unit of work per inbound event: the only place where an event's transaction is run.
+
+Every event, whichever way the core runs it (inline on the event loop, in a worker thread, or as a
+long read), goes through the same steps, in one transaction:
+
+1. record the event's key: a key seen before makes the event a redelivery, answered with the answer
+   stored for it (``Outcome.duplicate``; ``delivered`` says whether a channel confirmed sending it);
+2. load the user's dialogue row and lock it (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE has
+   taken the whole database);
+3. run the step: the router (bot/core/router.py) with the event's ``Context``;
+4. save the dialogue with a version check (a lost race is ``ConcurrentUpdate``: nothing is kept) and
+   the rendered answer with the event's key;
+5. run the channel's ``before_commit`` hook (WeChat stores its XML, queues the slow part);
+6. commit, once: the answer and the next step are stored together or not at all.
+
+An answer saved is an answer delivered: a channel that could not deliver it (the messenger down, the
+process killed after the commit) gets it back when the messenger delivers the event again, and sends
+it then; ``confirm`` marks it sent.
+
+On SQLite a long command that only reads (``Feature.reads_only``: exports, rankings) runs its step in
+a read-only transaction that takes no write lock, and records the event (steps 1, 4, 5) in a short
+write transaction afterwards (``read_then_write``): seconds of reading do not hold up every writer.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any, Callable
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.engine import Engine as DbEngine
+from sqlmodel import Session
+
+from bot.config import Settings
+from bot.core import binding
+from bot.core.dialogue import Context, Dialogue
+from bot.core.router import Router
+from bot.core.types import Inbound, Option, Outcome, Reply
+from storage.models import DialogueState, ProcessedInbound
+from storage.prepared import Prepared
+
+log = logging.getLogger(__name__)
+
+BeforeCommit = Callable[[Context, Outcome], None]
+KEY_LIMIT = 100  # the event_key column
+
+_state = DialogueState.__table__
+_events = ProcessedInbound.__table__
+# The statements every event runs, compiled once (storage/prepared.py says why).
+_RECORD_EVENT = Prepared(lambda insert: insert(_events).values(
+    channel=bindparam("channel"), event_key=bindparam("event_key"),
+    created_at=bindparam("created_at", type_=_events.c.created_at.type)).on_conflict_do_nothing().returning(_events.c.channel))
+_STORED_ANSWER = Prepared(select(_events.c.answer, _events.c.delivered_at).where(
+    _events.c.channel == bindparam("channel"), _events.c.event_key == bindparam("event_key")))
+_STORE_ANSWER = Prepared(update(_events).where(_events.c.channel == bindparam("b_channel"),
+                                               _events.c.event_key == bindparam("b_event_key"))
+                         .values(answer=bindparam("answer", type_=_events.c.answer.type)))
+_CONFIRM = Prepared(update(_events).where(_events.c.channel == bindparam("b_channel"),
+                                          _events.c.event_key == bindparam("b_event_key"),
+                                          _events.c.delivered_at.is_(None))
+                    .values(delivered_at=bindparam("now", type_=_events.c.delivered_at.type)))
+_CREATE_STATE = Prepared(lambda insert: insert(_state).values(
+    channel=bindparam("channel"), external_user_id=bindparam("user_id"), flow=None, step=None,
+    data=bindparam("data", type_=_state.c.data.type), version=0,
+    updated_at=bindparam("updated_at", type_=_state.c.updated_at.type)).on_conflict_do_nothing())
+# FOR UPDATE locks the row on PostgreSQL; SQLite has no row locks (BEGIN IMMEDIATE took the database).
+_LOAD_STATE = Prepared(select(_state.c.flow, _state.c.step, _state.c.data, _state.c.version)
+                       .where(_state.c.channel == bindparam("channel"), _state.c.external_user_id == bindparam("user_id"))
+                       .with_for_update())
+# The version check that makes a lost race visible (the row changed under us).
+_SAVE_STATE = Prepared(update(_state)
+                       .where(_state.c.channel == bindparam("b_channel"), _state.c.external_user_id == bindparam("b_user"),
+                              _state.c.version == bindparam("b_version"))
+                       .values(flow=bindparam("flow"), step=bindparam("step"), data=bindparam("data", type_=_state.c.data.type),
+                               version=bindparam("version"),
+                               updated_at=bindparam("updated_at", type_=_state.c.updated_at.type)))
+
+
+class Decline(Exception):
+    """The inline path backs out: the event belongs in a thread (rolled back, nothing done)."""
+
+
+class ConcurrentUpdate(Exception):
+    """The dialogue row changed under us: another event for the same user won the race."""
+
+
+# -- the stored answer -------------------------------------------------------------------------------
+
+def encode_answer(outcome: Outcome) -> dict[str, Any]:
+    """The answer as kept with the event (JSON): texts, buttons with their tokens, what they ask for.
+    Files (exported forms, charts) are not kept: a redelivery says they must be asked for again."""
+    return {"replies": [{"text": r.text, "options": [[[o.label, o.token] for o in row] for row in r.options],
+                         "contact": r.request_contact, "location": r.request_location, "files": len(r.files)}
+                        for r in outcome.replies],
+            "chosen": outcome.chosen, "stale": outcome.stale, "rendered": outcome.rendered}
+
+
+def decode_answer(stored: dict[str, Any] | None, delivered: bool) -> Outcome:
+    """A redelivery's outcome: the stored answer to send again if it was never delivered, and the
+    channel's rendering of it, if the channel kept one."""
+    rendered = stored.get("rendered") if stored else None
+    if not stored or delivered:
+        return Outcome(duplicate=True, rendered=rendered)  # delivered, nothing to say, or from before answers were kept
+    replies = [Reply(r["text"], options=[[Option(label, token) for label, token in row] for row in r["options"]],
+                     request_contact=r["contact"], request_location=r["location"], files_dropped=r.get("files", 0))
+               for r in stored.get("replies", [])]
+    return Outcome(resend=replies, chosen=stored.get("chosen"), stale=stored.get("stale", False), duplicate=True,
+                   rendered=rendered)
+
+
+# -- the unit of work -----------------------------------------------------------------------------
+
+def _key(inbound: Inbound) -> str | None:
+    return inbound.event_key[:KEY_LIMIT] if inbound.event_key is not None else None
+
+
+def _dialogue(row: dict) -> Dialogue:
+    # The row's data was decoded from JSON just now: a fresh object, the dialogue's own to change.
+    return Dialogue(row["flow"], row["step"], row["data"] or {}, row["version"])
+
+
+class _Sessions:
+    """The ORM sessions an event opened on its connection (usually none): joined to its transaction."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.open: list[Session] = []
+
+    def opener(self) -> Session:
+        # Joins the transaction begun on ``conn``: it flushes into it and never commits it.
+        session = Session(bind=self.conn, expire_on_commit=False, join_transaction_mode="rollback_only")
+        self.open.append(session)
+        return session
+
+    def flush(self) -> None:
+        for session in self.open:
+            session.flush()
+
+    def close(self) -> None:
+        for session in self.open:
+            session.close()
+        self.open.clear()
+
+
+class UnitOfWork:
+    """Runs events through the steps above; shared by every path of the engine."""
+
+    def __init__(self, router: Router, settings: Settings):
+        self.router = router
+        self.settings = settings
+
+    # -- the steps ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def record(conn, inbound: Inbound, now: datetime) -> Outcome | None:
+        """Step 1: records the event's key; the stored answer if it was there already (a redelivery)."""
+        key = _key(inbound)
+        if key is None or _RECORD_EVENT.first(conn, channel=inbound.channel, event_key=key, created_at=now) is not None:
+            return None
+        return UnitOfWork.stored(conn, inbound)
+
+    @staticmethod
+    def stored(conn, inbound: Inbound) -> Outcome:
+        row = _STORED_ANSWER.first(conn, channel=inbound.channel, event_key=_key(inbound))
+        if row is None:
+            return Outcome(duplicate=True)
+        return decode_answer(row["answer"], row["delivered_at"] is not None)
+
+    @staticmethod
+    def load_state(conn, inbound: Inbound, now: datetime) -> dict:
+        """Step 2: the user's dialogue row, locked; created empty for a new user."""
+        row = _LOAD_STATE.first(conn, channel=inbound.channel, user_id=inbound.user_id)
+        if row is None:
+            _CREATE_STATE.run(conn, channel=inbound.channel, user_id=inbound.user_id, data={}, updated_at=now)
+            row = _LOAD_STATE.first(conn, channel=inbound.channel, user_id=inbound.user_id)
+        return row
+
+    def context(self, conn, sessions: _Sessions, inbound: Inbound, dialogue: Dialogue, now: datetime) -> Context:
+        return Context(connection=conn, open_session=sessions.opener, inbound=inbound, dialogue=dialogue,
+                       settings=self.settings, now=now, cadre=binding.bound_cadre(conn, inbound.channel, inbound.user_id))
+
+    @staticmethod
+    def save_state(conn, inbound: Inbound, dialogue: Dialogue, version: int, now: datetime) -> int:
+        """Step 4: the dialogue saved if the row is still the version read; the new version."""
+        changed = _SAVE_STATE.run(conn, b_channel=inbound.channel, b_user=inbound.user_id, b_version=version,
+                                  flow=dialogue.flow, step=dialogue.step, data=dialogue.data, version=version + 1,
+                                  updated_at=now)
+        if changed != 1:
+            raise ConcurrentUpdate()
+        return version + 1
+
+    @staticmethod
+    def conclude(conn, ctx: Context, version: int, before_commit: BeforeCommit | None, sessions: _Sessions) -> Outcome:
+        """Steps 4 and 5: buttons rendered for the state's version, the answer kept with the event,
+        ``before_commit`` run and flushed."""
+        replies = [item(version) if callable(item) else item for item in ctx.replies]
+        cadre = ctx.cadre
+        outcome = Outcome(replies=replies, chosen=ctx.chosen, stale=ctx.stale,
+                          audience=(cadre is not None, cadre.role if cadre is not None else None))
+        if before_commit is not None:
+            before_commit(ctx, outcome)
+            sessions.flush()
+        key = _key(ctx.inbound)
+        if key is not None and (outcome.replies or outcome.rendered is not None):
+            _STORE_ANSWER.run(conn, b_channel=ctx.inbound.channel, b_event_key=key, answer=encode_answer(outcome))
+        return outcome
+
+    # -- the paths -----------------------------------------------------------------------------------
+
+    def write(self, conn, inbound: Inbound, now: datetime, before_commit: BeforeCommit | None, *,
+              inline: bool = False) -> Outcome:
+        """The whole unit in the transaction the caller began on ``conn``. ``inline``: on the event loop,
+        where a step of a long flow declines (``Decline``; the caller rolls back)."""
+        duplicate = self.record(conn, inbound, now)
+        if duplicate is not None:
+            return duplicate
+        row = self.load_state(conn, inbound, now)
+        if inline and row["flow"] in self.router.long_flows:
+            raise Decline()  # a step of a long flow: the transaction rolls back, the event key with it
+        dialogue = _dialogue(row)
+        before = dialogue.snapshot()
+        sessions = _Sessions(conn)
+        try:
+            ctx = self.context(conn, sessions, inbound, dialogue, now)
+            self.router.route(ctx)
+            version = row["version"]
+            sessions.flush()
+            if dialogue.snapshot() != before:
+                version = self.save_state(conn, inbound, dialogue, version, now)
+            return self.conclude(conn, ctx, version, before_commit, sessions)
+        finally:
+            sessions.close()
+
+    def read_then_write(self, db: DbEngine, inbound: Inbound, now: datetime,
+                        before_commit: BeforeCommit | None) -> Outcome:
+        """A long command that only reads, on SQLite: the step in a read-only transaction, then the
+        event recorded in a short write one.
+
+        SQLite refuses any write in the first (``query_only``), so a command that started writing
+        would fail loudly, not lose its writes. In the second, a redelivery that got there first makes
+        this event a duplicate (its result dropped); the dialogue is saved if the command changed it;
+        if the row changed in between and what was said depends on it (a flow's question shown again,
+        buttons): ``ConcurrentUpdate``. A keyword typed inside a flow is the flow's answer: ``Decline``.
+        """
+        sessions = _Sessions(None)
+        with db.connect() as conn:
+            conn.execution_options(read_only=True)  # BEGIN, not BEGIN IMMEDIATE (storage.db)
+            transaction = conn.begin()
+            driver = conn.connection.driver_connection
+            driver.execute("PRAGMA query_only = ON")
+            try:
+                key = _key(inbound)
+                if key is not None:
+                    seen = _STORED_ANSWER.first(conn, channel=inbound.channel, event_key=key)
+                    if seen is not None:
+                        return decode_answer(seen["answer"], seen["delivered_at"] is not None)
+                row = _LOAD_STATE.first(conn, channel=inbound.channel, user_id=inbound.user_id)
+                dialogue = _dialogue(row) if row is not None else Dialogue(None, None, {}, 0)
+                if inbound.command is None and dialogue.flow is not None:
+                    raise Decline()
+                before = dialogue.snapshot()
+                sessions.conn = conn
+                ctx = self.context(conn, sessions, inbound, dialogue, now)
+                self.router.route(ctx)
+                sessions.flush()  # a write here fails: query_only
+            finally:
+                sessions.close()
+                if transaction.is_active:  # a failed flush has rolled it back already
+                    transaction.rollback()
+                driver.execute("PRAGMA query_only = OFF")
+
+        with db.connect() as conn, conn.begin():
+            duplicate = self.record(conn, inbound, now)
+            if duplicate is not None:
+                return duplicate
+            version = self.load_state(conn, inbound, now)["version"]
+            changed = dialogue.snapshot() != before
+            # The user's dialogue moved on meanwhile: what was said about it (a flow's question
+            # shown again, buttons) is out of date. A plain export or ranking is not.
+            if version != dialogue.version and (changed or any(callable(item) for item in ctx.replies)):
+                raise ConcurrentUpdate()
+            if changed:
+                version = self.save_state(conn, inbound, dialogue, version, now)
+            sessions = _Sessions(conn)
+            ctx.rebind(conn, sessions.opener)
+            try:
+                return self.conclude(conn, ctx, version, before_commit, sessions)
+            finally:
+                sessions.close()
+
+    @staticmethod
+    def confirm(conn, inbound: Inbound, now: datetime) -> None:
+        """Marks the event's stored answer as sent (in the caller's transaction)."""
+        key = _key(inbound)
+        if key is not None:
+            _CONFIRM.run(conn, b_channel=inbound.channel, b_event_key=key, now=now)
