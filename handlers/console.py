@@ -8,33 +8,22 @@ in for what a phone would send; ``:quit`` leaves.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Callable
-
-from sqlmodel import select
 
 from bot.core import binding
 from bot.core.dialogue import parse_location
 from bot.core.engine import Engine
 from bot.core.types import File, Inbound, SharedContact
-from storage.db import session_scope
-from storage.models import Cadre, Role
+from storage.models import Cadre
 
 CHANNEL = "console"
 
 
 def console_login(core: Engine, mobile: str | None) -> Cadre | None:
     """Binds the console user to a cadre (the given mobile, or the first cadre) and returns it."""
-    with session_scope(core.db) as session:
-        if mobile:
-            cadre = binding.cadre_by_mobile(session, mobile)
-        else:
-            cadre = session.exec(select(Cadre).where(Cadre.active == True, Cadre.role == Role.CADRE)  # noqa: E712
-                                 .order_by(Cadre.id)).first()
-        if cadre is None:
-            return None
-        binding.bind(session, cadre, CHANNEL, "local", "console", core.clock())
-        return cadre
+    return asyncio.run(core.run(binding.bind_console, CHANNEL, "local", mobile, core.clock()))
 
 
 def parse_line(line: str) -> Inbound | None:
@@ -83,7 +72,7 @@ def run_console(core: Engine, mobile: str | None = None, *, read: Callable[[str]
         inbound = parse_line(line)
         if inbound is None:
             continue
-        for reply in core.handle(inbound).replies:
+        for reply in asyncio.run(core.dispatch(inbound)).replies:
             write(reply.numbered_text())
             for file in reply.files:
                 write(f"（文件已保存：{save_file(file)}）")

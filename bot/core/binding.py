@@ -81,6 +81,22 @@ def bind(session: Session, cadre: Cadre, channel: str, user_id: str, how: str, n
     return account
 
 
+def bind_console(session: Session, channel: str, user_id: str, mobile: str | None, now: datetime) -> Cadre | None:
+    """The local console's user bound to the cadre with this mobile, or to the roster's first cadre
+    (the operator at the terminal is trusted); None when there is no such cadre."""
+    from storage.models import Role
+
+    if mobile:
+        cadre = cadre_by_mobile(session, mobile)
+    else:
+        cadre = session.exec(select(Cadre).where(Cadre.active == True, Cadre.role == Role.CADRE)  # noqa: E712
+                             .order_by(Cadre.id)).first()
+    if cadre is None:
+        return None
+    bind(session, cadre, channel, user_id, "console", now)
+    return cadre
+
+
 @dataclass(frozen=True)
 class BoundCadre:
     """The cadre bound to the sender as read when the event began: Cadre's columns, read-only.

@@ -41,7 +41,7 @@ from bot.config import Settings
 from bot.core.router import Router
 from bot.core.types import Inbound, Outcome, Reply
 from bot.core.unit_of_work import BeforeCommit, ConcurrentUpdate, Decline, UnitOfWork
-from storage.db import make_engine, utcnow
+from storage.db import make_engine, session_scope, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,17 @@ class Engine:
     def _confirm_now(self, inbound: Inbound) -> None:
         with self.db.connect() as conn, conn.begin():
             self.work.confirm(conn, inbound, self.clock())
+
+    async def run(self, work: Callable, *args, read_only: bool = False):
+        """``work(session, *args)`` in a session of its own, committed when it returns, where the core
+        runs such work (SQLite: the writer thread; a read-only one on any thread): for a web page or a
+        console that calls a core function outside a chat event. Channels never open sessions."""
+        def in_session():
+            with session_scope(self.db, read_only=read_only) as session:
+                return work(session, *args)
+
+        executor = None if read_only or not self._sqlite else self._writer
+        return await asyncio.get_running_loop().run_in_executor(executor, in_session)
 
     # -- where it runs -----------------------------------------------------------------------------
 
