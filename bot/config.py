@@ -124,6 +124,15 @@ class Settings(BaseSettings):
     # Supervisors' tools: report forms (附件1-5), rankings, spot-checks (电话随机访问)
     ranking_min_ratings: int = Field(default=5, ge=1)  # fewer ratings in the half-year: not ranked by satisfaction
     spot_check_share: float = Field(default=0.1, gt=0, le=1)  # share of each cadre's visits drawn for a call
+
+    # Evidence of visits (bot/core/evidence.py)
+    visit_radius_meters: float = Field(default=300, gt=0)  # a location this close to the household matches
+    max_travel_kmh: float = Field(default=60, gt=0)  # two visits in a row faster than this apart: flagged
+    visit_far_km: float = Field(default=10, gt=0)  # a location this far from the household: flagged
+    visit_burst_count: int = Field(default=4, ge=2)  # this many visits confirmed within ...
+    visit_burst_minutes: int = Field(default=10, ge=1)  # ... these minutes: flagged
+    visit_same_answers_minimum: int = Field(default=5, ge=2)  # identical surveys in all of this many visits: flagged
+    media_dir: Path = Path("./data/media")  # visit photos, named by their content's hash
     report_contact_phone: str = "3222889"  # the work-style office's number in the forms' notes
 
     @field_validator("telegram_bot_token", "telegram_webhook_secret", "evaluation_secret", mode="before")

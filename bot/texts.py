@@ -467,3 +467,30 @@ OBJECT_ASK_CATEGORY = "请选择问题类型："
 OBJECT_SAVED_NO_PROBLEM = "✅ 已记录与 {name} 的联系。"
 OBJECT_SAVED = "✅ 已记录 {name} 反映的问题（{remit}），列入问题台账，编号 #{id}。"
 HELP_OBJECT = "/object — 联系服务对象、记录其反映的问题"
+
+# Evidence of visits (走访真实性, bot/core/evidence.py)
+LOCATION_MATCHES = "📍 位置相符，距该户约 {distance}。"
+LOCATION_FAR = "📍 位置与该户登记地址相距约 {distance}，不相符（不影响提交）。"
+LOCATION_INACCURATE = "📍 定位精度约 {accuracy}，距该户约 {distance}，精度不足以核对（不影响提交）。"
+LOCATION_NO_COORDS = "📍 已记录位置（该户尚无坐标，无法核对）。"
+LOCATION_FORWARDED = "📍 这是转发的位置，不能作为走访凭证；请在该户门口发送您自己的当前位置。"
+LOCATION_TYPED = "📍 已记录输入的坐标（手动输入的坐标不作为走访凭证）。"
+EVIDENCE_NAMES = {"confirmed": "住户确认", "location": "位置相符", "photo": "照片", "none": "无凭证"}
+FLAG_SAME_PHOTO = "照片与第 {other} 号走访（{date}）的照片相同"
+FLAG_TOO_FAST = "与上一次走访（第 {other} 号）相距约 {distance}，仅隔 {minutes} 分钟"
+FLAG_BURST = "{minutes} 分钟内确认了 {count} 次走访"
+FLAG_FORWARDED = "位置或照片是从其他聊天转发的"
+FLAG_FAR = "走访位置距该户约 {distance}"
+FLAG_SAME_ANSWERS = "全部 {count} 次走访的调查卷答案完全相同"
+FLAG_NAMES = {"same_photo": "重复照片", "too_fast": "行程过快", "burst": "集中确认", "forwarded": "转发凭证",
+              "far": "位置过远", "same_answers": "答案雷同"}
+HELP_FLAGS = "/flags — 走访凭证与疑似走过场的记录"
+FLAGS_HEADER = "🔍 走访凭证（{half_label}）：每名干部的走访按凭证强弱计数，⚠ 为疑似走过场的次数"
+FLAGS_CADRE_LINE = "• {name}：{shares}{flagged}"
+FLAGS_FLAGGED = " ⚠ {count}"
+FLAGS_LIST_HEADER = "⚠ 疑似走过场（按干部）："
+FLAGS_LIST_LINE = "  {name} 第{visit}号走访（{date}）{kind}：{reason}"
+FLAGS_NONE = "本半年还没有走访记录。"
+FLAGS_MORE = "……另有 {count} 条，请在管理后台查看全部。"
+UNIT_EVIDENCE = "    凭证：{shares}"
+

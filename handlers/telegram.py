@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 from telegram import (
     Bot,
@@ -45,6 +46,7 @@ CHANNEL = "telegram"
 ALLOWED_UPDATES = ["message", "callback_query"]
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
+MAX_PHOTO_BYTES = 10_000_000
 ERROR_TEXT = "系统繁忙，请稍后再试。"
 
 def bot_commands(role: str | None, *, bound: bool) -> list[BotCommand]:
@@ -73,10 +75,14 @@ def to_inbound(update: Update) -> Inbound | None:
         contact = message.contact
         return Inbound(contact=SharedContact(contact.phone_number, str(contact.user_id) if contact.user_id else None),
                        **base)
+    # A forwarded photo or location is someone else's: kept, but no evidence of a visit.
+    base["forwarded"] = getattr(message, "forward_origin", None) is not None
     if message.photo:
         return Inbound(photo_ref=f"telegram:{message.photo[-1].file_id}", **base)
     if message.location is not None:
-        return Inbound(location=Location(message.location.latitude, message.location.longitude), **base)
+        spot = message.location
+        return Inbound(location=Location(spot.latitude, spot.longitude, accuracy=spot.horizontal_accuracy,
+                                         note="forwarded" if base["forwarded"] else None), **base)
     text = message.text or message.caption or ""
     if text.startswith("/"):
         head, _, args = text[1:].partition(" ")
@@ -198,6 +204,8 @@ class TelegramChannel:
             return None  # answered 200: Telegram would otherwise send it again forever
         if inbound is None:
             return None
+        if inbound.photo_ref is not None:
+            inbound = replace(inbound, photo=await self._fetch_photo(update))
         outcome = await self.core.dispatch(inbound)
         replies = list(outcome.replies)
         if outcome.duplicate:
@@ -264,6 +272,20 @@ class TelegramChannel:
                     await _call(lambda: bot.send_photo(chat_id, photo=file.content, filename=file.filename))
                 else:
                     await _call(lambda: bot.send_document(chat_id, document=file.content, filename=file.filename))
+
+    async def _fetch_photo(self, update: Update) -> bytes | None:
+        """The picture itself (its largest size, up to ``MAX_PHOTO_BYTES``), for the visit's evidence;
+        None when Telegram cannot give it now (the photo is kept by reference all the same)."""
+        size = update.message.photo[-1]
+        if size.file_size and size.file_size > MAX_PHOTO_BYTES:
+            return None
+        try:
+            file = await _call(lambda: self.application.bot.get_file(size.file_id))
+            content = bytes(await _call(lambda: file.download_as_bytearray()))
+        except Exception as exc:
+            log.info("photo %s could not be fetched: %s", size.file_unique_id, exc)
+            return None
+        return content if len(content) <= MAX_PHOTO_BYTES else None
 
     def _follow_role(self, update: Update, outcome: Outcome) -> None:
         """Gives a user who is bound (or whose role changed) the command menu of their role, once per

@@ -89,6 +89,11 @@ class Household(SQLModel, table=True):
     area_name: Optional[str] = Field(default=None, max_length=100)  # the village or community
     cadre_id: int = Field(foreign_key="cadre.id", index=True)
     active: bool = True
+    # Where the household lives, WGS-84 (roster columns 经度/纬度, or learned from its first visit that
+    # the household confirmed with a location): "surveyed" or "learned".
+    latitude: Optional[float] = None
+    longitude: Optional[float] = None
+    coord_source: Optional[str] = Field(default=None, max_length=10)
 
 
 class ServiceObject(SQLModel, table=True):
@@ -179,6 +184,31 @@ class Visit(SQLModel, table=True):
     latitude: Optional[float] = None
     longitude: Optional[float] = None
     channel: str = Field(max_length=20)
+    # Evidence that the visit happened (bot/core/evidence.py), computed when it is confirmed and again
+    # when the household confirms it: "confirmed", "location", "photo" or "none".
+    evidence: str = Field(default="none", max_length=10, index=True, sa_column_kwargs={"server_default": "none"})
+    location_accuracy: Optional[float] = None  # metres, as the phone reported it
+    location_note: Optional[str] = Field(default=None, max_length=10)  # "forwarded", "typed": not evidence
+    distance_m: Optional[float] = None  # from the household's coordinates
+    photo_sha256: Optional[str] = Field(default=None, max_length=64)
+    photo_phash: Optional[str] = Field(default=None, max_length=16, index=True)  # perceptual hash, hex
+    photo_forwarded: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
+    household_confirmed_at: Optional[datetime] = None  # the household's own scan of its one-time QR
+
+
+class VisitFlag(SQLModel, table=True):
+    """A sign of a visit in name only (走过场) found when it was confirmed, with the reason shown to
+    the supervisor. One row per visit and kind."""
+
+    __tablename__ = "visit_flag"
+    __table_args__ = (UniqueConstraint("visit_id", "kind"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    visit_id: int = Field(foreign_key="visit.id", index=True)
+    cadre_id: int = Field(foreign_key="cadre.id", index=True)
+    kind: str = Field(max_length=20)  # same_photo, too_fast, burst, forwarded, far, same_answers
+    reason: str = Field(max_length=300)
+    created_at: datetime
 
 
 class EverydayContact(SQLModel, table=True):

@@ -170,7 +170,12 @@ def test_binding_then_a_whole_visit_by_numbered_answers(mode, wx, wx_settings, d
         assert "已走访 1/3 户" in follower.click("progress").content
     with session_scope(db) as s:
         [visit] = s.exec(select(Visit)).all()
-        assert (visit.channel, visit.photo_ref, visit.latitude) == ("wechat", "wechat:MEDIA-7", 31.2304)
+        assert (visit.channel, visit.photo_ref) == ("wechat", "wechat:MEDIA-7")
+        # WeChat sends GCJ-02; one datum is stored, WGS-84 (a few hundred metres apart in Shanghai).
+        from bot.core.geo import GCJ02, to_wgs84
+
+        assert (visit.latitude, visit.longitude) == pytest.approx(tuple(to_wgs84(31.2304, 121.4737, GCJ02).__dict__.values()))
+        assert abs(visit.longitude - 121.4737) > 0.003
         [account] = s.exec(select(ChatAccount)).all()
         assert (account.channel, account.external_user_id) == ("wechat", OPENID)
         assert s.get(WeChatUser, OPENID).last_inbound_at == clock()

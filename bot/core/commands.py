@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlmodel import select
 
 from bot import texts
-from bot.core import binding, evaluation, rating_views
+from bot.core import binding, evaluation, evidence, rating_views
 from bot.core.dialogue import Context
 from bot.core.feature import RANK, Feature, Menu, rank
 from bot.core.flows import rating
@@ -138,11 +138,16 @@ def cmd_unit(ctx: Context) -> None:
                 flag=texts.ALL_UNITS_BEHIND.format(count=behind) if behind else ""))
         return ctx.say("\n".join(lines))
     lines = [texts.UNIT_PROGRESS_HEADER.format(unit=unit_name(ctx, ctx.cadre), half_label=half_label(ctx.half))]
+    proof = {row.cadre_id: row for row in evidence.summary(ctx.session, ctx.half, scope)}
     for p in progress:
         behind = p.visited < p.assigned or p.service_objects < minimum
         lines.append(texts.UNIT_PROGRESS_LINE.format(name=p.cadre.name, done=p.visited, total=p.assigned,
                                                      objects=p.service_objects,
                                                      flag=texts.UNIT_BEHIND if behind else ""))
+        if p.cadre.id in proof:  # how well the visits are evidenced (住户确认 · 位置相符 · 照片 · 无凭证)
+            row = proof[p.cadre.id]
+            lines.append(texts.UNIT_EVIDENCE.format(shares=row.shares())
+                         + (texts.FLAGS_FLAGGED.format(count=row.flags) if row.flags else ""))
     ctx.say("\n".join(lines))
 
 

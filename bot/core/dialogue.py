@@ -366,4 +366,4 @@ def parse_location(text: str) -> Location | None:
     lat, lon = float(match.group(1)), float(match.group(2))
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         return None
-    return Location(lat, lon)
+    return Location(lat, lon, note="typed")  # numbers anyone can type: kept, but no evidence

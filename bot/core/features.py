@@ -13,7 +13,7 @@ from bot import texts
 from bot.core import commands
 from bot.core.feature import CONTROL, RANK, Feature, rank
 from bot.core.flows import contact, ledger, rating, service_object, spotcheck, visit
-from bot.core import rating_views
+from bot.core import evidence_views, rating_views
 from bot.reports import commands as reports
 
 FEATURES: tuple[Feature, ...] = (
@@ -35,6 +35,7 @@ FEATURES: tuple[Feature, ...] = (
     reports.EXPORT,
     reports.RANKING,
     spotcheck.FEATURE,
+    evidence_views.FLAGS,
     commands.BINDCODE,
     rating.FEATURE,
     commands.CANCEL,

@@ -21,8 +21,15 @@ class SharedContact:
 
 @dataclass(frozen=True)
 class Location:
+    """A location the user sent, as the channel got it: its datum (Telegram: WGS-84; WeChat and WeCom:
+    GCJ-02), the accuracy the phone reported (metres), and whether it is evidence at all: a location
+    forwarded from another chat, or typed as numbers, is not."""
+
     latitude: float
     longitude: float
+    accuracy: float | None = None
+    datum: str = "wgs84"
+    note: str | None = None  # "forwarded" or "typed"
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,8 @@ class Inbound:
     token: str | None = None  # the opaque token of a pressed button
     contact: SharedContact | None = None
     photo_ref: str | None = None  # a channel-specific file reference, kept as is
+    photo: bytes | None = None  # the picture itself, where the channel could fetch it (for its hashes)
+    forwarded: bool = False  # the message was forwarded from another chat: not the user's own evidence
     location: Location | None = None
     event_key: str | None = None  # the channel's id for this event, to drop redeliveries
     display_name: str | None = None

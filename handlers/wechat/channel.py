@@ -44,6 +44,7 @@ from bot.config import Settings
 from bot.core.dialogue import Context
 from bot.core.engine import Engine
 from bot.core.features import REGISTRY
+from bot.core.geo import GCJ02
 from bot.core.types import Inbound, Location, Outcome, Reply
 from handlers.wechat.crypto import MAX_BODY_BYTES, Cipher, Refused, check_signature, check_timestamp, parse_xml, \
     text_reply
@@ -93,7 +94,9 @@ def to_inbound(message, fields: dict[str, str]) -> Inbound | Unsupported | None:
         return Inbound(photo_ref=f"wechat:{message.media_id}"[:300], **base)
     if isinstance(message, LocationMessage):
         try:
-            return Inbound(location=Location(float(message.location_x), float(message.location_y)), **base)
+            # WeChat's locations are GCJ-02 (火星坐标), as on every Chinese map.
+            return Inbound(location=Location(float(message.location_x), float(message.location_y), datum=GCJ02),
+                           **base)
         except (TypeError, ValueError):
             return UNSUPPORTED
     if isinstance(message, VoiceMessage) and message.recognition:  # speech recognition, when switched on

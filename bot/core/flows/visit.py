@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, or_, select
 
 from bot import texts
+from bot.core import evidence
 from bot.core.dialogue import Context, Flow, InputError, Step
 from bot.core.feature import Feature, Menu
 from bot.core.progress import cadre_progress, households_with_status
@@ -62,8 +63,7 @@ class VisitFlow(Flow):
                  options=lambda c: [(True, texts.SOLVED_YES), (False, texts.SOLVED_NO)], per_row=1),
             Step("leaflet", "choice", lambda c: texts.ASK_LEAFLET, self._store("leaflet", lambda c: "photo"),
                  options=_yes_no),
-            Step("photo", "photo", lambda c: texts.ASK_PHOTO, self._store("photo", lambda c: "location"),
-                 optional=True),
+            Step("photo", "photo", lambda c: texts.ASK_PHOTO, self._on_photo, optional=True),
             Step("location", "location", lambda c: texts.ASK_LOCATION, self._on_location, optional=True),
             Step("confirm", "choice", self._summary, lambda c, v: None,
                  options=lambda c: [("confirm", texts.CONFIRM)]),
@@ -160,8 +160,26 @@ class VisitFlow(Flow):
         ctx.data["category"] = value
         return "content"
 
+    def _on_photo(self, ctx: Context, value: str | None) -> str:
+        ctx.data["photo"] = value
+        ctx.data.pop("photo_facts", None)
+        if value is not None:
+            facts = evidence.keep_photo(ctx.inbound.photo, ctx.settings) if ctx.inbound.photo else None
+            ctx.data["photo_facts"] = {"sha256": facts.sha256 if facts else None, "phash": facts.phash if facts else None,
+                                       "forwarded": ctx.inbound.forwarded}
+        return "location"
+
     def _on_location(self, ctx: Context, value: Location | None) -> str:
-        ctx.data["location"] = [value.latitude, value.longitude] if value else None
+        ctx.data.pop("location_check", None)
+        if value is None:
+            ctx.data["location"] = None
+            return "confirm"
+        if ctx.inbound.forwarded and value.note is None:
+            value = Location(value.latitude, value.longitude, value.accuracy, value.datum, "forwarded")
+        check = evidence.check_location(value, ctx.session.get(Household, ctx.data["household"]), ctx.settings)
+        ctx.data["location"] = [check.latitude, check.longitude]
+        ctx.data["location_check"] = check.as_data()
+        ctx.say(check.message(ctx.settings))  # at once, and never a refusal
         return "confirm"
 
     def _summary(self, ctx: Context) -> str:
@@ -188,6 +206,8 @@ class VisitFlow(Flow):
         if household is None or household.cadre_id != ctx.cadre.id or not household.active:
             raise InputError(texts.HOUSEHOLD_GONE)
         location = d.get("location")
+        check = d.get("location_check") or {}
+        photo = d.get("photo_facts") or {}
         visit = Visit(
             cadre_id=ctx.cadre.id, household_id=household.id, half=ctx.half, visited_at=ctx.now,
             card_left=bool(d.get("card")), survey=dict(d.get("survey", {})),
@@ -195,9 +215,12 @@ class VisitFlow(Flow):
             difficulty_solved=d.get("solved") if d.get("category") else None,
             leaflet_given=bool(d.get("leaflet")), photo_ref=d.get("photo"),
             latitude=location[0] if location else None, longitude=location[1] if location else None,
-            channel=ctx.inbound.channel)
+            channel=ctx.inbound.channel, location_accuracy=check.get("accuracy"), location_note=check.get("note"),
+            distance_m=check.get("distance"), photo_sha256=photo.get("sha256"), photo_phash=photo.get("phash"),
+            photo_forwarded=bool(photo.get("forwarded")))
         ctx.session.add(visit)
         ctx.session.flush()
+        evidence.on_confirmed(ctx.session, visit, household, ctx.settings, ctx.now)
         lines = []
         progress = cadre_progress(ctx.db, ctx.cadre, ctx.half)
         lines.append(texts.VISIT_SAVED.format(done=progress.visited, total=progress.assigned))

@@ -1,0 +1,264 @@
+"""Evidence that a visit happened, and the signs of visits in name only (走过场).
+
+A visit's evidence, strongest first: **confirmed** by the household itself (its own scan of the
+visit's one-time QR), **location** sent at the doorstep within ``VISIT_RADIUS_METERS`` of the
+household (and no less accurate than that), **photo** taken there, or **none**. A location or photo
+forwarded from another chat, or coordinates typed as numbers, are kept but are no evidence.
+
+Everything is computed when the visit is confirmed (``on_confirmed``) or when its inputs change (the
+household confirms it: ``household_confirmed``), never when a report is drawn: the supervisors' views
+only count stored columns (``summary``, ``flags_of``).
+
+Flags, each with its reason: the same photo as another visit (perceptual hash, so a re-encoded copy
+is caught), two visits in a row further apart than ``MAX_TRAVEL_KMH`` allows in the time between,
+``VISIT_BURST_COUNT`` visits confirmed within ``VISIT_BURST_MINUTES``, a forwarded location or one
+``VISIT_FAR_KM`` from the household, and the same survey answers in every visit of the cadre.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import imagehash
+from PIL import Image, UnidentifiedImageError
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from bot import texts
+from bot.config import Settings
+from bot.core.geo import Point, describe, distance_m, to_wgs84
+from bot.core.types import Location
+from storage.models import Cadre, Household, Visit, VisitFlag
+
+CONFIRMED, LOCATION, PHOTO, NONE = "confirmed", "location", "photo", "none"
+LEVELS = (CONFIRMED, LOCATION, PHOTO, NONE)  # strongest first
+SAME_PHOTO_BITS = 6  # perceptual hashes this close (of 64 bits) are the same picture
+
+
+# -- at the doorstep ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LocationCheck:
+    """What a location sent during a visit says about it (kept in the dialogue until confirmed)."""
+
+    latitude: float  # WGS-84
+    longitude: float
+    accuracy: float | None
+    note: str | None  # "forwarded" or "typed": not evidence
+    distance: float | None  # metres from the household, when it has coordinates
+    matches: bool
+
+    def as_data(self) -> dict:
+        return {"lat": self.latitude, "lon": self.longitude, "accuracy": self.accuracy, "note": self.note,
+                "distance": self.distance, "matches": self.matches}
+
+    def message(self, settings: Settings) -> str:
+        """The answer given at once: whether the location matches the household (never a refusal)."""
+        if self.note == "forwarded":
+            return texts.LOCATION_FORWARDED
+        if self.note == "typed":
+            return texts.LOCATION_TYPED
+        if self.distance is None:
+            return texts.LOCATION_NO_COORDS
+        if self.matches:
+            return texts.LOCATION_MATCHES.format(distance=describe(self.distance))
+        if self.accuracy is not None and self.accuracy > settings.visit_radius_meters:
+            return texts.LOCATION_INACCURATE.format(accuracy=describe(self.accuracy), distance=describe(self.distance))
+        return texts.LOCATION_FAR.format(distance=describe(self.distance))
+
+
+def check_location(location: Location, household: Household | None, settings: Settings) -> LocationCheck:
+    point = to_wgs84(location.latitude, location.longitude, location.datum)
+    distance = None
+    if household is not None and household.latitude is not None and household.longitude is not None:
+        distance = distance_m(point, Point(household.latitude, household.longitude))
+    accurate = location.accuracy is None or location.accuracy <= settings.visit_radius_meters
+    matches = (location.note is None and distance is not None and accurate
+               and distance <= settings.visit_radius_meters)
+    return LocationCheck(point.latitude, point.longitude, location.accuracy, location.note, distance, matches)
+
+
+@dataclass(frozen=True)
+class PhotoFacts:
+    sha256: str
+    phash: str | None  # None when the bytes are not a picture Pillow can read
+
+
+def keep_photo(content: bytes, settings: Settings) -> PhotoFacts:
+    """Stores the picture under MEDIA_DIR named by its content hash (written once) and returns its
+    hashes; the perceptual one survives re-encoding and resizing."""
+    sha = hashlib.sha256(content).hexdigest()
+    folder = settings.media_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{sha}.img"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(content)
+        tmp.replace(path)
+    try:
+        with Image.open(io.BytesIO(content)) as picture:
+            phash = str(imagehash.phash(picture))
+    except (UnidentifiedImageError, OSError, ValueError):
+        phash = None
+    return PhotoFacts(sha, phash)
+
+
+# -- when the visit is confirmed ----------------------------------------------------------------------
+
+def level(visit: Visit, household: Household | None, settings: Settings) -> str:
+    if visit.household_confirmed_at is not None:
+        return CONFIRMED
+    if (visit.latitude is not None and visit.location_note is None and visit.distance_m is not None
+            and visit.distance_m <= settings.visit_radius_meters
+            and (visit.location_accuracy is None or visit.location_accuracy <= settings.visit_radius_meters)):
+        return LOCATION
+    if visit.photo_ref is not None and not visit.photo_forwarded:
+        return PHOTO
+    return NONE
+
+
+def _flag(session: Session, visit: Visit, kind: str, reason: str, now: datetime) -> None:
+    exists = session.exec(select(VisitFlag.id).where(VisitFlag.visit_id == visit.id, VisitFlag.kind == kind)).first()
+    if exists is None:
+        session.add(VisitFlag(visit_id=visit.id, cadre_id=visit.cadre_id, kind=kind, reason=reason[:300],
+                              created_at=now))
+
+
+def _point_of(visit: Visit, household: Household | None) -> Point | None:
+    if visit.latitude is not None and visit.location_note is None:
+        return Point(visit.latitude, visit.longitude)
+    if household is not None and household.latitude is not None:
+        return Point(household.latitude, household.longitude)
+    return None
+
+
+def on_confirmed(session: Session, visit: Visit, household: Household, settings: Settings, now: datetime) -> None:
+    """The visit's evidence level and its flags, as it is confirmed (it is flushed, so it has an id)."""
+    visit.evidence = level(visit, household, settings)
+    session.add(visit)
+    if visit.photo_phash:
+        _same_photo(session, visit, now)
+    if visit.location_note == "forwarded" or visit.photo_forwarded:
+        _flag(session, visit, "forwarded", texts.FLAG_FORWARDED, now)
+    if visit.distance_m is not None and visit.distance_m > settings.visit_far_km * 1000 and visit.location_note is None:
+        _flag(session, visit, "far", texts.FLAG_FAR.format(distance=describe(visit.distance_m)), now)
+    _too_fast(session, visit, household, settings, now)
+    _burst(session, visit, settings, now)
+    _same_answers(session, visit, settings, now)
+
+
+def _same_photo(session: Session, visit: Visit, now: datetime) -> None:
+    mine = imagehash.hex_to_hash(visit.photo_phash)
+    others = session.exec(select(Visit.id, Visit.photo_phash, Visit.visited_at)
+                          .where(Visit.photo_phash.is_not(None), Visit.id != visit.id)).all()
+    for other_id, other_hash, other_at in others:
+        if mine - imagehash.hex_to_hash(other_hash) <= SAME_PHOTO_BITS:
+            _flag(session, visit, "same_photo", texts.FLAG_SAME_PHOTO.format(
+                other=other_id, date=other_at.date().isoformat()), now)
+            return
+
+
+def _too_fast(session: Session, visit: Visit, household: Household, settings: Settings, now: datetime) -> None:
+    here = _point_of(visit, household)
+    if here is None:
+        return
+    previous = session.exec(select(Visit, Household).join(Household, Household.id == Visit.household_id)
+                            .where(Visit.cadre_id == visit.cadre_id, Visit.id != visit.id,
+                                   Visit.visited_at <= visit.visited_at)
+                            .order_by(Visit.visited_at.desc(), Visit.id.desc()).limit(1)).first()
+    if previous is None:
+        return
+    before, before_household = previous
+    there = _point_of(before, before_household)
+    if there is None:
+        return
+    meters = distance_m(here, there)
+    hours = max((visit.visited_at - before.visited_at).total_seconds(), 1) / 3600
+    if meters > 500 and meters / 1000 / hours > settings.max_travel_kmh:
+        _flag(session, visit, "too_fast", texts.FLAG_TOO_FAST.format(
+            distance=describe(meters), minutes=max(1, round(hours * 60)), other=before.id), now)
+
+
+def _burst(session: Session, visit: Visit, settings: Settings, now: datetime) -> None:
+    since = visit.visited_at - timedelta(minutes=settings.visit_burst_minutes)
+    count = session.exec(select(func.count()).select_from(Visit).where(
+        Visit.cadre_id == visit.cadre_id, Visit.visited_at >= since, Visit.visited_at <= visit.visited_at)).one()
+    if count >= settings.visit_burst_count:
+        _flag(session, visit, "burst", texts.FLAG_BURST.format(count=count, minutes=settings.visit_burst_minutes), now)
+
+
+def _same_answers(session: Session, visit: Visit, settings: Settings, now: datetime) -> None:
+    if not visit.survey:
+        return
+    surveys = session.exec(select(Visit.survey).where(Visit.cadre_id == visit.cadre_id, Visit.half == visit.half)).all()
+    if len(surveys) >= settings.visit_same_answers_minimum and all(s == visit.survey for s in surveys):
+        _flag(session, visit, "same_answers", texts.FLAG_SAME_ANSWERS.format(count=len(surveys)), now)
+
+
+def household_confirmed(session: Session, visit: Visit, settings: Settings, now: datetime) -> None:
+    """The household's own scan of the visit's one-time QR: the strongest evidence. A household with no
+    coordinates learns them from this visit's location (recorded as learned, not surveyed)."""
+    visit.household_confirmed_at = visit.household_confirmed_at or now
+    visit.evidence = CONFIRMED
+    session.add(visit)
+    household = session.get(Household, visit.household_id)
+    if (household is not None and household.latitude is None and visit.latitude is not None
+            and visit.location_note is None):
+        household.latitude, household.longitude, household.coord_source = visit.latitude, visit.longitude, "learned"
+        session.add(household)
+
+
+# -- the supervisors' views ---------------------------------------------------------------------------
+
+@dataclass
+class CadreEvidence:
+    cadre_id: int
+    name: str
+    unit_id: int
+    counts: Counter
+    flags: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def shares(self) -> str:
+        """确认 2 · 位置 5 · 照片 1 · 无 4 (the levels a cadre has, strongest first)."""
+        return " · ".join(f"{texts.EVIDENCE_NAMES[lv]} {self.counts[lv]}" for lv in LEVELS if self.counts[lv])
+
+
+def summary(session: Session, half: str, unit_ids: list[int] | None = None) -> list[CadreEvidence]:
+    """Per cadre, how many of the half-year's visits have each level of evidence, and how many are
+    flagged: two grouped queries over stored columns."""
+    query = (select(Visit.cadre_id, Cadre.name, Cadre.unit_id, Visit.evidence, func.count())
+             .join(Cadre, Cadre.id == Visit.cadre_id).where(Visit.half == half)
+             .group_by(Visit.cadre_id, Cadre.name, Cadre.unit_id, Visit.evidence))
+    flagged = (select(VisitFlag.cadre_id, func.count(func.distinct(VisitFlag.visit_id)))
+               .join(Visit, Visit.id == VisitFlag.visit_id).where(Visit.half == half).group_by(VisitFlag.cadre_id))
+    if unit_ids is not None:
+        unit_ids = sorted(unit_ids)
+        query = query.where(Cadre.unit_id.in_(unit_ids))
+        flagged = flagged.join(Cadre, Cadre.id == VisitFlag.cadre_id).where(Cadre.unit_id.in_(unit_ids))
+    rows: dict[int, CadreEvidence] = {}
+    for cadre_id, name, unit_id, evidence, count in session.exec(query).all():
+        rows.setdefault(cadre_id, CadreEvidence(cadre_id, name, unit_id, Counter())).counts[evidence] += count
+    for cadre_id, count in session.exec(flagged).all():
+        if cadre_id in rows:
+            rows[cadre_id].flags = count
+    return sorted(rows.values(), key=lambda r: (r.unit_id, -(r.counts[NONE] / r.total if r.total else 0), r.name))
+
+
+def flags_of(session: Session, half: str, unit_ids: list[int] | None = None, limit: int | None = None):
+    """The flags of the half-year's visits, per cadre: (cadre name, visit id, date, kind, reason)."""
+    query = (select(Cadre.name, VisitFlag.visit_id, Visit.visited_at, VisitFlag.kind, VisitFlag.reason)
+             .join(Visit, Visit.id == VisitFlag.visit_id).join(Cadre, Cadre.id == VisitFlag.cadre_id)
+             .where(Visit.half == half).order_by(Cadre.unit_id, Cadre.name, Visit.visited_at, VisitFlag.kind))
+    if unit_ids is not None:
+        query = query.where(Cadre.unit_id.in_(sorted(unit_ids)))
+    if limit is not None:
+        query = query.limit(limit)
+    return session.exec(query).all()

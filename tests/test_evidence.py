@@ -1,0 +1,189 @@
+"""Evidence of visits and the flags of visits in name only (走过场), through the dialogue as cadres walk them."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from PIL import Image, ImageDraw
+from sqlmodel import select
+
+from bot import texts
+from bot.core import evidence
+from bot.core.geo import GCJ02, Point, to_gcj02
+from bot.core.types import Inbound, Location
+from storage.db import session_scope
+from storage.models import Household, Visit, VisitFlag
+from tests.utils import Chat, bind, make_roster
+
+HOME = Point(31.2304, 121.4737)  # the household's coordinates, WGS-84
+
+
+def north_of(point: Point, meters: float) -> Point:
+    return Point(point.latitude + meters / 111_195, point.longitude)
+
+
+def picture(quality: int, seed: int = 1) -> bytes:
+    """A photo of a door, as a phone would send it (JPEG at this quality)."""
+    image = Image.new("RGB", (320, 240), (200, 190, 170))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((110 + seed * 7, 40, 210, 230), fill=(90 + seed * 20, 50, 30))
+    draw.ellipse((190, 130, 200, 140), fill=(230, 200, 60))
+    draw.line((0, 20 * seed, 320, 240 - 10 * seed), fill=(20, 20, 20), width=4)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+class Cadre(Chat):
+    def send(self, **kwargs) -> str:
+        return self._send(**kwargs)
+
+
+@pytest.fixture
+def walk(core, db, clock, settings, tmp_path):
+    """Walks a whole visit of household ``index`` with what is given at the photo and location steps."""
+    core.settings = core.work.settings = settings.model_copy(update={"media_dir": tmp_path / "media"})
+    roster = make_roster(db, households=4)
+    with session_scope(db) as s:
+        for i, h in enumerate(roster.households):
+            row = s.get(Household, h.id)
+            spot = Point(HOME.latitude + i * 0.09, HOME.longitude)  # 10 km apart
+            row.latitude, row.longitude, row.coord_source = spot.latitude, spot.longitude, "surveyed"
+    bind(db, roster.cadre, "test", "u1", clock())
+
+    def walk(index: int, *, photo: bytes | None = None, location: Location | None = None, forwarded=False,
+             survey: int = 0) -> str:
+        chat = Cadre(core)
+        chat.say("/visit")
+        chat.say(f"住户{index + 1}")
+        chat.press("是")
+        while "调查 " in chat.last.text:  # the survey: the option numbered ``survey`` each time
+            chat.token(chat.last.flat_options()[survey].token)
+        chat.press(texts.NO_DIFFICULTY)
+        chat.press("是")  # the leaflet
+        if photo is not None:
+            chat.send(photo_ref=f"test:{len(photo)}", photo=photo, forwarded=forwarded)
+        else:
+            chat.press(texts.SKIP)
+        said = chat.send(location=location, forwarded=forwarded) if location is not None else chat.press(texts.SKIP)
+        chat.press(texts.CONFIRM)
+        return said
+
+    walk.roster = roster
+    return walk
+
+
+def visits(db) -> list[Visit]:
+    with session_scope(db) as s:
+        return s.exec(select(Visit).order_by(Visit.id)).all()
+
+
+def flags(db) -> list[tuple[int, str]]:
+    with session_scope(db) as s:
+        return [(f.visit_id, f.kind) for f in s.exec(select(VisitFlag).order_by(VisitFlag.id)).all()]
+
+
+def test_a_location_40_m_away_matches_and_2_km_away_does_not_in_either_datum(walk, db, clock):
+    near, far = north_of(HOME, 40), north_of(HOME, 2000)
+    said = walk(0, location=Location(near.latitude, near.longitude, accuracy=15))  # Telegram: WGS-84
+    assert said.startswith(texts.LOCATION_MATCHES.format(distance="40 米"))
+    clock.now += timedelta(hours=1)
+    lat, lng = to_gcj02(near)  # the same spot as WeChat sends it
+    assert walk(1, location=Location(lat, lng, datum=GCJ02)).startswith("📍 位置与该户登记地址相距")  # household 2 is 10 km north
+    clock.now += timedelta(hours=1)
+    lat, lng = to_gcj02(far)
+    said = walk(0, location=Location(lat, lng, datum=GCJ02))
+    assert said.startswith(texts.LOCATION_FAR.format(distance="2.0 公里"))
+    first, second, third = visits(db)
+    assert first.distance_m == pytest.approx(40, abs=1) and first.evidence == evidence.LOCATION
+    assert third.distance_m == pytest.approx(2000, abs=5) and third.evidence == evidence.NONE
+    # Ignoring WeChat's datum would have put the same doorstep hundreds of metres off:
+    assert second.latitude == pytest.approx(near.latitude, abs=1e-6)
+
+
+def test_a_forwarded_or_inaccurate_location_is_no_evidence(walk, db, clock):
+    near = north_of(HOME, 40)
+    assert walk(0, location=Location(near.latitude, near.longitude), forwarded=True).startswith(texts.LOCATION_FORWARDED)
+    clock.now += timedelta(hours=1)
+    said = walk(0, location=Location(near.latitude, near.longitude, accuracy=1500))
+    assert said.startswith("📍 定位精度约 1.5 公里")
+    forwarded, vague = visits(db)
+    assert forwarded.evidence == vague.evidence == evidence.NONE
+    assert (forwarded.id, "forwarded") in flags(db)
+
+
+def test_the_same_photo_reencoded_is_flagged_on_the_second_visit(walk, db, clock):
+    walk(0, photo=picture(quality=90))
+    clock.now += timedelta(hours=2)
+    walk(1, photo=picture(quality=35))  # the same door, saved again at another quality
+    clock.now += timedelta(hours=2)
+    walk(2, photo=picture(quality=90, seed=3))  # another door
+    first, second, third = visits(db)
+    assert first.photo_sha256 != second.photo_sha256  # not the same bytes
+    assert flags(db) == [(second.id, "same_photo")]
+    assert first.evidence == second.evidence == third.evidence == evidence.PHOTO
+
+
+def test_two_visits_20_km_apart_5_minutes_apart_are_flagged(walk, db, clock):
+    walk(0, location=Location(HOME.latitude, HOME.longitude))
+    clock.now += timedelta(minutes=5)
+    far = Point(HOME.latitude + 0.18, HOME.longitude)  # household 3, 20 km north
+    walk(2, location=Location(far.latitude, far.longitude))
+    first, second = visits(db)
+    assert second.evidence == evidence.LOCATION  # each doorstep matches: the trip between them does not
+    [(visit_id, kind)] = flags(db)
+    assert (visit_id, kind) == (second.id, "too_fast")
+
+
+def test_a_cadre_with_every_visit_confirmed_by_the_household_has_no_flag(walk, db, clock, settings):
+    for i in range(4):
+        near = north_of(Point(HOME.latitude + i * 0.09, HOME.longitude), 30)
+        walk(i, location=Location(near.latitude, near.longitude))
+        clock.now += timedelta(hours=3)
+    with session_scope(db) as s:
+        for visit in s.exec(select(Visit)).all():
+            evidence.household_confirmed(s, visit, settings, clock())
+    assert {v.evidence for v in visits(db)} == {evidence.CONFIRMED}
+    assert flags(db) == []
+
+
+def test_a_burst_of_visits_and_identical_surveys_are_flagged(walk, db, clock, settings):
+    for i in range(4):
+        walk(i)
+        clock.now += timedelta(minutes=2)
+    kinds = [kind for _visit, kind in flags(db)]
+    assert kinds.count("burst") == 1  # the fourth within ten minutes
+    assert "same_answers" not in kinds  # four visits: below VISIT_SAME_ANSWERS_MINIMUM
+    clock.now += timedelta(hours=5)
+    walk(0)
+    assert [kind for _visit, kind in flags(db)].count("same_answers") == 1
+
+
+def test_a_household_without_coordinates_learns_them_from_a_confirmed_visit(walk, db, clock, settings):
+    roster = walk.roster
+    with session_scope(db) as s:
+        row = s.get(Household, roster.households[0].id)
+        row.latitude = row.longitude = row.coord_source = None
+    said = walk(0, location=Location(HOME.latitude, HOME.longitude, accuracy=10))
+    assert said.startswith(texts.LOCATION_NO_COORDS)
+    [visit] = visits(db)
+    assert visit.evidence == evidence.NONE
+    with session_scope(db) as s:
+        evidence.household_confirmed(s, s.get(Visit, visit.id), settings, clock())
+    with session_scope(db) as s:
+        row = s.get(Household, roster.households[0].id)
+        assert (row.latitude, row.coord_source) == (pytest.approx(HOME.latitude), "learned")
+
+
+def test_flags_and_evidence_in_the_supervisors_views(walk, db, clock, core):
+    walk(0, photo=picture(90))
+    clock.now += timedelta(hours=1)
+    walk(1, photo=picture(40))
+    bind(db, walk.roster.supervisor, "test", "boss", clock())
+    boss = Chat(core, "boss")
+    answer = boss.say("/flags")
+    assert "李明：照片 2 ⚠ 1" in answer and "重复照片" in answer
+    assert "凭证：照片 2 ⚠ 1" in boss.say("/unit")
+    assert texts.ROLE_FORBIDDEN.format(command="flags", role="主管（作风办）") == Chat(core).say("/flags")
