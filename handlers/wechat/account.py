@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 from bot import texts
 from bot.config import Settings
 from bot.core import evaluation
+from bot.errors import CommandInputError
 from handlers.wechat.api import WeChatApi
 from storage.db import session_scope
 from storage.models import WeChatQrCode
@@ -37,7 +38,7 @@ MENU = [
 ]
 
 
-class QrLimitReached(Exception):
+class QrLimitReached(CommandInputError):
     """Creating the codes asked for would pass WECHAT_QR_LIMIT."""
 
 
