@@ -47,6 +47,7 @@ them here eagerly would pull the whole project into every import of this module)
 from __future__ import annotations
 
 import importlib
+import re
 
 
 class BotError(Exception):
@@ -127,8 +128,11 @@ def settings_error(exc: Exception) -> SettingsError:
     wrote the setting in upper case in the environment or .env, so that is the name shown.
     """
     errors = getattr(exc, "errors", None)
-    if not callable(errors):
-        return SettingsError(str(exc))
+    if not callable(errors):  # pydantic-settings could not parse a value (a list or dict setting's JSON)
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = field.group(1).upper() if field else "?"
+        return SettingsError(f"设置 {name} 的值无法解析：列表和字典类的设置须写成 JSON，例如 [7, 3, 1, 0] 或 "
+                             f"{{\"visit\": 10}}。请按 .env.example 中该项的说明改正，或删除该设置以使用默认值。")
     lines = []
     for error in errors():
         loc = error.get("loc") or ("?",)

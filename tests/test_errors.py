@@ -96,10 +96,15 @@ def test_good_file_settings_pass_the_check(tmp_path, settings):
     assert checked.survey_file == Path(survey)
 
 
-def test_a_wrong_value_names_the_setting_in_the_operator_s_words(tmp_path):
-    result = run_cli(tmp_path, "migrate", env={"HTTP_PORT": "八千"})
+@pytest.mark.parametrize("setting, value, says", [
+    ("HTTP_PORT", "八千", "设置 HTTP_PORT 的值“八千”不合要求"),
+    ("LEDGER_DEADLINE_DAYS", "{visit: 10", "设置 LEDGER_DEADLINE_DAYS 的值无法解析"),
+])
+def test_a_wrong_value_names_the_setting_in_the_operator_s_words(tmp_path, setting, value, says):
+    result = run_cli(tmp_path, "migrate", env={setting: value})
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "设置 HTTP_PORT 的值“八千”不合要求" in result.stderr
+    assert says in result.stderr and "删除该设置以使用默认值" in result.stderr
+    assert not (tmp_path / "bot.db").exists()
 
 
 def test_a_database_that_cannot_be_reached_is_the_operator_s_to_fix(tmp_path):
