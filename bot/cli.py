@@ -27,7 +27,7 @@ log = logging.getLogger("bot")
 def _engine(settings: Settings):
     """The database of DATABASE_URL, migrated; a database that cannot be opened or reached is the
     operator's to fix, and the error says so (SettingsError, exit code 2)."""
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import DatabaseError
 
     try:
         engine = make_engine(settings.sqlalchemy_url)
@@ -35,11 +35,19 @@ def _engine(settings: Settings):
     except OSError as exc:  # the SQLite file's folder could not be created
         raise SettingFileError(f"设置 DATABASE_URL：无法创建 {exc.filename or '数据库文件的目录'}（{exc.strerror}）。"
                                "请改为可写目录下的文件，例如 sqlite:///./data/bot.db。") from exc
-    except OperationalError as exc:
+    except DatabaseError as exc:  # not reachable, refused, not a database
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        if reason == "file is not a database":
+            raise SettingFileError(f"设置 DATABASE_URL：文件 {engine_path(settings)} 不是 SQLite 数据库。请改为本程序的"
+                                   "数据库文件，或改为尚不存在的文件名（启动时新建），例如 sqlite:///./data/bot.db。") from exc
         raise SettingsError(f"设置 DATABASE_URL：无法打开数据库（{reason}）。请检查地址、用户和密码，"
                             "确认数据库服务已启动、SQLite 文件所在目录可写。") from exc
     return engine
+
+
+def engine_path(settings: Settings) -> str:
+    """The SQLite file DATABASE_URL names, as the operator wrote it."""
+    return settings.database_url.split(":///", 1)[-1]
 
 
 def _core(settings: Settings):

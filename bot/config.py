@@ -6,8 +6,9 @@ setting's name and how to fix it (``SettingsError``, in the error tree of bot/er
 
 Every file a setting names is loaded and checked by ``check`` too, before anything starts:
 SURVEY_FILE (the survey is parsed), HOLIDAY_FILE (every line read), CARD_FONT (the font opened
-and tried on Chinese), and the SQLite file of DATABASE_URL (its folder writable, the file a SQLite
-database). A file that is missing, unreadable or malformed stops the program with the setting's
+and tried on Chinese), and the SQLite file of DATABASE_URL (a file, readable and writable, or its
+folder writable; that it is a SQLite database is checked when it is opened, still before anything
+runs, by ``bot.cli._engine``). A file that is missing, unreadable or malformed stops the program with the setting's
 name, the file, where in it, and the fix (``SettingFileError``), not with a traceback later when
 the first cadre starts a visit or the first deadline is counted.
 """
@@ -286,17 +287,13 @@ class Settings(BaseSettings):
         path = Path(url.database).expanduser()
         fix = "请改为可写目录下的文件，例如 sqlite:///./data/bot.db，或改用 PostgreSQL（postgresql://…）。"
         if path.exists():
+            # Whether it is a SQLite database at all is left to SQLite (bot.cli._engine says so):
+            # opening and closing the file here would drop every POSIX lock this process holds on
+            # it, which corrupts a database that is open in the same process.
             if not path.is_file():
                 raise SettingFileError(f"设置 DATABASE_URL：{path} 不是文件（是目录？）。{fix}")
-            try:
-                with path.open("rb") as f:
-                    head = f.read(16)
-            except OSError as exc:
-                raise SettingFileError(f"设置 DATABASE_URL：文件 {path} 无法读取（{exc.strerror}）。{fix}") from exc
-            if head and head != b"SQLite format 3\x00":
-                raise SettingFileError(f"设置 DATABASE_URL：文件 {path} 不是 SQLite 数据库。{fix}")
-            if not os.access(path, os.W_OK):
-                raise SettingFileError(f"设置 DATABASE_URL：文件 {path} 没有写权限。{fix}")
+            if not os.access(path, os.R_OK | os.W_OK):
+                raise SettingFileError(f"设置 DATABASE_URL：文件 {path} 没有读写权限。{fix}")
             return
         folder = path.parent
         while not folder.exists() and folder != folder.parent:

@@ -208,19 +208,23 @@ def test_bind_code_piped_into_head_gives_a_code_that_binds(db, core, database_ur
     process = subprocess.Popen([sys.executable, "-m", "bot", "bind-code", roster.supervisor.mobile], cwd=tmp_path,
                                env=env, stdout=write_end, stderr=subprocess.PIPE, text=True)
     os.close(write_end)
-    try:
-        def saved() -> bool:
-            with session_scope(db) as s:
-                return len(s.exec(select(BindingCode).where(BindingCode.cadre_id == roster.supervisor.id)).all()) == 1
 
-        assert wait_for(saved, timeout=60), "the code was not saved before bind-code printed it"
+    def saved() -> bool:
+        with session_scope(db) as s:
+            return len(s.exec(select(BindingCode).where(BindingCode.cadre_id == roster.supervisor.id)).all()) == 1
+
+    try:
         with os.fdopen(read_end, "rb") as reader:
-            assert reader.read(filled) == b"." * filled
+            # Held at its first write, bind-code has saved the code already (or it ended: why is below).
+            wait_for(lambda: saved() or process.poll() is not None, timeout=60)
+            saved_first = saved()
+            assert reader.read(filled) == b"." * filled  # now it may write
             first = reader.readline().decode()
-        _, err = process.communicate(timeout=60)
+        _, err = process.communicate(timeout=60)  # the pipe was closed after one line
     finally:
         if process.poll() is None:
             process.kill()
+    assert saved_first, f"the code was not saved before bind-code printed it: {first!r} {err}"
     assert process.returncode == 0 and "Traceback" not in err, err
     assert Chat(core, "u2").say(f"/bind {_code_in(first)}") == texts.BOUND_OK.format(
         name=roster.supervisor.name, unit=roster.unit.name)
