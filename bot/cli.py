@@ -1,7 +1,9 @@
 """``python -m bot``: every operator command, one subcommand each.
 
 Configuration errors stop the command before it does anything, with the setting named and the
-fix (exit code 2); bad input files are reported row by row (exit code 1).
+fix (exit code 2); bad input files are reported row by row (exit code 1). Both are operator errors
+of the error tree (bot/errors.py): ``main`` prints their message, in Chinese, without a traceback,
+and exits with their ``exit_code``.
 """
 
 from __future__ import annotations
@@ -15,16 +17,37 @@ from pathlib import Path
 from sqlalchemy import func
 from sqlmodel import select
 
-from bot.config import Settings, SettingsError, get_settings
+from bot.config import Settings, get_settings
+from bot.errors import OperatorError, SettingFileError, SettingsError, settings_error
 from storage.db import make_engine, session_scope, upgrade
 
 log = logging.getLogger("bot")
 
 
 def _engine(settings: Settings):
-    engine = make_engine(settings.sqlalchemy_url)
-    upgrade(engine)
+    """The database of DATABASE_URL, migrated; a database that cannot be opened or reached is the
+    operator's to fix, and the error says so (SettingsError, exit code 2)."""
+    from sqlalchemy.exc import DatabaseError
+
+    try:
+        engine = make_engine(settings.sqlalchemy_url)
+        upgrade(engine)
+    except OSError as exc:  # the SQLite file's folder could not be created
+        raise SettingFileError(f"设置 DATABASE_URL：无法创建 {exc.filename or '数据库文件的目录'}（{exc.strerror}）。"
+                               "请改为可写目录下的文件，例如 sqlite:///./data/bot.db。") from exc
+    except DatabaseError as exc:  # not reachable, refused, not a database
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        if reason == "file is not a database":
+            raise SettingFileError(f"设置 DATABASE_URL：文件 {engine_path(settings)} 不是 SQLite 数据库。请改为本程序的"
+                                   "数据库文件，或改为尚不存在的文件名（启动时新建），例如 sqlite:///./data/bot.db。") from exc
+        raise SettingsError(f"设置 DATABASE_URL：无法打开数据库（{reason}）。请检查地址、用户和密码，"
+                            "确认数据库服务已启动、SQLite 文件所在目录可写。") from exc
     return engine
+
+
+def engine_path(settings: Settings) -> str:
+    """The SQLite file DATABASE_URL names, as the operator wrote it."""
+    return settings.database_url.split(":///", 1)[-1]
 
 
 def _core(settings: Settings):
@@ -175,6 +198,9 @@ def cmd_bind_code(args, settings: Settings) -> int:
     from storage.models import Unit
 
     engine = _engine(settings)
+    # The code is committed before a line of it is printed: a reader that stops early (``| head -1``)
+    # makes the next write fail, and a failure inside the transaction would roll the code back
+    # after the operator had already been shown it.
     with session_scope(engine) as session:
         cadre = binding.cadre_by_mobile(session, args.mobile)
         if cadre is None:
@@ -182,12 +208,27 @@ def cmd_bind_code(args, settings: Settings) -> int:
             return 1
         code, expires = binding.issue_code(session, cadre, system_clock(), settings)
         unit = session.get(Unit, cadre.unit_id)
-        print(f"{cadre.name}（{unit.name if unit else ''}）的绑定码：{code}")
-        print(f"有效期至：{expires.astimezone(settings.tz):%Y-%m-%d %H:%M}（一次有效）")
-        link = binding.telegram_link(settings, code)
-        print(f"Telegram 链接：{link}" if link else
-              f"在机器人对话中发送：/bind {code}（设置 TELEGRAM_BOT_USERNAME 后可生成一键绑定链接）")
+        who = f"{cadre.name}（{unit.name if unit else ''}）"
+    link = binding.telegram_link(settings, code)
+    lines = [f"{who}的绑定码：{code}",
+             f"有效期至：{expires.astimezone(settings.tz):%Y-%m-%d %H:%M}（一次有效）",
+             f"Telegram 链接：{link}" if link else
+             f"在机器人对话中发送：/bind {code}（设置 TELEGRAM_BOT_USERNAME 后可生成一键绑定链接）"]
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:
+        # The reader took what it wanted (``| head -1``) and left; the code is saved all the same.
+        _quiet_broken_pipe()
     return 0
+
+
+def _quiet_broken_pipe() -> None:
+    """After the reader of stdout has gone: no second BrokenPipeError when Python flushes at exit."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def cmd_worker(args, settings: Settings) -> int:
@@ -479,13 +520,20 @@ def main(argv: list[str] | None = None) -> int:
         settings = get_settings().check()
     except SettingsError as exc:
         print(f"配置错误：{exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # pydantic's ValidationError names the field already
-        print(f"配置错误：{exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
+    except ValueError as exc:  # pydantic's ValidationError: a value of the wrong type or out of range
+        print(f"配置错误：{settings_error(exc)}", file=sys.stderr)
+        return SettingsError.exit_code
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.log_level.upper() != "DEBUG":
         # Migration and HTTP-client chatter would bury the console conversation.
         for noisy in ("alembic", "httpx", "apscheduler"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    return args.func(args, settings)
+    try:
+        return args.func(args, settings)
+    except SettingsError as exc:  # a setting only this command needs, found wrong when it needed it
+        print(f"配置错误：{exc}", file=sys.stderr)
+        return exc.exit_code
+    except OperatorError as exc:  # a file or an argument given to this command
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code

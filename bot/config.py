@@ -2,11 +2,20 @@
 
 Every setting is named in .env.example with a comment. Secrets are SecretStr; a secret that is
 missing where it is needed, or still holds a placeholder, stops the program at start with the
-setting's name and how to fix it (``SettingsError``).
+setting's name and how to fix it (``SettingsError``, in the error tree of bot/errors.py).
+
+Every file a setting names is loaded and checked by ``check`` too, before anything starts:
+SURVEY_FILE (the survey is parsed), HOLIDAY_FILE (every line read), CARD_FONT (the font opened
+and tried on Chinese), and the SQLite file of DATABASE_URL (a file, readable and writable, or its
+folder writable; that it is a SQLite database is checked when it is opened, still before anything
+runs, by ``bot.cli._engine``). A file that is missing, unreadable or malformed stops the program with the setting's
+name, the file, where in it, and the fix (``SettingFileError``), not with a traceback later when
+the first cadre starts a visit or the first deadline is counted.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import time
 from functools import lru_cache
@@ -17,15 +26,15 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.errors import SettingFileError, SettingsError
+
+__all__ = ["Settings", "SettingsError", "SettingFileError", "get_settings", "DEVELOPMENT_EVALUATION_KEY"]
+
 _PLACEHOLDER = re.compile(r"^(|changeme|change-me|xxx+|todo|<.*>|your[-_ ].*|.*placeholder.*)$", re.I)
 # Signs evaluation codes when EVALUATION_SECRET is unset outside production: it is public, so cards
 # made with it can be forged; fine for trying the bot out, never for printed cards.
 DEVELOPMENT_EVALUATION_KEY = b"development-only-evaluation-key-do-not-print-cards"
 _TELEGRAM_TOKEN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{30,}$")
-
-
-class SettingsError(RuntimeError):
-    """A setting is missing or wrong; the message names it and says how to fix it."""
 
 
 class Settings(BaseSettings):
@@ -232,7 +241,74 @@ class Settings(BaseSettings):
         if self.public_base_url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.public_base_url):
             raise SettingsError(f"PUBLIC_BASE_URL={self.public_base_url!r} 不是网址，例如 https://pingjia.example.gov.cn")
         self._check_wechat()
+        self.check_files()
         return self
+
+    def check_files(self) -> None:
+        """Loads every file a setting names and fails with the setting, the file and the fix."""
+        if self.survey_file is not None:
+            from bot.core.survey import SurveyFileError, load_survey
+
+            fix = "请改正该文件（格式同内置问卷 bot/data/survey.toml），或删除该设置以使用内置问卷。"
+            path = _readable_file("SURVEY_FILE", self.survey_file,
+                                  "请改为问卷文件（.toml）的路径（可复制内置的 bot/data/survey.toml 修改），"
+                                  "或删除该设置以使用内置问卷。")
+            try:
+                load_survey(path)
+            except SurveyFileError as exc:
+                raise SettingFileError(f"设置 SURVEY_FILE：文件 {path} 有误：{_without_path(exc, path)}。{fix}") from exc
+            except UnicodeDecodeError as exc:
+                raise SettingFileError(f"设置 SURVEY_FILE：文件 {path} 不是 UTF-8 编码的文本。{fix}") from exc
+        if self.holiday_file is not None:
+            from bot.core.workdays import HolidayFileError, read_holiday_file
+
+            fix = ("请每行写一个日期，“2027-01-01 休”（节假日）或“2027-02-06 班”（调休上班），# 起注释；"
+                   "或删除该设置，只按 chinesecalendar 和周末计算工作日。")
+            path = _readable_file("HOLIDAY_FILE", self.holiday_file, "请改为节假日文件的路径，" + fix[1:])
+            try:
+                read_holiday_file(path)
+            except HolidayFileError as exc:
+                raise SettingFileError(f"设置 HOLIDAY_FILE：文件 {path} 有误：{_without_path(exc, path)}。{fix}") from exc
+            except UnicodeDecodeError as exc:
+                raise SettingFileError(f"设置 HOLIDAY_FILE：文件 {path} 不是 UTF-8 编码的文本。{fix}") from exc
+        if self.card_font is not None:
+            from bot.fonts import CANDIDATES, covers_cjk
+
+            fix = (f"请改为含中文字形的 .ttf/.ttc/.otf 字体文件的路径，例如 {CANDIDATES[0]}"
+                   "（Debian 软件包 fonts-wqy-microhei），或删除该设置以自动查找系统中文字体。")
+            path = _readable_file("CARD_FONT", self.card_font, fix)
+            if not covers_cjk(path):
+                raise SettingFileError(f"设置 CARD_FONT：文件 {path} 不是可读取的字体，或不含中文字形。{fix}")
+        self._check_sqlite_file()
+
+    def _check_sqlite_file(self) -> None:
+        """DATABASE_URL's SQLite file: its folder can be created and written, the file is a database."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(self.sqlalchemy_url)
+        except ArgumentError as exc:
+            raise SettingsError(f"设置 DATABASE_URL：“{self.database_url}”不是数据库地址。请改为例如 "
+                                "sqlite:///./data/bot.db 或 postgresql://用户@主机:5432/库名。") from exc
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return
+        path = Path(url.database).expanduser()
+        fix = "请改为可写目录下的文件，例如 sqlite:///./data/bot.db，或改用 PostgreSQL（postgresql://…）。"
+        if path.exists():
+            # Whether it is a SQLite database at all is left to SQLite (bot.cli._engine says so):
+            # opening and closing the file here would drop every POSIX lock this process holds on
+            # it, which corrupts a database that is open in the same process.
+            if not path.is_file():
+                raise SettingFileError(f"设置 DATABASE_URL：{path} 不是文件（是目录？）。{fix}")
+            if not os.access(path, os.R_OK | os.W_OK):
+                raise SettingFileError(f"设置 DATABASE_URL：文件 {path} 没有读写权限。{fix}")
+            return
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise SettingFileError(f"设置 DATABASE_URL：无法在 {folder} 下创建数据库文件 {path}（不是目录或没有写权限）。{fix}")
 
     def _check_wechat(self) -> None:
         """The WeChat settings hang together: all three credentials, none a placeholder, each well formed."""
@@ -272,6 +348,30 @@ class Settings(BaseSettings):
         wrong = sorted(set(self.wechat_template_fields.values()) - parts)
         if wrong:
             raise SettingsError(f"WECHAT_TEMPLATE_FIELDS 的取值只能是 {', '.join(sorted(parts))}，而不是 {', '.join(wrong)}。")
+
+
+def _readable_file(name: str, configured: Path, fix: str) -> Path:
+    """The path a file setting names, once it is known to be a readable file; else the error says so."""
+    path = Path(configured).expanduser()
+    if not path.exists():
+        raise SettingFileError(f"设置 {name}：文件 {path} 不存在。{fix}")
+    if not path.is_file():
+        raise SettingFileError(f"设置 {name}：{path} 不是文件（是目录？）。{fix}")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise SettingFileError(f"设置 {name}：文件 {path} 无法读取（{exc.strerror}）。{fix}") from exc
+    return path
+
+
+def _without_path(exc: Exception, path: Path) -> str:
+    """The loader's message without the path it starts with (the setting's message names it already)."""
+    text = str(exc)
+    for prefix in (f"{path}: ", f"{path}:", f"{path} "):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
 
 
 @lru_cache(maxsize=1)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from PIL import ImageFont
 
+from bot.errors import SettingFileError
+
 CANDIDATES = (
     "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
     "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
@@ -26,7 +28,7 @@ CANDIDATES = (
 PACKAGE_HINT = "fonts-wqy-microhei"
 
 
-class FontNotFound(RuntimeError):
+class FontNotFound(SettingFileError):
     """No CJK font: the message says how to install one or which setting to set."""
 
 

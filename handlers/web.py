@@ -35,6 +35,7 @@ from bot import texts
 from bot.core import evaluation
 from bot.core.dialogue import InputError
 from bot.core.engine import Engine
+from bot.errors import RequestRefused
 from storage.db import session_scope
 
 CHANNEL = "web"
@@ -62,7 +63,7 @@ HEADERS = {
 }
 
 
-class Refused(Exception):
+class Refused(RequestRefused):
     """A submission that is turned away with a page; nothing was stored."""
 
     def __init__(self, status: int, title: str, message: str):

@@ -27,6 +27,7 @@ from sqlmodel import Session, select
 from tqdm import tqdm
 
 from bot.core.phones import normalize_mobile, normalize_phone
+from bot.errors import CommandInputError  # moves out with the roster import (issue 10, item 5)
 from storage.db import session_scope
 from storage.models import Cadre, Household, Role, ServiceObject, ServiceWindow, Unit, WindowDuty
 
@@ -104,7 +105,7 @@ def _issue_order(issue: RosterIssue) -> tuple[int, int]:
     return sheet, issue.row or 0
 
 
-class RosterError(Exception):
+class RosterError(CommandInputError):
     """The file has errors; nothing was written. ``issues`` holds every one, in sheet and row order."""
 
     def __init__(self, issues: Iterable[RosterIssue]):

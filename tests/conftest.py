@@ -1,8 +1,15 @@
-"""Shared fixtures: the loopback guard, settings, a migrated database (SQLite or PostgreSQL), a clock.
+"""Shared fixtures: the loopback guard, settings, a migrated database (SQLite or PostgreSQL), a clock,
+the core, the example ``roster`` and the Telegram Bot API stand-in ``tg``.
 
 The suite runs on SQLite by default and on PostgreSQL when TEST_DATABASE_URL is set. The schema
 is built once per run by the Alembic migrations (so they are tested too); each test starts from
 empty tables.
+
+A module (``pytestmark``) or a test says what it needs of ``roster`` and ``tg`` with a marker:
+``@pytest.mark.roster(bound_as="u1", window=True)`` binds the cadre to the test channel's user and
+adds a service window with the cadre and the supervisor on duty; ``@pytest.mark.telegram_standin(
+token=..., bot_username=...)`` starts the stand-in with that token or bot username. Builders of test
+data are in tests/utils.py.
 """
 
 from __future__ import annotations
@@ -19,6 +26,13 @@ from sqlmodel import SQLModel
 from bot.config import Settings, get_settings
 from bot.core.engine import Engine
 from storage.db import make_engine, upgrade
+from tests.standins.telegram_api import TelegramStandin
+from tests.utils import Roster, bind, make_roster, make_window
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "roster(bound_as=None, window=False): what the roster fixture adds")
+    config.addinivalue_line("markers", "telegram_standin(**options): options of the tg fixture's stand-in")
+
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
@@ -117,3 +131,25 @@ def core(db, settings, clock) -> Engine:
     engine = Engine(db, settings, clock=clock)
     yield engine
     engine.close()
+
+
+@pytest.fixture
+def roster(request, db) -> Roster:
+    """One unit with a cadre (3 households, 10 service objects), a supervisor and an admin
+    (``make_roster``); the ``roster`` marker binds the cadre or adds a window."""
+    marker = request.node.get_closest_marker("roster")
+    options = marker.kwargs if marker else {}
+    built = make_roster(db)
+    if options.get("bound_as"):
+        bind(db, built.cadre, "test", options["bound_as"], request.getfixturevalue("clock")())
+    if options.get("window"):
+        make_window(db, built, on_duty=[built.cadre, built.supervisor])
+    return built
+
+
+@pytest.fixture
+def tg(request):
+    """A local stand-in of the Telegram Bot API on loopback; the ``telegram_standin`` marker sets its options."""
+    marker = request.node.get_closest_marker("telegram_standin")
+    with TelegramStandin(**(marker.kwargs if marker else {})) as standin:
+        yield standin

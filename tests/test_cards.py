@@ -20,7 +20,9 @@ from bot.core.engine import Engine
 from storage.db import session_scope
 from storage.models import TargetKind
 from tests.standins.server import ServedApp
-from tests.utils import Chat, make_roster, make_window
+from tests.utils import Chat
+
+pytestmark = pytest.mark.roster(window=True)  # a window with the cadre and the supervisor on duty
 
 BASE = "https://pingjia.example.gov.cn"
 
@@ -48,13 +50,6 @@ def cli(monkeypatch, database_url, *argv, **env) -> int:
         return cli_main(list(argv))
     finally:
         get_settings.cache_clear()
-
-
-@pytest.fixture
-def roster(db):
-    roster = make_roster(db)
-    make_window(db, roster, on_duty=[roster.cadre, roster.supervisor])
-    return roster
 
 
 def test_cards_decode_to_the_rating_page_of_each_target(db, roster, settings, database_url, monkeypatch, tmp_path,

@@ -9,7 +9,6 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlmodel import select
 
 from bot import texts
 from bot.core.engine import Engine
@@ -25,15 +24,12 @@ from storage.models import (
     ProblemStatus,
     Visit,
 )
-from tests.utils import Chat, bind, make_roster
+from tests.utils import Chat, bind, make_roster, rows
+
+pytestmark = pytest.mark.roster(bound_as="u1")
 
 SURVEY_ANSWERS = [("press", "满意"), ("press", "基本满意"), ("press", "方便"), ("press", "不涉及"), ("press", "满意"),
                   ("say", "希望多组织文艺活动")]
-
-
-def rows(db, model):
-    with session_scope(db) as s:
-        return list(s.exec(select(model)).all())
 
 
 def state(db, user="u1", channel="test") -> tuple:
@@ -48,13 +44,6 @@ def play(chat: Chat, script) -> list[str]:
     for action, arg in script:
         out.append(chat.press(arg) if action == "press" else chat.say(arg))
     return out
-
-
-@pytest.fixture
-def roster(db, clock):
-    r = make_roster(db)
-    bind(db, r.cadre, "test", "u1", clock())
-    return r
 
 
 def visit_until_summary(chat: Chat, household="住户2", difficulty=("物业", "楼道灯坏了", "未解决")):

@@ -15,14 +15,9 @@ from scheduler import outbox
 from scheduler.sender import OutboxSender, RateLimiter
 from storage.db import session_scope
 from storage.models import ChatAccount, OutboxMessage, OutboxState
-from tests.standins.telegram_api import TEST_TOKEN, TelegramStandin
+from tests.standins.telegram_api import TEST_TOKEN
 from tests.utils import bind, make_roster
-
-
-@pytest.fixture
-def tg():
-    with TelegramStandin(TEST_TOKEN) as standin:
-        yield standin
+from tests.utils import rows as all_rows
 
 
 @pytest.fixture
@@ -48,8 +43,8 @@ def queue(db, settings, clock, cadre, key, body="提醒", **kwargs):
 
 
 def rows(db):
-    with session_scope(db) as s:
-        return {r.idempotency_key: r for r in s.exec(select(OutboxMessage)).all()}
+    """The outbox rows by idempotency key."""
+    return {r.idempotency_key: r for r in all_rows(db, OutboxMessage)}
 
 
 def sent_texts(tg, chat_id: int) -> list[str]:

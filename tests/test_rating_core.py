@@ -5,21 +5,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-from sqlmodel import select
-
 from bot import texts
 from bot.core import evaluation
 from storage.db import session_scope
 from storage.models import CallbackTask, Problem, ProblemSource, Rating, TargetKind
-from tests.utils import Chat, bind, make_roster, make_window, token_for
+from tests.utils import Chat, bind, make_window, rows, token_for
 
 KEY = b"k" * 32
-
-
-def rows(db, model):
-    with session_scope(db) as s:
-        return list(s.exec(select(model)).all())
 
 
 def test_tokens_are_short_url_safe_and_signed():
@@ -32,11 +24,6 @@ def test_tokens_are_short_url_safe_and_signed():
     assert evaluation.parse_token(KEY, flipped) is None
     assert evaluation.parse_token(KEY, token[:-1]) is None
     assert evaluation.parse_token(KEY, "bind-ABCDEFGH") is None
-
-
-@pytest.fixture
-def roster(db, clock):
-    return make_roster(db)
 
 
 def test_good_rating_in_chat_is_one_tap(core, db, roster, settings):

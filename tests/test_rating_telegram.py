@@ -3,14 +3,17 @@ real PTB Application and the local Bot API stand-in; a revoked card refused the 
 
 from __future__ import annotations
 
+import pytest
 from sqlmodel import select
 
 from bot import texts
 from bot.core import evaluation
 from storage.db import session_scope
 from storage.models import CallbackTask, EvaluationCode, Problem, Rating, TargetKind
-from tests.test_telegram_e2e import press, running_bot, texts_of, tg, tg_settings  # noqa: F401 (fixtures)
+from tests.test_telegram_e2e import BOT_USERNAME, press, running_bot, texts_of, tg_settings  # noqa: F401 (fixture)
 from tests.utils import make_roster, token_for
+
+pytestmark = pytest.mark.telegram_standin(bot_username=BOT_USERNAME)  # as tg_settings names the bot
 
 
 def test_deep_link_rating_with_reasons_comment_and_phone(tg, tg_settings, db, clock):

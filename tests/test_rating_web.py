@@ -11,7 +11,6 @@ import httpx
 import pytest
 import zxingcpp
 from PIL import Image
-from sqlmodel import select
 
 from bot import texts
 from bot.app import create_app
@@ -22,7 +21,7 @@ from bot.fonts import find_cjk_font
 from storage.db import session_scope
 from storage.models import CallbackTask, Problem, ProblemSource, Rating, TargetKind
 from tests.standins.server import ServedApp
-from tests.utils import make_roster, token_for
+from tests.utils import rows, token_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -31,11 +30,6 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 # WeChat's in-app browser on an iPhone: the page must work there as in any phone browser.
 WECHAT_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
              "Mobile/15E148 MicroMessenger/8.0.50(0x1800323a) NetType/WIFI Language/zh_CN")
-
-
-def rows(db, model):
-    with session_scope(db) as s:
-        return list(s.exec(select(model)).all())
 
 
 @pytest.fixture
@@ -48,11 +42,6 @@ def served(db, settings, clock):
     served.settings = settings
     with served:
         yield served
-
-
-@pytest.fixture
-def roster(db):
-    return make_roster(db)
 
 
 def card_url(db, settings, clock, tmp_path, mobile: str) -> str:

@@ -4,6 +4,7 @@ rankings, spot-checks, and the chat commands for them."""
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -19,7 +20,7 @@ from storage.db import session_scope
 from storage.models import Cadre, Household, Role, ServiceObject, SpotCheck, Unit
 from tests.utils import Chat, Roster, bind, make_problem, make_rating, make_roster, make_visit
 
-SEED_DIR = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+FORM_HEADERS = Path(__file__).resolve().parent / "data" / "form_headers.json"
 
 
 def utc(*args) -> datetime:
@@ -27,28 +28,14 @@ def utc(*args) -> datetime:
 
 
 # ---------------------------------------------------------------------------------------------
-# The seed's forms, read from the seed itself
+# The seed's forms, as extracted from the seed into tests/data/form_headers.json
 
 
 def seed_forms() -> dict[int, dict]:
-    """附件1–5 of seed 004: title, the line under it, and the header row's columns (cells of the
-    drawn table, a header cell broken over two lines joined again)."""
-    found = sorted(SEED_DIR.glob("004_*.txt"))
-    if not found:
-        pytest.skip(f"seed 004 not found under {SEED_DIR}")
-    lines = found[0].read_text(encoding="utf-8").splitlines()
-    out = {}
-    for n in range(1, 6):
-        start = lines.index(f"附件{n}")
-        top = next(i for i in range(start, len(lines)) if lines[i].startswith("┌"))
-        columns: list[str] = []
-        for line in lines[top + 1:]:
-            if line.startswith("├"):
-                break
-            cells = [c.strip() for c in line.split("│")[1:-1]]
-            columns = cells if not columns else [a + b for a, b in zip(columns, cells)]
-        out[n] = {"title": lines[start + 1], "next": lines[start + 2], "columns": tuple(columns)}
-    return out
+    """附件1–5 of seed 004: title, the line under it, and the header row's columns, as extracted from
+    the seed into tests/data/form_headers.json (which says how)."""
+    forms = json.loads(FORM_HEADERS.read_text(encoding="utf-8"))["forms"]
+    return {int(n): {**form, "columns": tuple(form["columns"])} for n, form in forms.items()}
 
 
 @dataclass

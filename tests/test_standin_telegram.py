@@ -46,13 +46,8 @@ TOKEN = "123456:ABCDEFabcdef_ghijklmnopqrstuvwxyz01"  # digits:35 chars, like a 
 
 
 # PTB 22.8 warns whenever RetryAfter reads retry_after, even inside its own constructor.
-pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
-
-
-@pytest.fixture
-def tg():
-    with TelegramStandin(TOKEN) as standin:
-        yield standin
+pytestmark = [pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning"),
+              pytest.mark.telegram_standin(token=TOKEN)]
 
 
 def make_bot(tg: TelegramStandin, token: str = TOKEN) -> Bot:

@@ -22,17 +22,12 @@ from bot.core.engine import Engine
 from storage.db import session_scope
 from storage.models import ChatAccount, DialogueState, EverydayContact, Problem, ProblemStatus, Visit
 from tests.standins.server import ServedApp
-from tests.standins.telegram_api import TEST_TOKEN, TelegramStandin
+from tests.standins.telegram_api import TEST_TOKEN
 from tests.utils import bind, make_roster, wait_for
 
 BOT_USERNAME = "zuofeng_test_bot"
+pytestmark = pytest.mark.telegram_standin(bot_username=BOT_USERNAME)
 SECRET = "s3cret-token_for-the-webhook-0123456789"
-
-
-@pytest.fixture
-def tg():
-    with TelegramStandin(TEST_TOKEN, bot_username=BOT_USERNAME) as standin:
-        yield standin
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-import pytest
 from pydantic import SecretStr
 from sqlmodel import select
 
@@ -20,17 +19,11 @@ from scheduler.service import build_scheduler
 from storage.db import session_scope
 from storage.models import OutboxMessage, OutboxState
 from tests.standins.server import ServedApp
-from tests.standins.telegram_api import TEST_TOKEN, TelegramStandin
+from tests.standins.telegram_api import TEST_TOKEN
 from tests.test_scheduler import City, local
 from tests.utils import wait_for
 
 TZ = ZoneInfo("Asia/Shanghai")
-
-
-@pytest.fixture
-def tg():
-    with TelegramStandin(TEST_TOKEN) as standin:
-        yield standin
 
 
 def test_jobs_have_stable_ids_timezone_grace_and_coalescing(db, settings):

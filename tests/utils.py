@@ -41,6 +41,14 @@ def make_roster(db, *, households: int = 3, objects: int = 10, village: bool = F
         return Roster(unit, cadre, supervisor, admin, hs)
 
 
+def rows(db, model) -> list:
+    """Every row of the table of ``model``, as the database holds it now."""
+    from sqlmodel import select
+
+    with session_scope(db) as s:
+        return list(s.exec(select(model)).all())
+
+
 def bind(db, cadre: Cadre, channel: str, user_id: str, now: datetime) -> None:
     with session_scope(db) as s:
         s.add(ChatAccount(channel=channel, external_user_id=user_id, cadre_id=cadre.id, bound_at=now, bound_by="code"))

@@ -23,6 +23,7 @@ from bot.cards.sheet import PER_PAGE, write_sheets
 from bot.config import Settings
 from bot.core import evaluation
 from bot.core.phones import normalize_mobile
+from bot.errors import CommandInputError
 from storage.models import Cadre, ServiceWindow, TargetKind, Unit, WeChatQrCode
 
 PDF_NAME = "评价卡-A4.pdf"
@@ -31,7 +32,7 @@ CHUNK = 2 * PER_PAGE
 _UNSAFE = re.compile(r"[^\w\u3400-\u9fff-]+")
 
 
-class CardError(Exception):
+class CardError(CommandInputError):
     """The filters or settings do not allow printing; the message says what to change."""
 
 

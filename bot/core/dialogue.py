@@ -25,6 +25,7 @@ from bot.config import Settings
 from bot.core.periods import half_of
 from bot.core.types import Inbound, Location, Option, Reply
 from bot.core.binding import BoundCadre
+from bot.errors import UserError
 from storage.models import Cadre
 
 BACK, CANCEL, SKIP, NEXT_PAGE, PREV_PAGE = "__back__", "__cancel__", "__skip__", "__next__", "__prev__"
@@ -32,7 +33,7 @@ NAV_LABELS = {BACK: texts.BACK, CANCEL: texts.CANCEL, SKIP: texts.SKIP, NEXT_PAG
               PREV_PAGE: texts.PREV_PAGE}
 
 
-class InputError(Exception):
+class InputError(UserError):
     """The answer is not acceptable; the message is shown and nothing changes."""
 
 

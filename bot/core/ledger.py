@@ -25,6 +25,7 @@ from bot import texts
 from bot.config import Settings
 from bot.core.scope import in_scope, unit_scope
 from bot.core.workdays import work_calendar
+from bot.errors import UserError
 from scheduler.outbox import SEND_CHANNELS, enqueue, enqueue_for_cadre, existing_keys
 from storage.models import Cadre, Problem, ProblemEvent, ProblemStatus, Role, Unit
 
@@ -34,7 +35,7 @@ OPEN_STATES = (ProblemStatus.ASSIGNED, ProblemStatus.IN_PROGRESS)
 NOTE_LIMIT = 500
 
 
-class LedgerError(Exception):
+class LedgerError(UserError):
     """The action is not allowed or its input is wrong; the message says why, nothing changed."""
 
 

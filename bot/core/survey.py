@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from bot.errors import SettingFileError
+
 DEFAULT_SURVEY = Path(__file__).resolve().parent.parent / "data" / "survey.toml"
 
 # 问题类型 by the household's kind, as listed in the campaign documents (附件2 / 附件4).
@@ -16,7 +18,7 @@ CATEGORIES = {
 }
 
 
-class SurveyFileError(ValueError):
+class SurveyFileError(SettingFileError, ValueError):
     """The survey file is malformed; the message names the question and the field."""
 
 
@@ -38,6 +40,8 @@ def parse_survey(raw: dict, source: str = "survey") -> tuple[Question, ...]:
     seen: set[str] = set()
     for n, item in enumerate(items, 1):
         where = f"{source}: 第{n}题"
+        if not isinstance(item, dict):
+            raise SurveyFileError(f"{where}: 应是 [[question]] 表，实为 {item!r}")
         qid, text, kind = item.get("id"), item.get("text"), item.get("kind", "choice")
         if not isinstance(qid, str) or not qid.strip():
             raise SurveyFileError(f"{where}: 缺少 id")

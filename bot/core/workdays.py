@@ -18,12 +18,14 @@ from pathlib import Path
 
 import chinese_calendar
 
+from bot.errors import SettingFileError
+
 log = logging.getLogger(__name__)
 
 _LINE = re.compile(r"^(\d{4}-\d{2}-\d{2})\s+(休|班)\s*$")
 
 
-class HolidayFileError(ValueError):
+class HolidayFileError(SettingFileError, ValueError):
     """The holiday file has a line that is not ``YYYY-MM-DD 休|班``; the message names the line."""
 
 

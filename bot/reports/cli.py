@@ -10,10 +10,14 @@ import sys
 from pathlib import Path
 
 from bot.config import Settings
+from bot.errors import CommandInputError
 
 
-class _Refused(Exception):
+class CommandRefused(CommandInputError):
     """Bad input on the command line: the message is printed, the exit code is 1."""
+
+
+_Refused = CommandRefused  # the name it had
 
 
 def _refusing(command):

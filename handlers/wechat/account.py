@@ -21,6 +21,7 @@ from bot import texts
 from bot.config import Settings
 from bot.core import evaluation
 from bot.core.features import REGISTRY
+from bot.errors import CommandInputError
 from handlers.wechat.api import WeChatApi
 from storage.db import session_scope
 from storage.models import WeChatQrCode
@@ -44,7 +45,7 @@ def menu_buttons(registry=REGISTRY) -> list[dict]:
 MENU = menu_buttons()
 
 
-class QrLimitReached(Exception):
+class QrLimitReached(CommandInputError):
     """Creating the codes asked for would pass WECHAT_QR_LIMIT."""
 
 

@@ -32,6 +32,7 @@ from sqlmodel import select
 
 from bot.config import Settings
 from bot.core.engine import system_clock
+from bot.errors import ServiceError
 from storage.db import insert_ignore, session_scope
 from storage.models import WeChatAccessToken
 
@@ -41,7 +42,7 @@ TOKEN_ERRORS = {40001, 40014, 42001}  # invalid credential, invalid token, expir
 REFRESH_MARGIN = timedelta(minutes=5)
 
 
-class WeChatApiError(Exception):
+class WeChatApiError(ServiceError):
     """WeChat answered with an error: ``errcode`` from its JSON, or ``status`` for an HTTP error."""
 
     def __init__(self, errcode: int | None, errmsg: str = "", status: int = 200):

@@ -29,13 +29,15 @@ from wechatpy.crypto import PrpCrypto, WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException
 from wechatpy.replies import TextReply
 
+from bot.errors import RequestRefused
+
 MAX_BODY_BYTES = 64 * 1024  # WeChat's messages are a few kilobytes; anything bigger is not from it
 _DECLARATIONS = (b"<!doctype", b"<!entity")
 # Characters XML 1.0 cannot carry at all, even in CDATA.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
-class Refused(Exception):
+class Refused(RequestRefused):
     """A request we will not process; ``status`` is what to answer, ``reason`` what to log."""
 
     def __init__(self, status: int, reason: str):
