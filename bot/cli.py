@@ -37,7 +37,7 @@ def load_example_if_empty(engine, settings: Settings) -> bool:
     """Loads the example roster into an empty database (the embedded quick start)."""
     from storage.example_roster import write_example_workbook
     from storage.models import Cadre
-    from storage.roster import import_roster
+    from bot.imports.roster import import_roster
 
     with session_scope(engine) as session:
         if session.exec(select(func.count()).select_from(Cadre)).one():
@@ -142,7 +142,7 @@ def cmd_migrate(args, settings: Settings) -> int:
 
 def cmd_import_roster(args, settings: Settings) -> int:
     """Imports units, cadres, households and service objects from a workbook or a CSV folder."""
-    from storage.roster import RosterError, import_roster
+    from bot.imports.roster import RosterError, import_roster
 
     engine = _engine(settings)
     try:

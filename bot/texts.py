@@ -440,3 +440,6 @@ OBJECT_ASK_CATEGORY = "请选择问题类型："
 OBJECT_SAVED_NO_PROBLEM = "✅ 已记录与 {name} 的联系。"
 OBJECT_SAVED = "✅ 已记录 {name} 反映的问题（{remit}），列入问题台账，编号 #{id}。"
 HELP_OBJECT = "/object — 联系服务对象、记录其反映的问题"
+
+# --- The domain in one voice (ledger creation history, roster import safety) ---
+RATING_ACTOR = "群众（差评）"

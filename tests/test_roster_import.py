@@ -14,7 +14,7 @@ from sqlmodel import select
 from storage.db import session_scope
 from storage.example_roster import HEADERS, example_rows, write_example_workbook
 from storage.models import Cadre, Household, ServiceObject, Unit
-from storage.roster import (
+from bot.imports.roster import (
     ImportReport,
     RosterError,
     RosterIssue,

@@ -20,7 +20,7 @@ from bot.core.dialogue import Context, Flow, InputError, Step
 from bot.core.phones import mask, normalize_phone
 from bot.core.scope import unit_scope
 from bot.core.survey import CATEGORIES
-from storage.models import Cadre, Problem, ProblemStatus, Unit
+from storage.models import Cadre, Problem, ProblemSource, ProblemStatus, Unit
 
 S = ProblemStatus
 HISTORY = "__history__"
@@ -370,10 +370,11 @@ class ReportFlow(Flow):
 
     def finish(self, ctx: Context) -> None:
         d = ctx.data
-        problem = ledger.create_complaint(ctx.session, category=d["category"], content=d["content"],
-                                          channel=ctx.inbound.channel, user_id=ctx.inbound.user_id,
-                                          name=(ctx.inbound.display_name or "")[:50] or None, phone=d.get("phone"),
-                                          now=ctx.now)
+        problem = ledger.open_problem(ctx.session, source=ProblemSource.COMPLAINT, category=d["category"],
+                                      content=d["content"], now=ctx.now, actor_label=texts.RAISER_LABEL,
+                                      raiser_name=(ctx.inbound.display_name or "")[:50] or None,
+                                      raiser_phone=d.get("phone"), raiser_channel=ctx.inbound.channel,
+                                      raiser_user_id=ctx.inbound.user_id)
         days = ctx.settings.ledger_deadline_days.get("complaint", 5)
         ctx.say(texts.REPORT_SAVED.format(id=problem.id, days=days))
 
