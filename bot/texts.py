@@ -443,3 +443,4 @@ HELP_OBJECT = "/object — 联系服务对象、记录其反映的问题"
 
 # --- The domain in one voice (ledger creation history, roster import safety) ---
 RATING_ACTOR = "群众（差评）"
+LEDGER_DETAIL_UNIT_UNASSIGNED = "责任单位：{unit}（未经交办）"

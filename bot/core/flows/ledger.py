@@ -58,7 +58,10 @@ def details(ctx: Context, p: Problem, *, show_phone: bool) -> str:
     if p.raiser_name or p.raiser_phone:
         phone = (p.raiser_phone if show_phone else mask(p.raiser_phone)) if p.raiser_phone else ""
         lines.append(texts.LEDGER_DETAIL_RAISER.format(name=p.raiser_name or "", phone=phone))
-    if unit is not None:
+    if unit is not None and p.responsible_a_id is None:
+        # Named by its source (a hotline file's 责任单位) but never assigned here: no slip, no posts.
+        lines.append(texts.LEDGER_DETAIL_UNIT_UNASSIGNED.format(unit=unit.name))
+    elif unit is not None:
         lines.append(texts.LEDGER_DETAIL_ASSIGNED.format(
             slip=ledger.slip_number(p), unit=unit.name, a=names.get(p.responsible_a_id, "?"),
             b=names.get(p.responsible_b_id, "?"), deadline=p.deadline.isoformat() if p.deadline else "—"))
