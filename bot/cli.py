@@ -142,16 +142,21 @@ def cmd_migrate(args, settings: Settings) -> int:
 
 def cmd_import_roster(args, settings: Settings) -> int:
     """Imports units, cadres, households and service objects from a workbook or a CSV folder."""
-    from bot.imports.roster import RosterError, import_roster
+    from bot.imports.roster import RosterDeactivationRefused, RosterError, import_roster
 
     engine = _engine(settings)
+    share = None if args.allow_deactivate else settings.roster_max_deactivate_share
     try:
         report = import_roster(engine, Path(args.file), minimum=settings.service_object_minimum,
-                               progress=not args.quiet)
+                               progress=not args.quiet, max_deactivate_share=share)
     except RosterError as exc:
-        print(f"导入失败，未写入任何数据。共 {len(exc.issues)} 处问题：", file=sys.stderr)
-        print(str(exc), file=sys.stderr)
+        # One header, then one line per issue (the exception's own header would say it twice).
+        print(f"导入失败，未写入任何数据。名册有 {len(exc.issues)} 处错误：", file=sys.stderr)
+        print("\n".join(str(issue) for issue in exc.issues), file=sys.stderr)
         return 1
+    except RosterDeactivationRefused as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     except FileNotFoundError:
         print(f"找不到文件：{args.file}", file=sys.stderr)
         return 1
@@ -429,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-roster", help="import the roster from an XLSX workbook or a folder of CSV files")
     p.add_argument("file", help="roster.xlsx, or a folder with 单位.csv 干部.csv 联户.csv 服务对象.csv")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--allow-deactivate", action="store_true",
+                   help="deactivate rows the file no longer lists even beyond ROSTER_MAX_DEACTIVATE_SHARE of a sheet")
     p.set_defaults(func=cmd_import_roster)
 
     p = sub.add_parser("roster-template", help="write the example roster workbook to fill in")

@@ -10,6 +10,7 @@ from sqlmodel import select
 
 from bot import texts
 from bot.cli import main as cli_main
+from bot.config import get_settings
 from bot.core import ledger
 from storage.db import session_scope
 from storage.models import Cadre, Problem, ProblemEvent, ProblemSource, ProblemStatus, Role, TargetKind, Unit
@@ -89,6 +90,17 @@ def test_a_report_by_a_citizen_has_history(core, db, roster):
             "test", "citizen", "13912345678")
 
 
+def _import_hotline(monkeypatch, settings, path) -> int:
+    """``python -m bot import-hotline FILE`` as the operator runs it, on the test database."""
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("LOAD_EXAMPLE_ROSTER", "false")
+    get_settings.cache_clear()
+    try:
+        return cli_main(["import-hotline", str(path), "--quiet"])
+    finally:
+        get_settings.cache_clear()
+
+
 def _hotline_book(path, rows):
     wb = openpyxl.Workbook()
     ws = wb.active
@@ -101,12 +113,10 @@ def _hotline_book(path, rows):
 
 
 def test_hotline_items_imported_by_the_operator_have_history(db, roster, settings, tmp_path, monkeypatch):
-    monkeypatch.setenv("DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("LOAD_EXAMPLE_ROSTER", "false")
     path = _hotline_book(tmp_path / "hotline.xlsx", [
         ("张三", "13912345678", "路灯坏了", "办理中", "市住建局", ""),
         ("", "0535-6543210", "咨询公租房", "已办结，已电话答复", "市住建局", "网上民声")])
-    assert cli_main(["import-hotline", str(path), "--quiet"]) == 0
+    assert _import_hotline(monkeypatch, settings, path) == 0
     assert created(db) == [
         ("hotline", "new", [("create", None, "new", texts.HOTLINE_IMPORT_ACTOR, None, "办理中")]),
         ("hotline", "closed", [("create", None, "closed", texts.HOTLINE_IMPORT_ACTOR, None, "已办结，已电话答复")]),
@@ -135,11 +145,9 @@ def test_a_hotline_item_that_arrived_closed_shows_no_slip_when_opened_from_await
         head = Cadre(name="督查员", unit_id=office.id, mobile="13800000031", role=Role.SUPERVISOR)
         s.add(head)
     bind(db, head, "test", "head", clock())
-    monkeypatch.setenv("DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("LOAD_EXAMPLE_ROSTER", "false")
     path = _hotline_book(tmp_path / "hotline.xlsx", [("", "0535-6543210", "咨询公租房", "已办结，已电话答复",
                                                       "市住建局", "")])
-    assert cli_main(["import-hotline", str(path), "--quiet"]) == 0
+    assert _import_hotline(monkeypatch, settings, path) == 0
     with session_scope(db) as s:
         [problem] = s.exec(select(Problem)).all()
     chat = Chat(core, "head")
