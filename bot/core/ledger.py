@@ -246,9 +246,11 @@ def open_problem(session: Session, *, source: ProblemSource, category: str, cont
                       closed_at=now if status == ProblemStatus.CLOSED else None, hotline_status=hotline_status,
                       note=item_note, created_at=now, updated_at=now)
     session.add(problem)
-    session.flush()
-    record(session, problem, action="create", actor=actor, actor_label=actor_label, from_status=None, now=now,
-           note=note)
+    session.flush()  # the caller shows the item's number
+    # Not ``record``: nothing needs this entry's id, so it is written with the commit, not flushed now.
+    session.add(ProblemEvent(problem_id=problem.id, at=now, actor_cadre_id=actor.id if actor else None,
+                             actor=actor_label or (actor.name if actor else "系统"), action="create",
+                             from_status=None, to_status=problem.status, note=note))
     return problem
 
 
