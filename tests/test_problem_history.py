@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import openpyxl
 import pytest
+from sqlalchemy import text
 from sqlmodel import select
 
 from bot import texts
@@ -134,6 +135,12 @@ def test_every_source_opens_through_one_function_and_only_in_an_opening_state(db
     history = created(db)
     assert [h[0] for h in history] == [str(source) for source in ProblemSource]
     assert all(events == [("create", None, "new", "系统", None, None)] for _, _, events in history)
+    # The enumerations are StrEnums, but what is stored is the very strings stored before them.
+    with db.connect() as conn:
+        stored = conn.execute(text("SELECT source, status FROM problem ORDER BY id")).all()
+    assert [tuple(row) for row in stored] == [(source, "new") for source in (
+        "visit", "contact", "service_object", "rating", "complaint", "hotline")]
+    assert all(type(value) is str for row in stored for value in row)
 
 
 def test_a_hotline_item_that_arrived_closed_shows_no_slip_when_opened_from_awaiting_callback(
