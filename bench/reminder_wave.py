@@ -7,7 +7,7 @@ minimum N / 30 s. Targets (issue 5): at most 1.15 x the minimum, and zero 429 an
 
 How:
   1. a fresh SQLite database (temporary file), migrated; N cadres with a bound Telegram account;
-  2. the wave: one outbox row per cadre, written by ``scheduler.outbox.enqueue`` in one
+  2. the wave: one outbox row per cadre, written by ``bot.core.outbox.enqueue`` in one
      transaction, as a job writes it;
   3. the stand-in (tests.standins TelegramStandin with enforce_limits(30, 1), via
      bench.harness.BenchStandin for TCP_NODELAY as a real server has it) runs in a child process by
@@ -231,8 +231,8 @@ def prepare(url: str, recipients: int):
 
 
 def write_wave(engine, settings, recipients: int) -> float:
-    """One reminder per cadre through scheduler.outbox.enqueue, in one transaction; returns seconds."""
-    from scheduler.outbox import enqueue
+    """One reminder per cadre through bot.core.outbox.enqueue, in one transaction; returns seconds."""
+    from bot.core.outbox import enqueue
     from storage.db import session_scope
 
     now = datetime.now(timezone.utc)

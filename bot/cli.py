@@ -60,7 +60,7 @@ def load_example_if_empty(engine, settings: Settings) -> bool:
     """Loads the example roster into an empty database (the embedded quick start)."""
     from storage.example_roster import write_example_workbook
     from storage.models import Cadre
-    from storage.roster import import_roster
+    from bot.imports.roster import import_roster
 
     with session_scope(engine) as session:
         if session.exec(select(func.count()).select_from(Cadre)).one():
@@ -165,16 +165,21 @@ def cmd_migrate(args, settings: Settings) -> int:
 
 def cmd_import_roster(args, settings: Settings) -> int:
     """Imports units, cadres, households and service objects from a workbook or a CSV folder."""
-    from storage.roster import RosterError, import_roster
+    from bot.imports.roster import RosterDeactivationRefused, RosterError, import_roster
 
     engine = _engine(settings)
+    share = None if args.allow_deactivate else settings.roster_max_deactivate_share
     try:
         report = import_roster(engine, Path(args.file), minimum=settings.service_object_minimum,
-                               progress=not args.quiet)
+                               progress=not args.quiet, max_deactivate_share=share)
     except RosterError as exc:
-        print(f"导入失败，未写入任何数据。共 {len(exc.issues)} 处问题：", file=sys.stderr)
-        print(str(exc), file=sys.stderr)
+        # One header, then one line per issue (the exception's own header would say it twice).
+        print(f"导入失败，未写入任何数据。名册有 {len(exc.issues)} 处错误：", file=sys.stderr)
+        print("\n".join(str(issue) for issue in exc.issues), file=sys.stderr)
         return 1
+    except RosterDeactivationRefused as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     except FileNotFoundError:
         print(f"找不到文件：{args.file}", file=sys.stderr)
         return 1
@@ -194,7 +199,7 @@ def cmd_roster_template(args, settings: Settings) -> int:
 def cmd_bind_code(args, settings: Settings) -> int:
     """Prints a one-time binding code (and the Telegram deep link) for a cadre."""
     from bot.core import binding
-    from bot.core.engine import system_clock
+    from storage.db import utcnow as system_clock
     from storage.models import Unit
 
     engine = _engine(settings)
@@ -313,7 +318,7 @@ def cmd_qr_cards(args, settings: Settings) -> int:
     """Prints evaluation cards: one PNG per cadre or window, and an A4 PDF of them for cutting."""
     from bot.cards import CardError, card_specs, write_cards
     from bot.fonts import FontNotFound, find_cjk_font
-    from bot.core.engine import system_clock
+    from storage.db import utcnow as system_clock
 
     try:
         font = find_cjk_font(settings.card_font)
@@ -346,7 +351,7 @@ def cmd_revoke_card(args, settings: Settings) -> int:
     """Revokes a lost evaluation card: the old card is refused at once; print the new one with qr-cards."""
     from bot.cards import CardError, find_targets
     from bot.core import evaluation
-    from bot.core.engine import system_clock
+    from storage.db import utcnow as system_clock
 
     engine = _engine(settings)
     try:
@@ -382,7 +387,7 @@ def cmd_wechat_qr(args, settings: Settings) -> int:
     import csv
 
     from bot.cards import CardError, find_targets
-    from bot.core.engine import system_clock
+    from storage.db import utcnow as system_clock
     from handlers.wechat import WeChatApiError
     from handlers.wechat.account import SHOW_QR_URL, QrLimitReached, create_scene_codes
 
@@ -470,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-roster", help="import the roster from an XLSX workbook or a folder of CSV files")
     p.add_argument("file", help="roster.xlsx, or a folder with 单位.csv 干部.csv 联户.csv 服务对象.csv")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--allow-deactivate", action="store_true",
+                   help="deactivate rows the file no longer lists even beyond ROSTER_MAX_DEACTIVATE_SHARE of a sheet")
     p.set_defaults(func=cmd_import_roster)
 
     p = sub.add_parser("roster-template", help="write the example roster workbook to fill in")

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # Roster and campaign
     load_example_roster: bool = True
     service_object_minimum: int = Field(default=10, ge=0)
+    # An import that would deactivate more than this share of a sheet's active rows stops (exit 2)
+    # unless run with --allow-deactivate: a workbook with headers and no rows is a mistake, not a purge.
+    roster_max_deactivate_share: float = Field(default=0.5, ge=0.0, le=1.0)
     bind_code_ttl_hours: int = Field(default=72, ge=1)
     survey_file: Path | None = None
     household_page_size: int = Field(default=8, ge=3, le=20)

@@ -494,3 +494,6 @@ FLAGS_NONE = "本半年还没有走访记录。"
 FLAGS_MORE = "……另有 {count} 条，请在管理后台查看全部。"
 UNIT_EVIDENCE = "    凭证：{shares}"
 
+# --- The domain in one voice (ledger creation history, roster import safety) ---
+RATING_ACTOR = "群众（差评）"
+LEDGER_DETAIL_UNIT_UNASSIGNED = "责任单位：{unit}（未经交办）"

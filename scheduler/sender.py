@@ -24,10 +24,9 @@ from typing import Awaitable, Callable, Protocol
 from sqlalchemy.engine import Engine as DbEngine
 
 from bot.config import Settings
-from bot.core.engine import system_clock
 from scheduler import outbox
 from scheduler.outbox import Claimed
-from storage.db import session_scope
+from storage.db import Clock, session_scope, utcnow
 from storage.models import OutboxState
 
 log = logging.getLogger(__name__)
@@ -130,7 +129,7 @@ class OutboxSender:
     """Claims due outbox rows and delivers them; safe to run in several processes at once."""
 
     def __init__(self, db: DbEngine, settings: Settings, transports: dict[str, Transport], *,
-                 clock=system_clock, worker: str | None = None, concurrency: int = 8):
+                 clock: Clock = utcnow, worker: str | None = None, concurrency: int = 8):
         self.db, self.settings, self.transports, self.clock = db, settings, transports, clock
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.concurrency = concurrency

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -21,7 +21,7 @@ from bot.config import Settings
 from bot.core import ledger
 from scheduler import jobs
 from scheduler.sender import OutboxSender, Transport
-from storage.db import session_scope
+from storage.db import session_scope, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _run_job(name: str, db: DbEngine, settings: Settings, clock: Callable[[], da
 
 def build_scheduler(db: DbEngine, settings: Settings, clock: Callable[[], datetime] | None = None) -> AsyncIOScheduler:
     """The scheduler with its jobs, not started."""
-    clock = clock or (lambda: datetime.now(timezone.utc))
+    clock = clock or utcnow
     tz = settings.tz
     scheduler = AsyncIOScheduler(timezone=tz)
     options = {"coalesce": True, "max_instances": 1, "misfire_grace_time": settings.misfire_grace_hours * 3600,

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
@@ -21,8 +21,15 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
 def utcnow() -> datetime:
-    """Now, as an aware UTC time (every datetime column takes and returns aware UTC)."""
+    """Now, as an aware UTC time (every datetime column takes and returns aware UTC).
+
+    The one clock of the program: the core, the scheduler and the sender take a ``Clock`` and
+    default to this one; tests pass their own.
+    """
     return datetime.now(timezone.utc)
+
+
+Clock = Callable[[], datetime]
 
 
 def make_engine(url: str, *, echo: bool = False, wait_for_lock: bool = True) -> Engine:

@@ -1,14 +1,16 @@
 """The tables: roster (单位, 干部, 联户, 服务对象), chat bindings, dialogue state, visits and problems.
 
 Datetime columns take and return aware UTC times (SQLModel's UTCDateTime), on SQLite as on
-PostgreSQL; local dates (Asia/Shanghai) are derived where shown. Enumerations are short strings, so a migration is not needed to
-add a value. Alembic migrations in storage/migrations create these tables; ``create_all`` is not
+PostgreSQL; local dates (Asia/Shanghai) are derived where shown. Enumerations (roles, statuses,
+sources) are ``StrEnum``s stored in plain string columns: a member *is* its stored string (``Role.CADRE
+== "cadre"``), rows read back compare equal to the members, and adding a value needs no migration. Alembic migrations in storage/migrations create these tables; ``create_all`` is not
 used outside tests.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum, nonmember
 from typing import Any, Optional
 
 from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
@@ -16,23 +18,23 @@ from sqlalchemy import false as sa_false
 from sqlmodel import Field, SQLModel
 
 
-class Role:
+class Role(StrEnum):
     """Cadre roles, as imported from the roster's 角色 column."""
 
     CADRE = "cadre"  # 干部
     SUPERVISOR = "supervisor"  # 作风办 / 主管
     ADMIN = "admin"  # 管理员
-    ALL = (CADRE, SUPERVISOR, ADMIN)
+    ALL = nonmember((CADRE, SUPERVISOR, ADMIN))  # kept for callers; ``tuple(Role)`` is the same
 
 
-class AreaKind:
+class AreaKind(StrEnum):
     """Whether a household lives in a village (村) or an urban community (居/社区)."""
 
     VILLAGE = "村"
     COMMUNITY = "居"
 
 
-class ProblemStatus:
+class ProblemStatus(StrEnum):
     """Lifecycle states of a ledger item; the ledger issue adds the transitions."""
 
     NEW = "new"  # 待交办
@@ -43,13 +45,15 @@ class ProblemStatus:
     ANSWERED = "answered"  # 已回访
 
 
-class ProblemSource:
+class ProblemSource(StrEnum):
+    """Where a ledger item came from; ``bot.core.ledger.open_problem`` takes one of these."""
+
     VISIT = "visit"  # 入户走访
     CONTACT = "contact"  # 日常走访
-    SERVICE_OBJECT = "service_object"
-    RATING = "rating"
-    COMPLAINT = "complaint"
-    HOTLINE = "hotline"
+    SERVICE_OBJECT = "service_object"  # 联系服务对象
+    RATING = "rating"  # 差评
+    COMPLAINT = "complaint"  # /report (三个一)
+    HOTLINE = "hotline"  # 12345 / 89000
 
 
 class Unit(SQLModel, table=True):
@@ -297,7 +301,9 @@ class SpotCheck(SQLModel, table=True):
     note: Optional[str] = Field(default=None, max_length=300)
 
 
-class OutboxState:
+class OutboxState(StrEnum):
+    """Where an outbox row is in its delivery."""
+
     PENDING = "pending"  # waiting for its next_attempt_at
     SENT = "sent"
     DEAD = "dead"  # gave up after too many attempts; listed for the admin
@@ -370,7 +376,7 @@ class WindowDuty(SQLModel, table=True):
     cadre_id: int = Field(foreign_key="cadre.id", primary_key=True, index=True)
 
 
-class TargetKind:
+class TargetKind(StrEnum):
     """What an evaluation code rates."""
 
     CADRE = "cadre"
@@ -427,7 +433,9 @@ class Rating(SQLModel, table=True):
     problem_id: Optional[int] = Field(default=None, foreign_key="problem.id")
 
 
-class CallbackStatus:
+class CallbackStatus(StrEnum):
+    """A 差评's call-back task (回访)."""
+
     OPEN = "open"  # 待回访
     DONE = "done"  # 已回访
 

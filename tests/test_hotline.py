@@ -12,7 +12,7 @@ from sqlmodel import select
 from bot.cli import main as cli_main
 from bot.reports import forms
 from storage.db import session_scope
-from storage.hotline import HotlineError, import_hotline
+from bot.imports.hotline import HotlineError, import_hotline
 from storage.models import Problem, ProblemEvent, Unit
 from tests.utils import make_roster
 

@@ -14,8 +14,9 @@ from sqlmodel import select
 from storage.db import session_scope
 from storage.example_roster import HEADERS, example_rows, write_example_workbook
 from storage.models import Cadre, Household, ServiceObject, Unit
-from storage.roster import (
+from bot.imports.roster import (
     ImportReport,
+    RosterDeactivationRefused,
     RosterError,
     RosterIssue,
     import_roster,
@@ -400,3 +401,111 @@ def test_windows_with_their_cadres_on_duty(engine, rows, tmp_path):
         import_roster(engine, write_book(tmp_path / "bad-windows.xlsx", rows))
     assert located(caught.value) == {("窗口", 2, "在岗干部手机号"), ("窗口", 3, "窗口名称"), ("窗口", 4, "窗口名称"),
                                      ("窗口", 5, "单位"), ("窗口", 5, "在岗干部手机号")}
+
+
+# -- a bad parent row is reported once; an import that would empty the roster stops -----------
+
+
+def _cli(monkeypatch, database_url: str, *argv: str) -> int:
+    from bot.cli import main as cli_main
+    from bot.config import get_settings
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("LOAD_EXAMPLE_ROSTER", "false")
+    get_settings.cache_clear()
+    try:
+        return cli_main(list(argv))
+    finally:
+        get_settings.cache_clear()
+
+
+def test_rows_of_a_cadre_whose_mobile_is_wrong_are_reported_once_pointing_at_it(engine, rows, tmp_path):
+    rows["干部"][2][2] = "1380000003"  # row 4, 王立新: a digit dropped; his rows still say 13800000003
+    rows["联户"][2][5] = "15912345678"  # row 4: a number like no cadre's, an error of its own
+    with pytest.raises(RosterError) as caught:
+        import_roster(engine, write_book(tmp_path / "bad.xlsx", rows))
+
+    assert [str(i) for i in caught.value.issues] == [
+        "干部 第4行 手机号：不是有效的手机号（“1380000003”）",
+        "联户 第2–3、5–6行 干部手机号：见 干部 第4行的错误（“13800000003”）",
+        "联户 第4行 干部手机号：找不到手机号为 15912345678 的干部：“干部”表中没有，系统里也没有在册的",
+        "服务对象 第2–12行 干部手机号：见 干部 第4行的错误（“13800000003”）",
+        "窗口 第2行 在岗干部手机号：见 干部 第4行的错误（“13800000003”）",
+    ]
+    assert str(caught.value).splitlines()[0] == "名册有 5 处错误，未导入任何数据："
+    assert snapshot(engine) == {"Unit": [], "Cadre": [], "Household": [], "ServiceObject": []}
+
+
+def test_the_cli_prints_the_failure_header_once_and_no_follow_on_errors(engine, rows, tmp_path, monkeypatch,
+                                                                      capsys, database_url):
+    rows["干部"][3][2] = "1380000004x"  # row 5, 陈静
+    bad = write_book(tmp_path / "bad.xlsx", rows)
+
+    assert _cli(monkeypatch, database_url, "import-roster", "--quiet", str(bad)) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "导入失败，未写入任何数据。名册有 4 处错误："
+    assert sum("未写入任何数据" in line or "未导入任何数据" in line for line in err) == 1
+    assert err[1:] == ["干部 第5行 手机号：不是有效的手机号（“1380000004x”）",
+                       "联户 第7–11行 干部手机号：见 干部 第5行的错误（“13800000004”）",
+                       "服务对象 第13–24行 干部手机号：见 干部 第5行的错误（“13800000004”）",
+                       "窗口 第2行 在岗干部手机号：见 干部 第5行的错误（“13800000004”）"]
+    assert not any("找不到手机号" in line for line in err)
+
+
+def test_a_workbook_of_headers_only_deactivates_nothing_without_the_operators_consent(engine, tmp_path):
+    import_roster(engine, EXAMPLE)
+    before = snapshot(engine)
+    empty = write_book(tmp_path / "empty.xlsx", {sheet: [] for sheet in HEADERS})
+
+    with pytest.raises(RosterDeactivationRefused) as caught:
+        import_roster(engine, empty)
+
+    assert caught.value.sheets == [("单位", 3, 3), ("干部", 6, 6), ("联户", 20, 20), ("服务对象", 41, 41),
+                                   ("窗口", 2, 2)]
+    assert "联户：将停用 20 条，占现有在册 20 条的 100%" in str(caught.value)
+    assert snapshot(engine) == before
+
+
+def test_deactivating_up_to_the_share_goes_through_and_beyond_it_stops(engine, rows, tmp_path):
+    import_roster(engine, EXAMPLE)
+    before = snapshot(engine)
+    rows["联户"] = rows["联户"][:10]  # 10 of 20 households dropped: exactly half
+
+    report = import_roster(engine, write_book(tmp_path / "half.xlsx", rows), max_deactivate_share=0.5)
+    assert counts(report)["联户"] == (0, 0, 10, 10)
+
+    rows["联户"] = rows["联户"][:4]  # 6 of the 10 still active: more than half
+    with pytest.raises(RosterDeactivationRefused) as caught:
+        import_roster(engine, write_book(tmp_path / "fewer.xlsx", rows), max_deactivate_share=0.5)
+    assert caught.value.sheets == [("联户", 6, 10)]
+    assert snapshot(engine) != before  # the first import did change things ...
+    with session_scope(engine) as session:  # ... and the refused one nothing: 10 still active
+        assert sum(h.active for h in session.exec(select(Household)).all()) == 10
+
+
+def test_the_cli_stops_with_exit_2_and_deactivates_with_allow_deactivate(engine, tmp_path, monkeypatch, capsys,
+                                                                        database_url):
+    import_roster(engine, EXAMPLE)
+    before = snapshot(engine)
+    empty = write_book(tmp_path / "empty.xlsx", {sheet: [] for sheet in HEADERS})
+
+    assert _cli(monkeypatch, database_url, "import-roster", "--quiet", str(empty)) == 2
+    err = capsys.readouterr().err
+    assert "未写入任何数据" in err and "干部：将停用 6 条，占现有在册 6 条的 100%" in err
+    assert "ROSTER_MAX_DEACTIVATE_SHARE" in err and "--allow-deactivate" in err
+    assert snapshot(engine) == before
+
+    monkeypatch.setenv("ROSTER_MAX_DEACTIVATE_SHARE", "1")  # the setting raises the share for everyone
+    assert _cli(monkeypatch, database_url, "import-roster", "--quiet", str(empty)) == 0
+    assert "停用 20" in capsys.readouterr().out
+    import_roster(engine, EXAMPLE)  # back
+
+    assert _cli(monkeypatch, database_url, "import-roster", "--quiet", "--allow-deactivate", str(empty)) == 0
+    with session_scope(engine) as session:
+        assert not any(c.active for c in session.exec(select(Cadre)).all())
+
+
+def test_a_share_outside_0_to_1_is_an_operator_error(engine, tmp_path, monkeypatch, capsys, database_url):
+    monkeypatch.setenv("ROSTER_MAX_DEACTIVATE_SHARE", "1.5")
+    assert _cli(monkeypatch, database_url, "import-roster", "--quiet", str(EXAMPLE)) == 2
+    assert "roster_max_deactivate_share" in capsys.readouterr().err.lower()

@@ -41,12 +41,11 @@ from bot.config import Settings
 from bot.core.router import Router
 from bot.core.types import Inbound, Outcome, Reply
 from bot.core.unit_of_work import BeforeCommit, ConcurrentUpdate, Decline, UnitOfWork
-from storage.db import make_engine, session_scope, utcnow
+from storage.db import Clock, make_engine, session_scope, utcnow
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
-system_clock = utcnow  # the one clock; tests give the engine a settable one
+system_clock = utcnow  # the one clock (storage.db); tests give the engine a settable one
 
 __all__ = ["Engine", "ConcurrentUpdate", "Clock", "system_clock"]
 
@@ -117,7 +116,7 @@ class Engine:
     def _defer_now(self, inbound: Inbound, replies: list[Reply]) -> None:
         from sqlmodel import Session
 
-        from scheduler import outbox  # TODO(merge): the outbox's enqueue moves below the core
+        from bot.core import outbox
 
         now = self.clock()
         with self.db.connect() as conn, conn.begin():

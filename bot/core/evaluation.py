@@ -28,6 +28,7 @@ from sqlmodel import Session, select
 from bot import texts
 from bot.config import Settings
 from bot.core.dialogue import InputError, clean_text
+from bot.core.ledger import open_problem
 from bot.core.phones import normalize_phone
 from bot.core.workdays import work_calendar
 from storage.db import insert_ignore
@@ -37,7 +38,6 @@ from storage.models import (
     EvaluationCode,
     Problem,
     ProblemSource,
-    ProblemStatus,
     Rating,
     ServiceWindow,
     TargetKind,
@@ -302,11 +302,9 @@ def _ledger_problem(session: Session, target: Target, rating: Rating, now: datet
     problem = session.get(Problem, rating.problem_id) if rating.problem_id else None
     content = _problem_content(target, rating)
     if problem is None:
-        problem = Problem(source=ProblemSource.RATING, status=ProblemStatus.NEW, category=PROBLEM_CATEGORY,
-                          content=content, unit_id=target.unit_id, raiser_phone=rating.phone,
-                          created_at=now, updated_at=now)
-        session.add(problem)
-        session.flush()
+        problem = open_problem(session, source=ProblemSource.RATING, category=PROBLEM_CATEGORY, content=content,
+                               now=now, actor_label=texts.RATING_ACTOR, unit_id=target.unit_id,
+                               raiser_phone=rating.phone)
         rating.problem_id = problem.id
         session.add(rating)
     else:

@@ -26,8 +26,8 @@ from bot.config import Settings
 from bot.core.scope import in_scope, unit_scope
 from bot.core.workdays import work_calendar
 from bot.errors import UserError
-from scheduler.outbox import SEND_CHANNELS, enqueue, enqueue_for_cadre, existing_keys
-from storage.models import Cadre, Problem, ProblemEvent, ProblemStatus, Role, Unit
+from bot.core.outbox import SEND_CHANNELS, enqueue, enqueue_for_cadre, existing_keys
+from storage.models import Cadre, Problem, ProblemEvent, ProblemSource, ProblemStatus, Role, Unit
 
 ASSIGN, PROGRESS, CLOSE, ANSWER, REOPEN = "assign", "progress", "close", "answer", "reopen"
 SUPERVISOR, RESPONSIBLE, RAISER = "supervisor", "responsible", "raiser"
@@ -213,15 +213,45 @@ def _notify(session: Session, settings: Settings, problem: Problem, rule: Rule, 
                note=problem.answer)
 
 
-def create_complaint(session: Session, *, category: str, content: str, channel: str, user_id: str,
-                     name: str | None, phone: str | None, now: datetime) -> Problem:
-    """A problem reported in chat by anyone (三个一 channels): on the ledger as 待交办."""
-    problem = Problem(source="complaint", status=ProblemStatus.NEW, category=category, content=content,
-                      raiser_name=name, raiser_phone=phone, raiser_channel=channel, raiser_user_id=user_id,
-                      created_at=now, updated_at=now)
+# The states an item may be opened in: 待交办 (on the ledger), 当场解决 (a visit's difficulty solved
+# there and then), 已办结 (a hotline item that arrived already handled).
+OPENING_STATES = frozenset({ProblemStatus.NEW, ProblemStatus.SOLVED_ON_SPOT, ProblemStatus.CLOSED})
+
+
+def open_problem(session: Session, *, source: ProblemSource, category: str, content: str, now: datetime,
+                 actor: Cadre | None = None, actor_label: str | None = None,
+                 status: ProblemStatus = ProblemStatus.NEW, note: str | None = None,
+                 unit_id: int | None = None, household_id: int | None = None, visit_id: int | None = None,
+                 service_object_id: int | None = None, remit: str | None = None,
+                 raiser_name: str | None = None, raiser_phone: str | None = None,
+                 raiser_channel: str | None = None, raiser_user_id: str | None = None,
+                 responsible_unit_id: int | None = None, result: str | None = None,
+                 hotline_status: str | None = None, item_note: str | None = None) -> Problem:
+    """Opens an item on the ledger (登记), from any source, and writes its creation to the history.
+
+    The one place a ``Problem`` row is created: a visit's difficulty, an everyday contact, a service
+    object, a 差评, a ``/report`` complaint and a hotline import all come here. ``actor`` is the cadre
+    who took it in (they become ``raised_by`` and, unless ``unit_id`` says otherwise, their unit is
+    the item's); without one, ``actor_label`` names who it was (群众, 热线导入). ``note`` goes on the
+    history entry, ``item_note`` is the item's own 备注.
+    """
+    status = ProblemStatus(status)
+    if status not in OPENING_STATES:
+        raise ValueError(f"a problem cannot be opened as {status!r}")
+    problem = Problem(source=ProblemSource(source), status=status, category=category, content=content,
+                      household_id=household_id, visit_id=visit_id, service_object_id=service_object_id,
+                      remit=remit, raised_by_cadre_id=actor.id if actor else None,
+                      unit_id=unit_id if unit_id is not None else (actor.unit_id if actor else None),
+                      raiser_name=raiser_name, raiser_phone=raiser_phone, raiser_channel=raiser_channel,
+                      raiser_user_id=raiser_user_id, responsible_unit_id=responsible_unit_id, result=result,
+                      closed_at=now if status == ProblemStatus.CLOSED else None, hotline_status=hotline_status,
+                      note=item_note, created_at=now, updated_at=now)
     session.add(problem)
-    session.flush()
-    record(session, problem, action="create", actor=None, actor_label=texts.RAISER_LABEL, from_status=None, now=now)
+    session.flush()  # the caller shows the item's number
+    # Not ``record``: nothing needs this entry's id, so it is written with the commit, not flushed now.
+    session.add(ProblemEvent(problem_id=problem.id, at=now, actor_cadre_id=actor.id if actor else None,
+                             actor=actor_label or (actor.name if actor else "系统"), action="create",
+                             from_status=None, to_status=problem.status, note=note))
     return problem
 
 

@@ -7,5 +7,5 @@
     commands   /export and /ranking in chat (the spot-check flow is bot.core.flows.spotcheck)
     cli        the operator commands: export, ranking, spot-check, import-hotline
 
-The hotline import (12345/89000 items in the 附件5 layout) is storage.hotline.
+The hotline import (12345/89000 items in the 附件5 layout) is bot.imports.hotline.
 """

@@ -40,7 +40,7 @@ def _engine(settings: Settings):
 
 
 def _now():
-    from bot.core.engine import system_clock
+    from storage.db import utcnow as system_clock
 
     return system_clock()
 
@@ -71,7 +71,7 @@ def _unit(session, name: str | None):
 @_refusing
 def cmd_import_hotline(args, settings: Settings) -> int:
     """Imports 12345/89000 hotline items (附件5 layout) onto the ledger, all or nothing."""
-    from storage.hotline import HotlineError, import_hotline
+    from bot.imports.hotline import HotlineError, import_hotline
 
     engine = _engine(settings)
     try:

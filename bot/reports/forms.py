@@ -41,7 +41,7 @@ from bot import texts
 from bot.config import Settings
 from bot.core.periods import half_bounds, half_label
 from bot.core.types import File
-from storage.hotline import handling
+from bot.imports.hotline import handling
 from storage.models import AreaKind, Cadre, Household, Problem, ProblemSource, ServiceObject, Unit, Visit
 
 FORMS = (1, 2, 3, 4, 5)

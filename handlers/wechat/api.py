@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine as DbEngine
 from sqlmodel import select
 
 from bot.config import Settings
-from bot.core.engine import system_clock
+from storage.db import utcnow as system_clock
 from bot.errors import ServiceError
 from storage.db import insert_ignore, session_scope
 from storage.models import WeChatAccessToken

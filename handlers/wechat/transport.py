@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine as DbEngine
 
 from bot import texts
 from bot.config import Settings
-from bot.core.engine import system_clock
+from storage.db import utcnow as system_clock
 from handlers.wechat.api import WeChatApi, WeChatApiError
 from handlers.wechat.channel import CHANNEL, fit
 from scheduler.outbox import Claimed

@@ -11,9 +11,9 @@ from bot import texts
 from bot.core.dialogue import Context, Flow, InputError, Step
 from bot.core.feature import Feature, Menu
 from bot.core.progress import households_with_status
-from bot.core.ledger import record
+from bot.core.ledger import open_problem
 from bot.core.survey import CATEGORIES, categories_for
-from storage.models import EverydayContact, Household, Problem, ProblemSource, ProblemStatus, Role
+from storage.models import EverydayContact, Household, ProblemSource, Role
 
 NO_HOUSEHOLD = "__none__"
 NO_PROBLEM = "__no_problem__"
@@ -93,16 +93,11 @@ class ContactFlow(Flow):
         ctx.say(texts.CONTACT_SAVED.format(kind=texts.CONTACT_KINDS[d["kind"]], who=who, count=count))
         if d.get("category"):
             household = ctx.session.get(Household, d["household"]) if d.get("household") else None
-            problem = Problem(source=ProblemSource.CONTACT, status=ProblemStatus.NEW, category=d["category"],
-                              content=d["content"], household_id=household.id if household else None,
-                              raised_by_cadre_id=ctx.cadre.id, unit_id=ctx.cadre.unit_id,
-                              raiser_name=household.name if household else None,
-                              raiser_phone=household.phone if household else None, created_at=ctx.now,
-                              updated_at=ctx.now)
-            ctx.session.add(problem)
-            ctx.session.flush()
-            record(ctx.session, problem, action="create", actor=ctx.cadre, actor_label=None, from_status=None,
-                   now=ctx.now)
+            problem = open_problem(ctx.session, source=ProblemSource.CONTACT, category=d["category"],
+                                   content=d["content"], now=ctx.now, actor=ctx.cadre,
+                                   household_id=household.id if household else None,
+                                   raiser_name=household.name if household else None,
+                                   raiser_phone=household.phone if household else None)
             ctx.say(texts.VISIT_PROBLEM_LEDGER.format(id=problem.id))
 
 

@@ -21,7 +21,7 @@ from bot.core.feature import Feature
 from bot.core.phones import mask, normalize_phone
 from bot.core.scope import unit_scope
 from bot.core.survey import CATEGORIES
-from storage.models import Cadre, Problem, ProblemStatus, Role, Unit
+from storage.models import Cadre, Problem, ProblemSource, ProblemStatus, Role, Unit
 
 S = ProblemStatus
 HISTORY = "__history__"
@@ -59,7 +59,10 @@ def details(ctx: Context, p: Problem, *, show_phone: bool) -> str:
     if p.raiser_name or p.raiser_phone:
         phone = (p.raiser_phone if show_phone else mask(p.raiser_phone)) if p.raiser_phone else ""
         lines.append(texts.LEDGER_DETAIL_RAISER.format(name=p.raiser_name or "", phone=phone))
-    if unit is not None:
+    if unit is not None and p.responsible_a_id is None:
+        # Named by its source (a hotline file's 责任单位) but never assigned here: no slip, no posts.
+        lines.append(texts.LEDGER_DETAIL_UNIT_UNASSIGNED.format(unit=unit.name))
+    elif unit is not None:
         lines.append(texts.LEDGER_DETAIL_ASSIGNED.format(
             slip=ledger.slip_number(p), unit=unit.name, a=names.get(p.responsible_a_id, "?"),
             b=names.get(p.responsible_b_id, "?"), deadline=p.deadline.isoformat() if p.deadline else "—"))
@@ -371,10 +374,11 @@ class ReportFlow(Flow):
 
     def finish(self, ctx: Context) -> None:
         d = ctx.data
-        problem = ledger.create_complaint(ctx.session, category=d["category"], content=d["content"],
-                                          channel=ctx.inbound.channel, user_id=ctx.inbound.user_id,
-                                          name=(ctx.inbound.display_name or "")[:50] or None, phone=d.get("phone"),
-                                          now=ctx.now)
+        problem = ledger.open_problem(ctx.session, source=ProblemSource.COMPLAINT, category=d["category"],
+                                      content=d["content"], now=ctx.now, actor_label=texts.RAISER_LABEL,
+                                      raiser_name=(ctx.inbound.display_name or "")[:50] or None,
+                                      raiser_phone=d.get("phone"), raiser_channel=ctx.inbound.channel,
+                                      raiser_user_id=ctx.inbound.user_id)
         days = ctx.settings.ledger_deadline_days.get("complaint", 5)
         ctx.say(texts.REPORT_SAVED.format(id=problem.id, days=days))
 

@@ -13,9 +13,9 @@ from sqlmodel import select
 from bot import texts
 from bot.core.dialogue import Context, Flow, InputError, Step
 from bot.core.feature import Feature
-from bot.core.ledger import record
+from bot.core.ledger import open_problem
 from bot.core.survey import CATEGORIES
-from storage.models import Problem, ProblemSource, ProblemStatus, Role, ServiceObject
+from storage.models import ProblemSource, Role, ServiceObject
 
 NONE = "__none__"
 REMITS = ("行业领域", "公共方面")
@@ -77,14 +77,9 @@ class ServiceObjectFlow(Flow):
         if not d.get("remit"):
             ctx.say(texts.OBJECT_SAVED_NO_PROBLEM.format(name=obj.name))
             return
-        problem = Problem(source=ProblemSource.SERVICE_OBJECT, status=ProblemStatus.NEW, category=d["category"],
-                          content=d["content"], service_object_id=obj.id, remit=d["remit"],
-                          raised_by_cadre_id=ctx.cadre.id, unit_id=ctx.cadre.unit_id, raiser_name=obj.name,
-                          raiser_phone=obj.phone, created_at=ctx.now, updated_at=ctx.now)
-        ctx.session.add(problem)
-        ctx.session.flush()
-        record(ctx.session, problem, action="create", actor=ctx.cadre, actor_label=None, from_status=None,
-               now=ctx.now)
+        problem = open_problem(ctx.session, source=ProblemSource.SERVICE_OBJECT, category=d["category"],
+                               content=d["content"], now=ctx.now, actor=ctx.cadre, service_object_id=obj.id,
+                               remit=d["remit"], raiser_name=obj.name, raiser_phone=obj.phone)
         ctx.say(texts.OBJECT_SAVED.format(name=obj.name, remit=d["remit"], id=problem.id))
 
 

@@ -16,6 +16,7 @@ from bot import texts
 from bot.core import evidence
 from bot.core.dialogue import Context, Flow, InputError, Step
 from bot.core.feature import Feature, Menu
+from bot.core.ledger import open_problem
 from bot.core.progress import cadre_progress, households_with_status
 from bot.core.survey import Question, categories_for, load_survey
 from bot.core.types import Location
@@ -225,14 +226,12 @@ class VisitFlow(Flow):
         progress = cadre_progress(ctx.db, ctx.cadre, ctx.half)
         lines.append(texts.VISIT_SAVED.format(done=progress.visited, total=progress.assigned))
         if d.get("category"):
-            problem = Problem(
-                source=ProblemSource.VISIT,
+            problem = open_problem(
+                ctx.session, source=ProblemSource.VISIT, category=d["category"], content=d["content"],
+                now=ctx.now, actor=ctx.cadre,
                 status=ProblemStatus.SOLVED_ON_SPOT if d.get("solved") else ProblemStatus.NEW,
-                category=d["category"], content=d["content"], household_id=household.id, visit_id=visit.id,
-                raised_by_cadre_id=ctx.cadre.id, unit_id=ctx.cadre.unit_id, raiser_name=household.name,
-                raiser_phone=household.phone, created_at=ctx.now, updated_at=ctx.now)
-            ctx.session.add(problem)
-            ctx.session.flush()
+                household_id=household.id, visit_id=visit.id, raiser_name=household.name,
+                raiser_phone=household.phone)
             lines.append((texts.VISIT_PROBLEM_SOLVED if d.get("solved") else texts.VISIT_PROBLEM_LEDGER)
                          .format(id=problem.id))
         ctx.say("\n".join(lines))

@@ -36,10 +36,11 @@ from sqlmodel import Session, select
 from tqdm import tqdm
 
 from bot import texts
+from bot.core.ledger import open_problem
 from bot.core.phones import normalize_phone
 from storage.db import session_scope, utcnow
-from storage.models import Problem, ProblemEvent, ProblemSource, ProblemStatus, Unit
-from storage.roster import RosterError, RosterIssue, _decode_csv, _header_key, _text
+from bot.imports.roster import RosterError, RosterIssue, _decode_csv, _header_key, _text
+from storage.models import Problem, ProblemSource, ProblemStatus, Unit
 
 NAME, PHONE, CONTENT, HANDLED, UNIT, NOTE = texts.REPORT_FORMS[5]["columns"]
 REQUIRED = (PHONE, CONTENT, UNIT)  # a caller may stay anonymous; the number is how they hear back
@@ -244,15 +245,12 @@ def _write(session: Session, items: list[_Item], report: HotlineReport, now: dat
         problem = existing.get(_key(item.name, item.phone, item.content))
         if problem is None:
             done = bool(item.handled and _DONE.match(item.handled))
-            problem = Problem(source=ProblemSource.HOTLINE, status=ProblemStatus.CLOSED if done else ProblemStatus.NEW,
-                              category=texts.HOTLINE_CATEGORY, content=item.content, raiser_name=item.name,
-                              raiser_phone=item.phone, responsible_unit_id=item.unit_id, hotline_status=item.handled,
-                              note=item.note, result=item.handled if done else None, closed_at=now if done else None,
-                              created_at=now, updated_at=now)
-            session.add(problem)
-            session.flush()
-            session.add(ProblemEvent(problem_id=problem.id, at=now, actor=texts.HOTLINE_IMPORT_ACTOR, action="create",
-                                     from_status=None, to_status=problem.status, note=item.handled))
+            problem = open_problem(session, source=ProblemSource.HOTLINE, category=texts.HOTLINE_CATEGORY,
+                                   content=item.content, now=now, actor_label=texts.HOTLINE_IMPORT_ACTOR,
+                                   status=ProblemStatus.CLOSED if done else ProblemStatus.NEW, note=item.handled,
+                                   raiser_name=item.name, raiser_phone=item.phone,
+                                   responsible_unit_id=item.unit_id, hotline_status=item.handled,
+                                   result=item.handled if done else None, item_note=item.note)
             existing[_key(item.name, item.phone, item.content)] = problem
             report.created += 1
             continue

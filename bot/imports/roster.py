@@ -5,7 +5,13 @@ any row is wrong.
 Rows in the database that the file no longer lists are deactivated, never deleted: visits,
 contacts and problems still point at them. A unit or cadre that the file does not list but that
 its rows still refer to (a cadre's 单位, a household's 干部手机号) stays active, since deactivating
-it would orphan the rows that were just imported.
+it would orphan the rows that were just imported. An import that would deactivate more than
+``max_deactivate_share`` of a sheet's active rows stops with ``RosterDeactivationRefused`` and
+writes nothing, unless the operator allows it (``import-roster --allow-deactivate``).
+
+A row whose parent row is itself wrong (a household or service object assigned to a cadre whose
+干部 row has an invalid mobile) is not an error of its own: the rows of one such parent are
+reported once, together, pointing at the parent's error (``联户 第3–26行 干部手机号：见 干部 第5行的错误``).
 """
 
 from __future__ import annotations
@@ -89,15 +95,33 @@ class RosterIssue:
     row: int | None
     column: str | None
     reason: str
+    rows: tuple[int, ...] = ()  # several rows reported together (``row`` is the first of them)
 
     def __str__(self) -> str:
         head = self.sheet
-        if self.row:
+        if self.rows:
+            head += f" 第{_row_ranges(self.rows)}行"
+        elif self.row:
             head += f" 第{self.row}行"
         if self.column:
             head += f" {self.column}"
         head = head.strip()
         return f"{head}：{self.reason}" if head else self.reason
+
+
+def _row_ranges(rows: Iterable[int]) -> str:
+    """3, 4, 5, 9, 12, 13 -> "3–5、9、12–13"."""
+    parts: list[str] = []
+    ordered = sorted(set(rows))
+    start = prev = ordered[0]
+    for row in ordered[1:] + [None]:
+        if row is not None and row == prev + 1:
+            prev = row
+            continue
+        parts.append(str(start) if start == prev else f"{start}–{prev}")
+        if row is not None:
+            start = prev = row
+    return "、".join(parts)
 
 
 def _issue_order(issue: RosterIssue) -> tuple[int, int]:
@@ -116,6 +140,25 @@ class RosterError(CommandInputError):
     def __str__(self) -> str:
         lines = [f"名册有 {len(self.issues)} 处错误，未导入任何数据："]
         lines += [str(issue) for issue in self.issues]
+        return "\n".join(lines)
+
+
+class RosterDeactivationRefused(Exception):
+    """The file would deactivate more than the allowed share of a sheet's active rows (a workbook
+    with its headers and no rows, a sheet pasted short); nothing was written. ``sheets`` holds
+    (sheet, rows it would deactivate, rows active now) for each sheet over the share."""
+
+    def __init__(self, sheets: list[tuple[str, int, int]], share: float):
+        self.sheets, self.share = sheets, share
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        lines = ["导入已停止，未写入任何数据：这份名册会停用过多在册记录——"]
+        lines += [f"  {sheet}：将停用 {gone} 条，占现有在册 {active} 条的 {gone / active:.0%}"
+                  for sheet, gone, active in self.sheets]
+        lines.append(f"允许的上限是每张表 {self.share:.0%}（设置 ROSTER_MAX_DEACTIVATE_SHARE）。"
+                     "请检查名册是否完整（是否只有表头、漏了行或工作表）；"
+                     "若确要停用这些记录，请加 --allow-deactivate 重新导入。")
         return "\n".join(lines)
 
 
@@ -410,12 +453,26 @@ def _optional(value: str | None) -> str | None:
     return value or None
 
 
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: a mobile with a digit dropped, added or mistyped is 1 away."""
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i]
+        for j, cb in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
 class _Checker:
     def __init__(self, data: RosterData, existing: _Existing, minimum: int, bar: tqdm):
         self.data, self.existing, self.minimum, self.bar = data, existing, minimum, bar
         self.plan = _Plan(errors=list(data.issues))
         self.cadre_units: dict[str, str] = {}  # cadre mobile -> unit name, for the per-unit check
         self.listed_cadres: set[str] = set()
+        self.bad_cadres: list[tuple[int, str]] = []  # (row, digits) of 干部 rows whose mobile is invalid
+        # Rows pointing at such a row, reported once per (sheet, column, parent row, value): their rows.
+        self.follow_on: dict[tuple[str, str, int, str], list[int]] = defaultdict(list)
 
     def error(self, sheet: str, row: int, column: str | None, reason: str) -> None:
         self.plan.errors.append(RosterIssue(sheet, row, column, reason))
@@ -449,7 +506,8 @@ class _Checker:
             return None
         mobile = normalize_mobile(raw)
         if mobile is None:
-            self.error(sheet, row, column, f"不是有效的手机号（“{raw}”）")
+            if not self.after_bad_parent(sheet, row, column, raw):
+                self.error(sheet, row, column, f"不是有效的手机号（“{raw}”）")
             return None
         if mobile in self.listed_cadres:
             return mobile
@@ -462,8 +520,27 @@ class _Checker:
             self.plan.kept_units.add(unit_name)
             self.cadre_units[mobile] = unit_name
             return mobile
-        self.error(sheet, row, column, f"找不到手机号为 {mobile} 的干部：“干部”表中没有，系统里也没有在册的")
+        if not self.after_bad_parent(sheet, row, column, mobile):
+            self.error(sheet, row, column, f"找不到手机号为 {mobile} 的干部：“干部”表中没有，系统里也没有在册的")
         return None
+
+    def after_bad_parent(self, sheet: str, row: int, column: str, value: str) -> bool:
+        """A cadre reference that resolves to nothing, while a 干部 row's mobile is invalid and (within
+        two digits) this one: kept to be reported with that row's error, once. False if no such row."""
+        digits = re.sub(r"\D", "", value)
+        if not digits or not self.bad_cadres:
+            return False
+        distance, parent = min((_edit_distance(digits, bad), parent) for parent, bad in self.bad_cadres)
+        if distance > 2:
+            return False
+        self.follow_on[(sheet, column, parent, value)].append(row)
+        return True
+
+    def report_follow_on(self) -> None:
+        for (sheet, column, parent, value), rows in self.follow_on.items():
+            self.plan.errors.append(RosterIssue(
+                sheet, rows[0], column, f"见 干部 第{parent}行的错误（“{value}”）",
+                rows=tuple(rows) if len(rows) > 1 else ()))
 
     def run(self) -> _Plan:
         self.check_units()
@@ -471,6 +548,7 @@ class _Checker:
         households_of = self.check_households()
         object_counts = self.check_objects(households_of)
         self.check_windows()
+        self.report_follow_on()
         self.warn_minimum(object_counts)
         return self.plan
 
@@ -503,6 +581,7 @@ class _Checker:
             mobile = normalize_mobile(r.mobile) if r.mobile else None
             if r.mobile and mobile is None:
                 self.error(CADRES, r.row, "手机号", f"不是有效的手机号（“{r.mobile}”）")
+                self.bad_cadres.append((r.row, re.sub(r"\D", "", r.mobile)))
             role = _ROLES.get(r.role.lower()) if r.role else Role.CADRE
             if role is None:
                 self.error(CADRES, r.row, "角色", f"只能填 干部、主管、作风办 或 管理员（“{r.role}”）")
@@ -779,13 +858,23 @@ def _write_windows(session: Session, plan: _Plan, existing: _Existing, unit_ids:
     session.flush()
 
 
-def import_roster(engine: Engine, path: str | Path, *, minimum: int = 10, progress: bool = False) -> ImportReport:
+def _active_counts(existing: _Existing) -> dict[str, int]:
+    return {sheet: sum(1 for row in rows.values() if row.active) for sheet, rows in (
+        (UNITS, existing.units), (CADRES, existing.cadres), (HOUSEHOLDS, existing.households),
+        (OBJECTS, existing.objects), (WINDOWS, existing.windows))}
+
+
+def import_roster(engine: Engine, path: str | Path, *, minimum: int = 10, progress: bool = False,
+                  max_deactivate_share: float | None = 0.5) -> ImportReport:
     """Reads, checks and imports the roster in one transaction. Raises ``RosterError`` listing every
-    problem, having written nothing, when the file has any error."""
+    problem, having written nothing, when the file has any error; ``RosterDeactivationRefused``,
+    having written nothing, when it would deactivate more than ``max_deactivate_share`` of a sheet's
+    active rows (None: any share, the operator confirmed)."""
     data = read_roster(path)
     report = ImportReport(source=str(path))
     with session_scope(engine) as session:
         existing = _Existing.load(session)
+        active_before = _active_counts(existing)
         with _bar(data.row_count, "校验名册", progress) as bar:
             plan = _Checker(data, existing, minimum, bar).run()
         if plan.errors:
@@ -793,5 +882,10 @@ def import_roster(engine: Engine, path: str | Path, *, minimum: int = 10, progre
         plan.windows_listed = data.windows_listed
         with _bar(plan.row_count, "写入数据库", progress) as bar:
             _write(session, plan, existing, report, bar)
+        if max_deactivate_share is not None:
+            over = [(sheet, counts.deactivated, active_before[sheet]) for sheet, counts in report.by_sheet.items()
+                    if counts.deactivated and counts.deactivated > max_deactivate_share * active_before[sheet]]
+            if over:
+                raise RosterDeactivationRefused(over, max_deactivate_share)  # rolls the writes back
     report.warnings = plan.warnings
     return report
