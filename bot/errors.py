@@ -27,8 +27,8 @@ from there, and each is re-exported here)::
     │   │       ├── HolidayFileError  bot.core.workdays: HOLIDAY_FILE
     │   │       └── FontNotFound      bot.fonts: CARD_FONT, or no Chinese font on the system
     │   └── CommandInputError         a file or argument given to one command is wrong (exit 1)
-    │       ├── RosterError           storage.roster: the roster's rows, every issue listed
-    │       │   └── HotlineError      storage.hotline: the hotline file's rows
+    │       ├── RosterError           bot.imports.roster: the roster's rows, every issue listed
+    │       │   └── HotlineError      bot.imports.hotline: the hotline file's rows
     │       ├── CardError             bot.cards: the card filters or settings do not allow printing
     │       ├── QrLimitReached        handlers.wechat.account: WECHAT_QR_LIMIT would be passed
     │       └── CommandRefused        bot.reports.cli: a bad --half, --form or --unit
@@ -101,8 +101,8 @@ _LEAVES = {
     "SurveyFileError": ("bot.core.survey", "SurveyFileError"),
     "HolidayFileError": ("bot.core.workdays", "HolidayFileError"),
     "FontNotFound": ("bot.fonts", "FontNotFound"),
-    "RosterError": ("storage.roster", "RosterError"),
-    "HotlineError": ("storage.hotline", "HotlineError"),
+    "RosterError": ("bot.imports.roster", "RosterError"),
+    "HotlineError": ("bot.imports.hotline", "HotlineError"),
     "CardError": ("bot.cards.job", "CardError"),
     "QrLimitReached": ("handlers.wechat.account", "QrLimitReached"),
     "CommandRefused": ("bot.reports.cli", "CommandRefused"),

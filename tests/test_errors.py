@@ -134,8 +134,8 @@ def test_the_tree_is_what_its_docstring_draws():
     from handlers.wechat import crypto
     from handlers.wechat.account import QrLimitReached
     from handlers.wechat.api import WeChatApiError
-    from storage.hotline import HotlineError
-    from storage.roster import RosterError
+    from bot.imports.hotline import HotlineError
+    from bot.imports.roster import RosterError
 
     drawn = {}  # each class of the drawing, by name, with its parent: the indentation says which
     stack: list[tuple[int, str]] = []
