@@ -18,7 +18,6 @@ from functools import partial
 from datetime import datetime, timezone
 from typing import Callable
 
-from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Engine as DbEngine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
@@ -36,37 +35,12 @@ from bot.core.flows.visit import VisitFlow
 from bot.core.survey import load_survey
 from bot.core.types import Inbound, Outcome, Reply
 from storage.db import make_engine
-from storage.models import DialogueState, ProcessedInbound, Role
-from storage.prepared import Prepared
+from storage.models import Role
+from storage import hot
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-
-
-_state = DialogueState.__table__
-_events = ProcessedInbound.__table__
-# The statements every event runs, compiled once (storage/prepared.py says why).
-_RECORD_EVENT = Prepared(lambda insert: insert(_events).values(
-    channel=bindparam("channel"), event_key=bindparam("event_key"),
-    created_at=bindparam("created_at", type_=_events.c.created_at.type)).on_conflict_do_nothing().returning(_events.c.channel))
-_CREATE_STATE = Prepared(lambda insert: insert(_state).values(
-    channel=bindparam("channel"), external_user_id=bindparam("user_id"), flow=None, step=None,
-    data=bindparam("data", type_=_state.c.data.type), version=0,
-    updated_at=bindparam("updated_at", type_=_state.c.updated_at.type)).on_conflict_do_nothing())
-_EVENT_SEEN = Prepared(select(_events.c.channel).where(_events.c.channel == bindparam("channel"),
-                                                      _events.c.event_key == bindparam("event_key")))
-# FOR UPDATE locks the row on PostgreSQL; SQLite has no row locks (BEGIN IMMEDIATE took the database).
-_LOAD_STATE = Prepared(select(_state.c.flow, _state.c.step, _state.c.data, _state.c.version)
-                       .where(_state.c.channel == bindparam("channel"), _state.c.external_user_id == bindparam("user_id"))
-                       .with_for_update())
-# The version check that makes a lost race visible (the row changed under us).
-_SAVE_STATE = Prepared(update(_state)
-                       .where(_state.c.channel == bindparam("b_channel"), _state.c.external_user_id == bindparam("b_user"),
-                              _state.c.version == bindparam("b_version"))
-                       .values(flow=bindparam("flow"), step=bindparam("step"), data=bindparam("data", type_=_state.c.data.type),
-                               version=bindparam("version"),
-                               updated_at=bindparam("updated_at", type_=_state.c.updated_at.type)))
 
 
 # Flows whose steps read a whole unit's or the city's data (the spot-check: the draw, the open
@@ -88,13 +62,12 @@ def system_clock() -> datetime:
 
 def _record_event(conn, inbound: Inbound, now: datetime) -> bool:
     """Records the event's key; False if it was there already (a redelivery)."""
-    return inbound.event_key is None or _RECORD_EVENT.first(
-        conn, channel=inbound.channel, event_key=inbound.event_key[:100], created_at=now) is not None
+    return inbound.event_key is None or hot.record_event(conn, inbound.channel, inbound.event_key[:100], now)
 
 
-def _dialogue(row: dict) -> Dialogue:
+def _dialogue(row: hot.StateRow) -> Dialogue:
     # The row's data was decoded from JSON just now: a fresh object, the dialogue's own to change.
-    return Dialogue(row["flow"], row["step"], row["data"] or {}, row["version"])
+    return Dialogue(row.flow, row.step, row.data or {}, row.version)
 
 
 def _session_opener(conn, sessions: list[Session]) -> Callable[[], Session]:
@@ -303,10 +276,9 @@ class Engine:
             driver = conn.connection.driver_connection
             driver.execute("PRAGMA query_only = ON")
             try:
-                if inbound.event_key is not None and _EVENT_SEEN.first(
-                        conn, channel=inbound.channel, event_key=inbound.event_key[:100]) is not None:
+                if inbound.event_key is not None and hot.event_seen(conn, inbound.channel, inbound.event_key[:100]):
                     return Outcome(duplicate=True)
-                row = _LOAD_STATE.first(conn, channel=inbound.channel, user_id=inbound.user_id)
+                row = hot.load_state(conn, inbound.channel, inbound.user_id)
                 dialogue = _dialogue(row) if row is not None else Dialogue(None, None, {}, 0)
                 if inbound.command is None and dialogue.flow is not None:
                     raise _Decline()
@@ -325,7 +297,7 @@ class Engine:
         with self.db.connect() as conn, conn.begin():
             if not _record_event(conn, inbound, now):
                 return Outcome(duplicate=True)
-            version = self._load_state(conn, inbound, now)["version"]
+            version = self._load_state(conn, inbound, now).version
             changed = dialogue.snapshot() != before
             # The user's dialogue moved on meanwhile: what was said about it (a flow's question
             # shown again, buttons) is out of date. A plain export or ranking is not.
@@ -343,7 +315,7 @@ class Engine:
         if not _record_event(conn, inbound, now):
             return Outcome(duplicate=True)
         row = self._load_state(conn, inbound, now)
-        if inline and row["flow"] in LONG_FLOWS:
+        if inline and row.flow in LONG_FLOWS:
             raise _Decline()  # a step of a long flow: the transaction rolls back, the event key with it
         dialogue = _dialogue(row)
         before = dialogue.snapshot()
@@ -353,7 +325,7 @@ class Engine:
                           dialogue=dialogue, settings=self.settings, now=now,
                           cadre=binding.bound_cadre(conn, inbound.channel, inbound.user_id))
             self._route(ctx)
-            version = row["version"]
+            version = row.version
             _flush(sessions)
             if dialogue.snapshot() != before:
                 version = self._save_state(conn, inbound, dialogue, version, now)
@@ -363,18 +335,16 @@ class Engine:
 
     # -- state ---------------------------------------------------------------------------------
 
-    def _load_state(self, conn, inbound: Inbound, now: datetime) -> dict:
-        row = _LOAD_STATE.first(conn, channel=inbound.channel, user_id=inbound.user_id)
+    def _load_state(self, conn, inbound: Inbound, now: datetime) -> hot.StateRow:
+        row = hot.load_state(conn, inbound.channel, inbound.user_id)
         if row is None:
-            _CREATE_STATE.run(conn, channel=inbound.channel, user_id=inbound.user_id, data={},
-                                                 updated_at=now)
-            row = _LOAD_STATE.first(conn, channel=inbound.channel, user_id=inbound.user_id)
+            hot.create_state(conn, inbound.channel, inbound.user_id, now)
+            row = hot.load_state(conn, inbound.channel, inbound.user_id)
         return row
 
     def _save_state(self, conn, inbound: Inbound, dialogue: Dialogue, version: int, now: datetime) -> int:
-        changed = _SAVE_STATE.run(conn, b_channel=inbound.channel, b_user=inbound.user_id, b_version=version,
-                                  flow=dialogue.flow, step=dialogue.step, data=dialogue.data, version=version + 1,
-                                  updated_at=now)
+        changed = hot.save_state(conn, inbound.channel, inbound.user_id, expected_version=version,
+                                 flow=dialogue.flow, step=dialogue.step, data=dialogue.data, version=version + 1, now=now)
         if changed != 1:
             raise ConcurrentUpdate()
         return version + 1

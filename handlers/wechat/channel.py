@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy import bindparam, delete, insert, select
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -48,8 +47,7 @@ from bot.core.types import Inbound, Location, Outcome, Reply
 from handlers.wechat.crypto import MAX_BODY_BYTES, Cipher, Refused, check_signature, check_timestamp, parse_xml, \
     text_reply
 from scheduler import outbox
-from storage.models import WeChatReply, WeChatUser
-from storage.prepared import Prepared
+from storage import hot
 
 log = logging.getLogger(__name__)
 
@@ -181,29 +179,9 @@ def pack(messages: list[str], limit: int = MAX_TEXT_BYTES) -> list[str]:
     return out
 
 
-_users, _replies = WeChatUser.__table__, WeChatReply.__table__
-
-
-def _interaction_upsert(insert):
-    statement = insert(_users).values(openid=bindparam("openid"),
-                                      last_inbound_at=bindparam("now", type_=_users.c.last_inbound_at.type))
-    return statement.on_conflict_do_update(
-        index_elements=["openid"], set_={"last_inbound_at": statement.excluded.last_inbound_at},
-        where=_users.c.last_inbound_at < statement.excluded.last_inbound_at)
-
-
-_NOTE_INTERACTION = Prepared(_interaction_upsert)
-_STORE_REPLY = Prepared(insert(_replies).values(event_key=bindparam("event_key"), xml=bindparam("xml"),
-                                                created_at=bindparam("now", type_=_replies.c.created_at.type)))
-_PRUNE_REPLIES = Prepared(delete(_replies).where(_replies.c.created_at < bindparam("before",
-                                                                                  type_=_replies.c.created_at.type)))
-_CACHED_REPLY = Prepared(select(_replies.c.xml).where(_replies.c.event_key == bindparam("event_key")))
-
-
-def record_interaction(db, openid: str, now: datetime) -> None:
-    """Notes that the user wrote, clicked or scanned now: customer-service messages may follow for 48 h.
-    ``db``: a connection or a session, in the caller's transaction."""
-    _NOTE_INTERACTION.run(db, openid=openid, now=now)
+# The rows this channel keeps (interactions, answers for retries) are written by storage.hot; the
+# tests import record_interaction from here.
+record_interaction = hot.note_wechat_interaction
 
 
 class _Answer:
@@ -371,7 +349,7 @@ class WeChatChannel:
         key = inbound.event_key
         noted = self._noted.get(inbound.user_id)
         if noted is None or not timedelta(0) <= now - noted < INTERACTION_GRAIN:
-            record_interaction(ctx.db, inbound.user_id, now)
+            hot.note_wechat_interaction(ctx.db, inbound.user_id, now)
             answer.noted = now
         parts = pack([render(reply) for reply in outcome.replies])
         xml = None
@@ -382,16 +360,15 @@ class WeChatChannel:
             outbox.enqueue(ctx.session, key=f"wechat-reply:{key}:{i}", kind="reply", channel=CHANNEL,
                            recipient=inbound.user_id, body=text, now=now, settings=self.settings)
         # The core has just recorded this event key as new, so the key cannot exist here yet.
-        _STORE_REPLY.run(ctx.db, event_key=key[:100], xml=xml, now=now)
+        hot.store_wechat_reply(ctx.db, key[:100], xml, now)
         if random.randrange(PRUNE_ONE_IN) == 0:
-            _PRUNE_REPLIES.run(ctx.db, before=now - REPLY_TTL)
+            hot.prune_wechat_replies(ctx.db, now - REPLY_TTL)
         answer.xml = xml
 
     def cached(self, event_key: str) -> Cached | None:
         """The answer stored for an event key, if the event was answered."""
-        with self.core.db.connect() as conn, conn.begin():
-            row = _CACHED_REPLY.first(conn, event_key=event_key[:100])
-            return Cached(row["xml"]) if row is not None else None
+        row = hot.wechat_reply_committed(self.core.db, event_key[:100])
+        return Cached(row.xml) if row is not None else None
 
 
 def _log_late_failure(event_key: str, job: asyncio.Future) -> None:
