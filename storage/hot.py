@@ -155,8 +155,7 @@ def bound_cadre(db, channel: str, user_id: str) -> BoundCadre | None:
 
 # -- households and progress (bot/core/progress.py) ------------------------------------------------
 
-@dataclass(frozen=True)
-class HouseholdStatus:
+class HouseholdStatus(NamedTuple):
     id: int
     name: str
     address: str

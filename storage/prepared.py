@@ -92,7 +92,7 @@ class _Compiled:
     """One statement compiled for one dialect: the SQL text, how to build the driver's parameters
     from plain values, how to convert the result columns."""
 
-    __slots__ = ("sql", "positional", "names", "fixed", "bind_procs", "result_names", "result_procs", "plain")
+    __slots__ = ("sql", "positional", "names", "fixed", "bind_procs", "result_names", "result_procs", "conversions")
 
     def __init__(self, stmt: ClauseElement, dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
@@ -113,7 +113,8 @@ class _Compiled:
         columns = list(stmt.exported_columns) if hasattr(stmt, "exported_columns") else []
         self.result_names = tuple(col.key for col in columns)
         self.result_procs = tuple(col.type.dialect_impl(dialect).result_processor(dialect, None) for col in columns)
-        self.plain = all(proc is None for proc in self.result_procs)
+        # Only the columns that need converting are touched per row (SQLite's booleans, JSON, UTC).
+        self.conversions = tuple((i, proc) for i, proc in enumerate(self.result_procs) if proc is not None)
 
     def params(self, values: dict[str, Any]):
         procs = self.bind_procs
@@ -180,11 +181,16 @@ class Prepared(Generic[R]):
         finally:
             cursor.close()
         make = self.row
-        if compiled.plain:
+        conversions = compiled.conversions
+        if not conversions:
             return [make(*row) for row in fetched]
-        procs = compiled.result_procs
-        return [make(*[(proc(value) if proc is not None else value) for proc, value in zip(procs, row)])
-                for row in fetched]
+        out = []
+        for row in fetched:
+            values = list(row)
+            for i, proc in conversions:
+                values[i] = proc(values[i])
+            out.append(make(*values))
+        return out
 
     def first(self, conn: Connection | Session, **values: Any) -> R | None:
         rows = self.rows(conn, **values)
