@@ -24,8 +24,8 @@ from sqlalchemy.sql.dml import UpdateBase
 from bot.core.periods import half_of
 from storage import hot
 from storage.db import session_scope
-from storage.models import (Cadre, DialogueState, EverydayContact, Household, ProblemStatus, ProcessedInbound,
-                            WeChatReply, WeChatUser)
+from storage.models import (Cadre, ChatAccount, DialogueState, EverydayContact, Household, ProblemStatus,
+                            ProcessedInbound, WeChatReply, WeChatUser)
 from storage.prepared import Prepared, UnsupportedStatement
 from tests.utils import bind, make_problem, make_roster, make_visit
 
@@ -79,7 +79,6 @@ def seed(db, clock) -> Seed:
         s.add(WeChatReply(event_key="r-inline", xml="<xml><Content>好</Content></xml>", created_at=now - timedelta(hours=2)))
         s.add(WeChatReply(event_key="r-outbox", xml=None, created_at=now - timedelta(minutes=1)))
     with session_scope(db) as s:
-        from storage.models import ChatAccount
         s.add(ChatAccount(channel="telegram", external_user_id="200", cadre_id=gone.id, bound_at=now, bound_by="code"))
     return Seed(now, half, roster.cadre.id, roster.supervisor.id, visited.id, quiet.id)
 
