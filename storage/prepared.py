@@ -28,6 +28,7 @@ PostgreSQL (psycopg) alike, not when an event first runs it:
 - a parameter computed at execution (``bindparam(callable_=...)``) or a column default filled in
   by SQLAlchemy's execution context (``Column(default=...)`` not given in ``values``);
 - a parameter name the driver cannot take as it is (escaped by SQLAlchemy: spaces, ``%``, ``.``);
+- execution options on the statement (they act in SQLAlchemy's execution, which is skipped);
 - a row type whose fields are not the statement's columns, in order.
 
 ``tests/test_hot_parity.py`` runs every registered statement both ways, fast and through
@@ -72,6 +73,9 @@ def _fields(row_type: type) -> tuple[str, ...]:
 
 def _refusal(stmt: ClauseElement, compiled) -> str | None:
     """Why the fast path cannot run this compiled statement, or None."""
+    options = stmt.get_execution_options() if hasattr(stmt, "get_execution_options") else {}
+    if options:
+        return f"execution options {sorted(options)} would be ignored on the driver's cursor"
     for name, bind in compiled.binds.items():
         if bind.expanding:
             return f"parameter {name!r} is an expanding IN (its SQL depends on the list); run it through SQLAlchemy"

@@ -226,6 +226,7 @@ class NameRow(NamedTuple):
     (select(_t.c.id).where(_t.c.name == bindparam("name", literal_execute=True)), "literal_execute"),
     (select(_t.c.id).where(_t.c.name == bindparam("name", callable_=lambda: "x")), "callable_"),
     (select(_t.c.id).where(_t.c.name == bindparam("the name")), "escaping"),
+    (select(_t.c.id).execution_options(yield_per=10), "execution options"),
     (insert(_t).values(name=bindparam("name")), "default"),  # kind's default comes from SQLAlchemy
     (lambda insert: insert(_t).values(name=bindparam("name")).on_conflict_do_nothing(), "default"),
 ])
