@@ -1,4 +1,4 @@
-"""Statements on the hot path, compiled once and run on the driver's own cursor.
+"""How a hot statement is run: compiled once per dialect, executed on the driver's own cursor.
 
 Every inbound chat event runs the same handful of statements (record the event id, lock and load
 the dialogue row, find the bound cadre, save the row). Through SQLAlchemy each of them costs
@@ -9,46 +9,116 @@ Core construct, compiled by the dialect in use, with the column types' own conve
 parameters and results: UTC datetimes, JSON, booleans, PostgreSQL's casts) and only skips the
 per-call machinery. It runs inside the caller's transaction, on the caller's connection.
 
-Errors come from the driver as they are (sqlite3.OperationalError, psycopg.errors...), not
-wrapped in SQLAlchemy's exceptions: nothing here catches them, the event's transaction rolls back.
+The statements themselves live in ``storage/hot.py``, each with its typed row; this module is the
+mechanism and the one place that knows what it reads of SQLAlchemy's compiler:
+
+- public API for what is run: ``SQLCompiler.construct_expanded_state`` (SQL text, parameter order
+  of positional styles, values fixed in the statement), ``compiled.binds`` and ``BindParameter``'s
+  flags, ``exported_columns`` (the columns of a SELECT or of RETURNING) and the types'
+  ``bind_processor``/``result_processor``;
+- attributes of ``SQLCompiler`` used only to refuse what the fast path cannot run
+  (``insert_prefetch``/``update_prefetch``, ``escaped_bind_names``), read in ``_refusal``.
+
+A statement the fast path cannot run exactly as SQLAlchemy would is refused when it is built
+(``UnsupportedStatement``, raised at import of the module that declares it), for SQLite and for
+PostgreSQL (psycopg) alike, not when an event first runs it:
+
+- an expanding ``IN`` (``col.in_([...])``, ``bindparam(..., expanding=True)``) or a parameter
+  rendered into the SQL at execution (``literal_execute=True``): the SQL text depends on the values;
+- a parameter computed at execution (``bindparam(callable_=...)``) or a column default filled in
+  by SQLAlchemy's execution context (``Column(default=...)`` not given in ``values``);
+- a parameter name the driver cannot take as it is (escaped by SQLAlchemy: spaces, ``%``, ``.``);
+- execution options on the statement (they act in SQLAlchemy's execution, which is skipped);
+- a row type whose fields are not the statement's columns, in order.
+
+``tests/test_hot_parity.py`` runs every registered statement both ways, fast and through
+``Connection.execute``, on SQLite and PostgreSQL, and compares what comes back; pyproject.toml pins
+SQLAlchemy to the minor versions that test passed on.
+
+Errors from the database come from the driver as they are (sqlite3.OperationalError,
+psycopg.errors...), not wrapped in SQLAlchemy's exceptions: nothing here catches them, the
+event's transaction rolls back.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import dataclasses
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ClauseElement
 
 from storage.db import dialect_insert
-from sqlalchemy.sql import ClauseElement
+
+R = TypeVar("R")
+
+# The dialects every statement is checked against when it is built (and the parity test runs on).
+CHECKED_DIALECTS = (sqlite.pysqlite.dialect(), postgresql.psycopg.dialect())
+
+
+class UnsupportedStatement(TypeError):
+    """A statement the fast path cannot run exactly as SQLAlchemy would; raised when it is built."""
+
+
+def _fields(row_type: type) -> tuple[str, ...]:
+    if dataclasses.is_dataclass(row_type):
+        return tuple(f.name for f in dataclasses.fields(row_type))
+    fields = getattr(row_type, "_fields", None)  # a NamedTuple
+    if fields is None:
+        raise UnsupportedStatement(f"row type {row_type.__name__} is neither a NamedTuple nor a dataclass")
+    return tuple(fields)
+
+
+def _refusal(stmt: ClauseElement, compiled) -> str | None:
+    """Why the fast path cannot run this compiled statement, or None."""
+    options = stmt.get_execution_options() if hasattr(stmt, "get_execution_options") else {}
+    if options:
+        return f"execution options {sorted(options)} would be ignored on the driver's cursor"
+    for name, bind in compiled.binds.items():
+        if bind.expanding:
+            return f"parameter {name!r} is an expanding IN (its SQL depends on the list); run it through SQLAlchemy"
+        if bind.literal_execute:
+            return f"parameter {name!r} is rendered into the SQL at execution (literal_execute)"
+        if bind.callable is not None:
+            return f"parameter {name!r} is computed at execution (callable_)"
+    if compiled.escaped_bind_names:
+        return f"parameter names {sorted(compiled.escaped_bind_names)} need escaping; rename them"
+    prefetch = [*getattr(compiled, "insert_prefetch", ()), *getattr(compiled, "update_prefetch", ())]
+    if prefetch:
+        return (f"columns {[c.key for c in prefetch]} take a default from SQLAlchemy's execution context; "
+                "give them in values()")
+    return None
 
 
 class _Compiled:
-    __slots__ = ("sql", "positional", "names", "fixed", "bind_procs", "result_names", "result_procs")
+    """One statement compiled for one dialect: the SQL text, how to build the driver's parameters
+    from plain values, how to convert the result columns."""
+
+    __slots__ = ("sql", "positional", "names", "fixed", "bind_procs", "result_names", "result_procs", "conversions")
 
     def __init__(self, stmt: ClauseElement, dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
-        self.sql: str = compiled.string
-        self.positional: bool = bool(compiled.positional)
-        # Bind names in the order the driver wants them (positional styles), or all of them.
-        self.names: Sequence[str] = tuple(compiled.positiontup) if self.positional else tuple(compiled.binds)
-        binds = compiled.binds
+        refusal = _refusal(stmt, compiled)
+        if refusal is not None:
+            raise UnsupportedStatement(f"{dialect.name}: {refusal}: {str(compiled)[:200]}")
+        required = {name for name, bind in compiled.binds.items() if bind.required}
+        # Public API: the SQL, the parameter order and the bind processors SQLAlchemy itself would use.
+        state = compiled.construct_expanded_state({name: None for name in required})
+        self.sql: str = state.statement
+        self.positional: bool = state.positiontup is not None
+        self.names: Sequence[str] = tuple(state.positiontup if self.positional else state.parameters)
         # Values written into the statement itself (``Cadre.active == True`` becomes a bind).
-        self.fixed = {name: bind.value for name, bind in binds.items()
-                      if not bind.required and bind.callable is None}
-        procs: dict[str, Callable[[Any], Any]] = {}
-        for name, bind in binds.items():
-            proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if proc is not None:
-                procs[name] = proc
-        self.bind_procs = procs
-        columns = list(getattr(stmt, "selected_columns", ()) or ())
-        returning = getattr(stmt, "_returning", None)
-        if not columns and returning:
-            columns = list(returning)
+        self.fixed = {name: value for name, value in state.parameters.items() if name not in required}
+        # ExpandedState.processors holds only those of expanded parameters: ask each bind's type.
+        procs = {name: bind.type.dialect_impl(dialect).bind_processor(dialect) for name, bind in compiled.binds.items()}
+        self.bind_procs: dict[str, Callable[[Any], Any]] = {name: proc for name, proc in procs.items() if proc is not None}
+        columns = list(stmt.exported_columns) if hasattr(stmt, "exported_columns") else []
         self.result_names = tuple(col.key for col in columns)
         self.result_procs = tuple(col.type.dialect_impl(dialect).result_processor(dialect, None) for col in columns)
+        # Only the columns that need converting are touched per row (SQLite's booleans, JSON, UTC).
+        self.conversions = tuple((i, proc) for i, proc in enumerate(self.result_procs) if proc is not None)
 
     def params(self, values: dict[str, Any]):
         procs = self.bind_procs
@@ -63,49 +133,70 @@ class _Compiled:
         return out
 
 
-class Prepared:
+class Prepared(Generic[R]):
     """A Core statement run with plain parameters on the DBAPI cursor of a SQLAlchemy connection
     (or of a session's connection, after flushing the session).
 
-    ``rows(conn, **params)`` returns the result rows as dicts (column key → converted value) for
-    a SELECT or a statement with RETURNING; ``run(conn, **params)`` returns the cursor's rowcount.
+    ``rows(conn, **params)`` returns the result rows as ``row`` objects (a NamedTuple or dataclass
+    whose fields are the statement's columns) for a SELECT or a statement with RETURNING;
+    ``run(conn, **params)`` returns the cursor's rowcount.
     """
 
-    def __init__(self, stmt: ClauseElement | Callable[[Any], ClauseElement]) -> None:
+    def __init__(self, stmt: ClauseElement | Callable[[Any], ClauseElement], row: type[R] | None = None) -> None:
         """``stmt``: the statement, or for an INSERT … ON CONFLICT a function given the dialect's
-        insert construct (``lambda insert: insert(table).values(…).on_conflict_do_nothing()``)."""
-        self.stmt = stmt
+        insert construct (``lambda insert: insert(table).values(…).on_conflict_do_nothing()``).
+        Compiled here for SQLite and PostgreSQL: what the fast path cannot run is refused now."""
+        self.build = stmt
+        self.row = row
         self._by_dialect: dict[tuple[str, str], _Compiled] = {}
+        for dialect in CHECKED_DIALECTS:
+            compiled = self._compile(dialect)
+            columns = compiled.result_names
+            if row is not None and _fields(row) != columns:
+                raise UnsupportedStatement(f"row type {row.__name__} has fields {_fields(row)}, "
+                                           f"the statement returns {columns}")
+            if row is None and columns:
+                raise UnsupportedStatement(f"the statement returns {columns}: give it a row type")
 
-    def _compiled(self, conn: Connection) -> _Compiled:
-        dialect = conn.dialect
+    def statement(self, dialect) -> ClauseElement:
+        """The SQLAlchemy statement for a dialect (what ``Connection.execute`` would run)."""
+        return self.build if isinstance(self.build, ClauseElement) else self.build(dialect_insert(dialect.name))
+
+    def _compile(self, dialect) -> _Compiled:
         key = (dialect.name, dialect.driver)  # the driver decides the parameter style
         compiled = self._by_dialect.get(key)
         if compiled is None:
-            stmt = self.stmt if isinstance(self.stmt, ClauseElement) else self.stmt(dialect_insert(dialect.name))
-            compiled = self._by_dialect[key] = _Compiled(stmt, dialect)
+            compiled = self._by_dialect[key] = _Compiled(self.statement(dialect), dialect)
         return compiled
 
     def _execute(self, conn: Connection | Session, values: dict[str, Any]):
         if isinstance(conn, Session):
             conn.flush()  # the cursor below does not autoflush what the session holds
             conn = conn.connection()
-        compiled = self._compiled(conn)
+        compiled = self._compile(conn.dialect)
         cursor = conn.connection.driver_connection.cursor()
         cursor.execute(compiled.sql, compiled.params(values))
         return compiled, cursor
 
-    def rows(self, conn: Connection | Session, **values: Any) -> list[dict[str, Any]]:
+    def rows(self, conn: Connection | Session, **values: Any) -> list[R]:
         compiled, cursor = self._execute(conn, values)
         try:
             fetched = cursor.fetchall()
         finally:
             cursor.close()
-        names, procs = compiled.result_names, compiled.result_procs
-        return [{name: (proc(value) if proc is not None else value)
-                 for name, proc, value in zip(names, procs, row)} for row in fetched]
+        make = self.row
+        conversions = compiled.conversions
+        if not conversions:
+            return [make(*row) for row in fetched]
+        out = []
+        for row in fetched:
+            values = list(row)
+            for i, proc in conversions:
+                values[i] = proc(values[i])
+            out.append(make(*values))
+        return out
 
-    def first(self, conn: Connection | Session, **values: Any) -> dict[str, Any] | None:
+    def first(self, conn: Connection | Session, **values: Any) -> R | None:
         rows = self.rows(conn, **values)
         return rows[0] if rows else None
 

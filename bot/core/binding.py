@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, true
-from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
 from bot.config import Settings
 from bot.core.phones import normalize_mobile
 from storage.models import BindingCode, Cadre, ChatAccount
-from storage.prepared import Prepared
+from storage import hot
+from storage.hot import BoundCadre  # the one cadre type of the dialogue context (ctx.cadre)
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: codes are read aloud and typed
 CODE_LENGTH = 8
@@ -39,8 +37,9 @@ def telegram_link(settings: Settings, code: str) -> str | None:
     return f"https://t.me/{settings.telegram_bot_username.lstrip('@')}?start={START_PREFIX}{code}"
 
 
-def redeem_code(session: Session, code: str, channel: str, user_id: str, now: datetime) -> Cadre | None:
-    """Binds the account when the code is known, unused and unexpired; the code is then spent."""
+def redeem_code(session: Session, code: str, channel: str, user_id: str, now: datetime) -> BoundCadre | None:
+    """Binds the account when the code is known, unused and unexpired; the code is then spent.
+    Returns the cadre now bound, as the dialogue context holds it."""
     code = code.strip()
     if not code or len(code) > 32:
         return None
@@ -54,7 +53,7 @@ def redeem_code(session: Session, code: str, channel: str, user_id: str, now: da
     row.used_at, row.used_by = now, f"{channel}:{user_id}"
     session.add(row)
     bind(session, cadre, channel, user_id, "code", now)
-    return cadre
+    return BoundCadre.of(cadre)
 
 
 def cadre_by_mobile(session: Session, phone: str) -> Cadre | None:
@@ -97,33 +96,6 @@ def bind_console(session: Session, channel: str, user_id: str, mobile: str | Non
     return cadre
 
 
-@dataclass(frozen=True)
-class BoundCadre:
-    """The cadre bound to the sender as read when the event began: Cadre's columns, read-only.
-
-    Code that changes the cadre loads the row itself (``session.get(Cadre, ctx.cadre.id)``).
-    """
-
-    id: int
-    name: str
-    unit_id: int
-    mobile: str
-    role: str
-    post: str | None
-    duties: str | None
-    active: bool
-    digests_muted: bool
-
-
-_cadre, _account = Cadre.__table__, ChatAccount.__table__
-_BOUND_CADRE = Prepared(
-    sa_select(*(_cadre.c[name] for name in BoundCadre.__dataclass_fields__))
-    .join(_account, _account.c.cadre_id == _cadre.c.id)
-    .where(_account.c.channel == bindparam("channel"), _account.c.external_user_id == bindparam("user_id"),
-           _cadre.c.active == true()))
-
-
-def bound_cadre(connection, channel: str, user_id: str) -> BoundCadre | None:
-    """The active cadre (channel, user_id) is bound to, on the event's own connection."""
-    row = _BOUND_CADRE.first(connection, channel=channel, user_id=user_id)
-    return BoundCadre(**row) if row is not None else None
+def bound_cadre(db, channel: str, user_id: str) -> BoundCadre | None:
+    """The active cadre (channel, user_id) is bound to, on the event's own connection (storage.hot)."""
+    return hot.bound_cadre(db, channel, user_id)

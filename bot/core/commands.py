@@ -93,7 +93,7 @@ def bind_by_contact(ctx: Context) -> None:
         ctx.say(texts.CONTACT_UNKNOWN.format(phone=contact.phone[:20]))
         return
     binding.bind(ctx.session, cadre, ctx.inbound.channel, ctx.inbound.user_id, "contact", ctx.now)
-    ctx.cadre = cadre
+    ctx.cadre = binding.BoundCadre.of(cadre)
     ctx.say(texts.BOUND_OK.format(name=cadre.name, unit=unit_name(ctx, cadre)))
 
 

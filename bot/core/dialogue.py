@@ -26,7 +26,6 @@ from bot.core.periods import half_of
 from bot.core.types import Inbound, Location, Option, Reply
 from bot.core.binding import BoundCadre
 from bot.errors import UserError
-from storage.models import Cadre
 
 BACK, CANCEL, SKIP, NEXT_PAGE, PREV_PAGE = "__back__", "__cancel__", "__skip__", "__next__", "__prev__"
 NAV_LABELS = {BACK: texts.BACK, CANCEL: texts.CANCEL, SKIP: texts.SKIP, NEXT_PAGE: texts.NEXT_PAGE,
@@ -60,7 +59,7 @@ class Context:
     dialogue: Dialogue
     settings: Settings
     now: datetime
-    cadre: Cadre | BoundCadre | None
+    cadre: BoundCadre | None  # read-only; a step that changes the cadre loads the ORM row
     replies: list[Reply | Callable[[int], Reply]] = field(default_factory=list)
     chosen: str | None = None
     stale: bool = False

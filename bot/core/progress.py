@@ -1,38 +1,28 @@
-"""Who has visited whom this half-year: the cadre's own progress and a unit's overview."""
+"""Who has visited whom this half-year: the cadre's own progress and a unit's overview.
+
+The counts of progress (assigned households, those visited this half-year, everyday contacts,
+service objects) are defined once, in ``storage.hot.progress_counts``: ``/progress`` runs them for
+one cadre as a hot statement, ``/unit`` correlated with the unit's cadres; each in one query.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, exists, func, literal_column, true
 from sqlmodel import Session, select
 
-from storage.models import Cadre, EverydayContact, Household, ServiceObject, Visit
-from storage.prepared import Prepared
+from storage import hot
+from storage.hot import HouseholdStatus
+from storage.models import Cadre, Household, Visit
 
-
-@dataclass(frozen=True)
-class HouseholdStatus:
-    id: int
-    name: str
-    address: str
-    visited: bool  # this half-year, by this cadre
-
-
-_h, _v = Household.__table__, Visit.__table__
-_HOUSEHOLDS = Prepared(
-    select(_h.c.id, _h.c.name, _h.c.address,
-           exists().where(_v.c.household_id == _h.c.id, _v.c.cadre_id == bindparam("cadre_id"),
-                          _v.c.half == bindparam("half")).label("visited"))
-    .where(_h.c.cadre_id == bindparam("cadre_id"), _h.c.active == true())
-    .order_by(literal_column("visited"), _h.c.address, _h.c.name))
+__all__ = ["HouseholdStatus", "CadreProgress", "households_with_status", "unvisited_by_cadre", "cadre_progress",
+           "unit_progress", "progress_bar"]
 
 
 def households_with_status(db, cadre_id: int, half: str) -> list[HouseholdStatus]:
     """The cadre's active households, unvisited this half-year first, then by address (one query;
     ``db`` is a session or a connection)."""
-    return [HouseholdStatus(r["id"], r["name"], r["address"], bool(r["visited"]))
-            for r in _HOUSEHOLDS.rows(db, cadre_id=cadre_id, half=half)]
+    return hot.households_with_status(db, cadre_id, half)
 
 
 def unvisited_by_cadre(session: Session, cadre_ids: list[int], half: str) -> dict[int, list[Household]]:
@@ -53,62 +43,29 @@ def unvisited_by_cadre(session: Session, cadre_ids: list[int], half: str) -> dic
 
 @dataclass(frozen=True)
 class CadreProgress:
-    cadre: Cadre
+    cadre: Cadre | hot.BoundCadre
     visited: int
     assigned: int
     contacts: int
     service_objects: int
 
 
-_c, _sv, _ec = Cadre.__table__, ServiceObject.__table__, EverydayContact.__table__
-_ONE_CADRE = Prepared(select(
-    select(func.count()).where(_h.c.cadre_id == bindparam("cadre_id"), _h.c.active == true())
-    .scalar_subquery().label("assigned"),
-    select(func.count(func.distinct(_v.c.household_id))).select_from(_v.join(_h, _h.c.id == _v.c.household_id))
-    .where(_v.c.cadre_id == bindparam("cadre_id"), _v.c.half == bindparam("half"), _h.c.active == true(),
-           _h.c.cadre_id == _v.c.cadre_id)
-    .scalar_subquery().label("visited"),
-    select(func.count()).where(_ec.c.cadre_id == bindparam("cadre_id"), _ec.c.half == bindparam("half"))
-    .scalar_subquery().label("contacts"),
-    select(func.count()).where(_sv.c.cadre_id == bindparam("cadre_id"), _sv.c.active == true())
-    .scalar_subquery().label("objects"),
-))
-
-
-def cadre_progress(db, cadre: Cadre, half: str) -> CadreProgress:
+def cadre_progress(db, cadre: Cadre | hot.BoundCadre, half: str) -> CadreProgress:
     """One cadre's progress in one statement (the same counts as ``unit_progress``)."""
-    r = _ONE_CADRE.first(db, cadre_id=cadre.id, half=half)
-    return CadreProgress(cadre, r["visited"], r["assigned"], r["contacts"], r["objects"])
+    r = hot.cadre_progress(db, cadre.id, half)
+    return CadreProgress(cadre, r.visited, r.assigned, r.contacts, r.objects)
 
 
 def unit_progress(session: Session, cadres: list[Cadre], half: str) -> list[CadreProgress]:
-    """Progress of several cadres with four grouped queries, whatever their number."""
+    """Progress of several cadres in one query, whatever their number."""
     ids = [c.id for c in cadres]
     if not ids:
         return []
-    assigned = dict(session.exec(
-        select(Household.cadre_id, func.count()).where(Household.cadre_id.in_(ids), Household.active == True)  # noqa: E712
-        .group_by(Household.cadre_id)
-    ).all())
-    visited = dict(session.exec(
-        select(Visit.cadre_id, func.count(func.distinct(Visit.household_id)))
-        .join(Household, Household.id == Visit.household_id)
-        .where(Visit.cadre_id.in_(ids), Visit.half == half, Household.active == True,  # noqa: E712
-               Household.cadre_id == Visit.cadre_id)
-        .group_by(Visit.cadre_id)
-    ).all())
-    contacts = dict(session.exec(
-        select(EverydayContact.cadre_id, func.count()).where(EverydayContact.cadre_id.in_(ids),
-                                                             EverydayContact.half == half)
-        .group_by(EverydayContact.cadre_id)
-    ).all())
-    objects = dict(session.exec(
-        select(ServiceObject.cadre_id, func.count()).where(ServiceObject.cadre_id.in_(ids),
-                                                           ServiceObject.active == True)  # noqa: E712
-        .group_by(ServiceObject.cadre_id)
-    ).all())
-    return [CadreProgress(c, visited.get(c.id, 0), assigned.get(c.id, 0), contacts.get(c.id, 0),
-                          objects.get(c.id, 0)) for c in cadres]
+    counts = hot.progress_counts(Cadre.id, half)  # correlated with each cadre of the outer query
+    rows = session.exec(select(Cadre.id, *counts).where(Cadre.id.in_(ids))).all()
+    by_id = {row.id: row for row in rows}
+    return [CadreProgress(c, by_id[c.id].visited, by_id[c.id].assigned, by_id[c.id].contacts, by_id[c.id].objects)
+            for c in cadres]
 
 
 def progress_bar(done: int, total: int, width: int = 10) -> str:

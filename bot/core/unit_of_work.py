@@ -28,7 +28,6 @@ import logging
 from datetime import datetime
 from typing import Any, Callable
 
-from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Engine as DbEngine
 from sqlmodel import Session
 
@@ -37,45 +36,12 @@ from bot.core import binding
 from bot.core.dialogue import Context, Dialogue
 from bot.core.router import Router
 from bot.core.types import Inbound, Option, Outcome, Reply
-from storage.models import DialogueState, ProcessedInbound
-from storage.prepared import Prepared
+from storage import hot
 
 log = logging.getLogger(__name__)
 
 BeforeCommit = Callable[[Context, Outcome], None]
 KEY_LIMIT = 100  # the event_key column
-
-_state = DialogueState.__table__
-_events = ProcessedInbound.__table__
-# The statements every event runs, compiled once (storage/prepared.py says why).
-_RECORD_EVENT = Prepared(lambda insert: insert(_events).values(
-    channel=bindparam("channel"), event_key=bindparam("event_key"),
-    created_at=bindparam("created_at", type_=_events.c.created_at.type)).on_conflict_do_nothing().returning(_events.c.channel))
-_STORED_ANSWER = Prepared(select(_events.c.answer, _events.c.delivered_at).where(
-    _events.c.channel == bindparam("channel"), _events.c.event_key == bindparam("event_key")))
-_STORE_ANSWER = Prepared(update(_events).where(_events.c.channel == bindparam("b_channel"),
-                                               _events.c.event_key == bindparam("b_event_key"))
-                         .values(answer=bindparam("answer", type_=_events.c.answer.type)))
-_CONFIRM = Prepared(update(_events).where(_events.c.channel == bindparam("b_channel"),
-                                          _events.c.event_key == bindparam("b_event_key"),
-                                          _events.c.delivered_at.is_(None))
-                    .values(delivered_at=bindparam("now", type_=_events.c.delivered_at.type)))
-_CREATE_STATE = Prepared(lambda insert: insert(_state).values(
-    channel=bindparam("channel"), external_user_id=bindparam("user_id"), flow=None, step=None,
-    data=bindparam("data", type_=_state.c.data.type), version=0,
-    updated_at=bindparam("updated_at", type_=_state.c.updated_at.type)).on_conflict_do_nothing())
-# FOR UPDATE locks the row on PostgreSQL; SQLite has no row locks (BEGIN IMMEDIATE took the database).
-_LOAD_STATE = Prepared(select(_state.c.flow, _state.c.step, _state.c.data, _state.c.version)
-                       .where(_state.c.channel == bindparam("channel"), _state.c.external_user_id == bindparam("user_id"))
-                       .with_for_update())
-# The version check that makes a lost race visible (the row changed under us).
-_SAVE_STATE = Prepared(update(_state)
-                       .where(_state.c.channel == bindparam("b_channel"), _state.c.external_user_id == bindparam("b_user"),
-                              _state.c.version == bindparam("b_version"))
-                       .values(flow=bindparam("flow"), step=bindparam("step"), data=bindparam("data", type_=_state.c.data.type),
-                               version=bindparam("version"),
-                               updated_at=bindparam("updated_at", type_=_state.c.updated_at.type)))
-
 
 class Decline(Exception):
     """The inline path backs out: the event belongs in a thread (rolled back, nothing done)."""
@@ -115,9 +81,9 @@ def _key(inbound: Inbound) -> str | None:
     return inbound.event_key[:KEY_LIMIT] if inbound.event_key is not None else None
 
 
-def _dialogue(row: dict) -> Dialogue:
+def _dialogue(row: hot.StateRow) -> Dialogue:
     # The row's data was decoded from JSON just now: a fresh object, the dialogue's own to change.
-    return Dialogue(row["flow"], row["step"], row["data"] or {}, row["version"])
+    return Dialogue(row.flow, row.step, row.data or {}, row.version)
 
 
 class _Sessions:
@@ -156,24 +122,24 @@ class UnitOfWork:
     def record(conn, inbound: Inbound, now: datetime) -> Outcome | None:
         """Step 1: records the event's key; the stored answer if it was there already (a redelivery)."""
         key = _key(inbound)
-        if key is None or _RECORD_EVENT.first(conn, channel=inbound.channel, event_key=key, created_at=now) is not None:
+        if key is None or hot.record_event(conn, inbound.channel, key, now):
             return None
         return UnitOfWork.stored(conn, inbound)
 
     @staticmethod
     def stored(conn, inbound: Inbound) -> Outcome:
-        row = _STORED_ANSWER.first(conn, channel=inbound.channel, event_key=_key(inbound))
+        row = hot.stored_answer(conn, inbound.channel, _key(inbound))
         if row is None:
             return Outcome(duplicate=True)
-        return decode_answer(row["answer"], row["delivered_at"] is not None)
+        return decode_answer(row.answer, row.delivered_at is not None)
 
     @staticmethod
-    def load_state(conn, inbound: Inbound, now: datetime) -> dict:
+    def load_state(conn, inbound: Inbound, now: datetime) -> hot.StateRow:
         """Step 2: the user's dialogue row, locked; created empty for a new user."""
-        row = _LOAD_STATE.first(conn, channel=inbound.channel, user_id=inbound.user_id)
+        row = hot.load_state(conn, inbound.channel, inbound.user_id)
         if row is None:
-            _CREATE_STATE.run(conn, channel=inbound.channel, user_id=inbound.user_id, data={}, updated_at=now)
-            row = _LOAD_STATE.first(conn, channel=inbound.channel, user_id=inbound.user_id)
+            hot.create_state(conn, inbound.channel, inbound.user_id, now)
+            row = hot.load_state(conn, inbound.channel, inbound.user_id)
         return row
 
     def context(self, conn, sessions: _Sessions, inbound: Inbound, dialogue: Dialogue, now: datetime) -> Context:
@@ -183,9 +149,8 @@ class UnitOfWork:
     @staticmethod
     def save_state(conn, inbound: Inbound, dialogue: Dialogue, version: int, now: datetime) -> int:
         """Step 4: the dialogue saved if the row is still the version read; the new version."""
-        changed = _SAVE_STATE.run(conn, b_channel=inbound.channel, b_user=inbound.user_id, b_version=version,
-                                  flow=dialogue.flow, step=dialogue.step, data=dialogue.data, version=version + 1,
-                                  updated_at=now)
+        changed = hot.save_state(conn, inbound.channel, inbound.user_id, expected_version=version, flow=dialogue.flow,
+                                 step=dialogue.step, data=dialogue.data, version=version + 1, now=now)
         if changed != 1:
             raise ConcurrentUpdate()
         return version + 1
@@ -203,7 +168,7 @@ class UnitOfWork:
             sessions.flush()
         key = _key(ctx.inbound)
         if key is not None and (outcome.replies or outcome.rendered is not None):
-            _STORE_ANSWER.run(conn, b_channel=ctx.inbound.channel, b_event_key=key, answer=encode_answer(outcome))
+            hot.store_answer(conn, ctx.inbound.channel, key, encode_answer(outcome))
         return outcome
 
     # -- the paths -----------------------------------------------------------------------------------
@@ -216,7 +181,7 @@ class UnitOfWork:
         if duplicate is not None:
             return duplicate
         row = self.load_state(conn, inbound, now)
-        if inline and row["flow"] in self.router.long_flows:
+        if inline and row.flow in self.router.long_flows:
             raise Decline()  # a step of a long flow: the transaction rolls back, the event key with it
         dialogue = _dialogue(row)
         before = dialogue.snapshot()
@@ -224,7 +189,7 @@ class UnitOfWork:
         try:
             ctx = self.context(conn, sessions, inbound, dialogue, now)
             self.router.route(ctx)
-            version = row["version"]
+            version = row.version
             sessions.flush()
             if dialogue.snapshot() != before:
                 version = self.save_state(conn, inbound, dialogue, version, now)
@@ -252,10 +217,10 @@ class UnitOfWork:
             try:
                 key = _key(inbound)
                 if key is not None:
-                    seen = _STORED_ANSWER.first(conn, channel=inbound.channel, event_key=key)
+                    seen = hot.stored_answer(conn, inbound.channel, key)
                     if seen is not None:
-                        return decode_answer(seen["answer"], seen["delivered_at"] is not None)
-                row = _LOAD_STATE.first(conn, channel=inbound.channel, user_id=inbound.user_id)
+                        return decode_answer(seen.answer, seen.delivered_at is not None)
+                row = hot.load_state(conn, inbound.channel, inbound.user_id)
                 dialogue = _dialogue(row) if row is not None else Dialogue(None, None, {}, 0)
                 if inbound.command is None and dialogue.flow is not None:
                     raise Decline()
@@ -274,7 +239,7 @@ class UnitOfWork:
             duplicate = self.record(conn, inbound, now)
             if duplicate is not None:
                 return duplicate
-            version = self.load_state(conn, inbound, now)["version"]
+            version = self.load_state(conn, inbound, now).version
             changed = dialogue.snapshot() != before
             # The user's dialogue moved on meanwhile: what was said about it (a flow's question
             # shown again, buttons) is out of date. A plain export or ranking is not.
@@ -294,4 +259,4 @@ class UnitOfWork:
         """Marks the event's stored answer as sent (in the caller's transaction)."""
         key = _key(inbound)
         if key is not None:
-            _CONFIRM.run(conn, b_channel=inbound.channel, b_event_key=key, now=now)
+            hot.confirm_answer(conn, inbound.channel, key, now)

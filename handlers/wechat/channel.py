@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy import bindparam
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -49,8 +48,7 @@ from bot.core.types import Inbound, Location, Outcome, Reply
 from handlers.wechat.crypto import MAX_BODY_BYTES, Cipher, Refused, check_signature, check_timestamp, parse_xml, \
     text_reply
 from scheduler import outbox
-from storage.models import WeChatUser
-from storage.prepared import Prepared
+from storage import hot
 
 log = logging.getLogger(__name__)
 
@@ -191,24 +189,9 @@ def pack(messages: list[str], limit: int = MAX_TEXT_BYTES) -> list[str]:
     return out
 
 
-_users = WeChatUser.__table__
-
-
-def _interaction_upsert(insert):
-    statement = insert(_users).values(openid=bindparam("openid"),
-                                      last_inbound_at=bindparam("now", type_=_users.c.last_inbound_at.type))
-    return statement.on_conflict_do_update(
-        index_elements=["openid"], set_={"last_inbound_at": statement.excluded.last_inbound_at},
-        where=_users.c.last_inbound_at < statement.excluded.last_inbound_at)
-
-
-_NOTE_INTERACTION = Prepared(_interaction_upsert)
-
-
-def record_interaction(db, openid: str, now: datetime) -> None:
-    """Notes that the user wrote, clicked or scanned now: customer-service messages may follow for 48 h.
-    ``db``: a connection or a session, in the caller's transaction."""
-    _NOTE_INTERACTION.run(db, openid=openid, now=now)
+# The rows this channel keeps (interactions, answers for retries) are written by storage.hot; the
+# tests import record_interaction from here.
+record_interaction = hot.note_wechat_interaction
 
 
 class _Answer:
@@ -353,7 +336,7 @@ class WeChatChannel:
         key = inbound.event_key
         noted = self._noted.get(inbound.user_id)
         if noted is None or not timedelta(0) <= now - noted < INTERACTION_GRAIN:
-            record_interaction(ctx.db, inbound.user_id, now)
+            hot.note_wechat_interaction(ctx.db, inbound.user_id, now)
             answer.noted = now
         parts = pack([render(reply) for reply in outcome.replies])
         xml = None

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select
-
 from bot import texts
 from bot.core import evidence
 from bot.core.dialogue import Context, Flow, InputError, Step
@@ -21,22 +19,10 @@ from bot.core.progress import cadre_progress, households_with_status
 from bot.core.survey import Question, categories_for, load_survey
 from bot.core.types import Location
 from storage.models import Household, Problem, ProblemSource, ProblemStatus, Role, Visit
-from storage.prepared import Prepared
+from storage import hot
 
 YES_NO = [(True, texts.YES), (False, texts.NO)]
 NONE = "__none__"
-
-_h, _p = Household.__table__, Problem.__table__
-_HOUSEHOLD = Prepared(select(_h.c.id, _h.c.name, _h.c.address, _h.c.area_kind, _h.c.area_name, _h.c.cadre_id,
-                             _h.c.active).where(_h.c.id == bindparam("id")))
-_LOOKBACK = Prepared(select(_p.c.category, _p.c.content, _p.c.status, _p.c.created_at)
-                     .where(_p.c.household_id == bindparam("household_id")).order_by(_p.c.created_at, _p.c.id))
-_OPEN_NEARBY = Prepared(
-    select(func.count().label("n")).select_from(_p.join(_h, _h.c.id == _p.c.household_id))
-    .where(_h.c.area_name == bindparam("area_name"), _h.c.id != bindparam("household_id"),
-           or_(*(_p.c.status == status for status in (ProblemStatus.NEW, ProblemStatus.ASSIGNED,
-                                                       ProblemStatus.IN_PROGRESS)))))
-
 
 def _yes_no(ctx: Context) -> list[tuple[Any, str]]:
     return YES_NO
@@ -105,31 +91,31 @@ class VisitFlow(Flow):
         ]
 
     def _on_household(self, ctx: Context, household_id: int) -> str:
-        household = _HOUSEHOLD.first(ctx.db, id=household_id)
-        if household is None or household["cadre_id"] != ctx.cadre.id or not household["active"]:
+        household = hot.household(ctx.db, household_id)
+        if household is None or household.cadre_id != ctx.cadre.id or not household.active:
             raise InputError(texts.HOUSEHOLD_GONE)
-        ctx.data.update(household=household["id"], household_label=f"{household['name']}（{household['address']}）",
-                        area_kind=household["area_kind"])
+        ctx.data.update(household=household.id, household_label=f"{household.name}（{household.address}）",
+                        area_kind=household.area_kind)
         ctx.say(self._lookback(ctx, household))
         return "card"
 
-    def _lookback(self, ctx: Context, household: dict[str, Any]) -> str:
+    def _lookback(self, ctx: Context, household: hot.HouseholdRow) -> str:
         """回头看: what this household raised before, and how many items stay open around it."""
-        problems = _LOOKBACK.rows(ctx.db, household_id=household["id"])
+        problems = hot.lookback(ctx.db, household.id)
         if not problems:
-            lines = [texts.LOOKBACK_NONE.format(name=household["name"], address=household["address"])]
+            lines = [texts.LOOKBACK_NONE.format(name=household.name, address=household.address)]
         else:
-            lines = [texts.LOOKBACK_HEADER.format(name=household["name"], address=household["address"])]
+            lines = [texts.LOOKBACK_HEADER.format(name=household.name, address=household.address)]
             for p in problems:
-                local = p["created_at"].astimezone(ctx.settings.tz)
+                local = p.created_at.astimezone(ctx.settings.tz)
                 lines.append(texts.LOOKBACK_ITEM.format(
-                    category=p["category"], content=_short(p["content"]),
-                    status=texts.STATUS_NAMES.get(p["status"], p["status"]),
+                    category=p.category, content=_short(p.content),
+                    status=texts.STATUS_NAMES.get(p.status, p.status),
                     date=f"{local.year}-{local.month:02d}-{local.day:02d}"))
-        if household["area_name"]:
-            open_nearby = _OPEN_NEARBY.first(ctx.db, area_name=household["area_name"], household_id=household["id"])["n"]
+        if household.area_name:
+            open_nearby = hot.open_nearby(ctx.db, household.area_name, household.id)
             if open_nearby:
-                lines.append(texts.LOOKBACK_AREA.format(area=household["area_name"], count=open_nearby))
+                lines.append(texts.LOOKBACK_AREA.format(area=household.area_name, count=open_nearby))
         return "\n".join(lines)
 
     def _after_card(self, ctx: Context) -> str:

@@ -1,0 +1,304 @@
+"""The hot statements: every statement run on the fast path (storage/prepared.py), with its typed row.
+
+These are the statements each chat event runs (or a step that every visit takes): the event's
+bookkeeping (its key, the dialogue row), the bound cadre, a cadre's households and progress, the
+visit's 回头看 (look back), and the WeChat channel's interaction and cached-answer rows. Each one is
+declared here once, with
+
+- a row type (a NamedTuple, or a frozen dataclass where the row is handed around as a domain
+  object: ``BoundCadre``, ``HouseholdStatus``), so callers write ``row.flow``, never ``row["flow"]``;
+- a small named function that runs it (``load_state(conn, channel, user_id) -> StateRow | None``),
+  which is what callers import.
+
+``_statement`` registers each in ``STATEMENTS``; ``tests/test_hot_parity.py`` runs every registered
+statement both ways (here and through ``Connection.execute``) and fails for one it has no case
+for, so a new statement cannot skip the comparison. A statement the fast path cannot run (an
+expanding ``IN``, a bind rendered at execution, a Python-side column default) is refused when this
+module is imported (``prepared.UnsupportedStatement``): write such a query with plain SQLAlchemy
+outside this module.
+
+``db`` below is the event's Connection, or a Session (flushed first, so its writes are seen).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import bindparam, delete, exists, func, insert, literal_column, or_, select, true, update
+
+from storage.models import (Cadre, ChatAccount, DialogueState, EverydayContact, Household, Problem, ProblemStatus,
+                            ProcessedInbound, ServiceObject, Visit, WeChatUser)
+from storage.prepared import Prepared
+
+STATEMENTS: dict[str, Prepared] = {}
+
+
+def _statement(name: str, stmt, row: type | None = None) -> Prepared:
+    if name in STATEMENTS:
+        raise ValueError(f"hot statement {name!r} declared twice")
+    prepared = STATEMENTS[name] = Prepared(stmt, row)
+    return prepared
+
+
+_state, _events = DialogueState.__table__, ProcessedInbound.__table__
+_cadre, _account = Cadre.__table__, ChatAccount.__table__
+_h, _v, _p = Household.__table__, Visit.__table__, Problem.__table__
+_sv, _ec = ServiceObject.__table__, EverydayContact.__table__
+_users = WeChatUser.__table__
+
+
+# -- the event's bookkeeping (bot/core/engine.py) -------------------------------------------------
+
+class EventRow(NamedTuple):
+    channel: str
+
+
+class StateRow(NamedTuple):
+    flow: str | None
+    step: str | None
+    data: dict[str, Any]
+    version: int
+
+
+_RECORD_EVENT = _statement("record_event", lambda insert: insert(_events).values(
+    channel=bindparam("channel"), event_key=bindparam("event_key"),
+    created_at=bindparam("created_at", type_=_events.c.created_at.type))
+    .on_conflict_do_nothing().returning(_events.c.channel), EventRow)
+_EVENT_SEEN = _statement("event_seen", select(_events.c.channel).where(
+    _events.c.channel == bindparam("channel"), _events.c.event_key == bindparam("event_key")), EventRow)
+_CREATE_STATE = _statement("create_state", lambda insert: insert(_state).values(
+    channel=bindparam("channel"), external_user_id=bindparam("user_id"), flow=None, step=None,
+    data=bindparam("data", type_=_state.c.data.type), version=0,
+    updated_at=bindparam("updated_at", type_=_state.c.updated_at.type)).on_conflict_do_nothing())
+# FOR UPDATE locks the row on PostgreSQL; SQLite has no row locks (BEGIN IMMEDIATE took the database).
+_LOAD_STATE = _statement("load_state", select(_state.c.flow, _state.c.step, _state.c.data, _state.c.version)
+                         .where(_state.c.channel == bindparam("channel"),
+                                _state.c.external_user_id == bindparam("user_id"))
+                         .with_for_update(), StateRow)
+# The version check that makes a lost race visible (the row changed under us).
+_SAVE_STATE = _statement("save_state", update(_state)
+                         .where(_state.c.channel == bindparam("b_channel"),
+                                _state.c.external_user_id == bindparam("b_user"),
+                                _state.c.version == bindparam("b_version"))
+                         .values(flow=bindparam("flow"), step=bindparam("step"),
+                                 data=bindparam("data", type_=_state.c.data.type), version=bindparam("version"),
+                                 updated_at=bindparam("updated_at", type_=_state.c.updated_at.type)))
+
+
+class AnswerRow(NamedTuple):
+    answer: dict[str, Any] | None  # the answer kept with the event (bot/core/unit_of_work.py)
+    delivered_at: datetime | None  # when a channel confirmed sending it
+
+
+_STORED_ANSWER = _statement("stored_answer", select(_events.c.answer, _events.c.delivered_at).where(
+    _events.c.channel == bindparam("channel"), _events.c.event_key == bindparam("event_key")), AnswerRow)
+_STORE_ANSWER = _statement("store_answer", update(_events).where(
+    _events.c.channel == bindparam("b_channel"), _events.c.event_key == bindparam("b_event_key"))
+    .values(answer=bindparam("answer", type_=_events.c.answer.type)))
+_CONFIRM_ANSWER = _statement("confirm_answer", update(_events).where(
+    _events.c.channel == bindparam("b_channel"), _events.c.event_key == bindparam("b_event_key"),
+    _events.c.delivered_at.is_(None)).values(delivered_at=bindparam("now", type_=_events.c.delivered_at.type)))
+
+
+def record_event(db, channel: str, event_key: str, now: datetime) -> bool:
+    """Records an event's key; False if it was there already (a redelivery)."""
+    return _RECORD_EVENT.first(db, channel=channel, event_key=event_key, created_at=now) is not None
+
+
+def event_seen(db, channel: str, event_key: str) -> bool:
+    """Whether an event's key was recorded before (reading only)."""
+    return _EVENT_SEEN.first(db, channel=channel, event_key=event_key) is not None
+
+
+def stored_answer(db, channel: str, event_key: str) -> AnswerRow | None:
+    """The answer kept with a recorded event, and whether it was delivered; None for an unknown key."""
+    return _STORED_ANSWER.first(db, channel=channel, event_key=event_key)
+
+
+def store_answer(db, channel: str, event_key: str, answer: dict[str, Any]) -> int:
+    """Keeps the answer with the event just recorded."""
+    return _STORE_ANSWER.run(db, b_channel=channel, b_event_key=event_key, answer=answer)
+
+
+def confirm_answer(db, channel: str, event_key: str, now: datetime) -> int:
+    """Marks the event's answer delivered (once: a later confirmation keeps the first time)."""
+    return _CONFIRM_ANSWER.run(db, b_channel=channel, b_event_key=event_key, now=now)
+
+
+def load_state(db, channel: str, user_id: str) -> StateRow | None:
+    """The user's dialogue row, locked for the transaction on PostgreSQL."""
+    return _LOAD_STATE.first(db, channel=channel, user_id=user_id)
+
+
+def create_state(db, channel: str, user_id: str, now: datetime) -> int:
+    """An empty dialogue row for the user unless one exists; the number of rows made (0 or 1)."""
+    return _CREATE_STATE.run(db, channel=channel, user_id=user_id, data={}, updated_at=now)
+
+
+def save_state(db, channel: str, user_id: str, *, expected_version: int, flow: str | None, step: str | None,
+               data: dict[str, Any], version: int, now: datetime) -> int:
+    """Saves the dialogue if its row still has ``expected_version``; the number of rows changed (0: lost a race)."""
+    return _SAVE_STATE.run(db, b_channel=channel, b_user=user_id, b_version=expected_version, flow=flow, step=step,
+                           data=data, version=version, updated_at=now)
+
+
+# -- the bound cadre (bot/core/binding.py) ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class BoundCadre:
+    """The cadre bound to the sender as read when the event began: Cadre's columns, read-only.
+
+    The dialogue context holds this one type (``ctx.cadre``). Code that changes the cadre loads
+    the ORM row itself (``session.get(Cadre, ctx.cadre.id)``).
+    """
+
+    id: int
+    name: str
+    unit_id: int
+    mobile: str
+    role: str
+    post: str | None
+    duties: str | None
+    active: bool
+    digests_muted: bool
+
+    @classmethod
+    def of(cls, cadre: Cadre) -> "BoundCadre":
+        """The read-only view of an ORM cadre (one just bound, say)."""
+        return cls(*(getattr(cadre, name) for name in cls.__dataclass_fields__))
+
+
+_BOUND_CADRE = _statement("bound_cadre", select(*(_cadre.c[name] for name in BoundCadre.__dataclass_fields__))
+                          .join(_account, _account.c.cadre_id == _cadre.c.id)
+                          .where(_account.c.channel == bindparam("channel"),
+                                 _account.c.external_user_id == bindparam("user_id"), _cadre.c.active == true()),
+                          BoundCadre)
+
+
+def bound_cadre(db, channel: str, user_id: str) -> BoundCadre | None:
+    """The active cadre (channel, user_id) is bound to."""
+    return _BOUND_CADRE.first(db, channel=channel, user_id=user_id)
+
+
+# -- households and progress (bot/core/progress.py) ------------------------------------------------
+
+class HouseholdStatus(NamedTuple):
+    id: int
+    name: str
+    address: str
+    visited: bool  # this half-year, by this cadre
+
+
+class ProgressRow(NamedTuple):
+    assigned: int
+    visited: int  # distinct active households of the cadre's, visited by the cadre this half-year
+    contacts: int  # everyday contacts this half-year
+    objects: int  # active service objects
+
+
+def progress_counts(cadre_id, half) -> list:
+    """The four counts of a cadre's progress as scalar subqueries, for one cadre (``cadre_id`` a
+    bind) or correlated with an outer query over cadres (``cadre_id`` = ``Cadre.id``): one
+    definition for ``/progress`` and ``/unit``."""
+    return [
+        select(func.count()).where(_h.c.cadre_id == cadre_id, _h.c.active == true())
+        .scalar_subquery().label("assigned"),
+        select(func.count(func.distinct(_v.c.household_id))).select_from(_v.join(_h, _h.c.id == _v.c.household_id))
+        .where(_v.c.cadre_id == cadre_id, _v.c.half == half, _h.c.active == true(), _h.c.cadre_id == _v.c.cadre_id)
+        .scalar_subquery().label("visited"),
+        select(func.count()).where(_ec.c.cadre_id == cadre_id, _ec.c.half == half)
+        .scalar_subquery().label("contacts"),
+        select(func.count()).where(_sv.c.cadre_id == cadre_id, _sv.c.active == true())
+        .scalar_subquery().label("objects"),
+    ]
+
+
+_HOUSEHOLDS = _statement("households_with_status", select(
+    _h.c.id, _h.c.name, _h.c.address,
+    exists().where(_v.c.household_id == _h.c.id, _v.c.cadre_id == bindparam("cadre_id"),
+                   _v.c.half == bindparam("half")).label("visited"))
+    .where(_h.c.cadre_id == bindparam("cadre_id"), _h.c.active == true())
+    .order_by(literal_column("visited"), _h.c.address, _h.c.name), HouseholdStatus)
+_PROGRESS = _statement("cadre_progress", select(*progress_counts(bindparam("cadre_id"), bindparam("half"))),
+                       ProgressRow)
+
+
+def households_with_status(db, cadre_id: int, half: str) -> list[HouseholdStatus]:
+    """The cadre's active households, unvisited this half-year first, then by address."""
+    return _HOUSEHOLDS.rows(db, cadre_id=cadre_id, half=half)
+
+
+def cadre_progress(db, cadre_id: int, half: str) -> ProgressRow:
+    """One cadre's progress this half-year, in one statement."""
+    return _PROGRESS.first(db, cadre_id=cadre_id, half=half)
+
+
+# -- the visit's household and 回头看 (bot/core/flows/visit.py) ------------------------------------
+
+class HouseholdRow(NamedTuple):
+    id: int
+    name: str
+    address: str
+    area_kind: str
+    area_name: str | None
+    cadre_id: int
+    active: bool
+
+
+class LookbackRow(NamedTuple):
+    category: str
+    content: str
+    status: str
+    created_at: datetime
+
+
+class CountRow(NamedTuple):
+    n: int
+
+
+_HOUSEHOLD = _statement("household", select(_h.c.id, _h.c.name, _h.c.address, _h.c.area_kind, _h.c.area_name,
+                                            _h.c.cadre_id, _h.c.active).where(_h.c.id == bindparam("id")),
+                        HouseholdRow)
+_LOOKBACK = _statement("lookback", select(_p.c.category, _p.c.content, _p.c.status, _p.c.created_at)
+                       .where(_p.c.household_id == bindparam("household_id")).order_by(_p.c.created_at, _p.c.id),
+                       LookbackRow)
+_OPEN_NEARBY = _statement("open_nearby", select(func.count().label("n"))
+                          .select_from(_p.join(_h, _h.c.id == _p.c.household_id))
+                          .where(_h.c.area_name == bindparam("area_name"), _h.c.id != bindparam("household_id"),
+                                 or_(*(_p.c.status == status for status in (
+                                     ProblemStatus.NEW, ProblemStatus.ASSIGNED, ProblemStatus.IN_PROGRESS)))),
+                          CountRow)
+
+
+def household(db, household_id: int) -> HouseholdRow | None:
+    return _HOUSEHOLD.first(db, id=household_id)
+
+
+def lookback(db, household_id: int) -> list[LookbackRow]:
+    """What a household raised before, oldest first (回头看)."""
+    return _LOOKBACK.rows(db, household_id=household_id)
+
+
+def open_nearby(db, area_name: str, household_id: int) -> int:
+    """Items still open that other households of the same village or community raised."""
+    return _OPEN_NEARBY.first(db, area_name=area_name, household_id=household_id).n
+
+
+# -- the WeChat channel's rows (handlers/wechat/channel.py) ----------------------------------------
+
+def _interaction_upsert(insert):
+    statement = insert(_users).values(openid=bindparam("openid"),
+                                      last_inbound_at=bindparam("now", type_=_users.c.last_inbound_at.type))
+    return statement.on_conflict_do_update(
+        index_elements=["openid"], set_={"last_inbound_at": statement.excluded.last_inbound_at},
+        where=_users.c.last_inbound_at < statement.excluded.last_inbound_at)
+
+
+_NOTE_INTERACTION = _statement("wechat_note_interaction", _interaction_upsert)
+
+
+def note_wechat_interaction(db, openid: str, now: datetime) -> None:
+    """Notes that the follower wrote, clicked or scanned now (customer-service messages may follow for 48 h)."""
+    _NOTE_INTERACTION.run(db, openid=openid, now=now)

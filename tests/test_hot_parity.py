@@ -1,0 +1,257 @@
+"""Every hot statement (storage/hot.py) gives the same answer on the fast path as through SQLAlchemy.
+
+Each registered statement runs with representative parameters twice from the same rows, each time
+in a transaction that is rolled back: once through ``Prepared`` on the driver's cursor, once as
+``conn.execute(stmt, params)``. The rows returned (or the rowcount) must be equal, and for a write
+so must the table it wrote, read back through SQLAlchemy in the same transaction. The statements
+are taken from ``hot.STATEMENTS``: one without a case here fails ``test_every_statement_has_cases``.
+
+Runs on SQLite, and on PostgreSQL with TEST_DATABASE_URL; pyproject.toml pins SQLAlchemy to the
+versions this passed on. The refusals at build time are tested below it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from typing import NamedTuple
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, insert, select
+from sqlalchemy.sql.dml import UpdateBase
+
+from bot.core.periods import half_of
+from storage import hot
+from storage.db import session_scope
+from storage.models import (Cadre, ChatAccount, DialogueState, EverydayContact, Household, ProblemStatus,
+                            ProcessedInbound, WeChatUser)
+from storage.prepared import Prepared, UnsupportedStatement
+from tests.utils import bind, make_problem, make_roster, make_visit
+
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+@dataclasses.dataclass
+class Seed:
+    now: object
+    half: str
+    cadre_id: int
+    other_cadre_id: int  # an active cadre with nothing assigned
+    visited_id: int  # a household of the cadre's visited this half-year, with problems raised
+    quiet_id: int  # a household nobody visited, that raised nothing
+
+
+@pytest.fixture
+def seed(db, clock) -> Seed:
+    """Rows every statement finds something in: a roster with visits, problems nearby, contacts,
+    bindings (one to an inactive cadre), a dialogue row, seen events, WeChat rows."""
+    now = clock()
+    half = half_of(now, TZ)
+    roster = make_roster(db, households=4)
+    visited, second, quiet = roster.households[0], roster.households[1], roster.households[3]
+    make_visit(db, roster.cadre, visited, now - timedelta(days=2))
+    make_visit(db, roster.cadre, visited, now - timedelta(days=1))  # twice: counted once
+    make_visit(db, roster.cadre, second, now - timedelta(days=200))  # another half-year
+    make_problem(db, now - timedelta(days=2), household_id=visited.id, status=ProblemStatus.ASSIGNED,
+                 content="路灯不亮")
+    make_problem(db, now - timedelta(days=1), household_id=visited.id, status=ProblemStatus.CLOSED,
+                 category="物业", content="电梯常坏")
+    make_problem(db, now - timedelta(hours=5), household_id=second.id, status=ProblemStatus.NEW)
+    make_problem(db, now - timedelta(hours=4), household_id=second.id, status=ProblemStatus.IN_PROGRESS)
+    bind(db, roster.cadre, "telegram", "100", now)
+    bind(db, roster.supervisor, "wechat", "oSupervisor", now)
+    with session_scope(db) as s:
+        gone = Cadre(name="离岗", unit_id=roster.unit.id, mobile="13800000009", role="cadre", active=False)
+        s.add(gone)
+        s.flush()
+        s.get(Household, roster.households[2].id).active = False
+        s.add(EverydayContact(cadre_id=roster.cadre.id, household_id=visited.id, kind="phone", half=half,
+                              contacted_at=now - timedelta(days=3), channel="test"))
+        s.add(EverydayContact(cadre_id=roster.cadre.id, kind="holiday", half="2020H1",
+                              contacted_at=now - timedelta(days=2000), channel="test"))
+        s.add(DialogueState(channel="telegram", external_user_id="100", flow="visit", step="card",
+                            data={"household": visited.id, "survey": {"q1": "是"}, "标签": ["一", 2, None]},
+                            version=4, updated_at=now - timedelta(minutes=3)))
+        s.add(ProcessedInbound(channel="telegram", event_key="seen-1", created_at=now - timedelta(minutes=3)))
+        s.add(WeChatUser(openid="oOld", last_inbound_at=now - timedelta(days=3)))
+        s.add(WeChatUser(openid="oFuture", last_inbound_at=now + timedelta(hours=1)))
+        s.add(ProcessedInbound(channel="telegram", event_key="answered-1", created_at=now - timedelta(minutes=2),
+                               answer={"replies": [{"text": "请选择", "options": [[["住户1", "4.0"]]], "contact": False,
+                                                    "location": False, "files": 0}], "chosen": None, "stale": False,
+                                       "rendered": None}))
+        s.add(ProcessedInbound(channel="wechat", event_key="answered-2", created_at=now - timedelta(minutes=1),
+                               answer={"replies": [], "rendered": "<xml><Content>好</Content></xml>"},
+                               delivered_at=now - timedelta(seconds=50)))
+    with session_scope(db) as s:
+        s.add(ChatAccount(channel="telegram", external_user_id="200", cadre_id=gone.id, bound_at=now, bound_by="code"))
+    return Seed(now, half, roster.cadre.id, roster.supervisor.id, visited.id, quiet.id)
+
+
+# name -> parameter sets (plain values, as the functions in storage/hot.py pass them)
+CASES = {
+    "record_event": lambda s: [dict(channel="telegram", event_key="new-1", created_at=s.now),
+                               dict(channel="telegram", event_key="seen-1", created_at=s.now)],
+    "event_seen": lambda s: [dict(channel="telegram", event_key="seen-1"),
+                             dict(channel="wechat", event_key="seen-1")],
+    "create_state": lambda s: [dict(channel="telegram", user_id="300", data={}, updated_at=s.now),
+                               dict(channel="telegram", user_id="100", data={}, updated_at=s.now)],
+    "load_state": lambda s: [dict(channel="telegram", user_id="100"), dict(channel="telegram", user_id="nobody")],
+    "save_state": lambda s: [
+        dict(b_channel="telegram", b_user="100", b_version=4, flow="visit", step="survey:q2",
+             data={"household": s.visited_id, "survey": {"q1": "否", "q2": "满意"}, "备注": "楼道灯"}, version=5,
+             updated_at=s.now),
+        dict(b_channel="telegram", b_user="100", b_version=3, flow=None, step=None, data={}, version=4,
+             updated_at=s.now)],
+    "bound_cadre": lambda s: [dict(channel="telegram", user_id="100"), dict(channel="wechat", user_id="oSupervisor"),
+                              dict(channel="telegram", user_id="200"), dict(channel="telegram", user_id="nobody")],
+    "households_with_status": lambda s: [dict(cadre_id=s.cadre_id, half=s.half),
+                                         dict(cadre_id=s.cadre_id, half="2020H1"),
+                                         dict(cadre_id=s.other_cadre_id, half=s.half)],
+    "cadre_progress": lambda s: [dict(cadre_id=s.cadre_id, half=s.half), dict(cadre_id=s.cadre_id, half="2020H1"),
+                                 dict(cadre_id=s.other_cadre_id, half=s.half)],
+    "household": lambda s: [dict(id=s.visited_id), dict(id=s.quiet_id), dict(id=999_999)],
+    "lookback": lambda s: [dict(household_id=s.visited_id), dict(household_id=s.quiet_id)],
+    "open_nearby": lambda s: [dict(area_name="幸福社区", household_id=s.visited_id),
+                              dict(area_name="幸福社区", household_id=s.quiet_id),
+                              dict(area_name="别处", household_id=s.quiet_id)],
+    "wechat_note_interaction": lambda s: [dict(openid="oNew", now=s.now), dict(openid="oOld", now=s.now),
+                                          dict(openid="oFuture", now=s.now)],
+    "stored_answer": lambda s: [dict(channel="telegram", event_key="answered-1"),
+                                dict(channel="wechat", event_key="answered-2"), dict(channel="telegram", event_key="seen-1"),
+                                dict(channel="telegram", event_key="missing")],
+    "store_answer": lambda s: [dict(b_channel="telegram", b_event_key="seen-1",
+                                    answer={"replies": [{"text": "好的", "options": []}], "rendered": None}),
+                               dict(b_channel="telegram", b_event_key="missing", answer={})],
+    "confirm_answer": lambda s: [dict(b_channel="telegram", b_event_key="answered-1", now=s.now),
+                                 dict(b_channel="wechat", b_event_key="answered-2", now=s.now)],
+}
+
+
+def test_every_statement_has_cases():
+    assert set(CASES) == set(hot.STATEMENTS), "give every statement of storage/hot.py a case here"
+
+
+def _typed(values) -> tuple:
+    """Values with their types: 1 and True compare equal, but a user sees 是 for one and 1 for the other."""
+    return tuple((type(value).__name__, value) for value in values)
+
+
+def _values(row) -> tuple:
+    return _typed(dataclasses.astuple(row) if dataclasses.is_dataclass(row) else row)
+
+
+def _table_rows(conn, stmt) -> list[tuple]:
+    table = stmt.table
+    return [_typed(r) for r in conn.execute(select(table).order_by(*table.primary_key.columns))]
+
+
+def _fast(db, prepared: Prepared, params: dict):
+    with db.connect() as conn:
+        transaction = conn.begin()
+        try:
+            stmt = prepared.statement(conn.dialect)
+            if prepared.row is not None:
+                rows = prepared.rows(conn, **params)
+                assert all(isinstance(row, prepared.row) for row in rows)
+                out = [_values(row) for row in rows]
+            else:
+                out = prepared.run(conn, **params)
+            after = _table_rows(conn, stmt) if isinstance(stmt, UpdateBase) else None
+            return out, after
+        finally:
+            transaction.rollback()
+
+
+def _through_sqlalchemy(db, prepared: Prepared, params: dict):
+    with db.connect() as conn:
+        transaction = conn.begin()
+        try:
+            stmt = prepared.statement(conn.dialect)
+            # preserve_rowcount: SQLAlchemy reads an INSERT's rowcount only when asked to.
+            result = conn.execute(stmt.execution_options(preserve_rowcount=True), params)
+            out = [_typed(row) for row in result] if prepared.row is not None else result.rowcount
+            after = _table_rows(conn, stmt) if isinstance(stmt, UpdateBase) else None
+            return out, after
+        finally:
+            transaction.rollback()
+
+
+@pytest.mark.parametrize("name", sorted(hot.STATEMENTS))
+def test_fast_path_matches_sqlalchemy(db, seed, name):
+    prepared = hot.STATEMENTS[name]
+    found_something = False
+    for params in CASES[name](seed):
+        fast, fast_after = _fast(db, prepared, params)
+        slow, slow_after = _through_sqlalchemy(db, prepared, params)
+        assert fast == slow, f"{name} {params}"
+        assert fast_after == slow_after, f"{name} {params}: the table differs after the write"
+        found_something = found_something or bool(fast)
+    assert found_something, f"no case of {name} returned a row or changed one: the comparison proves little"
+
+
+def test_cases_reach_the_interesting_rows(db, seed):
+    """The seed is what the comparison above stands on: the answers users would see from it."""
+    with db.connect() as conn, conn.begin():
+        state = hot.load_state(conn, "telegram", "100")
+        assert (state.flow, state.step, state.version) == ("visit", "card", 4)
+        assert state.data["标签"] == ["一", 2, None]
+        assert hot.bound_cadre(conn, "telegram", "100").name == "李明"
+        assert hot.bound_cadre(conn, "telegram", "200") is None  # bound to a cadre no longer active
+        progress = hot.cadre_progress(conn, seed.cadre_id, seed.half)
+        assert progress == hot.ProgressRow(assigned=3, visited=1, contacts=1, objects=10)
+        statuses = hot.households_with_status(conn, seed.cadre_id, seed.half)
+        assert [h.visited for h in statuses] == [False, False, True]
+        assert [p.content for p in hot.lookback(conn, seed.visited_id)] == ["路灯不亮", "电梯常坏"]
+        assert hot.open_nearby(conn, "幸福社区", seed.visited_id) == 2
+        kept = hot.stored_answer(conn, "telegram", "answered-1")
+        assert kept.answer["replies"][0]["options"] == [[["住户1", "4.0"]]] and kept.delivered_at is None
+        assert hot.stored_answer(conn, "wechat", "answered-2").delivered_at is not None
+        assert hot.save_state(conn, "telegram", "100", expected_version=3, flow=None, step=None, data={},
+                              version=4, now=seed.now) == 0  # a lost race changes nothing
+
+
+# -- refused when built --------------------------------------------------------------------------
+
+_t = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("name", String(20)),
+           Column("kind", String(20), default="居"))
+
+
+class IdRow(NamedTuple):
+    id: int
+
+
+class IdNameRow(NamedTuple):
+    id: int
+    name: str | None
+
+
+class NameRow(NamedTuple):
+    name: str | None
+
+
+@pytest.mark.parametrize("stmt, reason", [
+    (select(_t.c.id).where(_t.c.id.in_([1, 2])), "expanding IN"),
+    (select(_t.c.id).where(_t.c.id.in_(bindparam("ids", expanding=True))), "expanding IN"),
+    (select(_t.c.id).where(_t.c.name == bindparam("name", literal_execute=True)), "literal_execute"),
+    (select(_t.c.id).where(_t.c.name == bindparam("name", callable_=lambda: "x")), "callable_"),
+    (select(_t.c.id).where(_t.c.name == bindparam("the name")), "escaping"),
+    (select(_t.c.id).execution_options(yield_per=10), "execution options"),
+    (insert(_t).values(name=bindparam("name")), "default"),  # kind's default comes from SQLAlchemy
+    (lambda insert: insert(_t).values(name=bindparam("name")).on_conflict_do_nothing(), "default"),
+])
+def test_what_the_fast_path_cannot_run_is_refused_when_built(stmt, reason):
+    with pytest.raises(UnsupportedStatement, match=reason):
+        Prepared(stmt, IdRow if not callable(stmt) and hasattr(stmt, "selected_columns") else None)
+
+
+def test_a_row_type_must_name_the_statements_columns():
+    with pytest.raises(UnsupportedStatement, match="row type NameRow"):
+        Prepared(select(_t.c.id), NameRow)
+    with pytest.raises(UnsupportedStatement, match="row type IdRow"):
+        Prepared(select(_t.c.id, _t.c.name), IdRow)  # a column short
+    with pytest.raises(UnsupportedStatement, match="give it a row type"):
+        Prepared(select(_t.c.id))
+    # What the fast path can run is accepted, with the kind's default given in values().
+    assert Prepared(select(_t.c.id, _t.c.name).where(_t.c.id == bindparam("id")), IdNameRow).row is IdNameRow
+    assert Prepared(insert(_t).values(name=bindparam("name"), kind=bindparam("kind"))).row is None
