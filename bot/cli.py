@@ -343,6 +343,7 @@ def cmd_wechat_qr(args, settings: Settings) -> int:
     from bot.cards import CardError, find_targets
     from bot.core.engine import system_clock
     from handlers.wechat import WeChatApiError
+    from bot.reports.forms import csv_text
     from handlers.wechat.account import SHOW_QR_URL, QrLimitReached, create_scene_codes
 
     engine = _engine(settings)
@@ -373,8 +374,8 @@ def cmd_wechat_qr(args, settings: Settings) -> int:
             with open(args.out, "w", encoding="utf-8-sig", newline="") as f:
                 writer = csv.writer(f)
                 writer.writerow(["单位", "名称", "评价码", "ticket", "二维码内容", "二维码图片"])
-                for code in made:
-                    writer.writerow([code.unit, code.name, code.scene, code.ticket, code.url,
+                for code in made:  # unit and name are roster text: never a formula in a spreadsheet
+                    writer.writerow([csv_text(code.unit), csv_text(code.name), code.scene, code.ticket, code.url,
                                      SHOW_QR_URL.format(ticket=code.ticket)])
     if not made:
         print("没有符合条件的在册干部或窗口。", file=sys.stderr)
