@@ -440,3 +440,7 @@ OBJECT_ASK_CATEGORY = "请选择问题类型："
 OBJECT_SAVED_NO_PROBLEM = "✅ 已记录与 {name} 的联系。"
 OBJECT_SAVED = "✅ 已记录 {name} 反映的问题（{remit}），列入问题台账，编号 #{id}。"
 HELP_OBJECT = "/object — 联系服务对象、记录其反映的问题"
+
+# Hardening (安全加固): binding lockout
+BIND_LOCKED = ("绑定码连续输错次数过多，已暂停绑定，请 {minutes} 分钟后再试。"
+               "如确认绑定码无误仍不能绑定，请向管理员重新索取。")
