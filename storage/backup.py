@@ -148,13 +148,26 @@ def restore_postgres(url: str, path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _reachable(read, engine: Engine):
+    """``read(engine)``, or a BackupError naming DATABASE_URL when the database cannot be reached."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        return read(engine)
+    except OperationalError as exc:
+        raise BackupError(f"无法连接数据库，请检查 DATABASE_URL 与数据库服务：{str(exc.orig).splitlines()[0]}",
+                          exit_code=2) from exc
+
+
 def backup(engine: Engine, url: str, path: Path) -> dict[str, int]:
     """Writes a backup of the database at ``url`` to ``path``; returns the rows per table it holds."""
     path = Path(path)
     if path.is_dir():
         raise BackupError(f"{path} 是目录：请给出备份文件名，例如 {path / 'bot-backup.db'}")
+    if engine.dialect.name == "postgresql":
+        _pg_tool("pg_dump")  # before anything else: the operator's fix comes first
     path.parent.mkdir(parents=True, exist_ok=True)
-    counts = row_counts(engine)
+    counts = _reachable(row_counts, engine)
     if engine.dialect.name == "sqlite":
         backup_sqlite(url, path)
     elif engine.dialect.name == "postgresql":
@@ -169,7 +182,9 @@ def restore(engine: Engine, url: str, path: Path, *, force: bool = False) -> Non
     path = Path(path)
     if not path.is_file():
         raise BackupError(f"找不到备份文件：{path}")
-    if not force and not is_empty(engine):
+    if engine.dialect.name == "postgresql":
+        _pg_tool("pg_restore")
+    if not force and not _reachable(is_empty, engine):
         raise BackupError("目标数据库中已有数据：恢复会覆盖全部数据。请恢复到空数据库，"
                           "或确认后加 --force（建议先用 backup 备份当前数据）。")
     engine.dispose()  # no pooled connection of ours holds the old tables open
