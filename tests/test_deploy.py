@@ -7,6 +7,7 @@ webhook paths."""
 from __future__ import annotations
 
 import re
+import shutil
 import shlex
 from pathlib import Path
 
@@ -155,3 +156,25 @@ def test_the_guide_and_the_checklist_cover_the_operators_tasks():
         assert heading in guide
     checklist = (DEPLOY / "生产检查清单.md").read_text(encoding="utf-8")
     assert checklist.count("- [ ]") >= 20 and "EVALUATION_SECRET" in checklist
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None or shutil.which("openssl") is None,
+                    reason="nginx or openssl not installed (Debian: apt-get install nginx openssl)")
+def test_the_nginx_example_passes_nginx_t(tmp_path):
+    """nginx itself checks the example, with a throwaway certificate in place of the real one."""
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=pingjia.example.gov.cn", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    site = (DEPLOY / "nginx.conf").read_text(encoding="utf-8")
+    site = site.replace("/etc/nginx/ssl/pingjia.example.gov.cn.pem", str(cert))
+    site = site.replace("/etc/nginx/ssl/pingjia.example.gov.cn.key", str(key))
+    (tmp_path / "site.conf").write_text(site, encoding="utf-8")
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{\n access_log off;\n include {tmp_path}/site.conf;\n}}\n", encoding="utf-8")
+    done = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
