@@ -178,3 +178,21 @@ def test_the_nginx_example_passes_nginx_t(tmp_path):
     done = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_the_systemd_units_pass_systemd_analyze_verify(tmp_path):
+    """systemd checks the units; the only complaint allowed is the program not installed here."""
+    import subprocess
+
+    units = []
+    for unit in sorted((DEPLOY / "systemd").iterdir()):
+        copy = tmp_path / unit.name.replace("@.", "@8081.")
+        copy.write_text(unit.read_text(encoding="utf-8"), encoding="utf-8")
+        units.append(str(copy))
+    (tmp_path / "zuofeng-web@.service").write_text((DEPLOY / "systemd" / "zuofeng-web@.service")
+                                                   .read_text(encoding="utf-8"), encoding="utf-8")
+    done = subprocess.run(["systemd-analyze", "verify", "--man=false", *units], capture_output=True, text=True)
+    complaints = [line for line in (done.stdout + done.stderr).splitlines()
+                  if line.strip() and "/opt/zuofeng/.venv/bin/python is not executable" not in line]
+    assert complaints == []
