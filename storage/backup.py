@@ -25,6 +25,8 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import SQLModel
 
+import storage.models  # noqa: F401  (the tables whose rows are counted are the ones it defines)
+
 
 class BackupError(RuntimeError):
     """A backup or restore that cannot be done; the message says why and what to do.
@@ -69,6 +71,15 @@ def _copy_sqlite(source: sqlite3.Connection, target_path: Path) -> None:
         target.close()
 
 
+def _single_file(path: Path) -> None:
+    """A backup is one file: journal mode DELETE, so opening it makes no -wal and -shm beside it."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        conn.close()
+
+
 def backup_sqlite(url: str, path: Path) -> None:
     database = _sqlite_path(url)
     if not database.exists():
@@ -80,6 +91,7 @@ def backup_sqlite(url: str, path: Path) -> None:
         _copy_sqlite(source, partial)
     finally:
         source.close()
+    _single_file(partial)
     os.replace(partial, path)  # a backup file is complete or absent, never half written
 
 

@@ -4,7 +4,10 @@ PostgreSQL when the test database is PostgreSQL and pg_dump / pg_restore are ins
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from sqlalchemy import text
@@ -69,8 +72,12 @@ def test_sqlite_backup_and_restore_round_trip(db, core, settings, clock, monkeyp
     assert before["visit"] == 2 and before["audit_log"] == 1 and before["outbox"] == 1 and before["problem"] == 2
 
     backup = tmp_path / "backups" / "bot.db"
-    assert _cli(monkeypatch, settings.database_url, "backup", str(backup)) == 0
-    assert "已备份到" in capsys.readouterr().out
+    # As the operator runs it: a process of its own.
+    done = subprocess.run([sys.executable, "-m", "bot", "backup", str(backup)], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "DATABASE_URL": settings.database_url}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"共 {sum(before.values())} 行" in done.stdout
+    assert sorted(p.name for p in backup.parent.iterdir()) == ["bot.db"]  # one file, no -wal or -shm
     # What happens after the backup is not in it.
     make_problem(db, clock(), content="备份之后")
 
