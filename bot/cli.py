@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import func
 from sqlmodel import select
 
-from bot.config import Settings, get_settings
+from bot.config import DEVELOPMENT_EVALUATION_KEY, Settings, get_settings
 from bot.errors import OperatorError, SettingFileError, SettingsError, settings_error
 from storage.db import make_engine, session_scope, upgrade
 
@@ -326,8 +326,8 @@ def cmd_qr_cards(args, settings: Settings) -> int:
         print(f"配置错误：{exc}", file=sys.stderr)
         return 2
     encode = args.encode or settings.card_encode
-    if settings.evaluation_secret is None:
-        print("提醒：未设置 EVALUATION_SECRET，这些评价卡用公开的开发密钥签名，只能试用，不要张贴。", file=sys.stderr)
+    if settings.evaluation_key == DEVELOPMENT_EVALUATION_KEY:
+        print("提醒：EVALUATION_SECRET 未设置或是公开的开发密钥，这些评价卡用它签名，只能试用，不要张贴。", file=sys.stderr)
     if encode == "web" and not settings.public_base_url:
         print(f"提醒：未设置 PUBLIC_BASE_URL，二维码指向 {settings.public_url}，群众的手机打不开。", file=sys.stderr)
     engine = _engine(settings)
@@ -389,14 +389,15 @@ def cmd_wechat_qr(args, settings: Settings) -> int:
     from bot.cards import CardError, find_targets
     from storage.db import utcnow as system_clock
     from handlers.wechat import WeChatApiError
+    from bot.reports.forms import csv_text
     from handlers.wechat.account import SHOW_QR_URL, QrLimitReached, create_scene_codes
 
     engine = _engine(settings)
     api = _wechat_api(settings, engine)
     if api is None:
         return 2
-    if settings.evaluation_secret is None:
-        print("提醒：未设置 EVALUATION_SECRET，二维码携带的评价码用公开的开发密钥签名，只能试用。", file=sys.stderr)
+    if settings.evaluation_key == DEVELOPMENT_EVALUATION_KEY:
+        print("提醒：EVALUATION_SECRET 未设置或是公开的开发密钥，二维码携带的评价码用它签名，只能试用。", file=sys.stderr)
 
     def targets(session):
         return find_targets(session, unit=args.unit, cadre=args.cadre, window=args.window)
@@ -419,8 +420,8 @@ def cmd_wechat_qr(args, settings: Settings) -> int:
             with open(args.out, "w", encoding="utf-8-sig", newline="") as f:
                 writer = csv.writer(f)
                 writer.writerow(["单位", "名称", "评价码", "ticket", "二维码内容", "二维码图片"])
-                for code in made:
-                    writer.writerow([code.unit, code.name, code.scene, code.ticket, code.url,
+                for code in made:  # unit and name are roster text: never a formula in a spreadsheet
+                    writer.writerow([csv_text(code.unit), csv_text(code.name), code.scene, code.ticket, code.url,
                                      SHOW_QR_URL.format(ticket=code.ticket)])
     if not made:
         print("没有符合条件的在册干部或窗口。", file=sys.stderr)
@@ -446,6 +447,53 @@ def cmd_wechat_menu(args, settings: Settings) -> int:
     finally:
         api.close()
     print("已安装公众号菜单：" + "、".join(b["name"] for b in MENU) + "（约 5 分钟内对用户生效）")
+    return 0
+
+
+def cmd_backup(args, settings: Settings) -> int:
+    """Writes a backup of the whole database to FILE (SQLite: online backup; PostgreSQL: pg_dump)."""
+    from storage.backup import BackupError, backup
+
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        counts = backup(engine, settings.sqlalchemy_url, Path(args.file))
+    except BackupError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    finally:
+        engine.dispose()
+    print(f"已备份到 {args.file}：{len(counts)} 张表，共 {sum(counts.values())} 行。")
+    return 0
+
+
+def cmd_restore(args, settings: Settings) -> int:
+    """Restores FILE (written by backup) into the configured database, which must be empty unless --force."""
+    from storage.backup import BackupError, restore, row_counts
+
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        restore(engine, settings.sqlalchemy_url, Path(args.file), force=args.force)
+        upgrade(engine)  # a backup of an older version gets the newer tables and columns
+        counts = row_counts(engine)
+    except BackupError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    finally:
+        engine.dispose()
+    print(f"已从 {args.file} 恢复：{len(counts)} 张表，共 {sum(counts.values())} 行。")
+    return 0
+
+
+def cmd_prune(args, settings: Settings) -> int:
+    """Removes what the retention settings say (RETAIN_*, PRUNE_AFTER_DAYS); --dry-run only counts."""
+    from bot.core.engine import system_clock
+    from scheduler.jobs import prune_counts
+
+    engine = _engine(settings)
+    with session_scope(engine) as session:
+        counts = prune_counts(session, settings, system_clock(), dry_run=args.dry_run)
+    head = "将删除（试运行，未删除任何数据）" if args.dry_run else "已删除"
+    print(f"{head}：" + "，".join(f"{table} {n} 行" for table, n in counts.items()))
     return 0
 
 
@@ -514,6 +562,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("wechat-menu", help="install the WeChat account's custom menu (visit, contact, progress, help)")
     p.set_defaults(func=cmd_wechat_menu)
+
+    p = sub.add_parser("backup", help="备份整个数据库到文件 / back up the whole database to FILE "
+                                      "(SQLite: online backup; PostgreSQL: pg_dump)")
+    p.add_argument("file", help="备份文件，例如 backup-2026-11-30.db（PostgreSQL：.dump）")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("restore", help="从备份文件恢复到空数据库 / restore FILE into an empty database")
+    p.add_argument("file", help="backup 写出的备份文件")
+    p.add_argument("--force", action="store_true", help="目标数据库已有数据时也恢复（覆盖全部数据）/ overwrite a database with data")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("prune", help="按保存期限清理过期数据 / remove what the retention settings say (RETAIN_*)")
+    p.add_argument("--dry-run", action="store_true", help="只统计将删除的行数，不删除 / count only")
+    p.set_defaults(func=cmd_prune)
 
     from bot.reports.cli import add_commands  # import-hotline, export, ranking, spot-check
 

@@ -147,6 +147,16 @@ class Settings(BaseSettings):
     media_dir: Path = Path("./data/media")  # visit photos, named by their content's hash
     report_contact_phone: str = "3222889"  # the work-style office's number in the forms' notes
 
+    # Hardening: wrong binding codes (绑定码) in a row, per chat account and per client address
+    bind_max_failures: int = Field(default=20, ge=1)  # wrong codes in a row before a lockout
+    bind_failure_window_minutes: int = Field(default=60, ge=1)  # ... counted within this window
+    bind_lockout_minutes: int = Field(default=60, ge=1)  # how long every code is then refused
+
+    # Retention (保存期限): what the daily prune job (and `python -m bot prune`) removes
+    retain_citizen_state_days: int = Field(default=30, ge=1)  # dialogue state of accounts bound to no cadre, idle
+    retain_sent_outbox_days: int = Field(default=30, ge=1)  # sent outbox rows and their attachments (charts)
+    retain_dead_outbox_days: int = Field(default=180, ge=1)  # outbox rows given up (dead, unreachable)
+
     @field_validator("telegram_bot_token", "telegram_webhook_secret", "evaluation_secret", mode="before")
     @classmethod
     def _empty_is_none(cls, value):
@@ -232,6 +242,10 @@ class Settings(BaseSettings):
                 )
         if self.evaluation_secret is not None:
             secret = self.evaluation_secret.get_secret_value().strip()
+            if self.environment == "production" and secret.encode() == DEVELOPMENT_EVALUATION_KEY:
+                raise SettingsError(
+                    "EVALUATION_SECRET 是公开的开发密钥：生产环境必须换成自己的随机串（至少 16 位），例如用 "
+                    "`python -c \"import secrets;print(secrets.token_urlsafe(32))\"` 生成；用开发密钥签名的评价卡谁都能伪造。")
             if _PLACEHOLDER.match(secret) or len(secret) < 16:
                 raise SettingsError(
                     "EVALUATION_SECRET 仍是占位值或太短：请填入至少 16 位的随机串，例如用 "

@@ -497,3 +497,7 @@ UNIT_EVIDENCE = "    凭证：{shares}"
 # --- The domain in one voice (ledger creation history, roster import safety) ---
 RATING_ACTOR = "群众（差评）"
 LEDGER_DETAIL_UNIT_UNASSIGNED = "责任单位：{unit}（未经交办）"
+
+# Hardening (安全加固): binding lockout
+BIND_LOCKED = ("绑定码连续输错次数过多，已暂停绑定，请 {minutes} 分钟后再试。"
+               "如确认绑定码无误仍不能绑定，请向管理员重新索取。")

@@ -416,13 +416,64 @@ def remind_callbacks(session: Session, settings: Settings, now: datetime) -> int
 
 # -- housekeeping ----------------------------------------------------------------------------------
 
-def prune(session: Session, settings: Settings, now: datetime) -> int:
-    """Forgets redelivery guards and the answers kept with them older than ``PRUNE_AFTER_DAYS``: the
-    platforms redeliver within minutes, so weeks are ample, and the table stays small."""
+def retention_rules(settings: Settings, now: datetime) -> list[tuple[str, object, object]]:
+    """What each retention setting removes: (table, model, condition), children before parents.
+
+    Kept whatever their age: the dialogue state and WeChat record of every account bound to a cadre
+    (a cadre's flow in progress, their 48-hour window), pending outbox rows, and the business data
+    (visits, problems, ratings, audit log), which is the campaign's record, not a cache.
+    """
+    from sqlalchemy import and_, exists, or_
+
+    from storage.models import (BindingAttempt, ChatAccount, DialogueState, OutboxAttachment, OutboxMessage,
+                                OutboxState, ProcessedInbound, WeChatUser)
+
+    guards = now - timedelta(days=settings.prune_after_days)
+    idle = now - timedelta(days=settings.retain_citizen_state_days)
+    sent = now - timedelta(days=settings.retain_sent_outbox_days)
+    dead = now - timedelta(days=settings.retain_dead_outbox_days)
+    old_outbox = or_(and_(OutboxMessage.state == OutboxState.SENT, OutboxMessage.sent_at < sent),
+                     and_(OutboxMessage.state.in_([OutboxState.DEAD, OutboxState.UNREACHABLE]),
+                          OutboxMessage.created_at < dead))
+    unbound_state = ~exists().where(ChatAccount.channel == DialogueState.channel,
+                                    ChatAccount.external_user_id == DialogueState.external_user_id)
+    unbound_wechat = ~exists().where(ChatAccount.channel == "wechat", ChatAccount.external_user_id == WeChatUser.openid)
+    window = now - timedelta(minutes=settings.bind_failure_window_minutes)
+    return [
+        ("processed_inbound", ProcessedInbound, ProcessedInbound.created_at < guards),
+        ("dialogue_state", DialogueState, and_(DialogueState.updated_at < idle, unbound_state)),
+        ("wechat_user", WeChatUser, and_(WeChatUser.last_inbound_at < idle, unbound_wechat)),
+        ("outbox_attachment", OutboxAttachment,
+         OutboxAttachment.message_id.in_(select(OutboxMessage.id).where(old_outbox))),
+        ("outbox", OutboxMessage, old_outbox),
+        ("binding_attempt", BindingAttempt,
+         and_(BindingAttempt.first_failed_at < window,
+              or_(BindingAttempt.locked_until == None, BindingAttempt.locked_until < now))),  # noqa: E711
+    ]
+
+
+def prune_counts(session: Session, settings: Settings, now: datetime, *, dry_run: bool = False) -> dict[str, int]:
+    """Removes what the retention settings say, table by table; the rows removed per table (with
+    ``dry_run``, the rows that would be, and nothing is removed)."""
     from sqlalchemy import delete
 
-    from storage.models import ProcessedInbound
+    counts = {}
+    for table, model, condition in retention_rules(settings, now):
+        if dry_run:
+            counts[table] = session.execute(select(func.count()).select_from(model).where(condition)).scalar_one()
+        else:
+            counts[table] = session.execute(delete(model).where(condition)
+                                            .execution_options(synchronize_session=False)).rowcount
+    return counts
 
-    cutoff = now - timedelta(days=settings.prune_after_days)
-    removed = session.execute(delete(ProcessedInbound).where(ProcessedInbound.created_at < cutoff)).rowcount
+
+def prune(session: Session, settings: Settings, now: datetime) -> int:
+    """The daily prune job: what ``prune_counts`` removes, logged per table; returns the total.
+
+    Redelivery guards and cached webhook replies go after ``PRUNE_AFTER_DAYS`` (the platforms
+    redeliver within minutes, so weeks are ample); the rest after its RETAIN_* setting."""
+    counts = prune_counts(session, settings, now)
+    removed = sum(counts.values())
+    if removed:
+        log.info("清理过期数据 prune: %s", "，".join(f"{table} {n}" for table, n in counts.items()))
     return removed

@@ -512,3 +512,16 @@ class AuditLog(SQLModel, table=True):
     address: Optional[str] = Field(default=None, max_length=64)  # the client address, where there is one
     channel: Optional[str] = Field(default=None, max_length=20)
     detail: Optional[str] = Field(default=None, max_length=500)
+
+
+class BindingAttempt(SQLModel, table=True):
+    """Wrong binding codes in a row from one account (or one client address): after
+    BIND_MAX_FAILURES within BIND_FAILURE_WINDOW_MINUTES the key is locked until ``locked_until``,
+    and every code from it is refused, the right one too. A successful binding forgets the row."""
+
+    __tablename__ = "binding_attempt"
+
+    key: str = Field(max_length=160, primary_key=True)  # "account:telegram:4711" or "address:203.0.113.9"
+    failures: int = 0
+    first_failed_at: datetime
+    locked_until: Optional[datetime] = None

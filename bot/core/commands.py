@@ -71,7 +71,12 @@ def _bind_with(ctx: Context, code: str) -> None:
     if ctx.cadre is not None:
         ctx.say(texts.ALREADY_BOUND.format(name=ctx.cadre.name, unit=unit_name(ctx, ctx.cadre)))
         return
-    cadre = binding.redeem_code(ctx.session, code, ctx.inbound.channel, ctx.inbound.user_id, ctx.now)
+    try:
+        cadre = binding.redeem_code(ctx.session, code, ctx.inbound.channel, ctx.inbound.user_id, ctx.now,
+                                    ctx.settings)
+    except binding.BindingLocked as locked:
+        ctx.say(texts.BIND_LOCKED.format(minutes=locked.minutes_left))
+        return
     if cadre is None:
         ctx.say(texts.BIND_CODE_INVALID)
         return

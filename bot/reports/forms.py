@@ -255,7 +255,33 @@ class _Styles:
 
         cell = WriteOnlyCell(ws, value=value)
         cell._style = copy(self._protos[style])
+        if isinstance(value, str):
+            as_text(cell, value)
         return cell
+
+
+# What a spreadsheet may take for the start of a formula (OWASP's CSV injection list): a cell written
+# from user or roster text that starts with one of these is written as text, never as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value):
+    """A CSV field that no spreadsheet opens as a formula: text starting like one gets a leading '."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def as_text(cell, value: str) -> None:
+    """Makes a cell just given ``value`` a text cell: openpyxl takes a string starting with "=" for a
+    formula and "#N/A" for an error; a text cell is neither, and Excel shows it as typed. A value that
+    looks like a formula also gets the quote prefix (Excel's leading '), so that editing the cell in
+    Excel keeps it text instead of turning it into the formula."""
+    cell.data_type = "s"
+    if value.startswith(FORMULA_STARTS):
+        cell._style.quotePrefix = 1
+    elif cell._style.quotePrefix:
+        cell._style.quotePrefix = 0
 
 
 _BAD_SHEET_CHARS = re.compile(r"[\[\]:*?/\\]")
@@ -317,6 +343,8 @@ def _write_sheet(ws, form: int, sheet: Sheet, half: str, note_text: str, styles:
     for values in sheet.rows:
         for target, value in zip(body, values):
             target.value = value
+            if value.__class__ is str:  # every column is text: names, addresses, phones, what was typed
+                as_text(target, value)
         ws.append(body)
     ws.append([cell(ws, note_text, "note")])
 
