@@ -14,7 +14,7 @@ from scheduler import jobs
 from scheduler.service import _run_job
 from storage.db import session_scope
 from storage.models import (BindingAttempt, ChatAccount, DialogueState, OutboxAttachment, OutboxMessage, OutboxState,
-                            ProcessedInbound, WeChatReply, WeChatUser)
+                            ProcessedInbound, WeChatUser)
 from tests.utils import make_roster
 
 DAY = timedelta(days=1)
@@ -68,8 +68,6 @@ def grown(db, clock):
         _outbox(s, "dead-recent", OutboxState.DEAD, now - 180 * DAY + MINUTE)
         s.add(ProcessedInbound(channel="telegram", event_key="old", created_at=now - 14 * DAY - MINUTE))
         s.add(ProcessedInbound(channel="telegram", event_key="recent", created_at=now - 14 * DAY + MINUTE))
-        s.add(WeChatReply(event_key="old", xml="<xml/>", created_at=now - 14 * DAY - MINUTE))
-        s.add(WeChatReply(event_key="recent", xml="<xml/>", created_at=now - 14 * DAY + MINUTE))
         s.add(BindingAttempt(key="account:telegram:old", failures=3, first_failed_at=now - 61 * MINUTE))
         s.add(BindingAttempt(key="account:telegram:run", failures=3, first_failed_at=now - 59 * MINUTE))
         s.add(BindingAttempt(key="account:telegram:locked", failures=20, first_failed_at=now - 90 * MINUTE,
@@ -85,7 +83,6 @@ def _left(db) -> dict[str, list]:
             "outbox": sorted(r.idempotency_key for r in s.exec(select(OutboxMessage))),
             "outbox_attachment": sorted(r.filename for r in s.exec(select(OutboxAttachment))),
             "processed_inbound": sorted(r.event_key for r in s.exec(select(ProcessedInbound))),
-            "wechat_reply": sorted(r.event_key for r in s.exec(select(WeChatReply))),
             "binding_attempt": sorted(r.key for r in s.exec(select(BindingAttempt))),
         }
 
@@ -96,10 +93,9 @@ KEPT = {
     "outbox": ["dead-recent", "pending-old", "sent-recent"],
     "outbox_attachment": ["pending-old.png", "sent-recent.png"],
     "processed_inbound": ["recent"],
-    "wechat_reply": ["recent"],
     "binding_attempt": ["account:telegram:locked", "account:telegram:run"],
 }
-REMOVED = {"processed_inbound": 1, "wechat_reply": 1, "dialogue_state": 2, "wechat_user": 1, "outbox_attachment": 1,
+REMOVED = {"processed_inbound": 1, "dialogue_state": 2, "wechat_user": 1, "outbox_attachment": 1,
            "outbox": 3, "binding_attempt": 1}
 
 
