@@ -45,7 +45,8 @@ def load_example_if_empty(engine, settings: Settings) -> bool:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "roster.xlsx"
         write_example_workbook(path)
-        report = import_roster(engine, path, minimum=settings.service_object_minimum)
+        report = import_roster(engine, path, minimum=settings.service_object_minimum,
+                               supervision_units=tuple(settings.supervision_units))
     print("数据库为空，已载入示例花名册：\n" + report.summary(), file=sys.stderr)
     return True
 
@@ -147,6 +148,7 @@ def cmd_import_roster(args, settings: Settings) -> int:
     engine = _engine(settings)
     try:
         report = import_roster(engine, Path(args.file), minimum=settings.service_object_minimum,
+                               supervision_units=tuple(settings.supervision_units),
                                progress=not args.quiet)
     except RosterError as exc:
         print(f"导入失败，未写入任何数据。共 {len(exc.issues)} 处问题：", file=sys.stderr)

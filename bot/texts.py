@@ -440,3 +440,12 @@ OBJECT_ASK_CATEGORY = "请选择问题类型："
 OBJECT_SAVED_NO_PROBLEM = "✅ 已记录与 {name} 的联系。"
 OBJECT_SAVED = "✅ 已记录 {name} 反映的问题（{remit}），列入问题台账，编号 #{id}。"
 HELP_OBJECT = "/object — 联系服务对象、记录其反映的问题"
+
+
+# -- 好差评 by the national rules (issue #11): confidentiality, the 作风办, appeals, one rating per service --
+
+ROLE_NAMES["office"] = "作风办"
+RATING_NEED_REASON = "差评请至少选择一项原因，或简要说明情况，以便核实整改。"
+LEDGER_POST_IS_SUBJECT = "{post}不能是{name}：这条差评评价的就是{name}本人，须回避，请另选他人。"
+ROSTER_NO_OFFICE = ("名册中没有能查看全部单位的人员：请在“干部”表的“角色”列为作风办人员填写“作风办”。"
+                    "否则差评涉及主管时无人受理，全市的评价、排名无人查看。")

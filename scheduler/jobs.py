@@ -24,7 +24,7 @@ from bot.core.evaluation import BAD_LEVELS
 from bot.core.periods import half_of
 from bot.core.phones import mask
 from bot.core.progress import unit_progress, unvisited_by_cadre
-from bot.core.scope import in_scope, unit_scope
+from bot.core.scope import in_scope, rating_subjects, unit_scope
 from bot.fonts import FontNotFound
 from scheduler.outbox import SEND_CHANNELS, Attachment, enqueue_for_cadre, existing_keys
 from storage.db import session_scope
@@ -32,6 +32,7 @@ from storage.models import (
     CallbackStatus,
     CallbackTask,
     Cadre,
+    Problem,
     Rating,
     Role,
     ServiceWindow,
@@ -81,7 +82,7 @@ def _grace(settings: Settings) -> timedelta:
 
 
 def supervisors(session: Session) -> list[Cadre]:
-    return list(session.exec(select(Cadre).where(Cadre.role == Role.SUPERVISOR, Cadre.active == True)  # noqa: E712
+    return list(session.exec(select(Cadre).where(Cadre.role.in_(Role.HEADS), Cadre.active == True)  # noqa: E712
                              .order_by(Cadre.id)).all())
 
 
@@ -390,17 +391,23 @@ def remind_callbacks(session: Session, settings: Settings, now: datetime) -> int
     waiting = _pending(session, key, [h.id for h in heads])
     if not waiting:
         return 0
-    tasks = session.exec(select(CallbackTask).where(CallbackTask.status == CallbackStatus.OPEN,
-                                                    CallbackTask.due_on <= (day + timedelta(days=1)).isoformat())
-                         .order_by(CallbackTask.due_on, CallbackTask.id)).all()
-    if not tasks:
+    rows = session.exec(select(CallbackTask, Problem.to_office, Rating)
+                        .join(Problem, Problem.id == CallbackTask.problem_id)
+                        .join(Rating, Rating.id == CallbackTask.rating_id)
+                        .where(CallbackTask.status == CallbackStatus.OPEN,
+                               CallbackTask.due_on <= (day + timedelta(days=1)).isoformat())
+                        .order_by(CallbackTask.due_on, CallbackTask.id)).all()
+    if not rows:
         return 0
+    subjects = {rating.id: rating_subjects(session, rating) for _t, _o, rating in rows}
     written = 0
     for head in heads:
         if head.id not in waiting:
             continue
         scope = unit_scope(session, head, settings)
-        mine = [t for t in tasks if in_scope(scope, t.unit_id)]
+        # 回避: an office item only for the 作风办; nobody is told of a 差评 about themselves.
+        mine = [t for t, to_office, rating in rows if in_scope(scope, t.unit_id)
+                and not (to_office and scope is not None) and head.id not in subjects[rating.id]]
         if not mine:
             continue
         lines = [texts.CALLBACKS_DUE.format(count=len(mine))]

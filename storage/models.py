@@ -20,9 +20,12 @@ class Role:
     """Cadre roles, as imported from the roster's 角色 column."""
 
     CADRE = "cadre"  # 干部
-    SUPERVISOR = "supervisor"  # 作风办 / 主管
+    SUPERVISOR = "supervisor"  # 主管: oversees their own unit (and every unit named in SUPERVISION_UNITS)
+    OFFICE = "office"  # 作风办: the work-style office, oversees every unit by its role
     ADMIN = "admin"  # 管理员
-    ALL = (CADRE, SUPERVISOR, ADMIN)
+    ALL = (CADRE, SUPERVISOR, OFFICE, ADMIN)
+    HEADS = (SUPERVISOR, OFFICE)  # who receive digests, reminders and escalations
+    OVERSEERS = (SUPERVISOR, OFFICE, ADMIN)  # who may act as a supervisor on the ledger
 
 
 class AreaKind:
@@ -176,6 +179,9 @@ class Visit(SQLModel, table=True):
     latitude: Optional[float] = None
     longitude: Optional[float] = None
     channel: str = Field(max_length=20)
+    # 好差评 (issue #11): the household denied the visit on a spot-check call; it does not count until a
+    # supervisor rules (disputed_at cleared when upheld, the visit stays out when the denial stands).
+    disputed_at: Optional[datetime] = None
 
 
 class EverydayContact(SQLModel, table=True):
@@ -229,6 +235,9 @@ class Problem(SQLModel, table=True):
     reopened: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     hotline_status: Optional[str] = Field(default=None, max_length=200)  # 办理情况 as imported (附件5)
     note: Optional[str] = Field(default=None, max_length=200)  # 备注
+    # 好差评 (issue #11): a 差评 about a supervisor, or about someone whose unit has no other supervisor,
+    # is handled by the 作风办 alone (the unit's supervisors do not see it).
+    to_office: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
 
 
 class ProblemEvent(SQLModel, table=True):
@@ -483,3 +492,4 @@ class AuditLog(SQLModel, table=True):
     address: Optional[str] = Field(default=None, max_length=64)  # the client address, where there is one
     channel: Optional[str] = Field(default=None, max_length=20)
     detail: Optional[str] = Field(default=None, max_length=500)
+

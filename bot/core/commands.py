@@ -23,7 +23,7 @@ from bot.reports import commands as reports
 from storage.models import Cadre, Role, Unit
 
 # Least rank needed; a bound account of any role has rank >= 1.
-RANK = {None: 0, Role.CADRE: 1, Role.SUPERVISOR: 2, Role.ADMIN: 3}
+RANK = {None: 0, Role.CADRE: 1, Role.SUPERVISOR: 2, Role.OFFICE: 2, Role.ADMIN: 3}
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,8 @@ COMMANDS: dict[str, Command] = {
     "mute": Command(cmd_mute, Role.CADRE),
     "unmute": Command(cmd_unmute, Role.CADRE),
     "ratings": Command(rating_views.cmd_ratings, Role.SUPERVISOR, long=True),
-    "callbacks": Command(rating_views.cmd_callbacks, Role.SUPERVISOR, long=True),
+    # Not long: it writes an audit row for every phone it shows, and lists only open tasks.
+    "callbacks": Command(rating_views.cmd_callbacks, Role.SUPERVISOR),
     "export": Command(reports.cmd_export, Role.SUPERVISOR, long=True),
     "ranking": Command(reports.cmd_ranking, Role.SUPERVISOR, long=True),
 }

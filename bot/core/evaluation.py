@@ -9,7 +9,9 @@ token fails the HMAC; a revoked card carries an old version and fails the lookup
 ``submit_rating`` is the one way a rating is stored, whatever the channel: one rating per rater,
 target and local day (a second replaces the first), a burst of ratings of one target from one
 address flagged as misuse, and a 差评 put on the problem ledger with a call-back task when the
-rater left a phone number. Callers own the transaction; nothing here commits.
+rater left a phone number. A 差评 needs at least one reason or a comment. A 差评 about a
+supervisor, or about someone whose unit has no other supervisor, goes to the 作风办 (bot.core.scope).
+Callers own the transaction; nothing here commits.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from bot import texts
 from bot.config import Settings
 from bot.core.dialogue import InputError, clean_text
 from bot.core.phones import normalize_phone
+from bot.core.scope import needs_office
 from bot.core.workdays import work_calendar
 from storage.db import insert_ignore
 from storage.models import (
@@ -216,6 +219,8 @@ def check_input(level: object, reasons: list[str] | tuple[str, ...] = (), commen
         normal = normalize_phone(phone_raw) if len(phone_raw) <= 30 else None
         if normal is None:
             raise InputError(texts.RATING_BAD_PHONE)
+    if not reasons and comment is None:  # a 差评 must say what went wrong, or it cannot be looked into
+        raise InputError(texts.RATING_NEED_REASON)
     ordered = tuple(r for r in texts.RATING_REASONS if r in reasons)
     return RatingInput(level, ordered, comment, normal)
 
@@ -304,7 +309,8 @@ def _ledger_problem(session: Session, target: Target, rating: Rating, now: datet
     if problem is None:
         problem = Problem(source=ProblemSource.RATING, status=ProblemStatus.NEW, category=PROBLEM_CATEGORY,
                           content=content, unit_id=target.unit_id, raiser_phone=rating.phone,
-                          created_at=now, updated_at=now)
+                          created_at=now, updated_at=now,
+                          to_office=needs_office(session, target.unit_id, set(target.cadre_ids)))
         session.add(problem)
         session.flush()
         rating.problem_id = problem.id

@@ -23,10 +23,10 @@ from sqlmodel import Session, select
 
 from bot import texts
 from bot.config import Settings
-from bot.core.scope import in_scope, unit_scope
+from bot.core.scope import in_scope, problem_subjects, sees_problem, unit_scope
 from bot.core.workdays import work_calendar
 from scheduler.outbox import SEND_CHANNELS, enqueue, enqueue_for_cadre, existing_keys
-from storage.models import Cadre, Problem, ProblemEvent, ProblemStatus, Role, Unit
+from storage.models import Cadre, Problem, ProblemEvent, ProblemSource, ProblemStatus, Role, Unit
 
 ASSIGN, PROGRESS, CLOSE, ANSWER, REOPEN = "assign", "progress", "close", "answer", "reopen"
 SUPERVISOR, RESPONSIBLE, RAISER = "supervisor", "responsible", "raiser"
@@ -61,10 +61,8 @@ ACTION_NAMES = {ASSIGN: "交办", PROGRESS: "进展", CLOSE: "办结", ANSWER: "
 def roles_of(session: Session, problem: Problem, settings: Settings, cadre: Cadre | None,
              channel: str | None = None, user_id: str | None = None) -> set[str]:
     roles: set[str] = set()
-    if cadre is not None and cadre.role in (Role.SUPERVISOR, Role.ADMIN):
-        scope = unit_scope(session, cadre, settings)
-        if scope is None or problem.unit_id in scope or problem.responsible_unit_id in scope:
-            roles.add(SUPERVISOR)
+    if cadre is not None and sees_problem(session, cadre, settings, problem):
+        roles.add(SUPERVISOR)
     if cadre is not None and cadre.id in (problem.responsible_a_id, problem.responsible_b_id):
         roles.add(RESPONSIBLE)
     if channel and user_id and (problem.raiser_channel, problem.raiser_user_id) == (channel, user_id):
@@ -177,6 +175,10 @@ def _assign(session, settings, problem, actor, unit_id, a_id, b_id, deadline, to
             raise LedgerError(texts.LEDGER_NEED_POST.format(post=post, unit=unit.name))
     if a.id == b.id:
         raise LedgerError(texts.LEDGER_SAME_AB)
+    subjects = problem_subjects(session, problem.id)
+    for post, person in (("A岗", a), ("B岗", b)):
+        if person.id in subjects:  # 回避: nobody handles a 差评 about themselves
+            raise LedgerError(texts.LEDGER_POST_IS_SUBJECT.format(post=post, name=person.name))
     deadline = deadline or default_deadline(settings, problem.source, today)
     if deadline < today:
         raise LedgerError(texts.LEDGER_PAST_DEADLINE.format(date=deadline.isoformat()))
@@ -241,7 +243,7 @@ def ledger_tick(session: Session, settings: Settings, now: datetime) -> int:
     calendar = work_calendar(settings.holiday_file)
     tomorrow = calendar.add_working_days(today, 1)
     items = session.exec(select(Problem).where(Problem.status.in_(OPEN_STATES))).all()
-    heads = session.exec(select(Cadre).where(Cadre.role == Role.SUPERVISOR, Cadre.active == True)).all()  # noqa: E712
+    heads = session.exec(select(Cadre).where(Cadre.role.in_(Role.HEADS), Cadre.active == True)).all()  # noqa: E712
     scopes = {head.id: unit_scope(session, head, settings) for head in heads}
     planned: list[tuple[str, int, str]] = []  # (key, cadre id, body)
     written = 0
@@ -268,7 +270,9 @@ def ledger_tick(session: Session, settings: Settings, now: datetime) -> int:
             body = texts.LEDGER_NOTICE_OVERDUE.format(item=summary, deadline=problem.deadline.isoformat(),
                                                       days=calendar.working_days_between(problem.deadline, today))
             for head in heads:
-                if in_scope(scopes[head.id], problem.responsible_unit_id):
+                if in_scope(scopes[head.id], problem.responsible_unit_id) and (
+                        problem.source != ProblemSource.RATING
+                        or sees_problem(session, head, settings, problem, scopes[head.id])):
                     planned.append((f"ledger-overdue:{problem.id}:{problem.deadline.isoformat()}", head.id, body))
     # Most of these were written on an earlier tick: look them up in one query, not one insert each.
     done = existing_keys(session, [f"{key}:c{cadre_id}" for key, cadre_id, _ in planned])

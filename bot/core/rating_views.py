@@ -19,8 +19,9 @@ from bot.core.dialogue import Context
 from bot.core.evaluation import BAD_LEVELS, LEVELS
 from bot.core.periods import half_label
 from bot.core.phones import mask
-from bot.core.scope import unit_scope
-from storage.models import Cadre, CallbackStatus, CallbackTask, Rating, ServiceWindow, Unit
+from bot.core.scope import overseen_problems, unit_scope
+from storage import audit
+from storage.models import Cadre, CallbackStatus, CallbackTask, Problem, Rating, ServiceWindow, Unit, WindowDuty
 
 BAD_LIST_LIMIT = 10
 
@@ -98,8 +99,17 @@ def _target_key(rating: Rating) -> tuple[str, int]:
     return ("cadre", rating.cadre_id) if rating.cadre_id else ("window", rating.window_id)
 
 
-def bad_lines(ratings: list[Rating], names: dict, tz, limit: int = BAD_LIST_LIMIT) -> list[str]:
-    """The newest 差评 (misuse left out), phones masked."""
+def about_viewer(session: Session, viewer: Cadre | None):
+    """A test of whether a rating is about ``viewer`` (rated, or on duty at the rated window)."""
+    if viewer is None:
+        return lambda rating: False
+    windows = set(session.exec(select(WindowDuty.window_id).where(WindowDuty.cadre_id == viewer.id)).all())
+    return lambda rating: rating.cadre_id == viewer.id or (rating.window_id is not None and rating.window_id in windows)
+
+
+def bad_lines(ratings: list[Rating], names: dict, tz, limit: int = BAD_LIST_LIMIT,
+              about_me=lambda rating: False) -> list[str]:
+    """The newest 差评 (misuse left out), phones masked; none at all on a 差评 about the viewer."""
     bad = [r for r in ratings if r.level in BAD_LEVELS and not r.misuse][:limit]
     if not bad:
         return []
@@ -110,12 +120,12 @@ def bad_lines(ratings: list[Rating], names: dict, tz, limit: int = BAD_LIST_LIMI
             level=texts.RATING_LEVELS[r.level],
             reasons=f"（{'、'.join(r.reasons)}）" if r.reasons else "",
             comment=f"：{_short(r.comment)}" if r.comment else "",
-            phone=f"，电话 {mask(r.phone)}" if r.phone else "",
+            phone=f"，电话 {mask(r.phone)}" if r.phone and not about_me(r) else "",
             problem=f"，问题 #{r.problem_id}" if r.problem_id else ""))
     return lines
 
 
-def unit_report(session: Session, unit: Unit, since: datetime, tz) -> list[str]:
+def unit_report(session: Session, unit: Unit, since: datetime, tz, about_me=lambda rating: False) -> list[str]:
     """One unit: its totals, each rated cadre and window, and its newest 差评."""
     ratings = ratings_since(session, since, unit.id)
     total = LevelCounts()
@@ -130,13 +140,13 @@ def unit_report(session: Session, unit: Unit, since: datetime, tz) -> list[str]:
                               key=lambda item: (item[1].satisfaction is None, item[1].satisfaction or 0)):
         lines.append(texts.RATINGS_TARGET_LINE.format(name=names.get(key, "?"), total=counts.total,
                                                       rate=counts.rate_text(), bad=counts.bad))
-    lines += bad_lines(ratings, names, tz)
+    lines += bad_lines(ratings, names, tz, about_me=about_me)
     if total.misuse:
         lines.append(texts.RATINGS_MISUSE.format(count=total.misuse))
     return lines
 
 
-def cadre_report(session: Session, cadre: Cadre, since: datetime, tz) -> list[str]:
+def cadre_report(session: Session, cadre: Cadre, since: datetime, tz, about_me=lambda rating: False) -> list[str]:
     ratings = [r for r in ratings_since(session, since) if r.cadre_id == cadre.id]
     counts = LevelCounts()
     for rating in ratings:
@@ -146,7 +156,7 @@ def cadre_report(session: Session, cadre: Cadre, since: datetime, tz) -> list[st
     if not ratings:
         return lines + [texts.RATINGS_NONE]
     lines.append(counts.levels_text())
-    lines += bad_lines(ratings, {("cadre", cadre.id): cadre.name}, tz)
+    lines += bad_lines(ratings, {("cadre", cadre.id): cadre.name}, tz, about_me=about_me)
     if counts.misuse:
         lines.append(texts.RATINGS_MISUSE.format(count=counts.misuse))
     return lines
@@ -157,6 +167,7 @@ def cmd_ratings(ctx: Context) -> None:
     session, tz = ctx.session, ctx.settings.tz
     since = half_start(ctx.now, tz)
     everyone = _oversees_all(ctx)
+    about_me = about_viewer(session, ctx.cadre)
     lines = [texts.RATINGS_HEADER.format(half_label=half_label(ctx.half))]
     query = ctx.inbound.args.strip()[:50]
     own = session.get(Unit, ctx.cadre.unit_id)
@@ -168,7 +179,8 @@ def cmd_ratings(ctx: Context) -> None:
             return ctx.say(texts.RATINGS_UNKNOWN.format(query=query))
         if not everyone and (unit.id if unit else cadre.unit_id) != own.id:
             return ctx.say(texts.RATINGS_FORBIDDEN_UNIT)
-        lines += unit_report(session, unit, since, tz) if unit else cadre_report(session, cadre, since, tz)
+        lines += (unit_report(session, unit, since, tz, about_me) if unit
+                  else cadre_report(session, cadre, since, tz, about_me))
     elif everyone:
         ratings = ratings_since(session, since)
         per_unit = counts_by(ratings, lambda r: r.unit_id)
@@ -180,25 +192,35 @@ def cmd_ratings(ctx: Context) -> None:
             counts = per_unit.get(unit.id, LevelCounts())
             lines.append(texts.RATINGS_UNIT_LINE.format(name=unit.name, total=counts.total, rate=counts.rate_text(),
                                                         bad=counts.bad))
-        lines += bad_lines(ratings, _names(session, ratings), tz)
+        lines += bad_lines(ratings, _names(session, ratings), tz, about_me=about_me)
         misuse = sum(c.misuse for c in per_unit.values())
         if misuse:
             lines.append(texts.RATINGS_MISUSE.format(count=misuse))
     else:
-        lines += unit_report(session, own, since, tz)
+        lines += unit_report(session, own, since, tz, about_me)
     lines.append(texts.RATINGS_RATE_NOTE)
     ctx.say("\n".join(lines))
 
 
+def open_callbacks(session: Session, cadre: Cadre, settings) -> list[tuple[CallbackTask, Rating]]:
+    """The open call-back tasks ``cadre`` must see to: of the items they oversee (an office item only
+    for the 作风办), never one about themselves (回避)."""
+    query = (select(CallbackTask, Rating).join(Rating, Rating.id == CallbackTask.rating_id)
+             .join(Problem, Problem.id == CallbackTask.problem_id)
+             .where(CallbackTask.status == CallbackStatus.OPEN))
+    query = overseen_problems(query, cadre, unit_scope(session, cadre, settings))
+    return list(session.exec(query.order_by(CallbackTask.due_on, CallbackTask.id)).all())
+
+
 def cmd_callbacks(ctx: Context) -> None:
-    """Lists the open call-back tasks (回访) of the supervisor's unit, or of all units, with full phones."""
-    query = select(CallbackTask, Rating).join(Rating, Rating.id == CallbackTask.rating_id).where(
-        CallbackTask.status == CallbackStatus.OPEN)
-    if not _oversees_all(ctx):
-        query = query.where(CallbackTask.unit_id == ctx.cadre.unit_id)
-    rows = ctx.session.exec(query.order_by(CallbackTask.due_on, CallbackTask.id)).all()
+    """Lists the open call-back tasks (回访) this supervisor must make, with full phones: each number
+    shown is written to the audit log (who, when, which item)."""
+    rows = open_callbacks(ctx.session, ctx.cadre, ctx.settings)
     if not rows:
         return ctx.say(texts.CALLBACKS_NONE)
+    for task, _rating in rows:
+        audit.record(ctx.session, at=ctx.now, actor=f"cadre:{ctx.cadre.id}", action="phone.reveal",
+                     target=f"callback:{task.id}", channel=ctx.inbound.channel)
     names = _names(ctx.session, [rating for _task, rating in rows])
     lines = [texts.CALLBACKS_HEADER.format(count=len(rows))]
     for task, rating in rows:
