@@ -1,0 +1,232 @@
+"""好差评 by the national rules (issue #11), through the core as dialogue tables and over real HTTP:
+the person rated never sees the rater, a 差评 about a supervisor lands with the 作风办, nobody is A岗
+or B岗 of a 差评 about themselves, every full phone shown to staff is in the audit log, the 作风办
+of a county oversees every unit by its role, and a 差评 needs a reason or a comment."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timezone
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from bot import texts
+from bot.core import ledger
+from scheduler.jobs import remind_callbacks
+from storage.db import session_scope
+from storage.models import (AuditLog, Cadre, CallbackTask, ChatAccount, OutboxMessage, Problem, Rating, Role,
+                            TargetKind, Unit)
+from tests.utils import Chat, bind, make_roster, make_window, token_for
+
+PHONE = "13912345678"
+
+
+def rows(db, model):
+    with session_scope(db) as s:
+        return list(s.exec(select(model).order_by(model.id)).all())
+
+
+@pytest.fixture
+def county(db, clock):
+    """A county: 县住建局 with a cadre (李明), its only supervisor (王芳) and a second cadre; the
+    work-style office 县作风办 (not named in SUPERVISION_UNITS) with 周长青 in the 作风办 role."""
+    roster = make_roster(db)
+    with session_scope(db) as s:
+        unit = s.get(Unit, roster.unit.id)
+        unit.name = "县住建局"
+        office = Unit(name="县作风办")
+        s.add_all([unit, office])
+        s.flush()
+        head = Cadre(name="周长青", unit_id=office.id, mobile="13800000041", role=Role.OFFICE)
+        other = Cadre(name="陈静", unit_id=roster.unit.id, mobile="13800000042", role=Role.CADRE)
+        s.add_all([head, other])
+        s.flush()
+        for person in (head, roster.supervisor, roster.cadre, other):
+            s.add(ChatAccount(channel="telegram", external_user_id=f"tg{person.id}", cadre_id=person.id,
+                              bound_at=clock(), bound_by="code"))
+        s.flush()
+        people = {"office": head, "other": other}
+    bind(db, people["office"], "test", "office", clock())
+    bind(db, roster.supervisor, "test", "boss", clock())
+    bind(db, roster.cadre, "test", "cadre", clock())
+    bind(db, people["other"], "test", "other", clock())
+    roster.office, roster.other = people["office"], people["other"]
+    return roster
+
+
+def rate_badly(core, db, settings, cadre_id: int, user: str = "citizen", *, kind: str = TargetKind.CADRE) -> str:
+    """A citizen gives 不满意 with a reason, a comment and a phone, in chat."""
+    citizen = Chat(core, user)
+    citizen.say(f"/start {token_for(db, settings, kind, cadre_id)}")
+    citizen.press("🙁 不满意")
+    citizen.press("态度生硬")
+    citizen.press(texts.RATING_REASONS_DONE)
+    citizen.say("让我改天再来")
+    return citizen.say(PHONE)
+
+
+# -- 1. confidentiality and conflicts of interest ------------------------------------------------------
+
+
+def test_a_bad_rating_of_a_supervisor_lands_with_the_office_and_never_shows_her_the_rater(
+        core, db, settings, county, clock):
+    rate_badly(core, db, settings, county.supervisor.id)
+    [problem] = rows(db, Problem)
+    [task] = rows(db, CallbackTask)
+    assert problem.to_office and problem.unit_id == county.unit.id
+
+    boss = Chat(core, "boss")
+    ledger_view = boss.say("/ledger")
+    assert f"#{problem.id}" not in ledger_view and PHONE not in ledger_view
+    assert boss.labels()[0] == texts.LEDGER_BUCKETS["new"].format(count=0)
+    boss.say("/cancel")
+    assert boss.say("/callbacks") == texts.CALLBACKS_NONE
+    ratings = boss.say("/ratings")
+    assert "王芳" in ratings and "不满意" in ratings  # she sees the count and the level ...
+    assert "139" not in ratings and "5678" not in ratings  # ... never the rater's phone, not even masked
+    with pytest.raises(ledger.LedgerError):  # nor may she assign it herself
+        with session_scope(db) as s:
+            ledger.act(s, settings, problem.id, ledger.ASSIGN, now=clock(), actor=s.get(Cadre, county.supervisor.id),
+                       unit_id=county.unit.id, a_id=county.cadre.id, b_id=county.other.id)
+
+    # The morning call-back reminder: the 作风办 hears of it, she does not.
+    clock.now = datetime(2026, 11, 27, 1, 5, tzinfo=timezone.utc)  # 09:05 on the due day
+    with session_scope(db) as s:
+        remind_callbacks(s, settings.model_copy(update={"reminder_time": time(9, 0)}), clock.now)
+    reminders = {m.cadre_id: m.body for m in rows(db, OutboxMessage) if m.kind == "callbacks"}
+    assert county.supervisor.id not in reminders
+    assert f"#{problem.id}" in reminders[county.office.id] and "139****5678" in reminders[county.office.id]
+
+    # The 作风办 sees the full phone to call back, and that is written to the audit log.
+    office = Chat(core, "office")
+    callbacks = office.say("/callbacks")
+    assert f"#{problem.id} 王芳 不满意：回访电话 {PHONE}" in callbacks
+    [entry] = [a for a in rows(db, AuditLog) if a.action == "phone.reveal"]
+    assert (entry.actor, entry.target, entry.channel) == (f"cadre:{county.office.id}", f"callback:{task.id}", "test")
+    office.say("/ledger")
+    office.press("待交办 1")
+    opened = office.press(f"#{problem.id}")
+    assert PHONE in opened
+    reveals = [a.target for a in rows(db, AuditLog) if a.action == "phone.reveal"]
+    assert reveals.count(f"problem:{problem.id}") >= 1 and reveals[0] == f"callback:{task.id}"
+
+
+def test_a_bad_rating_of_a_cadre_stays_with_the_unit_but_he_is_never_his_own_a_or_b_post(
+        core, db, settings, county, clock):
+    rate_badly(core, db, settings, county.cadre.id)
+    [problem] = rows(db, Problem)
+    assert not problem.to_office  # his unit has a supervisor who is not him
+
+    boss = Chat(core, "boss")
+    assert PHONE in boss.say("/callbacks")  # the unit's supervisor calls back
+    boss.say("/ledger")
+    boss.press("待交办 1")
+    boss.press(f"#{problem.id}")
+    boss.press(texts.LEDGER_ACTION_LABELS[ledger.ASSIGN])
+    boss.press("县住建局")
+    assert "李明" not in boss.labels()  # the cadre rated is not offered as A岗 ...
+    with session_scope(db) as s:  # ... and refused if named anyway
+        with pytest.raises(ledger.LedgerError) as refused:
+            ledger.act(s, settings, problem.id, ledger.ASSIGN, now=clock(), actor=s.get(Cadre, county.supervisor.id),
+                       unit_id=county.unit.id, a_id=county.cadre.id, b_id=county.other.id)
+    assert str(refused.value) == texts.LEDGER_POST_IS_SUBJECT.format(post="A岗", name="李明")
+    assert rows(db, Problem)[0].status == "new"
+
+
+def test_a_unit_whose_only_supervisor_is_rated_sends_window_ratings_of_her_to_the_office(
+        core, db, settings, county):
+    window = make_window(db, county, on_duty=[county.supervisor])
+    rate_badly(core, db, settings, window.id, kind=TargetKind.WINDOW)
+    [problem] = rows(db, Problem)
+    assert problem.to_office
+    assert Chat(core, "boss").say("/callbacks") == texts.CALLBACKS_NONE
+    assert PHONE in Chat(core, "office").say("/callbacks")
+
+
+# -- 2. the 作风办 oversees every unit by its role ---------------------------------------------------------
+
+
+def test_the_office_of_a_county_sees_every_unit(core, db, settings, county, clock):
+    with session_scope(db) as s:
+        town = Unit(name="城关镇")
+        s.add(town)
+        s.flush()
+        s.add(Cadre(name="刘洋", unit_id=town.id, mobile="13800000051", role=Role.CADRE))
+    office = Chat(core, "office")
+    everything = office.say("/ratings")
+    assert "县住建局" in everything and "城关镇" in everything and texts.RATINGS_NONE not in everything
+    assert texts.RATINGS_FORBIDDEN_UNIT not in office.say("/ratings 城关镇")
+    assert "城关镇" in office.say("/unit")
+    # Ranked like a supervisor for commands; the help names the role.
+    assert texts.ROLE_NAMES[Role.OFFICE] == "作风办"
+    assert texts.HELP_RATINGS in office.say("/help")
+    # The unit supervisor still sees only her own unit.
+    assert Chat(core, "boss").say("/ratings 城关镇") == texts.RATINGS_FORBIDDEN_UNIT
+
+
+# -- 3. a 差评 needs a reason or a comment ------------------------------------------------------------------
+
+
+def test_a_bad_rating_with_no_reason_and_no_comment_is_refused_in_chat(core, db, settings, county):
+    citizen = Chat(core, "citizen")
+    citizen.say(f"/start {token_for(db, settings, TargetKind.CADRE, county.cadre.id)}")
+    citizen.press("非常不满意")
+    citizen.press(texts.RATING_REASONS_DONE)
+    assert texts.RATING_NEED_REASON in citizen.press(texts.SKIP)
+    assert rows(db, Rating) == [] and rows(db, Problem) == []
+    assert "手机号" in citizen.say("办事大厅没人")  # a comment alone is enough
+    citizen.press(texts.SKIP)
+    [problem] = rows(db, Problem)
+    assert "办事大厅没人" in problem.content
+
+
+def test_a_bad_rating_with_no_reason_and_no_comment_is_refused_on_the_page(db, settings, county, clock):
+    from bot.app import create_app
+    from bot.core.engine import Engine
+    from tests.standins.server import ServedApp
+    from tests.test_rating_web import Rater
+
+    served = ServedApp(None)
+    served.bind()
+    served.app = create_app(settings, Engine(db, settings, clock=clock), with_worker=False)
+    with served:
+        rater = Rater(served, token_for(db, settings, TargetKind.CADRE, county.cadre.id))
+        csrf = rater.open()
+        refused = rater.post(csrf=csrf, level="1", phone=PHONE)
+        assert refused.status_code == 400 and texts.RATING_NEED_REASON in refused.text
+        assert rows(db, Rating) == []
+        assert rater.post(csrf=csrf, level="1", comment="等了一上午").status_code == 200
+    assert [r.comment for r in rows(db, Rating)] == ["等了一上午"]
+
+
+# -- 2. the roster import ---------------------------------------------------------------------------------
+
+
+def test_roster_import_maps_the_office_and_warns_when_nobody_oversees_all_units(db, tmp_path):
+    import openpyxl
+
+    from storage.example_roster import write_example_workbook
+    from storage.roster import import_roster
+
+    path = tmp_path / "roster.xlsx"
+    write_example_workbook(path)
+    book = openpyxl.load_workbook(path)
+    sheet = book["干部"]
+    header = [c.value for c in sheet[1]]
+    role, mobile = header.index("角色") + 1, header.index("手机号") + 1
+    [row] = [r for r in range(2, sheet.max_row + 1) if str(sheet.cell(r, mobile).value) == "13800000002"]
+
+    sheet.cell(row, role).value = "作风办"
+    book.save(path)
+    report = import_roster(db, path, supervision_units=())
+    assert not any("能查看全部单位" in w for w in report.warnings)
+    with session_scope(db) as s:
+        assert s.exec(select(Cadre).where(Cadre.mobile == "13800000002")).one().role == Role.OFFICE
+
+    sheet.cell(row, role).value = "主管"  # the office's head as a plain supervisor, and no SUPERVISION_UNITS
+    book.save(path)
+    warned = import_roster(db, path, supervision_units=())
+    assert any("能查看全部单位" in w and "作风办" in w for w in warned.warnings)
+    # Named in SUPERVISION_UNITS (the default), the same supervisor oversees all: no warning.
+    assert not any("能查看全部单位" in w for w in import_roster(db, path).warnings)
