@@ -449,3 +449,12 @@ RATING_NEED_REASON = "差评请至少选择一项原因，或简要说明情况�
 LEDGER_POST_IS_SUBJECT = "{post}不能是{name}：这条差评评价的就是{name}本人，须回避，请另选他人。"
 ROSTER_NO_OFFICE = ("名册中没有能查看全部单位的人员：请在“干部”表的“角色”列为作风办人员填写“作风办”。"
                     "否则差评涉及主管时无人受理，全市的评价、排名无人查看。")
+SPOT_RULINGS = {"visit_stands": "走访属实，恢复计入", "denial_stands": "确认未走访，不予计入"}
+SPOT_RULING_MARK = "⚖ 待裁定："
+SPOT_DISPUTED = "该走访已标记为“有异议”，暂不计入进度、报表和排名，待您在抽查列表中裁定（标 ⚖ 的条目）。"
+SPOT_ASK_RULING = ("⚖ 裁定有异议的走访：\n住户：{household}\n走访干部：{cadre}（{unit}）\n走访日期：{date}\n"
+                   "住户的说法：{note}\n请核实后裁定：")
+SPOT_RULED = "已裁定：{household} — {ruling}。"
+SPOT_NOTICE_DISPUTED = ("📞 电话抽查：{household}（{address}）表示 {date} 未接受过走访。"
+                        "这次走访暂不计入进度、报表和排名，待主管裁定；如有走访照片等佐证，请向主管说明。")
+SPOT_NOTICE_RULED = "⚖ 您对 {household} 的走访，经抽查复核裁定：{ruling}。"

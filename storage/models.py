@@ -271,6 +271,11 @@ class SpotCheck(SQLModel, table=True):
     checked_by_id: Optional[int] = Field(default=None, foreign_key="cadre.id")
     checked_at: Optional[datetime] = None
     note: Optional[str] = Field(default=None, max_length=300)
+    # 好差评 (issue #11): a denial disputes the visit until a supervisor rules: "visit_stands" (it counts
+    # again) or "denial_stands" (it stays out of progress, forms and rankings).
+    ruling: Optional[str] = Field(default=None, max_length=20)
+    ruled_by_id: Optional[int] = Field(default=None, foreign_key="cadre.id")
+    ruled_at: Optional[datetime] = None
 
 
 class OutboxState:

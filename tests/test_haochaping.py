@@ -230,3 +230,61 @@ def test_roster_import_maps_the_office_and_warns_when_nobody_oversees_all_units(
     assert any("能查看全部单位" in w and "作风办" in w for w in warned.warnings)
     # Named in SUPERVISION_UNITS (the default), the same supervisor oversees all: no warning.
     assert not any("能查看全部单位" in w for w in import_roster(db, path).warnings)
+
+
+# -- 4. a spot-check denial disputes the visit ------------------------------------------------------------
+
+
+def _deny_visit(core, db, county, clock) -> Chat:
+    from tests.utils import make_visit
+
+    make_visit(db, county.cadre, county.households[0], clock())
+    cadre = Chat(core, "cadre")
+    assert "已走访 1/3 户" in cadre.say("/progress")
+    boss = Chat(core, "boss")
+    assert "已抽取 1 条新的走访记录" in boss.say("/spotcheck 抽取")
+    boss.press("（李明）")
+    boss.press("否认走访")
+    recorded = boss.say("说从没有人来过")
+    assert texts.SPOT_DISPUTED in recorded
+    return boss
+
+
+def _counted_visits(db, settings, county, clock):
+    from bot.reports import forms, rankings
+
+    with session_scope(db) as s:
+        form1 = forms.form_rows(s, 1, "2026H2", [county.unit.id], settings)
+        ranked = rankings.ranking(s, rankings.VISITS, rankings.CADRES, "2026H2", settings, clock().date())
+        return sum(len(v) for v in form1.values()), ranked.position(county.cadre.id).good
+
+
+def test_a_denied_visit_stops_counting_and_the_cadre_is_told_until_the_supervisor_rules(
+        core, db, settings, county, clock):
+    boss = _deny_visit(core, db, county, clock)
+    cadre = Chat(core, "cadre")
+    assert "已走访 0/3 户" in cadre.say("/progress")
+    assert "李明：0/3 户" in boss.say("/unit")
+    assert _counted_visits(db, settings, county, clock) == (0, 0)  # not in 附件1, not in the visits ranking
+    [notice] = [m for m in rows(db, OutboxMessage) if m.kind == "spotcheck"]
+    assert notice.cadre_id == county.cadre.id and "住户1" in notice.body and "未接受过走访" in notice.body
+
+    boss.say("/spotcheck")
+    boss.press(texts.SPOT_RULING_MARK)
+    assert "说从没有人来过" in boss.last.text
+    ruled = boss.press(texts.SPOT_RULINGS["visit_stands"])
+    assert "已裁定：住户1" in ruled
+    assert "已走访 1/3 户" in cadre.say("/progress")
+    assert _counted_visits(db, settings, county, clock) == (1, 1)
+    told = [m for m in rows(db, OutboxMessage) if m.kind == "spotcheck"]
+    assert len(told) == 2 and texts.SPOT_RULINGS["visit_stands"] in told[1].body
+    assert not any(texts.SPOT_RULING_MARK in label for label in boss.labels())  # ruled once only
+
+
+def test_a_denial_that_stands_keeps_the_visit_out(core, db, settings, county, clock):
+    boss = _deny_visit(core, db, county, clock)
+    boss.say("/spotcheck")
+    boss.press(texts.SPOT_RULING_MARK)
+    boss.press(texts.SPOT_RULINGS["denial_stands"])
+    assert "已走访 0/3 户" in Chat(core, "cadre").say("/progress")
+    assert _counted_visits(db, settings, county, clock) == (0, 0)

@@ -1,4 +1,7 @@
-"""Who has visited whom this half-year: the cadre's own progress and a unit's overview."""
+"""Who has visited whom this half-year: the cadre's own progress and a unit's overview.
+
+A visit its household denied on a spot-check (``Visit.disputed_at``) does not count until a supervisor
+rules that it stands (bot.reports.spotcheck)."""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ _h, _v = Household.__table__, Visit.__table__
 _HOUSEHOLDS = Prepared(
     select(_h.c.id, _h.c.name, _h.c.address,
            exists().where(_v.c.household_id == _h.c.id, _v.c.cadre_id == bindparam("cadre_id"),
-                          _v.c.half == bindparam("half")).label("visited"))
+                          _v.c.half == bindparam("half"), _v.c.disputed_at.is_(None)).label("visited"))
     .where(_h.c.cadre_id == bindparam("cadre_id"), _h.c.active == true())
     .order_by(literal_column("visited"), _h.c.address, _h.c.name))
 
@@ -39,7 +42,8 @@ def unvisited_by_cadre(session: Session, cadre_ids: list[int], half: str) -> dic
     """Each cadre's active households not visited this half-year, in one query for all of them."""
     if not cadre_ids:
         return {}
-    visited = select(Visit.household_id).where(Visit.half == half, Visit.cadre_id == Household.cadre_id)
+    visited = select(Visit.household_id).where(Visit.half == half, Visit.cadre_id == Household.cadre_id,
+                                               Visit.disputed_at.is_(None))
     rows = session.exec(
         select(Household).where(Household.cadre_id.in_(cadre_ids), Household.active == True,  # noqa: E712
                                 Household.id.not_in(visited.scalar_subquery()))
@@ -66,7 +70,7 @@ _ONE_CADRE = Prepared(select(
     .scalar_subquery().label("assigned"),
     select(func.count(func.distinct(_v.c.household_id))).select_from(_v.join(_h, _h.c.id == _v.c.household_id))
     .where(_v.c.cadre_id == bindparam("cadre_id"), _v.c.half == bindparam("half"), _h.c.active == true(),
-           _h.c.cadre_id == _v.c.cadre_id)
+           _h.c.cadre_id == _v.c.cadre_id, _v.c.disputed_at.is_(None))
     .scalar_subquery().label("visited"),
     select(func.count()).where(_ec.c.cadre_id == bindparam("cadre_id"), _ec.c.half == bindparam("half"))
     .scalar_subquery().label("contacts"),
@@ -94,7 +98,7 @@ def unit_progress(session: Session, cadres: list[Cadre], half: str) -> list[Cadr
         select(Visit.cadre_id, func.count(func.distinct(Visit.household_id)))
         .join(Household, Household.id == Visit.household_id)
         .where(Visit.cadre_id.in_(ids), Visit.half == half, Household.active == True,  # noqa: E712
-               Household.cadre_id == Visit.cadre_id)
+               Household.cadre_id == Visit.cadre_id, Visit.disputed_at.is_(None))
         .group_by(Visit.cadre_id)
     ).all())
     contacts = dict(session.exec(

@@ -113,7 +113,8 @@ def _counts(session: Session, metric: str, level: str, half: str, settings: Sett
         assigned = (select(key, func.count()).select_from(Household).join(Cadre, Cadre.id == Household.cadre_id)
                     .where(Household.active == True).group_by(key))  # noqa: E712
         visited_households = (select(Visit.id).where(Visit.household_id == Household.id, Visit.half == half,
-                                                     Visit.cadre_id == Household.cadre_id).exists())
+                                                     Visit.cadre_id == Household.cadre_id,
+                                                     Visit.disputed_at.is_(None)).exists())
         visited = (select(key, func.count()).select_from(Household).join(Cadre, Cadre.id == Household.cadre_id)
                    .where(Household.active == True, visited_households).group_by(key))  # noqa: E712
         if unit_ids is not None:
