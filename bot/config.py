@@ -120,6 +120,7 @@ class Settings(BaseSettings):
     rating_rate_limit: int = Field(default=20, ge=1)  # rating-page POSTs per address per 10 minutes
     rating_burst_count: int = Field(default=5, ge=2)  # ratings of one target from one address ...
     rating_burst_minutes: int = Field(default=10, ge=1)  # ... within this many minutes are misuse
+    appeal_days: int = Field(default=5, ge=1, le=30)  # working days a rated cadre has to appeal a 差评 (申诉)
 
     # Supervisors' tools: report forms (附件1-5), rankings, spot-checks (电话随机访问)
     ranking_min_ratings: int = Field(default=5, ge=1)  # fewer ratings in the half-year: not ranked by satisfaction

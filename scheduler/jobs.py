@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 
 from bot import texts
 from bot.config import Settings
+from bot.core import appeals
 from bot.core.evaluation import BAD_LEVELS
 from bot.core.periods import half_of
 from bot.core.phones import mask
@@ -358,7 +359,8 @@ class PeriodRatings:
 
 def _ratings_in(session: Session, since: datetime, until: datetime, cadre_names: dict[int, str],
                 units: dict[int, Unit]) -> PeriodRatings:
-    window = (Rating.rated_at > since, Rating.rated_at <= until, Rating.misuse == False)  # noqa: E712
+    window = (Rating.rated_at > since, Rating.rated_at <= until, Rating.misuse == False,  # noqa: E712
+              Rating.voided == False)  # noqa: E712  (voided on appeal: out of every statistic)
     counts: dict[int, Counter] = {}
     for unit_id, level, count in session.exec(
             select(Rating.unit_id, Rating.level, func.count()).where(*window)
@@ -366,12 +368,15 @@ def _ratings_in(session: Session, since: datetime, until: datetime, cadre_names:
         counts.setdefault(unit_id, Counter())[level] = count
     windows = {w.id: w.name for w in session.exec(select(ServiceWindow)).all()}
     bad = []
-    for r in session.exec(select(Rating).where(*window, Rating.level.in_(BAD_LEVELS))
-                          .order_by(Rating.rated_at.desc()).limit(200)).all():
+    listed = session.exec(select(Rating).where(*window, Rating.level.in_(BAD_LEVELS))
+                          .order_by(Rating.rated_at.desc()).limit(200)).all()
+    states = appeals.states_of(session, [r.id for r in listed])  # 申诉复核: an appeal under review says so
+    for r in listed:
         who = cadre_names.get(r.cadre_id) if r.cadre_id else windows.get(r.window_id)
         unit = units[r.unit_id].name if r.unit_id in units else ""
         comment = f"：{r.comment[:30]}" if r.comment else ""
-        bad.append((r.unit_id, f"• {who or '?'}（{unit}）{texts.RATING_LEVELS[r.level]}{comment}"))
+        mark = texts.RATINGS_APPEAL_MARK.format(state=texts.APPEAL_STATES[states[r.id]]) if r.id in states else ""
+        bad.append((r.unit_id, f"• {who or '?'}（{unit}）{texts.RATING_LEVELS[r.level]}{comment}{mark}"))
     return PeriodRatings(counts, bad)
 
 

@@ -406,6 +406,9 @@ class Rating(SQLModel, table=True):
     rated_on: str = Field(max_length=10)  # the local date, YYYY-MM-DD
     misuse: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})  # burst pattern
     problem_id: Optional[int] = Field(default=None, foreign_key="problem.id")
+    # 申诉复核 (issue #11): voided by the 作风办 as mistaken or malicious; out of every statistic, ranking
+    # and form, kept in the history with the decision (RatingAppeal).
+    voided: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
 
 
 class CallbackStatus:
@@ -498,3 +501,28 @@ class AuditLog(SQLModel, table=True):
     channel: Optional[str] = Field(default=None, max_length=20)
     detail: Optional[str] = Field(default=None, max_length=500)
 
+
+
+class AppealState:
+    PENDING = "pending"  # 待复核
+    UPHELD = "upheld"  # 维持评价
+    MISTAKEN = "mistaken"  # 撤销：误评
+    MALICIOUS = "malicious"  # 撤销：恶意评价
+    VOIDED = (MISTAKEN, MALICIOUS)
+
+
+class RatingAppeal(SQLModel, table=True):
+    """申诉复核: the rated cadre's appeal of a 差评, and the 作风办's decision. One per rating."""
+
+    __tablename__ = "rating_appeal"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    rating_id: int = Field(foreign_key="rating.id", unique=True)
+    cadre_id: int = Field(foreign_key="cadre.id", index=True)  # who appealed
+    reason: str = Field(max_length=500)
+    photo_ref: Optional[str] = Field(default=None, max_length=300)
+    filed_at: datetime
+    state: str = Field(default=AppealState.PENDING, max_length=20, index=True)
+    decided_by_id: Optional[int] = Field(default=None, foreign_key="cadre.id")
+    decided_at: Optional[datetime] = None
+    decision_note: Optional[str] = Field(default=None, max_length=500)

@@ -288,3 +288,66 @@ def test_a_denial_that_stands_keeps_the_visit_out(core, db, settings, county, cl
     boss.press(texts.SPOT_RULINGS["denial_stands"])
     assert "已走访 0/3 户" in Chat(core, "cadre").say("/progress")
     assert _counted_visits(db, settings, county, clock) == (0, 0)
+
+
+# -- 5. appeal and review (申诉复核) ------------------------------------------------------------------------
+
+
+def _satisfaction(db, settings, county, clock):
+    from bot.reports import rankings
+
+    with session_scope(db) as s:
+        ranked = rankings.ranking(s, rankings.SATISFACTION, rankings.CADRES, "2026H2",
+                                  settings.model_copy(update={"ranking_min_ratings": 1}), clock().date())
+        entry = ranked.position(county.cadre.id)
+        return entry.good, entry.total
+
+
+def test_an_appeal_voided_by_the_office_takes_the_rating_out_of_the_rate_and_the_ranking(
+        core, db, settings, county, clock):
+    from tests.utils import make_rating
+
+    for n in range(4):
+        make_rating(db, county.cadre, 5, clock(), n=n)
+    rate_badly(core, db, settings, county.cadre.id)
+    [bad] = [r for r in rows(db, Rating) if r.level == 2]
+    assert _satisfaction(db, settings, county, clock) == (4, 5)
+
+    cadre = Chat(core, "cadre")
+    listed = cadre.say("/appeal")
+    assert f"评价号 {bad.id}：" in listed and "2026-11-27 前可申诉" in listed
+    assert cadre.say(f"/appeal {bad.id}") == texts.APPEAL_NEED_REASON
+    assert Chat(core, "other").say(f"/appeal {bad.id} 不是我") == texts.APPEAL_NOT_YOURS.format(id=bad.id)
+    filed = cadre.say(f"/appeal {bad.id} 当天系统故障，已当场说明")
+    [appeal_id] = [int(filed.split("申诉号 ")[1].split("，")[0])]
+    assert cadre.say(f"/appeal {bad.id} 再申诉一次") == texts.APPEAL_ALREADY.format(id=bad.id)
+    [notice] = [m for m in rows(db, OutboxMessage) if m.kind == "appeal"]
+    assert notice.cadre_id == county.office.id and "当天系统故障" in notice.body  # to the 作风办 only
+
+    assert Chat(core, "boss").say("/appeals") == texts.APPEAL_OFFICE_ONLY
+    office = Chat(core, "office")
+    assert f"申诉号 {appeal_id}（评价号 {bad.id}）李明" in office.say("/appeals")
+    assert "待复核" in office.say("/ratings 李明")
+    assert office.say(f"/appeals {appeal_id} 误评") == texts.APPEAL_NEED_DECISION_REASON
+    assert _satisfaction(db, settings, county, clock) == (4, 5)  # nothing changed by the refusal
+    assert "撤销（误评）" in office.say(f"/appeals {appeal_id} 误评 评价人把窗口认错了")
+    assert office.say(f"/appeals {appeal_id} 维持") == texts.APPEAL_DECIDED.format(id=appeal_id)
+
+    assert _satisfaction(db, settings, county, clock) == (4, 4)
+    report = office.say("/ratings 李明")
+    assert texts.RATINGS_TARGET_LINE.format(name="李明", total=4, rate="100.0%", bad=0).lstrip("• ") in report
+    assert "【撤销（误评）】" in report and texts.RATINGS_VOIDED.format(count=1) in report  # kept in the history
+    decided = [m for m in rows(db, OutboxMessage) if m.kind == "appeal" and m.cadre_id == county.cadre.id]
+    assert len(decided) == 1 and "撤销（误评）：评价人把窗口认错了" in decided[0].body
+
+
+def test_an_appeal_after_the_working_days_is_refused(core, db, settings, county, clock):
+    from datetime import timedelta
+
+    rate_badly(core, db, settings, county.cadre.id)
+    [bad] = rows(db, Rating)
+    clock.now += timedelta(days=8)  # Friday 11-20 + 5 working days = Friday 11-27; now Saturday 11-28
+    assert Chat(core, "cadre").say("/appeal") == texts.APPEAL_NONE
+    assert Chat(core, "cadre").say(f"/appeal {bad.id} 理由") == texts.APPEAL_TOO_LATE.format(
+        id=bad.id, days=5, date="2026-11-27")
+    assert [m for m in rows(db, OutboxMessage) if m.kind == "appeal"] == []

@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlmodel import Session, select
 
 from bot import texts
+from bot.core import appeals
 from bot.core.dialogue import Context
 from bot.core.evaluation import BAD_LEVELS, LEVELS
 from bot.core.periods import half_label
@@ -32,6 +33,7 @@ class LevelCounts:
 
     by_level: Counter = field(default_factory=Counter)
     misuse: int = 0
+    voided: int = 0  # voided on appeal (申诉复核): out of every statistic
 
     @property
     def total(self) -> int:
@@ -47,7 +49,9 @@ class LevelCounts:
         return (self.total - self.bad) / self.total if self.total else None
 
     def add(self, rating: Rating, include_misuse: bool = False) -> None:
-        if rating.misuse and not include_misuse:
+        if rating.voided:
+            self.voided += 1
+        elif rating.misuse and not include_misuse:
             self.misuse += 1
         else:
             self.by_level[rating.level] += 1
@@ -108,11 +112,13 @@ def about_viewer(session: Session, viewer: Cadre | None):
 
 
 def bad_lines(ratings: list[Rating], names: dict, tz, limit: int = BAD_LIST_LIMIT,
-              about_me=lambda rating: False) -> list[str]:
-    """The newest 差评 (misuse left out), phones masked; none at all on a 差评 about the viewer."""
+              about_me=lambda rating: False, session: Session | None = None) -> list[str]:
+    """The newest 差评 (misuse left out), phones masked; none at all on a 差评 about the viewer. A 差评
+    under appeal, or decided on appeal, says so (a voided one stays listed, marked, out of the counts)."""
     bad = [r for r in ratings if r.level in BAD_LEVELS and not r.misuse][:limit]
     if not bad:
         return []
+    states = appeals.states_of(session, [r.id for r in bad]) if session is not None else {}
     lines = [texts.RATINGS_BAD_HEADER.format(count=len(bad))]
     for r in bad:
         lines.append(texts.RATINGS_BAD_LINE.format(
@@ -122,6 +128,8 @@ def bad_lines(ratings: list[Rating], names: dict, tz, limit: int = BAD_LIST_LIMI
             comment=f"：{_short(r.comment)}" if r.comment else "",
             phone=f"，电话 {mask(r.phone)}" if r.phone and not about_me(r) else "",
             problem=f"，问题 #{r.problem_id}" if r.problem_id else ""))
+        if r.id in states:
+            lines[-1] += texts.RATINGS_APPEAL_MARK.format(state=texts.APPEAL_STATES[states[r.id]])
     return lines
 
 
@@ -140,9 +148,11 @@ def unit_report(session: Session, unit: Unit, since: datetime, tz, about_me=lamb
                               key=lambda item: (item[1].satisfaction is None, item[1].satisfaction or 0)):
         lines.append(texts.RATINGS_TARGET_LINE.format(name=names.get(key, "?"), total=counts.total,
                                                       rate=counts.rate_text(), bad=counts.bad))
-    lines += bad_lines(ratings, names, tz, about_me=about_me)
+    lines += bad_lines(ratings, names, tz, about_me=about_me, session=session)
     if total.misuse:
         lines.append(texts.RATINGS_MISUSE.format(count=total.misuse))
+    if total.voided:
+        lines.append(texts.RATINGS_VOIDED.format(count=total.voided))
     return lines
 
 
@@ -156,9 +166,11 @@ def cadre_report(session: Session, cadre: Cadre, since: datetime, tz, about_me=l
     if not ratings:
         return lines + [texts.RATINGS_NONE]
     lines.append(counts.levels_text())
-    lines += bad_lines(ratings, {("cadre", cadre.id): cadre.name}, tz, about_me=about_me)
+    lines += bad_lines(ratings, {("cadre", cadre.id): cadre.name}, tz, about_me=about_me, session=session)
     if counts.misuse:
         lines.append(texts.RATINGS_MISUSE.format(count=counts.misuse))
+    if counts.voided:
+        lines.append(texts.RATINGS_VOIDED.format(count=counts.voided))
     return lines
 
 
@@ -192,10 +204,13 @@ def cmd_ratings(ctx: Context) -> None:
             counts = per_unit.get(unit.id, LevelCounts())
             lines.append(texts.RATINGS_UNIT_LINE.format(name=unit.name, total=counts.total, rate=counts.rate_text(),
                                                         bad=counts.bad))
-        lines += bad_lines(ratings, _names(session, ratings), tz, about_me=about_me)
+        lines += bad_lines(ratings, _names(session, ratings), tz, about_me=about_me, session=session)
         misuse = sum(c.misuse for c in per_unit.values())
         if misuse:
             lines.append(texts.RATINGS_MISUSE.format(count=misuse))
+        voided = sum(c.voided for c in per_unit.values())
+        if voided:
+            lines.append(texts.RATINGS_VOIDED.format(count=voided))
     else:
         lines += unit_report(session, own, since, tz, about_me)
     lines.append(texts.RATINGS_RATE_NOTE)

@@ -27,9 +27,34 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('ruled_by_id', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('ruled_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
         batch_op.create_foreign_key('fk_spot_check_ruled_by', 'cadre', ['ruled_by_id'], ['id'])
+    with op.batch_alter_table('rating', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('voided', sa.Boolean(), server_default=sa.false(), nullable=False))
+    op.create_table('rating_appeal',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('rating_id', sa.Integer(), nullable=False),
+    sa.Column('cadre_id', sa.Integer(), nullable=False),
+    sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=False),
+    sa.Column('photo_ref', sqlmodel.sql.sqltypes.AutoString(length=300), nullable=True),
+    sa.Column('filed_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('state', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
+    sa.Column('decided_by_id', sa.Integer(), nullable=True),
+    sa.Column('decided_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('decision_note', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
+    sa.ForeignKeyConstraint(['cadre_id'], ['cadre.id'], ),
+    sa.ForeignKeyConstraint(['decided_by_id'], ['cadre.id'], ),
+    sa.ForeignKeyConstraint(['rating_id'], ['rating.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('rating_id')
+    )
+    with op.batch_alter_table('rating_appeal', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_rating_appeal_cadre_id'), ['cadre_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_rating_appeal_state'), ['state'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_table('rating_appeal')
+    with op.batch_alter_table('rating', schema=None) as batch_op:
+        batch_op.drop_column('voided')
     with op.batch_alter_table('spot_check', schema=None) as batch_op:
         batch_op.drop_constraint('fk_spot_check_ruled_by', type_='foreignkey')
         batch_op.drop_column('ruled_at')
