@@ -487,3 +487,23 @@ HELP_APPEAL = "/appeal 申诉 — 对针对您的差评提出申诉（评价后�
 HELP_APPEALS = "/appeals 复核 — 作风办复核干部的差评申诉"
 HELP_CADRE = HELP_CADRE + "\n" + HELP_APPEAL  # the lead folds these into the help when merging
 HELP_RATINGS = HELP_RATINGS + "\n" + HELP_APPEALS
+PAGE_COMMENT = "情况说明（未选原因时必填，{limit}字以内）"  # replaces the entry above: a 差评 needs a reason or this
+SUPERVISION_PHONE = "监督电话 {phone}"
+RATING_NUMBER = "评价编号：{number}。凭此编号可查询办理进度：{url}（或在对话中发送 /status 编号）"
+FOLLOW_UP_STAGES = ("受理", "已交办", "已整改", "已回访")
+FOLLOW_UP_DONE = "✔"
+FOLLOW_UP_TODO = "○"
+FOLLOW_UP_HEAD = "评价编号 {number}：{date} 的评价“{level}”。"
+FOLLOW_UP_NOW = "目前进度：{stage}。"
+FOLLOW_UP_NONE_NEEDED = "感谢您的评价，此评价无需后续办理。"
+FOLLOW_UP_UNKNOWN = "没有找到这个评价编号，请核对后重新输入（12位数字）。"
+FOLLOW_UP_USAGE = "请发送：/status 评价编号（提交评价后显示的12位数字）"
+PAGE_STATUS_TITLE = "评价办理进度"
+PAGE_PRIVACY_TITLE = "个人信息说明"
+PAGE_PRIVACY_LINK = "个人信息说明"
+PAGE_PRIVACY_LINES = (
+    "我们保存：您的评价等级、所选原因；您自愿填写的情况说明和联系电话。不保存您的姓名、微信号或网络地址（仅保存不可还原的校验值，用于防刷评）。",
+    "谁能看到：联系电话仅向负责回访的工作人员完整显示，每次查看均记入审计日志；被评价的干部本人看不到您的电话和身份。",
+    "保存多久：差评办结回访后 {days} 天，您的联系电话和情况说明即被删除，只保留评价等级和原因用于统计。",
+    "您的权利：工作人员不得诱导、干预或打听您的评价；如遇此类情况，请拨打监督电话反映。",
+)

@@ -120,7 +120,8 @@ def rating_routes(core: Engine) -> list[Route]:
     limiter = RateLimiter(settings.rating_rate_limit)
 
     def page(name: str, status: int = 200, cookie: str | None = None, **context) -> Response:
-        html = env.get_template(f"rating/{name}.html").render(texts=texts, **context)
+        html = env.get_template(f"rating/{name}.html").render(
+            texts=texts, issuer=settings.issuer_name, supervision_phone=settings.supervision_phone, **context)
         response = HTMLResponse(html, status_code=status, headers=HEADERS)
         if cookie is not None:
             response.set_cookie(COOKIE, cookie, max_age=COOKIE_MAX_AGE, httponly=True, samesite="lax",
@@ -217,4 +218,24 @@ def rating_routes(core: Engine) -> list[Route]:
             return message(404, texts.PAGE_NOT_FOUND_TITLE, texts.RATING_CODE_INVALID)
         return message(200, texts.PAGE_THANKS_TITLE, *thanks.splitlines())
 
-    return [Route("/r/{token}", show, methods=["GET"]), Route("/r/{token}", submit, methods=["POST"])]
+    async def privacy(request: Request) -> Response:
+        """个人信息说明: what is kept, for how long, who sees it."""
+        return page("message", 200, title=texts.PAGE_PRIVACY_TITLE,
+                    lines=[line.format(days=settings.rating_contact_retention_days)
+                           for line in texts.PAGE_PRIVACY_LINES], again=None)
+
+    async def status(request: Request) -> Response:
+        """Where the follow-up of the rating with this 评价编号 stands; nothing about anyone else."""
+        number = request.path_params["number"][:40]
+
+        def look_up():
+            with session_scope(db) as session:
+                return evaluation.follow_up(session, number)
+
+        found = await run_in_threadpool(look_up)
+        return page("message", 200 if found else 404, title=texts.PAGE_STATUS_TITLE,
+                    lines=evaluation.follow_up_lines(found), again=None)
+
+    # /r/privacy before /r/{token}: a path of one segment would otherwise be taken for a token.
+    return [Route("/r/privacy", privacy, methods=["GET"]), Route("/r/status/{number}", status, methods=["GET"]),
+            Route("/r/{token}", show, methods=["GET"]), Route("/r/{token}", submit, methods=["POST"])]

@@ -409,6 +409,8 @@ class Rating(SQLModel, table=True):
     # 申诉复核 (issue #11): voided by the 作风办 as mistaken or malicious; out of every statistic, ranking
     # and form, kept in the history with the decision (RatingAppeal).
     voided: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
+    # 评价编号: given to the rater on the thank-you page, to look up the follow-up (/r/status/<number>).
+    number: Optional[str] = Field(default=None, max_length=20, unique=True)
 
 
 class CallbackStatus:

@@ -351,3 +351,99 @@ def test_an_appeal_after_the_working_days_is_refused(core, db, settings, county,
     assert Chat(core, "cadre").say(f"/appeal {bad.id} 理由") == texts.APPEAL_TOO_LATE.format(
         id=bad.id, days=5, date="2026-11-27")
     assert [m for m in rows(db, OutboxMessage) if m.kind == "appeal"] == []
+
+
+# -- 6. the rater's side: 评价编号, /r/status, the issuing body, the privacy notice ---------------------------
+
+from tests.test_rating_web import CHROMIUM_ARGS, WECHAT_UA, browser  # noqa: E402,F401  (the Chromium fixture)
+
+
+@pytest.fixture
+def issued(db, settings, clock):
+    """The production app on loopback with an issuing body and a supervision phone."""
+    from bot.app import create_app
+    from bot.core.engine import Engine
+    from tests.standins.server import ServedApp
+
+    served = ServedApp(None)
+    served.bind()
+    settings = settings.model_copy(update={"public_base_url": f"http://127.0.0.1:{served.port}",
+                                           "issuer_name": "青山县作风办", "supervision_phone": "12345"})
+    served.app = create_app(settings, Engine(db, settings, clock=clock), with_worker=False)
+    served.settings = settings
+    with served:
+        yield served
+
+
+def test_the_rater_gets_a_number_and_follows_the_item_on_the_page(browser, issued, db, county, clock):
+    import re
+
+    token = token_for(db, issued.settings, TargetKind.CADRE, county.cadre.id)
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, user_agent=WECHAT_UA,
+                                  locale="zh-CN", java_script_enabled=False)
+    try:
+        context.set_default_timeout(10_000)
+        page = context.new_page()
+        page.goto(f"{issued.url}/r/{token}")
+        footer = page.locator("footer").inner_text()
+        assert "青山县作风办" in footer and "监督电话 12345" in footer
+        page.get_by_role("link", name=texts.PAGE_PRIVACY_LINK).click()
+        page.wait_for_load_state()
+        notice = page.locator("main").inner_text()
+        assert texts.PAGE_PRIVACY_TITLE in notice and "180 天" in notice and "审计日志" in notice
+        page.go_back()
+        page.get_by_label(re.compile(r"(^|\s)不满意$")).check()
+        page.get_by_label("态度生硬").check()
+        page.locator("input[name=phone]").fill(PHONE)
+        page.get_by_role("button", name=texts.PAGE_SUBMIT).click()
+        page.wait_for_load_state()
+        thanks = page.locator("main").inner_text()
+        number = re.search(r"评价编号：(\d{12})", thanks).group(1)
+        assert f"{issued.url}/r/status/{number}" in thanks
+        assert "青山县作风办" in page.locator("footer").inner_text()
+
+        page.goto(f"{issued.url}/r/status/{number}")
+        status = page.locator("main").inner_text()
+        assert "目前进度：受理" in status and "不满意" in status
+        assert "李明" not in status and PHONE not in status and "5678" not in status
+    finally:
+        context.close()
+
+    [problem] = rows(db, Problem)
+    with session_scope(db) as s:
+        ledger.act(s, issued.settings, problem.id, ledger.ASSIGN, now=clock(), actor=s.get(Cadre, county.supervisor.id),
+                   unit_id=county.unit.id, a_id=county.supervisor.id, b_id=county.other.id)
+    status = httpx.get(f"{issued.url}/r/status/{number}")
+    assert status.status_code == 200 and "目前进度：已交办" in status.text
+
+
+def test_a_status_page_shows_nothing_of_a_rating_without_its_number(issued, db, core, county, settings):
+    from tests.test_rating_web import Rater
+
+    rater = Rater(issued, token_for(db, issued.settings, TargetKind.CADRE, county.cadre.id))
+    thanks = rater.post(csrf=rater.open(), level="1", comment="排队两小时", phone=PHONE)
+    import re
+
+    number = re.search(r"评价编号：(\d{12})", thanks.text).group(1)
+    other = Rater(issued, token_for(db, issued.settings, TargetKind.CADRE, county.other.id), address="198.51.100.8")
+    assert other.post(csrf=other.open(), level="5").status_code == 200
+    [mine, theirs] = rows(db, Rating)
+    assert mine.number == number and theirs.number and theirs.number != number
+    for guess in (str(int(number) + 1).zfill(12), "000000000000", "abc", mine.id):
+        page = httpx.get(f"{issued.url}/r/status/{guess}")
+        assert page.status_code == 404 and texts.FOLLOW_UP_UNKNOWN in page.text
+        assert "非常不满意" not in page.text and "排队" not in page.text
+    invalid = httpx.get(f"{issued.url}/r/rAAAAAAAAAAAAAAAAAAAAAAAA")
+    assert invalid.status_code == 404 and "青山县作风办" in invalid.text and "监督电话 12345" in invalid.text
+    # The same number in chat, for whoever has it.
+    answer = Chat(core, "anyone").say(f"/status {number}")
+    assert "目前进度：受理" in answer and "非常不满意" in answer
+    assert Chat(core, "anyone").say(f"/status {theirs.number}").endswith(texts.FOLLOW_UP_NONE_NEEDED)  # a good one
+
+
+def test_the_chat_thanks_carry_the_number(core, db, settings, county):
+    import re
+
+    thanks = rate_badly(core, db, settings, county.cadre.id)
+    [rating] = rows(db, Rating)
+    assert re.search(r"评价编号：(\d{12})", thanks).group(1) == rating.number

@@ -20,6 +20,7 @@ import base64
 import hashlib
 import hmac
 import re
+import secrets
 import struct
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -259,6 +260,7 @@ def submit_rating(session: Session, settings: Settings, target: Target, given: R
     # Insert-or-nothing first: two submissions racing each other then meet on the row lock below.
     created = insert_ignore(session, Rating, {
         **identity, **values, "target_kind": target.kind, "unit_id": target.unit_id, "misuse": False,
+        "number": new_number(),  # a replaced rating keeps the number its rater was given
         "cadre_id": target.target_id if target.kind == TargetKind.CADRE else None,
         "window_id": target.target_id if target.kind == TargetKind.WINDOW else None}) is not None
     rating = session.exec(select(Rating).where(*(getattr(Rating, k) == v for k, v in identity.items()))
@@ -339,11 +341,84 @@ def _callback(session: Session, settings: Settings, rating: Rating, problem: Pro
 
 
 def thanks_text(given: RatingInput, submitted: Submitted, settings: Settings) -> str:
-    """What the rater is told afterwards, on every channel."""
+    """What the rater is told afterwards, on every channel: a 差评 with the 评价编号 to follow it up
+    (a good rating has no follow-up to look up)."""
     lines = [texts.RATING_THANKS_REPLACED if submitted.replaced else texts.RATING_THANKS]
     if given.bad:
         if submitted.callback is not None:
             lines.append(texts.RATING_FOLLOW_UP_CALL.format(days=settings.rating_follow_up_days))
         else:
             lines.append(texts.RATING_FOLLOW_UP_NO_PHONE)
+        if submitted.rating.number:
+            lines.append(texts.RATING_NUMBER.format(number=submitted.rating.number,
+                                                    url=f"{settings.public_url}/r/status/{submitted.rating.number}"))
     return "\n".join(lines)
+
+
+def issuer_line(settings: Settings) -> str:
+    """发布单位 and 监督电话, as the pages, the thanks and the cards show them."""
+    parts = [settings.issuer_name] if settings.issuer_name else []
+    if settings.supervision_phone:
+        parts.append(texts.SUPERVISION_PHONE.format(phone=settings.supervision_phone))
+    return " · ".join(parts)
+
+
+# -- the rater's side: the 评价编号 and where the follow-up stands ----------------------------------------
+
+NUMBER_DIGITS = 12
+_NUMBER_SHAPE = re.compile(r"\d{12}")
+
+
+def new_number() -> str:
+    """A 评价编号: twelve random digits, easy to type, not guessable (only its rater has it)."""
+    return "".join(secrets.choice("0123456789") for _ in range(NUMBER_DIGITS))
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """What the holder of a 评价编号 may see: their own rating's date and level, and the stage reached."""
+
+    number: str
+    rated_on: str
+    level: int
+    stage: int | None  # index into texts.FOLLOW_UP_STAGES; None for a rating that needs no follow-up
+
+
+_STAGE_OF = {ProblemStatus.NEW: 0, ProblemStatus.ASSIGNED: 1, ProblemStatus.IN_PROGRESS: 1,
+             ProblemStatus.SOLVED_ON_SPOT: 2, ProblemStatus.CLOSED: 2, ProblemStatus.ANSWERED: 3}
+
+
+def follow_up(session: Session, number: str) -> FollowUp | None:
+    """The follow-up of the rating with this 评价编号; None for anything else (nothing is said of
+    whether a number exists)."""
+    number = re.sub(r"[\s-]", "", number or "")
+    if not _NUMBER_SHAPE.fullmatch(number):
+        return None
+    rating = session.exec(select(Rating).where(Rating.number == number)).first()
+    if rating is None:
+        return None
+    stage = None
+    if rating.level in BAD_LEVELS:
+        problem = session.get(Problem, rating.problem_id) if rating.problem_id else None
+        stage = _STAGE_OF.get(problem.status, 0) if problem is not None else 0
+    return FollowUp(number, rating.rated_on, rating.level, stage)
+
+
+def follow_up_lines(found: FollowUp | None) -> list[str]:
+    if found is None:
+        return [texts.FOLLOW_UP_UNKNOWN]
+    lines = [texts.FOLLOW_UP_HEAD.format(number=found.number, date=found.rated_on,
+                                         level=texts.RATING_LEVELS[found.level])]
+    if found.stage is None:
+        return lines + [texts.FOLLOW_UP_NONE_NEEDED]
+    lines.append(" → ".join((texts.FOLLOW_UP_DONE if i <= found.stage else texts.FOLLOW_UP_TODO) + name
+                            for i, name in enumerate(texts.FOLLOW_UP_STAGES)))
+    return lines + [texts.FOLLOW_UP_NOW.format(stage=texts.FOLLOW_UP_STAGES[found.stage])]
+
+
+def cmd_status(ctx) -> None:
+    """Tells anyone holding a 评价编号 where its follow-up stands: /status <评价编号>."""
+    number = ctx.inbound.args.strip()
+    if not number:
+        return ctx.say(texts.FOLLOW_UP_USAGE)
+    ctx.say("\n".join(follow_up_lines(follow_up(ctx.session, number))))

@@ -29,6 +29,8 @@ def upgrade() -> None:
         batch_op.create_foreign_key('fk_spot_check_ruled_by', 'cadre', ['ruled_by_id'], ['id'])
     with op.batch_alter_table('rating', schema=None) as batch_op:
         batch_op.add_column(sa.Column('voided', sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.add_column(sa.Column('number', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=True))
+        batch_op.create_unique_constraint('uq_rating_number', ['number'])
     op.create_table('rating_appeal',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('rating_id', sa.Integer(), nullable=False),
@@ -54,6 +56,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table('rating_appeal')
     with op.batch_alter_table('rating', schema=None) as batch_op:
+        batch_op.drop_constraint('uq_rating_number', type_='unique')
+        batch_op.drop_column('number')
         batch_op.drop_column('voided')
     with op.batch_alter_table('spot_check', schema=None) as batch_op:
         batch_op.drop_constraint('fk_spot_check_ruled_by', type_='foreignkey')
