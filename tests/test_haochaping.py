@@ -447,3 +447,54 @@ def test_the_chat_thanks_carry_the_number(core, db, settings, county):
     thanks = rate_badly(core, db, settings, county.cadre.id)
     [rating] = rows(db, Rating)
     assert re.search(r"评价编号：(\d{12})", thanks).group(1) == rating.number
+
+
+# -- 7. retention ----------------------------------------------------------------------------------------
+
+
+def test_retention_erases_contacts_of_closed_items_only_and_logs_the_count(core, db, settings, county, clock, caplog):
+    import logging
+    from datetime import timedelta
+
+    from scheduler.service import _run_job
+    from storage.models import ProblemStatus
+    from tests.utils import make_problem
+
+    for user in ("old", "recent", "open"):
+        rate_badly(core, db, settings, county.cadre.id, user=user)
+    old, recent, still_open = rows(db, Rating)
+    day = timedelta(days=1)
+    with session_scope(db) as s:
+        for rating, answered in ((old, clock() - 181 * day), (recent, clock() - 179 * day)):
+            problem = s.get(Problem, rating.problem_id)
+            problem.status, problem.closed_at, problem.answered_at = ProblemStatus.ANSWERED, answered, answered
+            s.add(problem)
+    report_old = make_problem(db, clock() - 400 * day, source="complaint", raiser_phone="13700001111",
+                              status=ProblemStatus.CLOSED, closed_at=clock() - 200 * day)
+    report_recent = make_problem(db, clock() - 30 * day, source="complaint", raiser_phone="13700002222",
+                                 status=ProblemStatus.CLOSED, closed_at=clock() - 10 * day)
+    report_open = make_problem(db, clock() - 400 * day, source="complaint", raiser_phone="13700003333",
+                               status=ProblemStatus.ASSIGNED)
+
+    with caplog.at_level(logging.INFO, logger="scheduler.service"):
+        _run_job("prune", db, settings, clock)
+    assert "retention: contacts erased from 1 ratings and 1 reports" in caplog.text
+
+    by_id = {r.id: r for r in rows(db, Rating)}
+    assert (by_id[old.id].phone, by_id[old.id].comment) == (None, None)
+    assert (by_id[old.id].level, by_id[old.id].reasons) == (2, ["态度生硬"])  # the statistics keep it
+    for kept in (recent, still_open):
+        assert (by_id[kept.id].phone, by_id[kept.id].comment) == (PHONE, "让我改天再来")
+    problems = {p.id: p for p in rows(db, Problem)}
+    assert problems[old.problem_id].raiser_phone is None and "让我改天再来" not in problems[old.problem_id].content
+    assert "态度生硬" in problems[old.problem_id].content
+    assert problems[recent.problem_id].raiser_phone == PHONE and "让我改天再来" in problems[recent.problem_id].content
+    tasks = {t.rating_id: t.phone for t in rows(db, CallbackTask)}
+    assert tasks == {old.id: "", recent.id: PHONE, still_open.id: PHONE}
+    assert [problems[i].raiser_phone for i in (report_old, report_recent, report_open)] == [
+        None, "13700002222", "13700003333"]
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="scheduler.service"):
+        _run_job("prune", db, settings, clock)  # nothing left to erase: counted as none
+    assert "retention: contacts erased from 0 ratings and 0 reports" in caplog.text
