@@ -121,6 +121,7 @@ class Settings(BaseSettings):
     rating_burst_count: int = Field(default=5, ge=2)  # ratings of one target from one address ...
     rating_burst_minutes: int = Field(default=10, ge=1)  # ... within this many minutes are misuse
     appeal_days: int = Field(default=5, ge=1, le=30)  # working days a rated cadre has to appeal a 差评 (申诉)
+    service_qr_minutes: int = Field(default=30, ge=1, le=24 * 60)  # a one-time service QR (一事一评) is valid this long
     issuer_name: str = Field(default="", max_length=50)  # 发布单位 on the pages and cards, e.g. 青山县作风办
     supervision_phone: str = Field(default="", max_length=30)  # 监督电话 on the pages and cards, e.g. 12345
     rating_contact_retention_days: int = Field(default=180, ge=1)  # a rater's phone and comment kept after the follow-up closed

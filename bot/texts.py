@@ -507,3 +507,15 @@ PAGE_PRIVACY_LINES = (
     "保存多久：差评办结回访后 {days} 天，您的联系电话和情况说明即被删除，只保留评价等级和原因用于统计。",
     "您的权利：工作人员不得诱导、干预或打听您的评价；如遇此类情况，请拨打监督电话反映。",
 )
+SERVICE_QR_ISSUED = ("📱 一事一评：{service}的评价二维码（一次有效，{minutes} 分钟内、{until} 前）。\n"
+                     "请群众用自己的手机扫码，或打开链接评价：{url}\n"
+                     "请勿代为评价，也不要诱导评价内容。")
+SERVICE_QR_FOR_VISIT = "对 {household} 的本次走访"
+SERVICE_QR_FOR_CONTACT = "本次日常走访"
+SERVICE_QR_WALK_IN = "本次服务"
+PAGE_SERVICE_USED_TITLE = "已评价"
+PAGE_SERVICE_USED = "这个服务评价码已经评价过了，一次服务只能评价一次。感谢您的参与！"
+PAGE_SERVICE_EXPIRED_TITLE = "评价码已过期"
+PAGE_SERVICE_EXPIRED = "这个服务评价码已过期。如需评价，请扫描工作人员的评价卡二维码。"
+PAGE_SERVICE_INTRO = "本次服务的评价（一次有效）"
+SPOT_HOUSEHOLD_CONFIRMED = "☑ 住户已扫码评价本次走访（住户确认）"

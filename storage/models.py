@@ -182,6 +182,9 @@ class Visit(SQLModel, table=True):
     # 好差评 (issue #11): the household denied the visit on a spot-check call; it does not count until a
     # supervisor rules (disputed_at cleared when upheld, the visit stays out when the denial stands).
     disputed_at: Optional[datetime] = None
+    # 一事一评 (issue #11): the household rated this visit through its one-time service QR, which is
+    # its own confirmation that the visit happened.
+    household_confirmed_at: Optional[datetime] = None
 
 
 class EverydayContact(SQLModel, table=True):
@@ -411,6 +414,9 @@ class Rating(SQLModel, table=True):
     voided: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
     # 评价编号: given to the rater on the thank-you page, to look up the follow-up (/r/status/<number>).
     number: Optional[str] = Field(default=None, max_length=20, unique=True)
+    # 一事一评: the service this rating rates, when it came through a one-time service QR (ServiceTicket).
+    visit_id: Optional[int] = Field(default=None, foreign_key="visit.id")
+    contact_id: Optional[int] = Field(default=None, foreign_key="everyday_contact.id")
 
 
 class CallbackStatus:
@@ -528,3 +534,20 @@ class RatingAppeal(SQLModel, table=True):
     decided_by_id: Optional[int] = Field(default=None, foreign_key="cadre.id")
     decided_at: Optional[datetime] = None
     decision_note: Optional[str] = Field(default=None, max_length=500)
+
+
+class ServiceTicket(SQLModel, table=True):
+    """一事一评: a one-time rating QR for one service (a visit, an everyday contact, or a service at a
+    window), valid SERVICE_QR_MINUTES and good for one rating. Its signed token names ``id``."""
+
+    __tablename__ = "service_ticket"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    cadre_id: int = Field(foreign_key="cadre.id", index=True)
+    code_id: int = Field(foreign_key="evaluation_code.id")  # the cadre's evaluation code, for the rating
+    visit_id: Optional[int] = Field(default=None, foreign_key="visit.id")
+    contact_id: Optional[int] = Field(default=None, foreign_key="everyday_contact.id")
+    issued_at: datetime
+    expires_at: datetime
+    used_at: Optional[datetime] = None
+    rating_id: Optional[int] = Field(default=None, foreign_key="rating.id")

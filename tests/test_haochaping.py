@@ -498,3 +498,78 @@ def test_retention_erases_contacts_of_closed_items_only_and_logs_the_count(core,
     with caplog.at_level(logging.INFO, logger="scheduler.service"):
         _run_job("prune", db, settings, clock)  # nothing left to erase: counted as none
     assert "retention: contacts erased from 0 ratings and 0 reports" in caplog.text
+
+
+# -- 8. one rating per service (一事一评) --------------------------------------------------------------------
+
+
+def _service_qr(core) -> tuple[str, bytes, str]:
+    """The cadre asks for a one-time service QR: (its link, the QR image, the reply's text)."""
+    import re
+
+    from bot.core.types import Inbound
+
+    outcome = core.handle(Inbound(channel="test", user_id="cadre", command="serviceqr", args=""))
+    [reply] = outcome.replies
+    [png] = [f.content for f in reply.files]
+    return re.search(r"(http://\S+/r/s[A-Za-z0-9_-]{24})", reply.text).group(1), png, reply.text
+
+
+def test_a_one_time_service_qr_rated_twice_counts_once_and_confirms_the_visit(issued, db, county, clock):
+    import io
+
+    import zxingcpp
+    from PIL import Image
+
+    from bot.core.engine import Engine
+    from storage.models import Visit
+    from tests.test_rating_web import Rater
+    from tests.utils import make_visit
+
+    core = Engine(db, issued.settings, clock=clock)  # links to the served page
+    visit_id = make_visit(db, county.cadre, county.households[1], clock())
+    url, png, text = _service_qr(core)
+    assert "对 住户2 的本次走访" in text and "30 分钟内" in text
+    assert [r.text for r in zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))] == [url]
+    token = url.rsplit("/", 1)[1]
+
+    household = Rater(issued, token)
+    csrf = household.open()
+    neighbour = Rater(issued, token, address="198.51.100.9")
+    neighbour_csrf = neighbour.open()  # opened before the household rated
+    assert household.post(csrf=csrf, level="4").status_code == 200
+    again = household.post(csrf=csrf, level="1", comment="再评一次")
+    assert again.status_code == 409 and texts.PAGE_SERVICE_USED in again.text
+    late = neighbour.post(csrf=neighbour_csrf, level="2", reason="态度生硬")
+    assert late.status_code == 409
+    assert household.client.get(f"/r/{token}").status_code == 409
+
+    [rating] = rows(db, Rating)
+    assert (rating.level, rating.visit_id, rating.cadre_id) == (4, visit_id, county.cadre.id)
+    assert rows(db, Problem) == []
+    with session_scope(db) as s:
+        assert s.get(Visit, visit_id).household_confirmed_at is not None
+    boss = Chat(core, "boss")
+    assert "李明：1 条，满意率 100.0%" in boss.say("/ratings")
+
+
+def test_an_expired_service_qr_is_refused_and_the_card_still_works(issued, db, county, clock):
+    from datetime import timedelta
+
+    from bot.core.engine import Engine
+    from tests.test_rating_web import Rater
+
+    core = Engine(db, issued.settings, clock=clock)
+    url, _png, text = _service_qr(core)
+    assert texts.SERVICE_QR_WALK_IN in text  # no visit or contact today: a walk-in service
+    rater = Rater(issued, url.rsplit("/", 1)[1])
+    csrf = rater.open()
+    clock.now += timedelta(minutes=31)
+    expired = rater.post(csrf=csrf, level="5")
+    assert expired.status_code == 410 and texts.PAGE_SERVICE_EXPIRED in expired.text
+    assert rater.client.get(url).status_code == 410
+    assert rows(db, Rating) == []
+    forged = Rater(issued, "s" + "A" * 24)
+    assert forged.client.get(f"/r/s{'A' * 24}").status_code == 404
+    card = Rater(issued, token_for(db, issued.settings, TargetKind.CADRE, county.cadre.id))
+    assert card.post(csrf=card.open(), level="5").status_code == 200

@@ -12,7 +12,7 @@ from typing import Callable
 from sqlmodel import select
 
 from bot import texts
-from bot.core import appeals, binding, evaluation, rating_views
+from bot.core import appeals, binding, evaluation, rating_views, service_qr
 from bot.core.dialogue import Context
 from bot.core.flows import rating
 from bot.core.periods import half_label
@@ -216,6 +216,7 @@ COMMANDS: dict[str, Command] = {
     "callbacks": Command(rating_views.cmd_callbacks, Role.SUPERVISOR),
     "export": Command(reports.cmd_export, Role.SUPERVISOR, long=True),
     "ranking": Command(reports.cmd_ranking, Role.SUPERVISOR, long=True),
+    "serviceqr": Command(service_qr.cmd_serviceqr, Role.CADRE),  # 一事一评 (issue #11)
     "status": Command(evaluation.cmd_status, None),  # 评价编号 -> where the follow-up stands (issue #11)
     "appeal": Command(appeals.cmd_appeal, Role.CADRE),  # 申诉 (issue #11)
     "appeals": Command(appeals.cmd_appeals, Role.SUPERVISOR),  # 复核, by the 作风办 (issue #11)
@@ -229,5 +230,5 @@ KEYWORDS = {
     "单位进度": "unit", "反映问题": "report", "服务对象": "object", "投诉": "report", "我的反映": "mine", "台账": "ledger", "待办": "todo", "评价": "ratings", "评价统计": "ratings", "回访": "callbacks", "取消": "cancel", "继续": "resume",
 }
 # The supervisors' tools (bot.reports).
-KEYWORDS.update({"申诉": "appeal", "复核": "appeals", "查询进度": "status", "评价进度": "status"})
+KEYWORDS.update({"服务评价码": "serviceqr", "一事一评": "serviceqr", "申诉": "appeal", "复核": "appeals", "查询进度": "status", "评价进度": "status"})
 KEYWORDS.update({"导出": "export", "报表": "export", "排名": "ranking", "抽查": "spotcheck", "电话抽查": "spotcheck"})

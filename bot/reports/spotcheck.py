@@ -109,11 +109,12 @@ class Item:
     unit: str
     visited_at: datetime
     note: str | None
+    household_confirmed_at: datetime | None = None  # the household rated the visit's one-time QR (一事一评)
 
 
 def _items_query(half: str | None, unit_ids: Sequence[int] | None):
     query = (select(SpotCheck.id, SpotCheck.outcome, Household.name, Household.address, Household.phone, Cadre.name,
-                    Unit.name, Visit.visited_at, SpotCheck.note)
+                    Unit.name, Visit.visited_at, SpotCheck.note, Visit.household_confirmed_at)
              .join(Visit, Visit.id == SpotCheck.visit_id).join(Household, Household.id == Visit.household_id)
              .join(Cadre, Cadre.id == SpotCheck.cadre_id).join(Unit, Unit.id == Cadre.unit_id))
     if half is not None:

@@ -137,9 +137,10 @@ class SpotCheckFlow(Flow):
         item = spotcheck.item(ctx.session, ctx.data.get("check"), self._scope(ctx))
         if item is None:
             return texts.SPOT_ITEM_GONE
-        return texts.SPOT_ITEM.format(household=item.household, address=item.address, phone=item.phone,
+        text = texts.SPOT_ITEM.format(household=item.household, address=item.address, phone=item.phone,
                                       cadre=item.cadre, unit=item.unit,
                                       date=item.visited_at.astimezone(ctx.settings.tz).strftime("%Y-%m-%d"))
+        return text + "\n" + texts.SPOT_HOUSEHOLD_CONFIRMED if item.household_confirmed_at else text
 
     def _on_outcome(self, ctx: Context, value: str) -> str:
         if value == spotcheck.DENIED:
