@@ -503,6 +503,16 @@ def test_retention_erases_contacts_of_closed_items_only_and_logs_the_count(core,
 # -- 8. one rating per service (一事一评) --------------------------------------------------------------------
 
 
+@pytest.fixture
+def issued_core(db, issued, clock):
+    """The core with the served page's settings, so the links it gives point at that page."""
+    from bot.core.engine import Engine
+
+    engine = Engine(db, issued.settings, clock=clock)
+    yield engine
+    engine.close()
+
+
 def _service_qr(core) -> tuple[str, bytes, str]:
     """The cadre asks for a one-time service QR: (its link, the QR image, the reply's text)."""
     import re
@@ -515,18 +525,18 @@ def _service_qr(core) -> tuple[str, bytes, str]:
     return re.search(r"(http://\S+/r/s[A-Za-z0-9_-]{24})", reply.text).group(1), png, reply.text
 
 
-def test_a_one_time_service_qr_rated_twice_counts_once_and_confirms_the_visit(issued, db, county, clock):
+def test_a_one_time_service_qr_rated_twice_counts_once_and_confirms_the_visit(issued, issued_core, db, county,
+                                                                              clock):
     import io
 
     import zxingcpp
     from PIL import Image
 
-    from bot.core.engine import Engine
     from storage.models import Visit
     from tests.test_rating_web import Rater
     from tests.utils import make_visit
 
-    core = Engine(db, issued.settings, clock=clock)  # links to the served page
+    core = issued_core
     visit_id = make_visit(db, county.cadre, county.households[1], clock())
     url, png, text = _service_qr(core)
     assert "对 住户2 的本次走访" in text and "30 分钟内" in text
@@ -553,13 +563,12 @@ def test_a_one_time_service_qr_rated_twice_counts_once_and_confirms_the_visit(is
     assert "李明：1 条，满意率 100.0%" in boss.say("/ratings")
 
 
-def test_an_expired_service_qr_is_refused_and_the_card_still_works(issued, db, county, clock):
+def test_an_expired_service_qr_is_refused_and_the_card_still_works(issued, issued_core, db, county, clock):
     from datetime import timedelta
 
-    from bot.core.engine import Engine
     from tests.test_rating_web import Rater
 
-    core = Engine(db, issued.settings, clock=clock)
+    core = issued_core
     url, _png, text = _service_qr(core)
     assert texts.SERVICE_QR_WALK_IN in text  # no visit or contact today: a walk-in service
     rater = Rater(issued, url.rsplit("/", 1)[1])
