@@ -582,3 +582,41 @@ def test_an_expired_service_qr_is_refused_and_the_card_still_works(issued, issue
     assert forged.client.get(f"/r/s{'A' * 24}").status_code == 404
     card = Rater(issued, token_for(db, issued.settings, TargetKind.CADRE, county.cadre.id))
     assert card.post(csrf=card.open(), level="5").status_code == 200
+
+
+# -- 9. cards an office would hang up ---------------------------------------------------------------------
+
+
+def test_cards_are_printed_for_people_who_serve_with_the_issuer_in_official_red(db, settings, county, clock):
+    from bot import fonts
+    from bot.cards import CardError, card_specs
+    from bot.cards.render import BAND, CARD_PX, draw_card, instruction, mm
+
+    make_window(db, county, on_duty=[county.cadre])
+    issued = settings.model_copy(update={"issuer_name": "青山县作风办", "supervision_phone": "12345"})
+    with session_scope(db) as s:
+        specs = card_specs(s, issued, clock())
+        with pytest.raises(CardError) as refused:
+            card_specs(s, issued, clock(), cadre="周长青")
+    assert str(refused.value) == texts.CARD_NOT_SERVING.format(name="周长青", role="作风办")
+    names = [spec.name for spec in specs]
+    assert names == ["李明", "王芳", "陈静", "不动产登记窗口"]  # not the admin 赵强, not the 作风办's 周长青
+    cadre_card, window_card = specs[0], specs[-1]
+    assert (cadre_card.issuer, cadre_card.supervision_phone) == ("青山县作风办", "12345")
+    assert "我的服务" in instruction(cadre_card) and "我的" not in instruction(window_card)
+
+    font = fonts.find_cjk_font(None)
+    image = draw_card(cadre_card, font)
+    assert image.getpixel((mm(2), mm(2))) == BAND  # the title band: official red, not black
+    def red_below_band(card) -> int:  # the issuer line is the only red under the title band
+        body = card.crop((0, mm(16), CARD_PX[0], CARD_PX[1]))
+        return sum(1 for pixel in body.get_flattened_data() if pixel[0] > 150 and pixel[1] < 90)
+
+    assert red_below_band(image) > 50
+    assert red_below_band(draw_card(card_specs_without_issuer(cadre_card), font)) == 0
+
+
+def card_specs_without_issuer(spec):
+    from dataclasses import replace
+
+    return replace(spec, issuer="", supervision_phone="")
