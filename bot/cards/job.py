@@ -82,11 +82,6 @@ def find_targets(session: Session, *, unit: str | None = None, cadre: str | None
         cadres = _active(session, Cadre, unit_row, *match)
         if cadre and not cadres:
             raise CardError(f"花名册中没有在册的干部“{cadre}”（可填手机号或姓名）。")
-        serving = [row for row in cadres if serves_public(session, row)]
-        if cadre and not serving:
-            raise CardError(texts.CARD_NOT_SERVING.format(name=cadres[0].name,
-                                                          role=texts.ROLE_NAMES.get(cadres[0].role, "")))
-        cadres = serving
         found += [(TargetKind.CADRE, row) for row in cadres]
     if window or not cadre:
         windows = _active(session, ServiceWindow, unit_row, *([ServiceWindow.name == window.strip()] if window else []))
@@ -113,7 +108,12 @@ def card_specs(session: Session, settings: Settings, now: datetime, *, unit: str
     """The cards the filters choose (see ``find_targets``), issuing codes to targets that have none."""
     specs = []
     key = settings.evaluation_key
-    for kind, row in find_targets(session, unit=unit, cadre=cadre, window=window):
+    found = find_targets(session, unit=unit, cadre=cadre, window=window)
+    serving = [(kind, row) for kind, row in found if kind != TargetKind.CADRE or serves_public(session, row)]
+    if cadre and found and not serving:
+        raise CardError(texts.CARD_NOT_SERVING.format(name=found[0][1].name,
+                                                      role=texts.ROLE_NAMES.get(found[0][1].role, "")))
+    for kind, row in serving:
         target = evaluation.target_of(session, evaluation.code_for(session, kind, row.id, now))
         if target is None:
             continue
