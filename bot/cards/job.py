@@ -2,8 +2,8 @@
 
 Choosing the cards issues an evaluation code to every chosen cadre or window that has none yet
 (inside the caller's transaction). Cards are printed only for people who serve the public: not for
-an admin or a 作风办 member unless the roster has them serving (``serves_public``). Drawing them is CPU work, so a large batch is spread over the
-processor's cores (one process each; PNG bytes come back for the PDF) with a progress bar.
+an admin or a 作风办 member unless the roster has them serving (``serves_public``). Drawing them is
+CPU work, so a large batch is spread over the processor's cores (one process each; PNG bytes come back for the PDF) with a progress bar.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 The layout follows the 亮牌 badges on service counters: a title band in the official red (a black
 band reads as mourning), the name large, unit and post, duties, then the QR code and the one-line
 instruction (我的服务 on a cadre's card, 本窗口 on a window's), and at the foot the issuing body and
-the supervision phone (ISSUER_NAME, SUPERVISION_PHONE) an office hangs its cards up with. The QR code uses error correction H
-(30% of it may be scratched or covered) and the standard quiet zone of four modules; its modules
+the supervision phone (ISSUER_NAME, SUPERVISION_PHONE) an office hangs its cards up with. The QR
+code uses error correction H (30% of it may be scratched or covered) and the standard quiet zone of four modules; its modules
 are whole pixels (no resampling blur), so printers and phone cameras see sharp edges.
 """
 
