@@ -68,7 +68,8 @@ def load_example_if_empty(engine, settings: Settings) -> bool:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "roster.xlsx"
         write_example_workbook(path)
-        report = import_roster(engine, path, minimum=settings.service_object_minimum)
+        report = import_roster(engine, path, minimum=settings.service_object_minimum,
+                               supervision_units=tuple(settings.supervision_units))
     print("数据库为空，已载入示例花名册：\n" + report.summary(), file=sys.stderr)
     return True
 
@@ -171,6 +172,7 @@ def cmd_import_roster(args, settings: Settings) -> int:
     share = None if args.allow_deactivate else settings.roster_max_deactivate_share
     try:
         report = import_roster(engine, Path(args.file), minimum=settings.service_object_minimum,
+                               supervision_units=tuple(settings.supervision_units),
                                progress=not args.quiet, max_deactivate_share=share)
     except RosterError as exc:
         # One header, then one line per issue (the exception's own header would say it twice).

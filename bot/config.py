@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     rating_rate_limit: int = Field(default=20, ge=1)  # rating-page POSTs per address per 10 minutes
     rating_burst_count: int = Field(default=5, ge=2)  # ratings of one target from one address ...
     rating_burst_minutes: int = Field(default=10, ge=1)  # ... within this many minutes are misuse
+    appeal_days: int = Field(default=5, ge=1, le=30)  # working days a rated cadre has to appeal a 差评 (申诉)
+    service_qr_minutes: int = Field(default=30, ge=1, le=24 * 60)  # a one-time service QR (一事一评) is valid this long
+    issuer_name: str = Field(default="", max_length=50)  # 发布单位 on the pages and cards, e.g. 青山县作风办
+    supervision_phone: str = Field(default="", max_length=30)  # 监督电话 on the pages and cards, e.g. 12345
+    # Days a rater's phone and comment (and a /report citizen's phone) are kept after the follow-up closed.
+    rating_contact_retention_days: int = Field(default=180, ge=1)
 
     # Supervisors' tools: report forms (附件1-5), rankings, spot-checks (电话随机访问)
     ranking_min_ratings: int = Field(default=5, ge=1)  # fewer ratings in the half-year: not ranked by satisfaction

@@ -95,7 +95,7 @@ RESUME = "继续未完成的{flow}："
 
 FLOW_NAMES = {"visit": "入户走访", "contact": "日常走访登记", "object": "联系服务对象", "ledger": "问题台账", "todo": "台账办理", "mine": "我的反映", "report": "反映问题", "rating": "服务评价",
               "spotcheck": "电话随机访问"}
-ROLE_NAMES = {"cadre": "干部", "supervisor": "主管（作风办）", "admin": "管理员"}
+ROLE_NAMES = {"cadre": "干部", "supervisor": "主管（作风办）", "office": "作风办", "admin": "管理员"}
 
 # Visit (四个一)
 NO_HOUSEHOLDS = "您名下没有分配联户，请联系管理员导入花名册。"
@@ -206,7 +206,6 @@ PAGE_INTRO = "请对本次服务作出评价"
 PAGE_WHO = "您正在评价"
 PAGE_BAD_SECTION = "很抱歉让您不满意，请告诉我们原因"
 PAGE_REASONS = "原因（可多选）"
-PAGE_COMMENT = "情况说明（选填，{limit}字以内）"
 PAGE_PHONE = "联系电话（选填，仅用于回访，严格保密）"
 PAGE_SUBMIT = "提交评价"
 PAGE_PRIVACY = "评价匿名提交；工作人员不得诱导或干预您的评价。"
@@ -501,3 +500,83 @@ LEDGER_DETAIL_UNIT_UNASSIGNED = "责任单位：{unit}（未经交办）"
 # Hardening (安全加固): binding lockout
 BIND_LOCKED = ("绑定码连续输错次数过多，已暂停绑定，请 {minutes} 分钟后再试。"
                "如确认绑定码无误仍不能绑定，请向管理员重新索取。")
+
+
+# -- 好差评 by the national rules (issue #11): confidentiality, the 作风办, appeals, one rating per service --
+
+RATING_NEED_REASON = "差评请至少选择一项原因，或简要说明情况，以便核实整改。"
+LEDGER_POST_IS_SUBJECT = "{post}不能是{name}：这条差评评价的就是{name}本人，须回避，请另选他人。"
+ROSTER_NO_OFFICE = ("名册中没有能查看全部单位的人员：请在“干部”表的“角色”列为作风办人员填写“作风办”。"
+                    "否则差评涉及主管时无人受理，全市的评价、排名无人查看。")
+SPOT_RULINGS = {"visit_stands": "走访属实，恢复计入", "denial_stands": "确认未走访，不予计入"}
+SPOT_RULING_MARK = "⚖ 待裁定："
+SPOT_DISPUTED = "该走访已标记为“有异议”，暂不计入进度、报表和排名，待您在抽查列表中裁定（标 ⚖ 的条目）。"
+SPOT_ASK_RULING = ("⚖ 裁定有异议的走访：\n住户：{household}\n走访干部：{cadre}（{unit}）\n走访日期：{date}\n"
+                   "住户的说法：{note}\n请核实后裁定：")
+SPOT_RULED = "已裁定：{household} — {ruling}。"
+SPOT_NOTICE_DISPUTED = ("📞 电话抽查：{household}（{address}）表示 {date} 未接受过走访。"
+                        "这次走访暂不计入进度、报表和排名，待主管裁定；如有走访照片等佐证，请向主管说明。")
+SPOT_NOTICE_RULED = "⚖ 您对 {household} 的走访，经抽查复核裁定：{ruling}。"
+APPEAL_STATES = {"pending": "待复核", "upheld": "维持评价", "mistaken": "撤销（误评）", "malicious": "撤销（恶意评价）"}
+APPEAL_USAGE = "申诉请发送：/appeal 评价号 申诉理由（例如 /appeal 12 当天系统故障，已当场说明）"
+APPEAL_NONE = "没有可申诉的差评（差评须在评价后规定的工作日内申诉）。"
+APPEAL_LIST_HEADER = "⚖ 可申诉的差评（评价后 {days} 个工作日内）："
+APPEAL_LIST_LINE = "• 评价号 {id}：{date} {level}，原因：{reasons}；{until} 前可申诉"
+APPEAL_NEED_REASON = "请写明申诉理由。" + "\n" + APPEAL_USAGE
+APPEAL_NOT_YOURS = "评价号 {id} 不是针对您的差评，不能申诉。"
+APPEAL_ALREADY = "评价号 {id} 已申诉过，请等待作风办复核结果。"
+APPEAL_TOO_LATE = "评价号 {id} 已超过申诉期限（评价后 {days} 个工作日，截至 {date}）。"
+APPEAL_FILED = "已提交申诉（申诉号 {id}，评价号 {rating}），作风办复核后会通知您。评价人不会得知申诉人。"
+APPEAL_NOTICE_FILED = ("⚖ 新的差评申诉：申诉号 {id}（评价号 {rating}），申诉人 {cadre}，原评价“{level}”。\n"
+                       "申诉理由：{reason}\n发送 /appeals 查看并复核。")
+APPEAL_NOTICE_DECIDED = "⚖ 您的申诉（申诉号 {id}，评价号 {rating}）复核结果：{decision}{note}。"
+APPEAL_OFFICE_ONLY = "申诉复核由作风办办理：您没有复核权限。"
+APPEAL_NO_SUCH = "没有申诉号 {id}。"
+APPEAL_DECIDED = "申诉号 {id} 已复核过，不能重复复核。"
+APPEAL_OWN = "这条申诉涉及您本人，须回避，请由作风办其他人员复核。"
+APPEAL_NEED_DECISION_REASON = "撤销评价须写明理由，例如：/appeals 3 误评 评价人选错了干部。"
+APPEALS_NONE = "没有待复核的申诉。"
+APPEALS_HEADER = "⚖ 待复核的申诉 {count} 条："
+APPEALS_LINE = "• 申诉号 {id}（评价号 {rating}）{cadre}：原评价“{level}”，原因：{reasons}；说明：{comment}\n  申诉理由：{reason}"
+APPEALS_USAGE = "复核请发送：/appeals 申诉号 维持|误评|恶意 理由（撤销须写理由）"
+APPEAL_DECIDED_OK = "已复核申诉号 {id}：{decision}。已通知申诉人。"
+RATINGS_APPEAL_MARK = "【{state}】"
+RATINGS_VOIDED = "另有 {count} 条经申诉复核撤销，不计入统计。"
+HELP_SERVICE_QR = "/serviceqr — 一事一评：为刚完成的走访或服务生成一次性评价二维码"
+HELP_STATUS = "/status 评价编号 — 查询评价的办理进度"
+HELP_APPEAL = "/appeal 申诉 — 对针对您的差评提出申诉（评价后规定工作日内）"
+HELP_APPEALS = "/appeals 复核 — 作风办复核干部的差评申诉"
+PAGE_COMMENT = "情况说明（未选原因时必填，{limit}字以内）"  # a 差评 needs a reason or this
+SUPERVISION_PHONE = "监督电话 {phone}"
+RATING_NUMBER = "评价编号：{number}。凭此编号可查询办理进度：{url}（或在对话中发送 /status 编号）"
+FOLLOW_UP_STAGES = ("受理", "已交办", "已整改", "已回访")
+FOLLOW_UP_DONE = "✔"
+FOLLOW_UP_TODO = "○"
+FOLLOW_UP_HEAD = "评价编号 {number}：{date} 的评价“{level}”。"
+FOLLOW_UP_NOW = "目前进度：{stage}。"
+FOLLOW_UP_NONE_NEEDED = "感谢您的评价，此评价无需后续办理。"
+FOLLOW_UP_UNKNOWN = "没有找到这个评价编号，请核对后重新输入（12位数字）。"
+FOLLOW_UP_USAGE = "请发送：/status 评价编号（提交评价后显示的12位数字）"
+PAGE_STATUS_TITLE = "评价办理进度"
+PAGE_PRIVACY_TITLE = "个人信息说明"
+PAGE_PRIVACY_LINK = "个人信息说明"
+PAGE_PRIVACY_LINES = (
+    "我们保存：您的评价等级、所选原因；您自愿填写的情况说明和联系电话。不保存您的姓名、微信号或网络地址（仅保存不可还原的校验值，用于防刷评）。",
+    "谁能看到：联系电话仅向负责回访的工作人员完整显示，每次查看均记入审计日志；被评价的干部本人看不到您的电话和身份。",
+    "保存多久：差评办结回访后 {days} 天，您的联系电话和情况说明即被删除，只保留评价等级和原因用于统计。",
+    "您的权利：工作人员不得诱导、干预或打听您的评价；如遇此类情况，请拨打监督电话反映。",
+)
+SERVICE_QR_ISSUED = ("📱 一事一评：{service}的评价二维码（一次有效，{minutes} 分钟内、{until} 前）。\n"
+                     "请群众用自己的手机扫码，或打开链接评价：{url}\n"
+                     "请勿代为评价，也不要诱导评价内容。")
+SERVICE_QR_FOR_VISIT = "对 {household} 的本次走访"
+SERVICE_QR_FOR_CONTACT = "本次日常走访"
+SERVICE_QR_WALK_IN = "本次服务"
+PAGE_SERVICE_USED_TITLE = "已评价"
+PAGE_SERVICE_USED = "这个服务评价码已经评价过了，一次服务只能评价一次。感谢您的参与！"
+PAGE_SERVICE_EXPIRED_TITLE = "评价码已过期"
+PAGE_SERVICE_EXPIRED = "这个服务评价码已过期。如需评价，请扫描工作人员的评价卡二维码。"
+PAGE_SERVICE_INTRO = "本次服务的评价（一次有效）"
+SPOT_HOUSEHOLD_CONFIRMED = "☑ 住户已扫码评价本次走访（住户确认）"
+CARD_INSTRUCTION_WINDOW = "扫码评价本窗口服务"
+CARD_NOT_SERVING = "{name} 是{role}，不直接服务群众，不印制评价卡（如在窗口值守或联系住户，请先在名册中登记）。"

@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 import bot
 from bot import texts
-from bot.core import evaluation
+from bot.core import evaluation, service_qr
 from bot.core.dialogue import InputError
 from bot.core.engine import Engine
 from bot.errors import RequestRefused
@@ -121,7 +121,8 @@ def rating_routes(core: Engine) -> list[Route]:
     limiter = RateLimiter(settings.rating_rate_limit)
 
     def page(name: str, status: int = 200, cookie: str | None = None, **context) -> Response:
-        html = env.get_template(f"rating/{name}.html").render(texts=texts, **context)
+        html = env.get_template(f"rating/{name}.html").render(
+            texts=texts, issuer=settings.issuer_name, supervision_phone=settings.supervision_phone, **context)
         response = HTMLResponse(html, status_code=status, headers=HEADERS)
         if cookie is not None:
             response.set_cookie(COOKIE, cookie, max_age=COOKIE_MAX_AGE, httponly=True, samesite="lax",
@@ -132,8 +133,27 @@ def rating_routes(core: Engine) -> list[Route]:
         return page("message", status, title=title, lines=lines, again=again)
 
     def resolve(token: str) -> evaluation.Target | None:
+        """The target of a card's token, or of a one-time service token that can still be rated."""
         with session_scope(db) as session:
+            if service_qr.looks_like_token(token):
+                found = service_qr.resolve(session, settings, token, core.clock())
+                return found.target if found is not None and found.state == service_qr.OK else None
             return evaluation.resolve(session, key, token)
+
+    def service_refusal(token: str) -> Response | None:
+        """The page for a one-time service token that was used or has expired (None: fine, or a card)."""
+        if not service_qr.looks_like_token(token):
+            return None
+        with session_scope(db) as session:
+            found = service_qr.resolve(session, settings, token, core.clock())
+        if found is None or found.state == service_qr.OK:
+            return None
+        if found.state == service_qr.USED:
+            return message(409, texts.PAGE_SERVICE_USED_TITLE, texts.PAGE_SERVICE_USED)
+        return message(410, texts.PAGE_SERVICE_EXPIRED_TITLE, texts.PAGE_SERVICE_EXPIRED)
+
+    def is_token(token: str) -> bool:
+        return evaluation.looks_like_token(token) or service_qr.looks_like_token(token)
 
     def form(request: Request, token: str, target, cookie: str, *, status: int = 200, error: str | None = None,
              values: dict | None = None, new_cookie: bool = False) -> Response:
@@ -145,7 +165,10 @@ def rating_routes(core: Engine) -> list[Route]:
     async def show(request: Request) -> Response:
         """Shows whom the code rates and the five levels."""
         token = request.path_params["token"]
-        target = await run_in_threadpool(resolve, token) if evaluation.looks_like_token(token) else None
+        refusal = await run_in_threadpool(service_refusal, token) if is_token(token) else None
+        if refusal is not None:
+            return refusal
+        target = await run_in_threadpool(resolve, token) if is_token(token) else None
         if target is None:
             return message(404, texts.PAGE_NOT_FOUND_TITLE, texts.RATING_CODE_INVALID)
         cookie = request.cookies.get(COOKIE)
@@ -191,6 +214,9 @@ def rating_routes(core: Engine) -> list[Route]:
         cookie = request.cookies.get(COOKIE)
         if not csrf_valid(key, cookie, token, one.get("csrf", ""), time.time()):
             return message(403, texts.PAGE_EXPIRED_TITLE, texts.PAGE_EXPIRED, again=f"/r/{token}")
+        refusal = await run_in_threadpool(service_refusal, token)
+        if refusal is not None:
+            return refusal
         target = await run_in_threadpool(resolve, token)
         if target is None:
             return message(404, texts.PAGE_NOT_FOUND_TITLE, texts.RATING_CODE_INVALID)
@@ -206,6 +232,10 @@ def rating_routes(core: Engine) -> list[Route]:
 
         def store() -> str | None:
             with session_scope(db) as session:
+                if service_qr.looks_like_token(token):  # 一事一评: one rating for this service, under its lock
+                    state, submitted = service_qr.submit(session, settings, token, given, channel=CHANNEL,
+                                                         now=core.clock(), address=address)
+                    return evaluation.thanks_text(given, submitted, settings) if submitted else state
                 current = evaluation.resolve(session, key, token)  # revoked since the form was shown?
                 if current is None:
                     return None
@@ -214,8 +244,32 @@ def rating_routes(core: Engine) -> list[Route]:
                 return evaluation.thanks_text(given, submitted, settings)
 
         thanks = await run_in_threadpool(store)
-        if thanks is None:
+        if thanks == service_qr.USED:  # rated by someone else since the form was shown
+            return message(409, texts.PAGE_SERVICE_USED_TITLE, texts.PAGE_SERVICE_USED)
+        if thanks == service_qr.EXPIRED:
+            return message(410, texts.PAGE_SERVICE_EXPIRED_TITLE, texts.PAGE_SERVICE_EXPIRED)
+        if thanks is None or thanks == "invalid":
             return message(404, texts.PAGE_NOT_FOUND_TITLE, texts.RATING_CODE_INVALID)
         return message(200, texts.PAGE_THANKS_TITLE, *thanks.splitlines())
 
-    return [Route("/r/{token}", show, methods=["GET"]), Route("/r/{token}", submit, methods=["POST"])]
+    async def privacy(request: Request) -> Response:
+        """个人信息说明: what is kept, for how long, who sees it."""
+        return page("message", 200, title=texts.PAGE_PRIVACY_TITLE,
+                    lines=[line.format(days=settings.rating_contact_retention_days)
+                           for line in texts.PAGE_PRIVACY_LINES], again=None)
+
+    async def status(request: Request) -> Response:
+        """Where the follow-up of the rating with this 评价编号 stands; nothing about anyone else."""
+        number = request.path_params["number"][:40]
+
+        def look_up():
+            with session_scope(db) as session:
+                return evaluation.follow_up(session, number)
+
+        found = await run_in_threadpool(look_up)
+        return page("message", 200 if found else 404, title=texts.PAGE_STATUS_TITLE,
+                    lines=evaluation.follow_up_lines(found), again=None)
+
+    # /r/privacy before /r/{token}: a path of one segment would otherwise be taken for a token.
+    return [Route("/r/privacy", privacy, methods=["GET"]), Route("/r/status/{number}", status, methods=["GET"]),
+            Route("/r/{token}", show, methods=["GET"]), Route("/r/{token}", submit, methods=["POST"])]

@@ -20,11 +20,12 @@ from sqlmodel import Session, select
 
 from bot import texts
 from bot.config import Settings
+from bot.core import appeals
 from bot.core.evaluation import BAD_LEVELS
 from bot.core.periods import half_of
 from bot.core.phones import mask
 from bot.core.progress import unit_progress, unvisited_by_cadre
-from bot.core.scope import in_scope, unit_scope
+from bot.core.scope import in_scope, rating_subjects, unit_scope
 from bot.fonts import FontNotFound
 from scheduler.outbox import SEND_CHANNELS, Attachment, enqueue_for_cadre, existing_keys
 from storage.db import session_scope
@@ -32,6 +33,7 @@ from storage.models import (
     CallbackStatus,
     CallbackTask,
     Cadre,
+    Problem,
     Rating,
     Role,
     ServiceWindow,
@@ -81,7 +83,7 @@ def _grace(settings: Settings) -> timedelta:
 
 
 def supervisors(session: Session) -> list[Cadre]:
-    return list(session.exec(select(Cadre).where(Cadre.role == Role.SUPERVISOR, Cadre.active == True)  # noqa: E712
+    return list(session.exec(select(Cadre).where(Cadre.role.in_(Role.HEADS), Cadre.active == True)  # noqa: E712
                              .order_by(Cadre.id)).all())
 
 
@@ -357,7 +359,8 @@ class PeriodRatings:
 
 def _ratings_in(session: Session, since: datetime, until: datetime, cadre_names: dict[int, str],
                 units: dict[int, Unit]) -> PeriodRatings:
-    window = (Rating.rated_at > since, Rating.rated_at <= until, Rating.misuse == False)  # noqa: E712
+    window = (Rating.rated_at > since, Rating.rated_at <= until, Rating.misuse == False,  # noqa: E712
+              Rating.voided == False)  # noqa: E712  (voided on appeal: out of every statistic)
     counts: dict[int, Counter] = {}
     for unit_id, level, count in session.exec(
             select(Rating.unit_id, Rating.level, func.count()).where(*window)
@@ -365,12 +368,15 @@ def _ratings_in(session: Session, since: datetime, until: datetime, cadre_names:
         counts.setdefault(unit_id, Counter())[level] = count
     windows = {w.id: w.name for w in session.exec(select(ServiceWindow)).all()}
     bad = []
-    for r in session.exec(select(Rating).where(*window, Rating.level.in_(BAD_LEVELS))
-                          .order_by(Rating.rated_at.desc()).limit(200)).all():
+    listed = session.exec(select(Rating).where(*window, Rating.level.in_(BAD_LEVELS))
+                          .order_by(Rating.rated_at.desc()).limit(200)).all()
+    states = appeals.states_of(session, [r.id for r in listed])  # 申诉复核: an appeal under review says so
+    for r in listed:
         who = cadre_names.get(r.cadre_id) if r.cadre_id else windows.get(r.window_id)
         unit = units[r.unit_id].name if r.unit_id in units else ""
         comment = f"：{r.comment[:30]}" if r.comment else ""
-        bad.append((r.unit_id, f"• {who or '?'}（{unit}）{texts.RATING_LEVELS[r.level]}{comment}"))
+        mark = texts.RATINGS_APPEAL_MARK.format(state=texts.APPEAL_STATES[states[r.id]]) if r.id in states else ""
+        bad.append((r.unit_id, f"• {who or '?'}（{unit}）{texts.RATING_LEVELS[r.level]}{comment}{mark}"))
     return PeriodRatings(counts, bad)
 
 
@@ -390,17 +396,23 @@ def remind_callbacks(session: Session, settings: Settings, now: datetime) -> int
     waiting = _pending(session, key, [h.id for h in heads])
     if not waiting:
         return 0
-    tasks = session.exec(select(CallbackTask).where(CallbackTask.status == CallbackStatus.OPEN,
-                                                    CallbackTask.due_on <= (day + timedelta(days=1)).isoformat())
-                         .order_by(CallbackTask.due_on, CallbackTask.id)).all()
-    if not tasks:
+    rows = session.exec(select(CallbackTask, Problem.to_office, Rating)
+                        .join(Problem, Problem.id == CallbackTask.problem_id)
+                        .join(Rating, Rating.id == CallbackTask.rating_id)
+                        .where(CallbackTask.status == CallbackStatus.OPEN,
+                               CallbackTask.due_on <= (day + timedelta(days=1)).isoformat())
+                        .order_by(CallbackTask.due_on, CallbackTask.id)).all()
+    if not rows:
         return 0
+    subjects = {rating.id: rating_subjects(session, rating) for _t, _o, rating in rows}
     written = 0
     for head in heads:
         if head.id not in waiting:
             continue
         scope = unit_scope(session, head, settings)
-        mine = [t for t in tasks if in_scope(scope, t.unit_id)]
+        # 回避: an office item only for the 作风办; nobody is told of a 差评 about themselves.
+        mine = [t for t, to_office, rating in rows if in_scope(scope, t.unit_id)
+                and not (to_office and scope is not None) and head.id not in subjects[rating.id]]
         if not mine:
             continue
         lines = [texts.CALLBACKS_DUE.format(count=len(mine))]

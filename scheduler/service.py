@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine as DbEngine
 
 from bot.config import Settings
 from bot.core import ledger
-from scheduler import jobs
+from scheduler import jobs, retention
 from scheduler.sender import OutboxSender, Transport
 from storage.db import session_scope, utcnow
 
@@ -42,6 +42,9 @@ def _run_job(name: str, db: DbEngine, settings: Settings, clock: Callable[[], da
             removed = jobs.prune(session, settings, now)
             if removed:
                 log.info("prune: %d old rows removed", removed)
+            erased = retention.erase_contacts(session, settings, now)
+            log.info("retention: contacts erased from %d ratings and %d reports (kept %d days after the follow-up)",
+                     erased.ratings, erased.reports, settings.rating_contact_retention_days)
             return
     if written:
         log.info("%s: %d messages queued", name, written)

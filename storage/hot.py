@@ -206,7 +206,8 @@ def progress_counts(cadre_id, half) -> list:
         select(func.count()).where(_h.c.cadre_id == cadre_id, _h.c.active == true())
         .scalar_subquery().label("assigned"),
         select(func.count(func.distinct(_v.c.household_id))).select_from(_v.join(_h, _h.c.id == _v.c.household_id))
-        .where(_v.c.cadre_id == cadre_id, _v.c.half == half, _h.c.active == true(), _h.c.cadre_id == _v.c.cadre_id)
+        .where(_v.c.cadre_id == cadre_id, _v.c.half == half, _h.c.active == true(), _h.c.cadre_id == _v.c.cadre_id,
+               _v.c.disputed_at.is_(None))  # a visit its household denied counts only once ruled to stand
         .scalar_subquery().label("visited"),
         select(func.count()).where(_ec.c.cadre_id == cadre_id, _ec.c.half == half)
         .scalar_subquery().label("contacts"),
@@ -218,7 +219,7 @@ def progress_counts(cadre_id, half) -> list:
 _HOUSEHOLDS = _statement("households_with_status", select(
     _h.c.id, _h.c.name, _h.c.address,
     exists().where(_v.c.household_id == _h.c.id, _v.c.cadre_id == bindparam("cadre_id"),
-                   _v.c.half == bindparam("half")).label("visited"))
+                   _v.c.half == bindparam("half"), _v.c.disputed_at.is_(None)).label("visited"))
     .where(_h.c.cadre_id == bindparam("cadre_id"), _h.c.active == true())
     .order_by(literal_column("visited"), _h.c.address, _h.c.name), HouseholdStatus)
 _PROGRESS = _statement("cadre_progress", select(*progress_counts(bindparam("cadre_id"), bindparam("half"))),

@@ -22,9 +22,12 @@ class Role(StrEnum):
     """Cadre roles, as imported from the roster's 角色 column."""
 
     CADRE = "cadre"  # 干部
-    SUPERVISOR = "supervisor"  # 作风办 / 主管
+    SUPERVISOR = "supervisor"  # 主管: oversees their own unit (and every unit named in SUPERVISION_UNITS)
+    OFFICE = "office"  # 作风办: the work-style office, oversees every unit by its role
     ADMIN = "admin"  # 管理员
-    ALL = nonmember((CADRE, SUPERVISOR, ADMIN))  # kept for callers; ``tuple(Role)`` is the same
+    ALL = nonmember((CADRE, SUPERVISOR, OFFICE, ADMIN))  # kept for callers; ``tuple(Role)`` is the same
+    HEADS = nonmember((SUPERVISOR, OFFICE))  # who receive digests, reminders and escalations
+    OVERSEERS = nonmember((SUPERVISOR, OFFICE, ADMIN))  # who may act as a supervisor on the ledger
 
 
 class AreaKind(StrEnum):
@@ -197,7 +200,12 @@ class Visit(SQLModel, table=True):
     photo_sha256: Optional[str] = Field(default=None, max_length=64)
     photo_phash: Optional[str] = Field(default=None, max_length=16, index=True)  # perceptual hash, hex
     photo_forwarded: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
-    household_confirmed_at: Optional[datetime] = None  # the household's own scan of its one-time QR
+    # 一事一评 (issue #11): the household rated this visit through its one-time service QR, which is
+    # its own confirmation that the visit happened.
+    household_confirmed_at: Optional[datetime] = None
+    # 好差评 (issue #11): the household denied the visit on a spot-check call; it does not count until a
+    # supervisor rules (disputed_at cleared when upheld, the visit stays out when the denial stands).
+    disputed_at: Optional[datetime] = None
 
 
 class VisitFlag(SQLModel, table=True):
@@ -266,6 +274,9 @@ class Problem(SQLModel, table=True):
     reopened: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     hotline_status: Optional[str] = Field(default=None, max_length=200)  # 办理情况 as imported (附件5)
     note: Optional[str] = Field(default=None, max_length=200)  # 备注
+    # 好差评 (issue #11): a 差评 about a supervisor, or about someone whose unit has no other supervisor,
+    # is handled by the 作风办 alone (the unit's supervisors do not see it).
+    to_office: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
 
 
 class ProblemEvent(SQLModel, table=True):
@@ -299,6 +310,11 @@ class SpotCheck(SQLModel, table=True):
     checked_by_id: Optional[int] = Field(default=None, foreign_key="cadre.id")
     checked_at: Optional[datetime] = None
     note: Optional[str] = Field(default=None, max_length=300)
+    # 好差评 (issue #11): a denial disputes the visit until a supervisor rules: "visit_stands" (it counts
+    # again) or "denial_stands" (it stays out of progress, forms and rankings).
+    ruling: Optional[str] = Field(default=None, max_length=20)
+    ruled_by_id: Optional[int] = Field(default=None, foreign_key="cadre.id")
+    ruled_at: Optional[datetime] = None
 
 
 class OutboxState(StrEnum):
@@ -431,6 +447,14 @@ class Rating(SQLModel, table=True):
     rated_on: str = Field(max_length=10)  # the local date, YYYY-MM-DD
     misuse: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})  # burst pattern
     problem_id: Optional[int] = Field(default=None, foreign_key="problem.id")
+    # 申诉复核 (issue #11): voided by the 作风办 as mistaken or malicious; out of every statistic, ranking
+    # and form, kept in the history with the decision (RatingAppeal).
+    voided: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
+    # 评价编号: given to the rater on the thank-you page, to look up the follow-up (/r/status/<number>).
+    number: Optional[str] = Field(default=None, max_length=20, unique=True)
+    # 一事一评: the service this rating rates, when it came through a one-time service QR (ServiceTicket).
+    visit_id: Optional[int] = Field(default=None, foreign_key="visit.id")
+    contact_id: Optional[int] = Field(default=None, foreign_key="everyday_contact.id")
 
 
 class CallbackStatus(StrEnum):
@@ -525,3 +549,44 @@ class BindingAttempt(SQLModel, table=True):
     failures: int = 0
     first_failed_at: datetime
     locked_until: Optional[datetime] = None
+
+class AppealState:
+    PENDING = "pending"  # 待复核
+    UPHELD = "upheld"  # 维持评价
+    MISTAKEN = "mistaken"  # 撤销：误评
+    MALICIOUS = "malicious"  # 撤销：恶意评价
+    VOIDED = (MISTAKEN, MALICIOUS)
+
+
+class RatingAppeal(SQLModel, table=True):
+    """申诉复核: the rated cadre's appeal of a 差评, and the 作风办's decision. One per rating."""
+
+    __tablename__ = "rating_appeal"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    rating_id: int = Field(foreign_key="rating.id", unique=True)
+    cadre_id: int = Field(foreign_key="cadre.id", index=True)  # who appealed
+    reason: str = Field(max_length=500)
+    photo_ref: Optional[str] = Field(default=None, max_length=300)
+    filed_at: datetime
+    state: str = Field(default=AppealState.PENDING, max_length=20, index=True)
+    decided_by_id: Optional[int] = Field(default=None, foreign_key="cadre.id")
+    decided_at: Optional[datetime] = None
+    decision_note: Optional[str] = Field(default=None, max_length=500)
+
+
+class ServiceTicket(SQLModel, table=True):
+    """一事一评: a one-time rating QR for one service (a visit, an everyday contact, or a service at a
+    window), valid SERVICE_QR_MINUTES and good for one rating. Its signed token names ``id``."""
+
+    __tablename__ = "service_ticket"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    cadre_id: int = Field(foreign_key="cadre.id", index=True)
+    code_id: int = Field(foreign_key="evaluation_code.id")  # the cadre's evaluation code, for the rating
+    visit_id: Optional[int] = Field(default=None, foreign_key="visit.id")
+    contact_id: Optional[int] = Field(default=None, foreign_key="everyday_contact.id")
+    issued_at: datetime
+    expires_at: datetime
+    used_at: Optional[datetime] = None
+    rating_id: Optional[int] = Field(default=None, foreign_key="rating.id")

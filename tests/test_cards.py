@@ -20,9 +20,9 @@ from bot.core.engine import Engine
 from storage.db import session_scope
 from storage.models import TargetKind
 from tests.standins.server import ServedApp
-from tests.utils import Chat
+from tests.utils import Chat, make_roster, make_window
 
-pytestmark = pytest.mark.roster(window=True)  # a window with the cadre and the supervisor on duty
+pytestmark = pytest.mark.roster()  # the roster fixture below: a window with the cadre, the supervisor and the admin on duty
 
 BASE = "https://pingjia.example.gov.cn"
 
@@ -50,6 +50,15 @@ def cli(monkeypatch, database_url, *argv, **env) -> int:
         return cli_main(list(argv))
     finally:
         get_settings.cache_clear()
+
+
+@pytest.fixture
+def roster(db):
+    roster = make_roster(db)
+    # The admin also serves at the window: since issue #11 only people who serve the public get a card
+    # (tests/test_haochaping.py checks that an admin who does not is left out).
+    make_window(db, roster, on_duty=[roster.cadre, roster.supervisor, roster.admin])
+    return roster
 
 
 def test_cards_decode_to_the_rating_page_of_each_target(db, roster, settings, database_url, monkeypatch, tmp_path,

@@ -77,7 +77,7 @@ def test_the_menus_come_from_the_features():
         {"type": "click", "name": "我的进度", "key": "progress"},
         {"type": "click", "name": "帮助", "key": "help"}]
     everyone = [c.command for c in bot_commands(None, bound=False)]
-    assert everyone == ["bind", "report", "mine", "cancel", "help"]
+    assert everyone == ["bind", "report", "mine", "status", "cancel", "help"]
     admin = [c.command for c in bot_commands(Role.ADMIN, bound=True)]
     assert "bindcode" in admin and "bind" not in admin and "export" in admin
 

@@ -115,7 +115,7 @@ def test_burst_from_one_address_is_flagged_and_left_out_of_statistics(db, roster
             clock.now += timedelta(seconds=30)
             evaluation.submit_rating(s, settings, target, evaluation.check_input(5), channel="web",
                                      rater=f"cookie-{n}", address="203.0.113.9", now=clock())
-        evaluation.submit_rating(s, settings, target, evaluation.check_input(2), channel="web",
+        evaluation.submit_rating(s, settings, target, evaluation.check_input(2, ["办事拖拉"]), channel="web",
                                  rater="someone-else", address="198.51.100.1", now=clock())
     flagged = [r.misuse for r in sorted(rows(db, Rating), key=lambda r: r.id)]
     assert flagged == [True] * settings.rating_burst_count + [False]

@@ -459,7 +459,7 @@ def test_a_bound_user_gets_the_command_menu_of_their_role(tg, tg_settings, db, c
     bind(db, roster.supervisor, "telegram", "7105", clock())
     boss = tg.user(7105, first_name="王芳")
     with running_bot(tg_settings, db, clock):
-        assert [c["command"] for c in tg.commands()] == ["bind", "report", "mine", "cancel", "help"]
+        assert [c["command"] for c in tg.commands()] == ["bind", "report", "mine", "status", "cancel", "help"]
         boss.command_wait("/help")
         scope = {"type": "chat", "chat_id": 7105}
         assert wait_for(lambda: tg.commands(scope))

@@ -1,8 +1,9 @@
 """The card job behind ``python -m bot qr-cards``: which cards, their codes, and the batch run.
 
 Choosing the cards issues an evaluation code to every chosen cadre or window that has none yet
-(inside the caller's transaction). Drawing them is CPU work, so a large batch is spread over the
-processor's cores (one process each; PNG bytes come back for the PDF) with a progress bar.
+(inside the caller's transaction). Cards are printed only for people who serve the public: not for
+an admin or a 作风办 member unless the roster has them serving (``serves_public``). Drawing them is
+CPU work, so a large batch is spread over the processor's cores (one process each; PNG bytes come back for the PDF) with a progress bar.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from pathlib import Path
 from sqlmodel import Session, select
 from tqdm import tqdm
 
+from bot import texts
 from bot.cards.render import CardSpec, render_card
 from bot.cards.sheet import PER_PAGE, write_sheets
 from bot.config import Settings
 from bot.core import evaluation
 from bot.core.phones import normalize_mobile
 from bot.errors import CommandInputError
-from storage.models import Cadre, ServiceWindow, TargetKind, Unit, WeChatQrCode
+from storage.models import Cadre, Household, Role, ServiceWindow, TargetKind, Unit, WeChatQrCode, WindowDuty
 
 PDF_NAME = "评价卡-A4.pdf"
 PARALLEL_FROM = 48  # below this, starting worker processes costs more than it saves
@@ -90,12 +92,29 @@ def find_targets(session: Session, *, unit: str | None = None, cadre: str | None
     return found
 
 
+def serves_public(session: Session, cadre: Cadre) -> bool:
+    """Whether a card is printed for this person: cadres and unit supervisors serve the public; an
+    admin or 作风办 member only when the roster has them serving (households assigned, or on duty at a
+    window)."""
+    if cadre.role not in (Role.ADMIN, Role.OFFICE):
+        return True
+    on_duty = session.exec(select(WindowDuty).where(WindowDuty.cadre_id == cadre.id)).first()
+    households = session.exec(select(Household.id).where(Household.cadre_id == cadre.id,
+                                                         Household.active == True)).first()  # noqa: E712
+    return on_duty is not None or households is not None
+
+
 def card_specs(session: Session, settings: Settings, now: datetime, *, unit: str | None = None,
                cadre: str | None = None, window: str | None = None, encode: str = "web") -> list[CardSpec]:
     """The cards the filters choose (see ``find_targets``), issuing codes to targets that have none."""
     specs = []
     key = settings.evaluation_key
-    for kind, row in find_targets(session, unit=unit, cadre=cadre, window=window):
+    found = find_targets(session, unit=unit, cadre=cadre, window=window)
+    serving = [(kind, row) for kind, row in found if kind != TargetKind.CADRE or serves_public(session, row)]
+    if cadre and found and not serving:
+        raise CardError(texts.CARD_NOT_SERVING.format(name=found[0][1].name,
+                                                      role=texts.ROLE_NAMES.get(found[0][1].role, "")))
+    for kind, row in serving:
         target = evaluation.target_of(session, evaluation.code_for(session, kind, row.id, now))
         if target is None:
             continue
@@ -105,7 +124,8 @@ def card_specs(session: Session, settings: Settings, now: datetime, *, unit: str
             payload=_wechat_url(session, evaluation.token_of(key, target), target.name) if encode == "wechat"
             else payload_for(settings, evaluation.token_of(key, target), encode),
             kind=kind, name=target.name, unit=target.unit, post=target.post, duties=duties or None,
-            serial=f"No.{target.code_id}-{target.version}"))
+            serial=f"No.{target.code_id}-{target.version}",
+            issuer=settings.issuer_name, supervision_phone=settings.supervision_phone))
     return specs
 
 

@@ -1,8 +1,10 @@
-"""Drawing one evaluation card, as a grayscale PNG at print resolution.
+"""Drawing one evaluation card, as a PNG at print resolution.
 
-The layout follows the 亮牌 badges on service counters: a title band, the name large, unit and
-post, duties, then the QR code and the one-line instruction. The QR code uses error correction H
-(30% of it may be scratched or covered) and the standard quiet zone of four modules; its modules
+The layout follows the 亮牌 badges on service counters: a title band in the official red (a black
+band reads as mourning), the name large, unit and post, duties, then the QR code and the one-line
+instruction (我的服务 on a cadre's card, 本窗口 on a window's), and at the foot the issuing body and
+the supervision phone (ISSUER_NAME, SUPERVISION_PHONE) an office hangs its cards up with. The QR
+code uses error correction H (30% of it may be scratched or covered) and the standard quiet zone of four modules; its modules
 are whole pixels (no resampling blur), so printers and phone cameras see sharp edges.
 """
 
@@ -20,7 +22,9 @@ from bot import texts
 
 DPI = 200
 CARD_MM = (90, 130)  # four to an A4 sheet
-INK, PAPER, BAND, FAINT = 0, 255, 38, 150
+INK, PAPER, FAINT = (0, 0, 0), (255, 255, 255), (150, 150, 150)
+BAND = (200, 22, 30)  # 中国红 #C8161E, the red of official notices
+DUTY = (60, 60, 60)
 
 
 def mm(value: float) -> int:
@@ -42,6 +46,8 @@ class CardSpec:
     post: str | None = None
     duties: str | None = None
     serial: str = ""  # code id and version, so an admin can tell a reissued card from the lost one
+    issuer: str = ""  # 发布单位, e.g. 青山县作风办
+    supervision_phone: str = ""  # 监督电话, e.g. 12345
 
 
 @lru_cache(maxsize=32)
@@ -61,7 +67,7 @@ def qr_image(payload: str, max_px: int) -> Image.Image:
     matrix = qr_matrix(payload)
     n = len(matrix)
     module = max(1, max_px // n)
-    raw = bytes(INK if dark else PAPER for row in matrix for dark in row)
+    raw = bytes(0 if dark else 255 for row in matrix for dark in row)
     return Image.frombytes("L", (n, n), raw).resize((n * module, n * module), Image.NEAREST)
 
 
@@ -84,7 +90,7 @@ def _wrap(text: str, font: ImageFont.FreeTypeFont, width: int, max_lines: int) -
     return lines
 
 
-def _centered(draw: ImageDraw.ImageDraw, y: int, text: str, font, fill: int = INK) -> int:
+def _centered(draw: ImageDraw.ImageDraw, y: int, text: str, font, fill=INK) -> int:
     """Draws ``text`` centred at height ``y``; returns the y below it."""
     width = font.getlength(text)
     draw.text(((CARD_PX[0] - width) / 2, y), text, font=font, fill=fill)
@@ -92,9 +98,14 @@ def _centered(draw: ImageDraw.ImageDraw, y: int, text: str, font, fill: int = IN
     return y + ascent + descent
 
 
+def instruction(spec: CardSpec) -> str:
+    """我的服务 only on a cadre's own card; a window's card names the window."""
+    return texts.CARD_INSTRUCTION_WINDOW if spec.kind == "window" else texts.CARD_INSTRUCTION
+
+
 def draw_card(spec: CardSpec, font_path: str) -> Image.Image:
     width, height = CARD_PX
-    card = Image.new("L", CARD_PX, PAPER)
+    card = Image.new("RGB", CARD_PX, PAPER)
     draw = ImageDraw.Draw(card)
     margin = mm(6)
     band = mm(15)
@@ -118,16 +129,24 @@ def draw_card(spec: CardSpec, font_path: str) -> Image.Image:
         duty_font = _font(font_path, mm(3.2))
         label = texts.CARD_ON_DUTY if spec.kind == "window" else texts.CARD_DUTIES
         for line in _wrap(label + spec.duties, duty_font, width - 2 * margin, 3):
-            y = _centered(draw, y, line, duty_font, fill=60)
+            y = _centered(draw, y, line, duty_font, fill=DUTY)
 
     footer_font = _font(font_path, mm(2.6))
+    issuer_font = _font(font_path, mm(3.2))
     instruction_font = _font(font_path, mm(5.2))
-    bottom = height - mm(5) - sum(footer_font.getmetrics()) - sum(instruction_font.getmetrics()) - mm(2)
+    issuer_line = " · ".join(part for part in (
+        spec.issuer, texts.SUPERVISION_PHONE.format(phone=spec.supervision_phone) if spec.supervision_phone else "")
+        if part)
+    issuer_height = sum(issuer_font.getmetrics()) + mm(1) if issuer_line else 0
+    bottom = (height - mm(5) - sum(footer_font.getmetrics()) - sum(instruction_font.getmetrics()) - mm(2)
+              - issuer_height)
     room = bottom - y - mm(3)
     qr = qr_image(spec.payload, min(mm(62), room, width - 2 * margin))
     qr_y = y + mm(1.5) + (room - qr.height) // 2
     card.paste(qr, ((width - qr.width) // 2, qr_y))
-    y = _centered(draw, qr_y + qr.height + mm(1.5), texts.CARD_INSTRUCTION, instruction_font)
+    y = _centered(draw, qr_y + qr.height + mm(1.5), instruction(spec), instruction_font)
+    if issuer_line:
+        _centered(draw, y + mm(1), issuer_line, issuer_font, fill=BAND)
     footer = texts.CARD_FOOTER + (f"  {spec.serial}" if spec.serial else "")
     _centered(draw, height - mm(4) - sum(footer_font.getmetrics()), footer, footer_font, fill=FAINT)
     draw.rectangle((0, 0, width - 1, height - 1), outline=FAINT, width=2)  # the cutting line
@@ -135,7 +154,7 @@ def draw_card(spec: CardSpec, font_path: str) -> Image.Image:
 
 
 def render_card(spec: CardSpec, font_path: str) -> bytes:
-    """The card as PNG bytes (grayscale, 200 dpi)."""
+    """The card as PNG bytes (RGB for the red band, 200 dpi)."""
     buffer = io.BytesIO()
     draw_card(spec, font_path).save(buffer, "PNG", compress_level=1, dpi=(DPI, DPI))
     return buffer.getvalue()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlmodel import select
 
 from bot import texts
-from bot.core import binding, evaluation, evidence, rating_views
+from bot.core import binding, evaluation, evidence
 from bot.core.dialogue import Context
 from bot.core.feature import RANK, Feature, Menu, rank
 from bot.core.flows import rating

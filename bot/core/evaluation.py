@@ -9,7 +9,9 @@ token fails the HMAC; a revoked card carries an old version and fails the lookup
 ``submit_rating`` is the one way a rating is stored, whatever the channel: one rating per rater,
 target and local day (a second replaces the first), a burst of ratings of one target from one
 address flagged as misuse, and a 差评 put on the problem ledger with a call-back task when the
-rater left a phone number. Callers own the transaction; nothing here commits.
+rater left a phone number. A 差评 needs at least one reason or a comment. A 差评 about a
+supervisor, or about someone whose unit has no other supervisor, goes to the 作风办 (bot.core.scope).
+Callers own the transaction; nothing here commits.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import base64
 import hashlib
 import hmac
 import re
+import secrets
 import struct
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -28,8 +31,10 @@ from sqlmodel import Session, select
 from bot import texts
 from bot.config import Settings
 from bot.core.dialogue import InputError, clean_text
+from bot.core.feature import Feature
 from bot.core.ledger import open_problem
 from bot.core.phones import normalize_phone
+from bot.core.scope import needs_office
 from bot.core.workdays import work_calendar
 from storage.db import insert_ignore
 from storage.models import (
@@ -38,6 +43,7 @@ from storage.models import (
     EvaluationCode,
     Problem,
     ProblemSource,
+    ProblemStatus,
     Rating,
     ServiceWindow,
     TargetKind,
@@ -216,6 +222,8 @@ def check_input(level: object, reasons: list[str] | tuple[str, ...] = (), commen
         normal = normalize_phone(phone_raw) if len(phone_raw) <= 30 else None
         if normal is None:
             raise InputError(texts.RATING_BAD_PHONE)
+    if not reasons and comment is None:  # a 差评 must say what went wrong, or it cannot be looked into
+        raise InputError(texts.RATING_NEED_REASON)
     ordered = tuple(r for r in texts.RATING_REASONS if r in reasons)
     return RatingInput(level, ordered, comment, normal)
 
@@ -254,6 +262,7 @@ def submit_rating(session: Session, settings: Settings, target: Target, given: R
     # Insert-or-nothing first: two submissions racing each other then meet on the row lock below.
     created = insert_ignore(session, Rating, {
         **identity, **values, "target_kind": target.kind, "unit_id": target.unit_id, "misuse": False,
+        "number": new_number(),  # a replaced rating keeps the number its rater was given
         "cadre_id": target.target_id if target.kind == TargetKind.CADRE else None,
         "window_id": target.target_id if target.kind == TargetKind.WINDOW else None}) is not None
     rating = session.exec(select(Rating).where(*(getattr(Rating, k) == v for k, v in identity.items()))
@@ -304,7 +313,8 @@ def _ledger_problem(session: Session, target: Target, rating: Rating, now: datet
     if problem is None:
         problem = open_problem(session, source=ProblemSource.RATING, category=PROBLEM_CATEGORY, content=content,
                                now=now, actor_label=texts.RATING_ACTOR, unit_id=target.unit_id,
-                               raiser_phone=rating.phone)
+                               raiser_phone=rating.phone,
+                               to_office=needs_office(session, target.unit_id, set(target.cadre_ids)))
         rating.problem_id = problem.id
         session.add(rating)
     else:
@@ -331,11 +341,87 @@ def _callback(session: Session, settings: Settings, rating: Rating, problem: Pro
 
 
 def thanks_text(given: RatingInput, submitted: Submitted, settings: Settings) -> str:
-    """What the rater is told afterwards, on every channel."""
+    """What the rater is told afterwards, on every channel: a 差评 with the 评价编号 to follow it up
+    (a good rating has no follow-up to look up)."""
     lines = [texts.RATING_THANKS_REPLACED if submitted.replaced else texts.RATING_THANKS]
     if given.bad:
         if submitted.callback is not None:
             lines.append(texts.RATING_FOLLOW_UP_CALL.format(days=settings.rating_follow_up_days))
         else:
             lines.append(texts.RATING_FOLLOW_UP_NO_PHONE)
+        if submitted.rating.number:
+            lines.append(texts.RATING_NUMBER.format(number=submitted.rating.number,
+                                                    url=f"{settings.public_url}/r/status/{submitted.rating.number}"))
     return "\n".join(lines)
+
+
+def issuer_line(settings: Settings) -> str:
+    """发布单位 and 监督电话, as the pages, the thanks and the cards show them."""
+    parts = [settings.issuer_name] if settings.issuer_name else []
+    if settings.supervision_phone:
+        parts.append(texts.SUPERVISION_PHONE.format(phone=settings.supervision_phone))
+    return " · ".join(parts)
+
+
+# -- the rater's side: the 评价编号 and where the follow-up stands ----------------------------------------
+
+NUMBER_DIGITS = 12
+_NUMBER_SHAPE = re.compile(r"\d{12}")
+
+
+def new_number() -> str:
+    """A 评价编号: twelve random digits, easy to type, not guessable (only its rater has it)."""
+    return "".join(secrets.choice("0123456789") for _ in range(NUMBER_DIGITS))
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """What the holder of a 评价编号 may see: their own rating's date and level, and the stage reached."""
+
+    number: str
+    rated_on: str
+    level: int
+    stage: int | None  # index into texts.FOLLOW_UP_STAGES; None for a rating that needs no follow-up
+
+
+_STAGE_OF = {ProblemStatus.NEW: 0, ProblemStatus.ASSIGNED: 1, ProblemStatus.IN_PROGRESS: 1,
+             ProblemStatus.SOLVED_ON_SPOT: 2, ProblemStatus.CLOSED: 2, ProblemStatus.ANSWERED: 3}
+
+
+def follow_up(session: Session, number: str) -> FollowUp | None:
+    """The follow-up of the rating with this 评价编号; None for anything else (nothing is said of
+    whether a number exists)."""
+    number = re.sub(r"[\s-]", "", number or "")
+    if not _NUMBER_SHAPE.fullmatch(number):
+        return None
+    rating = session.exec(select(Rating).where(Rating.number == number)).first()
+    if rating is None:
+        return None
+    stage = None
+    if rating.level in BAD_LEVELS:
+        problem = session.get(Problem, rating.problem_id) if rating.problem_id else None
+        stage = _STAGE_OF.get(problem.status, 0) if problem is not None else 0
+    return FollowUp(number, rating.rated_on, rating.level, stage)
+
+
+def follow_up_lines(found: FollowUp | None) -> list[str]:
+    if found is None:
+        return [texts.FOLLOW_UP_UNKNOWN]
+    lines = [texts.FOLLOW_UP_HEAD.format(number=found.number, date=found.rated_on,
+                                         level=texts.RATING_LEVELS[found.level])]
+    if found.stage is None:
+        return lines + [texts.FOLLOW_UP_NONE_NEEDED]
+    lines.append(" → ".join((texts.FOLLOW_UP_DONE if i <= found.stage else texts.FOLLOW_UP_TODO) + name
+                            for i, name in enumerate(texts.FOLLOW_UP_STAGES)))
+    return lines + [texts.FOLLOW_UP_NOW.format(stage=texts.FOLLOW_UP_STAGES[found.stage])]
+
+
+def cmd_status(ctx) -> None:
+    """Tells anyone holding a 评价编号 where its follow-up stands: /status <评价编号>."""
+    number = ctx.inbound.args.strip()
+    if not number:
+        return ctx.say(texts.FOLLOW_UP_USAGE)
+    ctx.say("\n".join(follow_up_lines(follow_up(ctx.session, number))))
+
+
+STATUS = Feature("status", None, "查询评价进度", help=texts.HELP_STATUS, words=("查询进度", "评价进度"), run=cmd_status)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from bot.core.dialogue import Context, Flow
 
 # Least rank needed; a bound account of any role has rank >= 1.
-RANK = {None: 0, Role.CADRE: 1, Role.SUPERVISOR: 2, Role.ADMIN: 3}
+RANK = {None: 0, Role.CADRE: 1, Role.SUPERVISOR: 2, Role.OFFICE: 2, Role.ADMIN: 3}  # 作风办 ranks as a supervisor
 
 
 def rank(cadre) -> int:

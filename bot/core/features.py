@@ -13,7 +13,7 @@ from bot import texts
 from bot.core import commands
 from bot.core.feature import CONTROL, RANK, Feature, rank
 from bot.core.flows import contact, ledger, rating, service_object, spotcheck, visit
-from bot.core import evidence_views, rating_views
+from bot.core import appeals, evaluation, evidence_views, rating_views, service_qr
 from bot.reports import commands as reports
 
 FEATURES: tuple[Feature, ...] = (
@@ -26,12 +26,16 @@ FEATURES: tuple[Feature, ...] = (
     ledger.TODO,
     ledger.REPORT,
     ledger.MINE,
+    evaluation.STATUS,
+    service_qr.SERVICE_QR,
+    appeals.APPEAL,
     commands.UNIT,
     commands.MUTE,
     commands.UNMUTE,
     ledger.LEDGER,
     rating_views.RATINGS,
     rating_views.CALLBACKS,
+    appeals.APPEALS,
     reports.EXPORT,
     reports.RANKING,
     spotcheck.FEATURE,

@@ -23,7 +23,7 @@ from sqlmodel import Session, select
 
 from bot import texts
 from bot.config import Settings
-from bot.core.scope import in_scope, unit_scope
+from bot.core.scope import in_scope, problem_subjects, sees_problem, unit_scope
 from bot.core.workdays import work_calendar
 from bot.errors import UserError
 from bot.core.outbox import SEND_CHANNELS, enqueue, enqueue_for_cadre, existing_keys
@@ -62,10 +62,8 @@ ACTION_NAMES = {ASSIGN: "交办", PROGRESS: "进展", CLOSE: "办结", ANSWER: "
 def roles_of(session: Session, problem: Problem, settings: Settings, cadre: Cadre | None,
              channel: str | None = None, user_id: str | None = None) -> set[str]:
     roles: set[str] = set()
-    if cadre is not None and cadre.role in (Role.SUPERVISOR, Role.ADMIN):
-        scope = unit_scope(session, cadre, settings)
-        if scope is None or problem.unit_id in scope or problem.responsible_unit_id in scope:
-            roles.add(SUPERVISOR)
+    if cadre is not None and sees_problem(session, cadre, settings, problem):
+        roles.add(SUPERVISOR)
     if cadre is not None and cadre.id in (problem.responsible_a_id, problem.responsible_b_id):
         roles.add(RESPONSIBLE)
     if channel and user_id and (problem.raiser_channel, problem.raiser_user_id) == (channel, user_id):
@@ -178,6 +176,10 @@ def _assign(session, settings, problem, actor, unit_id, a_id, b_id, deadline, to
             raise LedgerError(texts.LEDGER_NEED_POST.format(post=post, unit=unit.name))
     if a.id == b.id:
         raise LedgerError(texts.LEDGER_SAME_AB)
+    subjects = problem_subjects(session, problem.id)
+    for post, person in (("A岗", a), ("B岗", b)):
+        if person.id in subjects:  # 回避: nobody handles a 差评 about themselves
+            raise LedgerError(texts.LEDGER_POST_IS_SUBJECT.format(post=post, name=person.name))
     deadline = deadline or default_deadline(settings, problem.source, today)
     if deadline < today:
         raise LedgerError(texts.LEDGER_PAST_DEADLINE.format(date=deadline.isoformat()))
@@ -226,14 +228,15 @@ def open_problem(session: Session, *, source: ProblemSource, category: str, cont
                  raiser_name: str | None = None, raiser_phone: str | None = None,
                  raiser_channel: str | None = None, raiser_user_id: str | None = None,
                  responsible_unit_id: int | None = None, result: str | None = None,
-                 hotline_status: str | None = None, item_note: str | None = None) -> Problem:
+                 hotline_status: str | None = None, item_note: str | None = None, to_office: bool = False) -> Problem:
     """Opens an item on the ledger (登记), from any source, and writes its creation to the history.
 
     The one place a ``Problem`` row is created: a visit's difficulty, an everyday contact, a service
     object, a 差评, a ``/report`` complaint and a hotline import all come here. ``actor`` is the cadre
     who took it in (they become ``raised_by`` and, unless ``unit_id`` says otherwise, their unit is
     the item's); without one, ``actor_label`` names who it was (群众, 热线导入). ``note`` goes on the
-    history entry, ``item_note`` is the item's own 备注.
+    history entry, ``item_note`` is the item's own 备注. ``to_office``: a 差评 about a supervisor (or
+    about the only supervisor of a unit) goes to the 作风办, whoever oversees every unit.
     """
     status = ProblemStatus(status)
     if status not in OPENING_STATES:
@@ -245,7 +248,7 @@ def open_problem(session: Session, *, source: ProblemSource, category: str, cont
                       raiser_name=raiser_name, raiser_phone=raiser_phone, raiser_channel=raiser_channel,
                       raiser_user_id=raiser_user_id, responsible_unit_id=responsible_unit_id, result=result,
                       closed_at=now if status == ProblemStatus.CLOSED else None, hotline_status=hotline_status,
-                      note=item_note, created_at=now, updated_at=now)
+                      note=item_note, created_at=now, updated_at=now, to_office=to_office)
     session.add(problem)
     session.flush()  # the caller shows the item's number
     # Not ``record``: nothing needs this entry's id, so it is written with the commit, not flushed now.
@@ -272,7 +275,7 @@ def ledger_tick(session: Session, settings: Settings, now: datetime) -> int:
     calendar = work_calendar(settings.holiday_file)
     tomorrow = calendar.add_working_days(today, 1)
     items = session.exec(select(Problem).where(Problem.status.in_(OPEN_STATES))).all()
-    heads = session.exec(select(Cadre).where(Cadre.role == Role.SUPERVISOR, Cadre.active == True)).all()  # noqa: E712
+    heads = session.exec(select(Cadre).where(Cadre.role.in_(Role.HEADS), Cadre.active == True)).all()  # noqa: E712
     scopes = {head.id: unit_scope(session, head, settings) for head in heads}
     planned: list[tuple[str, int, str]] = []  # (key, cadre id, body)
     written = 0
@@ -299,7 +302,9 @@ def ledger_tick(session: Session, settings: Settings, now: datetime) -> int:
             body = texts.LEDGER_NOTICE_OVERDUE.format(item=summary, deadline=problem.deadline.isoformat(),
                                                       days=calendar.working_days_between(problem.deadline, today))
             for head in heads:
-                if in_scope(scopes[head.id], problem.responsible_unit_id):
+                if in_scope(scopes[head.id], problem.responsible_unit_id) and (
+                        problem.source != ProblemSource.RATING
+                        or sees_problem(session, head, settings, problem, scopes[head.id])):
                     planned.append((f"ledger-overdue:{problem.id}:{problem.deadline.isoformat()}", head.id, body))
     # Most of these were written on an earlier tick: look them up in one query, not one insert each.
     done = existing_keys(session, [f"{key}:c{cadre_id}" for key, cadre_id, _ in planned])

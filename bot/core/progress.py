@@ -3,6 +3,9 @@
 The counts of progress (assigned households, those visited this half-year, everyday contacts,
 service objects) are defined once, in ``storage.hot.progress_counts``: ``/progress`` runs them for
 one cadre as a hot statement, ``/unit`` correlated with the unit's cadres; each in one query.
+
+A visit its household denied on a spot-check (``Visit.disputed_at``) does not count until a supervisor
+rules that it stands (bot.reports.spotcheck).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ def unvisited_by_cadre(session: Session, cadre_ids: list[int], half: str) -> dic
     """Each cadre's active households not visited this half-year, in one query for all of them."""
     if not cadre_ids:
         return {}
-    visited = select(Visit.household_id).where(Visit.half == half, Visit.cadre_id == Household.cadre_id)
+    visited = select(Visit.household_id).where(Visit.half == half, Visit.cadre_id == Household.cadre_id,
+                                               Visit.disputed_at.is_(None))
     rows = session.exec(
         select(Household).where(Household.cadre_id.in_(cadre_ids), Household.active == True,  # noqa: E712
                                 Household.id.not_in(visited.scalar_subquery()))

@@ -15,13 +15,15 @@ from datetime import datetime
 from sqlmodel import Session, select
 
 from bot import texts
+from bot.core import appeals
 from bot.core.dialogue import Context
 from bot.core.feature import Feature
 from bot.core.evaluation import BAD_LEVELS, LEVELS
 from bot.core.periods import half_label
 from bot.core.phones import mask
-from bot.core.scope import unit_scope
-from storage.models import Cadre, CallbackStatus, CallbackTask, Rating, Role, ServiceWindow, Unit
+from bot.core.scope import overseen_problems, unit_scope
+from storage import audit
+from storage.models import Cadre, CallbackStatus, CallbackTask, Problem, Rating, Role, ServiceWindow, Unit, WindowDuty
 
 BAD_LIST_LIMIT = 10
 
@@ -32,6 +34,7 @@ class LevelCounts:
 
     by_level: Counter = field(default_factory=Counter)
     misuse: int = 0
+    voided: int = 0  # voided on appeal (申诉复核): out of every statistic
 
     @property
     def total(self) -> int:
@@ -47,7 +50,9 @@ class LevelCounts:
         return (self.total - self.bad) / self.total if self.total else None
 
     def add(self, rating: Rating, include_misuse: bool = False) -> None:
-        if rating.misuse and not include_misuse:
+        if rating.voided:
+            self.voided += 1
+        elif rating.misuse and not include_misuse:
             self.misuse += 1
         else:
             self.by_level[rating.level] += 1
@@ -99,11 +104,22 @@ def _target_key(rating: Rating) -> tuple[str, int]:
     return ("cadre", rating.cadre_id) if rating.cadre_id else ("window", rating.window_id)
 
 
-def bad_lines(ratings: list[Rating], names: dict, tz, limit: int = BAD_LIST_LIMIT) -> list[str]:
-    """The newest 差评 (misuse left out), phones masked."""
+def about_viewer(session: Session, viewer: Cadre | None):
+    """A test of whether a rating is about ``viewer`` (rated, or on duty at the rated window)."""
+    if viewer is None:
+        return lambda rating: False
+    windows = set(session.exec(select(WindowDuty.window_id).where(WindowDuty.cadre_id == viewer.id)).all())
+    return lambda rating: rating.cadre_id == viewer.id or (rating.window_id is not None and rating.window_id in windows)
+
+
+def bad_lines(ratings: list[Rating], names: dict, tz, limit: int = BAD_LIST_LIMIT,
+              about_me=lambda rating: False, session: Session | None = None) -> list[str]:
+    """The newest 差评 (misuse left out), phones masked; none at all on a 差评 about the viewer. A 差评
+    under appeal, or decided on appeal, says so (a voided one stays listed, marked, out of the counts)."""
     bad = [r for r in ratings if r.level in BAD_LEVELS and not r.misuse][:limit]
     if not bad:
         return []
+    states = appeals.states_of(session, [r.id for r in bad]) if session is not None else {}
     lines = [texts.RATINGS_BAD_HEADER.format(count=len(bad))]
     for r in bad:
         lines.append(texts.RATINGS_BAD_LINE.format(
@@ -111,12 +127,14 @@ def bad_lines(ratings: list[Rating], names: dict, tz, limit: int = BAD_LIST_LIMI
             level=texts.RATING_LEVELS[r.level],
             reasons=f"（{'、'.join(r.reasons)}）" if r.reasons else "",
             comment=f"：{_short(r.comment)}" if r.comment else "",
-            phone=f"，电话 {mask(r.phone)}" if r.phone else "",
+            phone=f"，电话 {mask(r.phone)}" if r.phone and not about_me(r) else "",
             problem=f"，问题 #{r.problem_id}" if r.problem_id else ""))
+        if r.id in states:
+            lines[-1] += texts.RATINGS_APPEAL_MARK.format(state=texts.APPEAL_STATES[states[r.id]])
     return lines
 
 
-def unit_report(session: Session, unit: Unit, since: datetime, tz) -> list[str]:
+def unit_report(session: Session, unit: Unit, since: datetime, tz, about_me=lambda rating: False) -> list[str]:
     """One unit: its totals, each rated cadre and window, and its newest 差评."""
     ratings = ratings_since(session, since, unit.id)
     total = LevelCounts()
@@ -131,13 +149,15 @@ def unit_report(session: Session, unit: Unit, since: datetime, tz) -> list[str]:
                               key=lambda item: (item[1].satisfaction is None, item[1].satisfaction or 0)):
         lines.append(texts.RATINGS_TARGET_LINE.format(name=names.get(key, "?"), total=counts.total,
                                                       rate=counts.rate_text(), bad=counts.bad))
-    lines += bad_lines(ratings, names, tz)
+    lines += bad_lines(ratings, names, tz, about_me=about_me, session=session)
     if total.misuse:
         lines.append(texts.RATINGS_MISUSE.format(count=total.misuse))
+    if total.voided:
+        lines.append(texts.RATINGS_VOIDED.format(count=total.voided))
     return lines
 
 
-def cadre_report(session: Session, cadre: Cadre, since: datetime, tz) -> list[str]:
+def cadre_report(session: Session, cadre: Cadre, since: datetime, tz, about_me=lambda rating: False) -> list[str]:
     ratings = [r for r in ratings_since(session, since) if r.cadre_id == cadre.id]
     counts = LevelCounts()
     for rating in ratings:
@@ -147,9 +167,11 @@ def cadre_report(session: Session, cadre: Cadre, since: datetime, tz) -> list[st
     if not ratings:
         return lines + [texts.RATINGS_NONE]
     lines.append(counts.levels_text())
-    lines += bad_lines(ratings, {("cadre", cadre.id): cadre.name}, tz)
+    lines += bad_lines(ratings, {("cadre", cadre.id): cadre.name}, tz, about_me=about_me, session=session)
     if counts.misuse:
         lines.append(texts.RATINGS_MISUSE.format(count=counts.misuse))
+    if counts.voided:
+        lines.append(texts.RATINGS_VOIDED.format(count=counts.voided))
     return lines
 
 
@@ -158,6 +180,7 @@ def cmd_ratings(ctx: Context) -> None:
     session, tz = ctx.session, ctx.settings.tz
     since = half_start(ctx.now, tz)
     everyone = _oversees_all(ctx)
+    about_me = about_viewer(session, ctx.cadre)
     lines = [texts.RATINGS_HEADER.format(half_label=half_label(ctx.half))]
     query = ctx.inbound.args.strip()[:50]
     own = session.get(Unit, ctx.cadre.unit_id)
@@ -169,7 +192,8 @@ def cmd_ratings(ctx: Context) -> None:
             return ctx.say(texts.RATINGS_UNKNOWN.format(query=query))
         if not everyone and (unit.id if unit else cadre.unit_id) != own.id:
             return ctx.say(texts.RATINGS_FORBIDDEN_UNIT)
-        lines += unit_report(session, unit, since, tz) if unit else cadre_report(session, cadre, since, tz)
+        lines += (unit_report(session, unit, since, tz, about_me) if unit
+                  else cadre_report(session, cadre, since, tz, about_me))
     elif everyone:
         ratings = ratings_since(session, since)
         per_unit = counts_by(ratings, lambda r: r.unit_id)
@@ -181,25 +205,38 @@ def cmd_ratings(ctx: Context) -> None:
             counts = per_unit.get(unit.id, LevelCounts())
             lines.append(texts.RATINGS_UNIT_LINE.format(name=unit.name, total=counts.total, rate=counts.rate_text(),
                                                         bad=counts.bad))
-        lines += bad_lines(ratings, _names(session, ratings), tz)
+        lines += bad_lines(ratings, _names(session, ratings), tz, about_me=about_me, session=session)
         misuse = sum(c.misuse for c in per_unit.values())
         if misuse:
             lines.append(texts.RATINGS_MISUSE.format(count=misuse))
+        voided = sum(c.voided for c in per_unit.values())
+        if voided:
+            lines.append(texts.RATINGS_VOIDED.format(count=voided))
     else:
-        lines += unit_report(session, own, since, tz)
+        lines += unit_report(session, own, since, tz, about_me)
     lines.append(texts.RATINGS_RATE_NOTE)
     ctx.say("\n".join(lines))
 
 
+def open_callbacks(session: Session, cadre: Cadre, settings) -> list[tuple[CallbackTask, Rating]]:
+    """The open call-back tasks ``cadre`` must see to: of the items they oversee (an office item only
+    for the 作风办), never one about themselves (回避)."""
+    query = (select(CallbackTask, Rating).join(Rating, Rating.id == CallbackTask.rating_id)
+             .join(Problem, Problem.id == CallbackTask.problem_id)
+             .where(CallbackTask.status == CallbackStatus.OPEN))
+    query = overseen_problems(query, cadre, unit_scope(session, cadre, settings))
+    return list(session.exec(query.order_by(CallbackTask.due_on, CallbackTask.id)).all())
+
+
 def cmd_callbacks(ctx: Context) -> None:
-    """Lists the open call-back tasks (回访) of the supervisor's unit, or of all units, with full phones."""
-    query = select(CallbackTask, Rating).join(Rating, Rating.id == CallbackTask.rating_id).where(
-        CallbackTask.status == CallbackStatus.OPEN)
-    if not _oversees_all(ctx):
-        query = query.where(CallbackTask.unit_id == ctx.cadre.unit_id)
-    rows = ctx.session.exec(query.order_by(CallbackTask.due_on, CallbackTask.id)).all()
+    """Lists the open call-back tasks (回访) this supervisor must make, with full phones: each number
+    shown is written to the audit log (who, when, which item)."""
+    rows = open_callbacks(ctx.session, ctx.cadre, ctx.settings)
     if not rows:
         return ctx.say(texts.CALLBACKS_NONE)
+    for task, _rating in rows:
+        audit.record(ctx.session, at=ctx.now, actor=f"cadre:{ctx.cadre.id}", action="phone.reveal",
+                     target=f"callback:{task.id}", channel=ctx.inbound.channel)
     names = _names(ctx.session, [rating for _task, rating in rows])
     lines = [texts.CALLBACKS_HEADER.format(count=len(rows))]
     for task, rating in rows:
@@ -217,5 +254,6 @@ def _short(text: str | None, limit: int = 30) -> str:
 
 RATINGS = Feature("ratings", Role.SUPERVISOR, "群众评价统计", help=texts.HELP_RATINGS_LINE, words=("评价", "评价统计"),
                   run=cmd_ratings, long=True, reads_only=True)
+# Not read-only: every full phone it shows writes an audit row; it lists only open tasks, so it is short.
 CALLBACKS = Feature("callbacks", Role.SUPERVISOR, "待回访的差评", help=texts.HELP_CALLBACKS, words=("回访",),
-                    run=cmd_callbacks, long=True, reads_only=True)
+                    run=cmd_callbacks)

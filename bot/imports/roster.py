@@ -69,9 +69,11 @@ _LIMITS: dict[str, dict[str, tuple[type, str]]] = {
 
 _ROLES = {
     "干部": Role.CADRE, "cadre": Role.CADRE,
-    "主管": Role.SUPERVISOR, "作风办": Role.SUPERVISOR, "supervisor": Role.SUPERVISOR,
+    "主管": Role.SUPERVISOR, "supervisor": Role.SUPERVISOR,
+    "作风办": Role.OFFICE, "office": Role.OFFICE,  # oversees every unit by its role
     "管理员": Role.ADMIN, "admin": Role.ADMIN,
 }
+SUPERVISION_UNITS = ("市作风办", "作风办")  # the SUPERVISION_UNITS setting's default
 _AREA_KINDS = {
     "村": "村", "村委会": "村", "行政村": "村",
     "居": "居", "社区": "居", "居委会": "居", "居委": "居",
@@ -465,8 +467,10 @@ def _edit_distance(a: str, b: str) -> int:
 
 
 class _Checker:
-    def __init__(self, data: RosterData, existing: _Existing, minimum: int, bar: tqdm):
+    def __init__(self, data: RosterData, existing: _Existing, minimum: int, bar: tqdm,
+                 supervision_units: tuple[str, ...] = SUPERVISION_UNITS):
         self.data, self.existing, self.minimum, self.bar = data, existing, minimum, bar
+        self.supervision_units = tuple(supervision_units)
         self.plan = _Plan(errors=list(data.issues))
         self.cadre_units: dict[str, str] = {}  # cadre mobile -> unit name, for the per-unit check
         self.listed_cadres: set[str] = set()
@@ -550,6 +554,7 @@ class _Checker:
         self.check_windows()
         self.report_follow_on()
         self.warn_minimum(object_counts)
+        self.warn_oversight()
         return self.plan
 
     def check_units(self) -> None:
@@ -703,6 +708,21 @@ class _Checker:
             if role == Role.CADRE and counts.get(mobile, 0) < self.minimum:
                 self.plan.warnings.append(
                     f"干部 {name}（{mobile}）服务对象 {counts.get(mobile, 0)} 名，少于 {self.minimum} 名")
+
+
+    def warn_oversight(self) -> None:
+        """Warns when nobody could oversee every unit: no 作风办 and no supervisor in a unit named in
+        SUPERVISION_UNITS. A 差评 about a supervisor would then reach nobody."""
+        people = [(f["role"], f["unit"]) for f in self.plan.cadres.values()]
+        people += [(self.existing.cadres[m].role, self.existing.unit_names[self.existing.cadres[m].unit_id])
+                   for m in self.plan.kept_cadres]
+        if not people:
+            return
+        if not any(role == Role.OFFICE or (role == Role.SUPERVISOR and unit in self.supervision_units)
+                   for role, unit in people):
+            self.plan.warnings.append(
+                "名册中没有能查看全部单位的人员：请在“干部”表的“角色”列为作风办人员填写“作风办”，"
+                "否则涉及主管的差评无人受理，全部单位的评价、排名无人查看。")
 
 
 def _bar(total: int, desc: str, progress: bool) -> tqdm:
@@ -865,7 +885,8 @@ def _active_counts(existing: _Existing) -> dict[str, int]:
 
 
 def import_roster(engine: Engine, path: str | Path, *, minimum: int = 10, progress: bool = False,
-                  max_deactivate_share: float | None = 0.5) -> ImportReport:
+                  max_deactivate_share: float | None = 0.5,
+                  supervision_units: tuple[str, ...] = SUPERVISION_UNITS) -> ImportReport:
     """Reads, checks and imports the roster in one transaction. Raises ``RosterError`` listing every
     problem, having written nothing, when the file has any error; ``RosterDeactivationRefused``,
     having written nothing, when it would deactivate more than ``max_deactivate_share`` of a sheet's
@@ -876,7 +897,7 @@ def import_roster(engine: Engine, path: str | Path, *, minimum: int = 10, progre
         existing = _Existing.load(session)
         active_before = _active_counts(existing)
         with _bar(data.row_count, "校验名册", progress) as bar:
-            plan = _Checker(data, existing, minimum, bar).run()
+            plan = _Checker(data, existing, minimum, bar, supervision_units).run()
         if plan.errors:
             raise RosterError(plan.errors)
         plan.windows_listed = data.windows_listed

@@ -130,7 +130,8 @@ def form_rows(session: Session, form: int, half: str, unit_ids: Sequence[int],
         query = (select(Cadre.unit_id, Household.area_kind, Household.address, Household.name, Household.phone,
                         func.min(Visit.visited_at), func.min(Cadre.name))
                  .join(Household, Household.id == Visit.household_id).join(Cadre, Cadre.id == Visit.cadre_id)
-                 .where(Visit.half == half, _in_units(Cadre.unit_id, unit_ids))
+                 .where(Visit.half == half, _in_units(Cadre.unit_id, unit_ids),
+                        Visit.disputed_at.is_(None))  # a visit its household denied is not reported
                  .group_by(Cadre.unit_id, Household.id, Household.area_kind, Household.address, Household.name,
                            Household.phone)
                  .order_by(Cadre.unit_id, Household.address, Household.name))

@@ -102,7 +102,7 @@ def _counts(session: Session, metric: str, level: str, half: str, settings: Sett
     if metric == SATISFACTION:
         key = Rating.unit_id if level == UNITS else Rating.cadre_id
         query = (select(key, func.sum(case((Rating.level >= 3, 1), else_=0)), func.count())
-                 .where(Rating.misuse == False, Rating.rated_at >= start, Rating.rated_at < end,  # noqa: E712
+                 .where(Rating.misuse == False, Rating.voided == False, Rating.rated_at >= start, Rating.rated_at < end,  # noqa: E712
                         key.is_not(None))
                  .group_by(key))
         if unit_ids is not None:
@@ -113,7 +113,8 @@ def _counts(session: Session, metric: str, level: str, half: str, settings: Sett
         assigned = (select(key, func.count()).select_from(Household).join(Cadre, Cadre.id == Household.cadre_id)
                     .where(Household.active == True).group_by(key))  # noqa: E712
         visited_households = (select(Visit.id).where(Visit.household_id == Household.id, Visit.half == half,
-                                                     Visit.cadre_id == Household.cadre_id).exists())
+                                                     Visit.cadre_id == Household.cadre_id,
+                                                     Visit.disputed_at.is_(None)).exists())
         visited = (select(key, func.count()).select_from(Household).join(Cadre, Cadre.id == Household.cadre_id)
                    .where(Household.active == True, visited_households).group_by(key))  # noqa: E712
         if unit_ids is not None:

@@ -4,6 +4,8 @@ A draw takes, for every cadre with visits in the half-year, ``ceil(share × thei
 (at least one) at random and records a SpotCheck row for each; a caller rings the household and
 records what they said: confirmed, not reached (to be rung again) or denied. A visit that was
 denied, or that nobody could verify, is what 走过场 looks like; the summary lists those per cadre.
+A denied visit is disputed: it does not count (progress, forms, rankings) until a supervisor rules
+that the visit stands, or that the denial does.
 
 Reproducible: each cadre's sample comes from a generator seeded with (seed, half-year, cadre), out
 of that cadre's visits in id order, so the same seed on the same data draws the same visits
@@ -107,11 +109,12 @@ class Item:
     unit: str
     visited_at: datetime
     note: str | None
+    household_confirmed_at: datetime | None = None  # the household rated the visit's one-time QR (一事一评)
 
 
 def _items_query(half: str | None, unit_ids: Sequence[int] | None):
     query = (select(SpotCheck.id, SpotCheck.outcome, Household.name, Household.address, Household.phone, Cadre.name,
-                    Unit.name, Visit.visited_at, SpotCheck.note)
+                    Unit.name, Visit.visited_at, SpotCheck.note, Visit.household_confirmed_at)
              .join(Visit, Visit.id == SpotCheck.visit_id).join(Household, Household.id == Visit.household_id)
              .join(Cadre, Cadre.id == SpotCheck.cadre_id).join(Unit, Unit.id == Cadre.unit_id))
     if half is not None:
@@ -143,13 +146,47 @@ def item(session: Session, check_id: int, unit_ids: Sequence[int] | None) -> Ite
 
 def record(session: Session, check_id: int, outcome: str, by: Cadre | None, now: datetime,
            note: str | None = None) -> SpotCheck:
-    """Records what the call found; a later call overwrites an earlier (not reached, then reached)."""
+    """Records what the call found; a later call overwrites an earlier (not reached, then reached).
+
+    A denial disputes the visit (``Visit.disputed_at``): it stops counting toward progress, forms and
+    rankings until a supervisor rules (``rule``). A later call that confirms it, before any ruling,
+    lifts the dispute."""
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
     check = session.get(SpotCheck, check_id)
     check.outcome, check.checked_at, check.note = outcome, now, note
     check.checked_by_id = by.id if by else None
     session.add(check)
+    if check.ruling is None:
+        visit = session.get(Visit, check.visit_id)
+        visit.disputed_at = now if outcome == DENIED else None
+        session.add(visit)
+    session.flush()
+    return check
+
+
+VISIT_STANDS, DENIAL_STANDS = "visit_stands", "denial_stands"
+RULINGS = (VISIT_STANDS, DENIAL_STANDS)
+
+
+def awaiting_ruling(session: Session, half: str, unit_ids: Sequence[int] | None = None) -> list[Item]:
+    """Denied visits no supervisor has ruled on yet: they do not count until then."""
+    query = _items_query(half, unit_ids).where(SpotCheck.outcome == DENIED, SpotCheck.ruling.is_(None))
+    return [Item(*row) for row in session.execute(query.order_by(Unit.name, Cadre.name, SpotCheck.id))]
+
+
+def rule(session: Session, check_id: int, ruling: str, by: Cadre, now: datetime) -> SpotCheck:
+    """A supervisor's ruling on a denied visit: it counts again (the visit stands) or stays out for good."""
+    if ruling not in RULINGS:
+        raise ValueError(f"unknown ruling {ruling!r}")
+    check = session.get(SpotCheck, check_id)
+    if check is None or check.outcome != DENIED or check.ruling is not None:
+        raise ValueError("only an unruled denial can be ruled on")
+    check.ruling, check.ruled_by_id, check.ruled_at = ruling, by.id, now
+    visit = session.get(Visit, check.visit_id)
+    if ruling == VISIT_STANDS:
+        visit.disputed_at = None
+    session.add_all([check, visit])
     session.flush()
     return check
 

@@ -19,7 +19,8 @@ from bot.core import ledger
 from bot.core.dialogue import Context, Flow, InputError, Step
 from bot.core.feature import Feature
 from bot.core.phones import mask, normalize_phone
-from bot.core.scope import unit_scope
+from bot.core.scope import overseen_problems, problem_subjects, unit_scope
+from storage import audit
 from bot.core.survey import CATEGORIES
 from storage.models import Cadre, Problem, ProblemSource, ProblemStatus, Role, Unit
 
@@ -56,8 +57,12 @@ def details(ctx: Context, p: Problem, *, show_phone: bool) -> str:
     unit = ctx.session.get(Unit, p.responsible_unit_id) if p.responsible_unit_id else None
     lines = [texts.LEDGER_DETAIL_HEAD.format(id=p.id, status=texts.STATUS_NAMES.get(p.status, p.status),
                                              category=p.category, content=p.content)]
-    if p.raiser_name or p.raiser_phone:
+    about_me = ctx.cadre is not None and ctx.cadre.id in problem_subjects(ctx.session, p.id)
+    if (p.raiser_name or p.raiser_phone) and not about_me:  # the person rated never sees the rater
         phone = (p.raiser_phone if show_phone else mask(p.raiser_phone)) if p.raiser_phone else ""
+        if show_phone and p.raiser_phone:
+            audit.record(ctx.session, at=ctx.now, actor=f"cadre:{ctx.cadre.id}" if ctx.cadre else ctx.inbound.user_id,
+                         action="phone.reveal", target=f"problem:{p.id}", channel=ctx.inbound.channel)
         lines.append(texts.LEDGER_DETAIL_RAISER.format(name=p.raiser_name or "", phone=phone))
     if unit is not None and p.responsible_a_id is None:
         # Named by its source (a hotline file's 责任单位) but never assigned here: no slip, no posts.
@@ -198,10 +203,7 @@ class LedgerFlow(_ItemFlow):
         super().start(ctx, first, data)
 
     def _scope_filter(self, ctx: Context, query):
-        scope = unit_scope(ctx.session, ctx.cadre, ctx.settings)
-        if scope is None:
-            return query
-        return query.where(or_(Problem.unit_id.in_(scope), Problem.responsible_unit_id.in_(scope)))
+        return overseen_problems(query, ctx.cadre, unit_scope(ctx.session, ctx.cadre, ctx.settings))
 
     def _bucket_query(self, ctx: Context, bucket: str):
         query = self._scope_filter(ctx, select(Problem).where(Problem.status.in_(BUCKETS[bucket])))
@@ -245,9 +247,10 @@ class LedgerFlow(_ItemFlow):
         return "a"
 
     def _cadres_of_unit(self, ctx: Context) -> list[tuple[Any, str]]:
+        subjects = problem_subjects(ctx.session, ctx.data.get("item"))  # 回避: not the cadres a 差评 is about
         return [(c.id, c.name) for c in ctx.session.exec(
             select(Cadre).where(Cadre.unit_id == ctx.data.get("unit"), Cadre.active == True)  # noqa: E712
-            .order_by(Cadre.name)).all()]
+            .order_by(Cadre.name)).all() if c.id not in subjects]
 
     def _on_a(self, ctx: Context, value: int) -> str:
         ctx.data["a"] = value

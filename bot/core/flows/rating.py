@@ -1,8 +1,9 @@
 """服务评价: a citizen rates a cadre or a window in chat, after scanning its card (/start <token>).
 
 Steps: level (非常满意 … 非常不满意); for a 差评 only: reasons (several, toggled), a comment and
-a phone for the call-back, the last two optional. Open to anyone (``requires_cadre = False``); the
-rating itself is stored by bot.core.evaluation, exactly as from the web page.
+a phone for the call-back, the last two optional, except that a 差评 with no reason needs the
+comment. Open to anyone (``requires_cadre = False``); the rating itself is stored by
+bot.core.evaluation, exactly as from the web page.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class RatingFlow(Flow):
 
     @staticmethod
     def _on_comment(ctx: Context, value: str | None) -> str:
+        if value is None and not ctx.data.get("reasons"):  # a 差评 says what went wrong: a reason or a comment
+            raise InputError(texts.RATING_NEED_REASON)
         ctx.data["comment"] = value
         return "phone"
 

@@ -4,7 +4,9 @@
 (not reached ones come back after the pending ones), with two buttons on top: draw a sample and
 the summary. Picking an item shows whom to ring (full phone: the caller needs it) and whose visit
 it was; the answer is one button: confirmed, not reached, denied (a denial asks for a short note
-of what the household said). Then the list again, for the next call. ``/spotcheck 抽取`` draws
+of what the household said). Then the list again, for the next call. A denial disputes the visit:
+it stops counting and its cadre is told (outbox); it then waits in the same list, marked ⚖, for the
+supervisor's ruling (the visit stands, or the denial does), which the cadre is told of too. ``/spotcheck 抽取`` draws
 at once, ``/spotcheck 汇总`` only answers with the summary.
 """
 
@@ -18,9 +20,10 @@ from bot.core.feature import Feature
 from bot.core.periods import half_label
 from bot.core.scope import unit_scope
 from bot.reports import spotcheck
+from bot.core.outbox import SEND_CHANNELS, enqueue_for_cadre
 from storage.models import Role
 
-DRAW, SUMMARY = "__draw__", "__summary__"
+DRAW, SUMMARY, RULE = "__draw__", "__summary__", "rule:"
 NOTE_LIMIT = 300
 DRAW_WORDS = ("抽取", "抽查", "draw")
 SUMMARY_WORDS = ("汇总", "summary", "报告")
@@ -52,6 +55,8 @@ class SpotCheckFlow(Flow):
                  options=lambda c: list(texts.SPOT_OUTCOMES.items()), per_row=3),
             Step("note", "text", lambda c: texts.SPOT_ASK_NOTE.format(limit=NOTE_LIMIT), self._on_note,
                  optional=True, max_len=NOTE_LIMIT),
+            Step("ruling", "choice", self._ruling_text, self._on_ruling,
+                 options=lambda c: list(texts.SPOT_RULINGS.items()), per_row=1),
         ]
         self.steps = {step.key: step for step in steps}
 
@@ -99,6 +104,9 @@ class SpotCheckFlow(Flow):
             mark = texts.SPOT_RETRY_MARK if item.outcome == spotcheck.NOT_REACHED else ""
             options.append((item.id, texts.SPOT_ITEM_LABEL.format(mark=mark, household=item.household,
                                                                   cadre=item.cadre)))
+        for item in spotcheck.awaiting_ruling(ctx.session, ctx.half, self._scope(ctx)):
+            options.append((f"{RULE}{item.id}", texts.SPOT_ITEM_LABEL.format(
+                mark=texts.SPOT_RULING_MARK, household=item.household, cadre=item.cadre)))
         return options
 
     def _on_pick(self, ctx: Context, value: Any) -> str | None:
@@ -108,6 +116,12 @@ class SpotCheckFlow(Flow):
         if value == SUMMARY:
             ctx.data["summary"] = True
             return None
+        if isinstance(value, str) and value.startswith(RULE):
+            check_id = int(value[len(RULE):])
+            if not any(i.id == check_id for i in spotcheck.awaiting_ruling(ctx.session, ctx.half, self._scope(ctx))):
+                raise InputError(texts.SPOT_ITEM_GONE)
+            ctx.data["check"] = check_id
+            return "ruling"
         if spotcheck.item(ctx.session, value, self._scope(ctx)) is None:
             raise InputError(texts.SPOT_ITEM_GONE)
         ctx.data["check"] = value
@@ -125,9 +139,10 @@ class SpotCheckFlow(Flow):
         item = spotcheck.item(ctx.session, ctx.data.get("check"), self._scope(ctx))
         if item is None:
             return texts.SPOT_ITEM_GONE
-        return texts.SPOT_ITEM.format(household=item.household, address=item.address, phone=item.phone,
+        text = texts.SPOT_ITEM.format(household=item.household, address=item.address, phone=item.phone,
                                       cadre=item.cadre, unit=item.unit,
                                       date=item.visited_at.astimezone(ctx.settings.tz).strftime("%Y-%m-%d"))
+        return text + "\n" + texts.SPOT_HOUSEHOLD_CONFIRMED if item.household_confirmed_at else text
 
     def _on_outcome(self, ctx: Context, value: str) -> str:
         if value == spotcheck.DENIED:
@@ -140,11 +155,43 @@ class SpotCheckFlow(Flow):
 
     def _record(self, ctx: Context, outcome: str, note: str | None) -> str:
         item = self._item(ctx)
-        spotcheck.record(ctx.session, item.id, outcome, ctx.cadre, ctx.now, note)
+        check = spotcheck.record(ctx.session, item.id, outcome, ctx.cadre, ctx.now, note)
         ctx.say(texts.SPOT_RECORDED.format(household=item.household, outcome=texts.SPOT_OUTCOMES[outcome]))
+        if outcome == spotcheck.DENIED and check.ruling is None:
+            ctx.say(texts.SPOT_DISPUTED)
+            self._tell_cadre(ctx, check, item, texts.SPOT_NOTICE_DISPUTED.format(
+                household=item.household, address=item.address,
+                date=item.visited_at.astimezone(ctx.settings.tz).strftime("%Y-%m-%d")))
         ctx.data.pop("check", None)
         ctx.data.pop("outcome", None)
         return "pick"
+
+    # -- a ruling on a denied visit ------------------------------------------------------------------
+
+    def _ruling_text(self, ctx: Context) -> str:
+        item = self._item(ctx)
+        return texts.SPOT_ASK_RULING.format(
+            household=item.household, cadre=item.cadre, unit=item.unit, note=item.note or texts.ABSENT,
+            date=item.visited_at.astimezone(ctx.settings.tz).strftime("%Y-%m-%d"))
+
+    def _on_ruling(self, ctx: Context, value: str) -> str:
+        item = self._item(ctx)
+        try:
+            check = spotcheck.rule(ctx.session, item.id, value, ctx.cadre, ctx.now)
+        except ValueError:
+            raise InputError(texts.SPOT_ITEM_GONE) from None
+        ctx.say(texts.SPOT_RULED.format(household=item.household, ruling=texts.SPOT_RULINGS[value]))
+        self._tell_cadre(ctx, check, item, texts.SPOT_NOTICE_RULED.format(
+            household=item.household, ruling=texts.SPOT_RULINGS[value]))
+        ctx.data.pop("check", None)
+        return "pick"
+
+    @staticmethod
+    def _tell_cadre(ctx: Context, check, item: spotcheck.Item, body: str) -> None:
+        """The cadre whose visit it was hears of the dispute and of the ruling, through the outbox."""
+        step = "ruled" if check.ruling else "disputed"
+        enqueue_for_cadre(ctx.session, check.cadre_id, key=f"spot-{step}:{check.id}", kind="spotcheck", body=body,
+                          now=ctx.now, settings=ctx.settings, channels=SEND_CHANNELS)
 
     def finish(self, ctx: Context) -> None:
         if ctx.data.get("summary"):
