@@ -104,6 +104,7 @@ class _Answer:
         self.mode: str | None = None
         self.xml: str | None = None
         self.queued = False  # calls were written to the outbox: the pump should run
+        self.settled = False  # the core ran the hook: the answer is stored with the event
 
     def claim(self, mode: str) -> str:
         with self._lock:
@@ -209,7 +210,7 @@ class WeComChannel:
             return cached.xml if cached else None
         if answer.queued:
             self.kick()
-        if answer.mode is None and outcome.replies:
+        if not answer.settled and outcome.replies:
             # The core gave up before its commit (another event of this member won a race): nothing
             # was stored, so the answer is not kept either.
             return self._passive(inbound.user_id, pack([render.as_text(r) for r in outcome.replies])[0])
@@ -257,7 +258,7 @@ class WeComChannel:
                            payload={"wecom": []}, attachments=files)
         answer.queued = bool(calls or files)
         store_reply(ctx.db, key, xml, now)
-        answer.xml = xml
+        answer.xml, answer.settled = xml, True
 
     # -- the reply pump -----------------------------------------------------------------------
 
