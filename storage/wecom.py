@@ -25,7 +25,7 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from bot.core import binding
 from bot.core.phones import normalize_mobile
-from storage.models import Cadre, ChatAccount, Unit
+from storage.models import Cadre, ChatAccount, OutboxMessage, OutboxState, Unit
 from storage.prepared import Prepared
 
 CHANNEL = "wecom"
@@ -63,6 +63,21 @@ _STORE = Prepared(insert(_replies).values(event_key=bindparam("event_key"), xml=
                                           created_at=bindparam("now", type_=_replies.c.created_at.type)))
 _PRUNE = Prepared(delete(_replies).where(_replies.c.created_at < bindparam("before", type_=_replies.c.created_at.type)))
 _CACHED = Prepared(sa_select(_replies.c.xml).where(_replies.c.event_key == bindparam("event_key")))
+
+
+_outbox = OutboxMessage.__table__
+_QUEUE = Prepared(lambda insert: insert(_outbox).values(
+    idempotency_key=bindparam("key"), kind="reply", channel=CHANNEL, recipient=bindparam("recipient"),
+    body=bindparam("body"), payload=bindparam("payload", type_=_outbox.c.payload.type), state=OutboxState.PENDING,
+    attempts=0, next_attempt_at=bindparam("now", type_=_outbox.c.next_attempt_at.type),
+    created_at=bindparam("now", type_=_outbox.c.created_at.type)).on_conflict_do_nothing())
+
+
+def queue_reply(db, *, key: str, recipient: str, body: str, calls: list[dict], now: datetime) -> None:
+    """The API calls that answer one callback, as one outbox row of kind "reply" (sent at once, quiet
+    hours or not) in the caller's transaction: the row ``scheduler.outbox.enqueue`` would write,
+    without an ORM session on the callback's path."""
+    _QUEUE.run(db, key=key[:200], recipient=recipient, body=body[:4096], payload={"wecom": calls}, now=now)
 
 
 def store_reply(db, event_key: str, xml: str | None, now: datetime) -> None:

@@ -68,9 +68,9 @@ def wc_settings(settings, wc):
 
 
 @contextmanager
-def running_bot(settings, db, clock, wc):
+def running_bot(settings, db, clock, wc, core: Engine | None = None):
     """The bot as deployed: create_app served on loopback, the stand-in pointed at it."""
-    core = Engine(db, settings, clock=clock)
+    core = core or Engine(db, settings, clock=clock)
     with ServedApp(create_app(settings.check(), core)) as served:
         wc.webhook_url = f"{served.url}{settings.wecom_webhook_path}"
         yield served
@@ -118,6 +118,8 @@ class Talk:
         self.seen += len(new)
         cards = [d for d in new if d.msgtype == "template_card"]
         self.card = cards[-1] if cards else None
+        if passive is not None and passive.startswith("[update_button]"):
+            passive = None  # the pressed card greyed out: not something to read
         self.last = "\n".join(([passive] if passive else []) + [d.text for d in new])
         return self.last
 
@@ -294,11 +296,13 @@ def test_the_same_callback_three_times_gives_one_record_and_the_same_answer(wc, 
         talk = Talk(wc, db, "LiMing")
         talk.click("visit")
         press_xml = member.xml_press(talk.card, "住户2")
+        answers = []
         for _ in range(3):
-            assert member.send(press_xml) is None  # answered by the send API, once
+            answers.append(member.send(press_xml))
             settle(db)
+        assert answers == ["[update_button] ➤ 住户2 · 幸…"] * 3  # the card greyed out; the rest by the API
     received = wc.received("LiMing")
-    assert sum(1 for d in received if "回头看" in d.text) == 1 and len(wc.updated_cards) == 1
+    assert sum(1 for d in received if "回头看" in d.text) == 1
     assert count(db, ChatAccount) == 1
     assert count(db, ProcessedInbound) == 3 and count(db, WeComReply) == 3  # bind, click, press: once each
 
@@ -322,6 +326,44 @@ def test_forged_stale_foreign_hostile_and_oversized_callbacks_are_refused_and_ch
         assert wc.post(xml, content=b"<xml>" + b"A" * 70_000 + b"</xml>").status_code == 413
         assert wc.post(xml.replace(CORP_ID, "wwforeign00000000")).status_code == 400  # another corp inside
     assert count(db, ProcessedInbound) == 0 and count(db, ChatAccount) == 0 and not wc.delivered
+
+
+class SlowEngine(Engine):
+    """The core taking longer than WeCom waits (a busy database, say)."""
+
+    delay = 0.6
+
+    def handle_now(self, inbound, *, before_commit=None):
+        return None  # the write lock is taken elsewhere: the event goes to a thread
+
+    def handle(self, inbound, *, before_commit=None):
+        def slow(ctx, outcome):
+            time.sleep(self.delay)
+            if before_commit is not None:
+                before_commit(ctx, outcome)
+        return super().handle(inbound, before_commit=slow)
+
+
+def test_answers_past_the_deadline_go_through_the_send_api_once(wc, wc_settings, db, clock):
+    roster = make_roster(db)
+    _bound_member(db, roster, clock)
+    settings = wc_settings.model_copy(update={"wecom_reply_deadline_seconds": 0.1})
+    talk = Talk(wc, db, "LiMing")
+    with running_bot(settings, db, clock, wc, core=SlowEngine(db, settings, clock=clock)):
+        xml = talk.member.xml_text("/progress")
+        assert talk.member.send(xml) is None  # empty: the answer comes by message/send
+        deadline = time.monotonic() + 10
+        while not wc.received("LiMing") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        settle(db)
+        assert "已走访 0/3 户" in talk._after(talk.member.send(xml))  # WeCom's retry: nothing new
+        assert talk.last.count("已走访 0/3 户") == 1 and len(wc.received("LiMing")) == 1
+        talk.click("visit")
+        card = talk.card
+        assert talk.press("住户1", card) and "回头看" in talk.last  # the card greyed out by its response code
+    [update] = [c for c in wc.updated_cards if not c.get("passive")]
+    assert update["button"]["replace_name"] == "➤ 住户1 · 幸…" and update["userids"] == ["LiMing"]
+    assert count(db, OutboxMessage, OutboxMessage.state == OutboxState.SENT) == 3
 
 
 # -- proactive messages --------------------------------------------------------------------------------

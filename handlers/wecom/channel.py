@@ -13,9 +13,10 @@ One POST per callback, answered within WeCom's 5 seconds:
 2. ``core.dispatch`` handles the event; inside its transaction (``before_commit``) the replies are
    rendered (``handlers.wecom.render``) and the answer is stored for the event key
    (``storage.wecom.store_reply``), so a retry gets the very same answer and creates nothing.
-   Plain text answers to a message go back as the passive reply (encrypted XML); anything with a
-   card, a file, or the answer to a press goes through the send API: the calls are written to the
-   outbox (kind "reply") in the same transaction, and the app's reply pump sends them at once;
+   Plain text answers to a message go back as the passive reply (encrypted XML); a press is
+   answered passively by greying out the pressed card's buttons with the choice (update_button);
+   cards, files and whatever else goes through the send API: the calls are written to the outbox
+   as one row (kind "reply") in the same transaction, and the app's reply pump sends them at once;
 3. after WECOM_REPLY_DEADLINE_SECONDS the request answers empty and the same hook writes the text
    to the outbox too; which of the two answers is decided once, under a lock.
 
@@ -45,9 +46,9 @@ from bot.core.engine import Engine
 from bot.core.types import Inbound, Location, Outcome
 from handlers.wechat.channel import _text, pack
 from handlers.wecom import render
-from handlers.wecom.crypto import MAX_BODY_BYTES, Cipher, Refused, check_timestamp, parse_xml, text_reply
+from handlers.wecom.crypto import MAX_BODY_BYTES, Cipher, Refused, button_reply, check_timestamp, parse_xml, text_reply
 from scheduler import outbox
-from storage.wecom import CHANNEL, cached_reply, store_reply
+from storage.wecom import CHANNEL, cached_reply, queue_reply, store_reply
 
 log = logging.getLogger(__name__)
 
@@ -225,37 +226,39 @@ class WeComChannel:
             self.kick()
 
     def _settle(self, ctx: Context, outcome: Outcome, *, inbound: Inbound, code: str | None, answer: _Answer) -> None:
-        """In the core's transaction: the answer rendered, stored for retries, and what goes by the
-        send API written to the outbox."""
+        """In the core's transaction: the answer rendered and stored for retries, and what goes by
+        the send API written to the outbox (one row per callback, its calls in order)."""
         now = self.core.clock()
         key = inbound.event_key
         replies = outcome.replies
-        press = None
-        if code:
-            shown = (texts.WECOM_CARD_STALE if outcome.stale else
-                     texts.WECOM_CARD_CHOSEN.format(label=outcome.chosen) if outcome.chosen else texts.WECOM_CARD_DONE)
-            press = (code, shown)
+        duplicate_check = self.settings.wecom_duplicate_check_seconds
+        inline = answer.claim("inline") == "inline"
         xml = None
-        plain = press is None and not any(render.has_card(r) or r.files for r in replies)
-        if plain and replies and answer.claim("inline") == "inline":
+        if code:  # a press: the card greyed out with the choice (passively, or by its response code)
+            shown = render.cut(texts.WECOM_CARD_STALE if outcome.stale else
+                               texts.WECOM_CARD_CHOSEN.format(label=outcome.chosen) if outcome.chosen
+                               else texts.WECOM_CARD_DONE, render.BUTTON_TEXT_MAX)
+            if inline:
+                xml = button_reply(to_user=inbound.user_id, corp_id=self.corp_id, replace_name=shown,
+                                   now=int(now.timestamp()))
+            calls = render.actions(replies, touser=inbound.user_id, agent_id=self.agent_id, event_key=key,
+                                   duplicate_check=duplicate_check, press=None if inline else (code, shown))
+        elif inline and replies and not any(render.has_card(r) or r.files for r in replies):
             parts = pack([render.as_text(r) for r in replies], render.TEXT_MAX_BYTES)
             xml = self._passive(inbound.user_id, parts[0])
             calls = [{"path": render.SEND, "body": render.text_message(inbound.user_id, self.agent_id, part,
-                                                                      self.settings.wecom_duplicate_check_seconds)}
-                     for part in parts[1:]]
+                                                                      duplicate_check)} for part in parts[1:]]
         else:
             calls = render.actions(replies, touser=inbound.user_id, agent_id=self.agent_id, event_key=key,
-                                   duplicate_check=self.settings.wecom_duplicate_check_seconds, press=press)
+                                   duplicate_check=duplicate_check)
         files = [outbox.Attachment(f.filename, f.content_type, f.content) for r in replies for f in r.files]
-        for i, call in enumerate(calls):
-            last = i == len(calls) - 1
-            outbox.enqueue(ctx.session, key=f"wecom-reply:{key}:{i}", kind="reply", channel=CHANNEL,
-                           recipient=inbound.user_id, body=_summary(call), now=now, settings=self.settings,
-                           payload={"wecom": call}, attachments=files if last else ())
-        if files and not calls:
-            outbox.enqueue(ctx.session, key=f"wecom-reply:{key}:files", kind="reply", channel=CHANNEL,
-                           recipient=inbound.user_id, body="", now=now, settings=self.settings,
-                           payload={"wecom": []}, attachments=files)
+        summary = "\n".join(filter(None, map(_summary, calls)))
+        if files:
+            outbox.enqueue(ctx.session, key=f"wecom-reply:{key}", kind="reply", channel=CHANNEL,
+                           recipient=inbound.user_id, body=summary, now=now, settings=self.settings,
+                           payload={"wecom": calls}, attachments=files)
+        elif calls:
+            queue_reply(ctx.db, key=f"wecom-reply:{key}", recipient=inbound.user_id, body=summary, calls=calls, now=now)
         answer.queued = bool(calls or files)
         store_reply(ctx.db, key, xml, now)
         answer.xml, answer.settled = xml, True

@@ -19,13 +19,25 @@ from wechatpy.enterprise.replies import TextReply
 
 from handlers.wechat.crypto import MAX_BODY_BYTES, Refused, cdata, check_signature, check_timestamp, parse_xml
 
-__all__ = ["MAX_BODY_BYTES", "Cipher", "Refused", "check_timestamp", "parse_xml", "text_reply"]
+__all__ = ["MAX_BODY_BYTES", "Cipher", "Refused", "button_reply", "check_timestamp", "parse_xml", "text_reply"]
 
 
 def text_reply(*, to_user: str, corp_id: str, agent_id: int, content: str, now: int) -> str:
     """A passive text reply (plain XML), every value escaped for its CDATA section."""
     reply = TextReply(source=cdata(corp_id), target=cdata(to_user), content=cdata(content), time=now, agent=agent_id)
     return reply.render()
+
+
+def button_reply(*, to_user: str, corp_id: str, replace_name: str, now: int) -> str:
+    """The passive reply to a card press that greys out the pressed card's buttons with ``replace_name``
+    (模板卡片更新消息, MsgType update_button): the card cannot be pressed again."""
+    return ("<xml>"
+            f"<ToUserName><![CDATA[{cdata(to_user)}]]></ToUserName>"
+            f"<FromUserName><![CDATA[{cdata(corp_id)}]]></FromUserName>"
+            f"<CreateTime>{int(now)}</CreateTime>"
+            "<MsgType><![CDATA[update_button]]></MsgType>"
+            f"<Button><ReplaceName><![CDATA[{cdata(replace_name)}]]></ReplaceName></Button>"
+            "</xml>")
 
 
 class Cipher:

@@ -8,9 +8,10 @@ More options than fit (a household list, eleven problem types) become numbered l
 with the number or the words, as on WeChat. Every card has a task id of its own, made from the
 event key, so the same outbox row sent twice is the same card (WeCom's duplicate check drops it).
 
-A press is answered by greying out the pressed card's buttons with the choice
-(``update_template_card`` with the press's response code: a pressed card cannot be pressed
-again) and the next question as a new card.
+A press is answered by greying out the pressed card's buttons with the choice (the passive
+update_button reply, or ``update_template_card`` with the press's response code when the answer
+comes after the deadline: either way a pressed card cannot be pressed again) and the next
+question as a new card.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ SEND = "/cgi-bin/message/send"
 UPDATE_CARD = "/cgi-bin/message/update_template_card"
 
 
-def _cut(text: str, limit: int) -> str:
+def cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
@@ -69,7 +70,7 @@ def card(reply: Reply, task: str) -> tuple[str | None, dict[str, Any]]:
     before = "\n".join([before, *extra]).strip()
     lead = None
     template: dict[str, Any] = {"card_type": "button_interaction", "main_title": {"title": title}, "task_id": task,
-                                "button_list": [{"text": _cut(o.label, BUTTON_TEXT_MAX), "key": o.token}
+                                "button_list": [{"text": cut(o.label, BUTTON_TEXT_MAX), "key": o.token}
                                                 for o in reply.flat_options()],
                                 "replace_text": texts.WECOM_CARD_DONE}
     if before and len(before) <= SUBTITLE_MAX:
@@ -87,7 +88,7 @@ def actions(replies: list[Reply], *, touser: str, agent_id: int, event_key: str,
     if press is not None:
         code, shown = press
         out.append({"path": UPDATE_CARD, "body": {"userids": [touser], "agentid": agent_id, "response_code": code,
-                                                  "button": {"replace_name": _cut(shown, BUTTON_TEXT_MAX)}}})
+                                                  "button": {"replace_name": cut(shown, BUTTON_TEXT_MAX)}}})
     base = {"touser": touser, "agentid": agent_id, "enable_duplicate_check": 1,
             "duplicate_check_interval": duplicate_check}
     pending: list[str] = []  # texts joined into as few messages as fit

@@ -377,7 +377,9 @@ class WeComStandin:
         return httpx.get(self.webhook_url, params=params, timeout=10)
 
     def read_reply(self, response: httpx.Response) -> str | None:
-        """The passive reply's text, decrypted and checked as WeCom would; None for an empty answer."""
+        """The passive reply's text, decrypted and checked as WeCom would; None for an empty answer.
+        An update_button reply (to a card press) is applied to the card (``updated_cards``) and read
+        as "[update_button] <the new text>"."""
         assert response.status_code == 200, (response.status_code, response.text)
         if response.text == "":
             return None
@@ -387,6 +389,13 @@ class WeComStandin:
         assert receive_id == self.corp_id
         root = ET.fromstring(plain.decode())
         inner = {child.tag: child.text or "" for child in root}
+        if inner.get("MsgType") == "update_button":
+            assert sorted(inner) == ["Button", "CreateTime", "FromUserName", "MsgType", "ToUserName"], inner
+            name = root.findtext("Button/ReplaceName") or ""
+            assert name and inner["FromUserName"] == self.corp_id
+            with self._lock:
+                self.updated_cards.append({"button": {"replace_name": name}, "passive": True})
+            return f"[update_button] {name}"
         assert sorted(inner) == ["AgentID", "Content", "CreateTime", "FromUserName", "MsgType", "ToUserName"], inner
         assert inner["MsgType"] == "text" and inner["FromUserName"] == self.corp_id
         return inner["Content"]
