@@ -19,9 +19,11 @@ the first household (the next question's card), a press of ✖ 取消 (a text by
 ("<version>.<index>"), which the driver predicts (the cycle moves the dialogue's version by 3);
 the api process counts stale answers, and the run fails if there are any. Every payload is built
 (XML, AES, signature) before the timed phase; rounds alternate bot and echo on the same harness.
-Target: bot throughput >= 0.5 × echo, bot p99 <= 2 × echo's p99.
+Target: bot throughput >= 0.5 × echo, bot p99 <= 2 × echo's p99. After each bot round the driver
+waits until the pump has sent everything (so the echo's round runs alone); ``--without-pump``
+measures the callback path alone, the answers left queued.
 
-    python -m bench.wecom_webhook [--concurrency 25] [--cycles 20] [--rounds 3] [--db URL]
+    python -m bench.wecom_webhook [--concurrency 25] [--cycles 20] [--rounds 3] [--db URL] [--without-pump]
 """
 
 from __future__ import annotations
@@ -147,6 +149,8 @@ def _serve(kind: str, db_url: str, api_url: str, sock: socket.socket, ready) -> 
 
         settings = _settings(db_url, api_url).check()
         app = create_app(settings, Engine(make_engine(settings.sqlalchemy_url), settings), with_worker=False)
+        if os.environ.get("BENCH_WECOM_WITHOUT_PUMP"):
+            app.state.wecom.pump = None  # --without-pump: the callback path alone; the rows stay queued
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
     ready.set()
     server.run(sockets=[sock])
@@ -252,6 +256,28 @@ class Payloads:
         return script
 
 
+def drain(db_url: str, timeout: float = 120.0) -> None:
+    """Waits until the bot's reply pump has sent every row its callbacks wrote."""
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from storage.db import make_engine, session_scope
+    from storage.models import OutboxMessage, OutboxState
+
+    engine = make_engine(_settings(db_url, "http://127.0.0.1:9").sqlalchemy_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with session_scope(engine) as s:
+                if not s.exec(select(func.count()).select_from(OutboxMessage)
+                              .where(OutboxMessage.state == OutboxState.PENDING)).one():
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("the reply pump did not catch up")
+    finally:
+        engine.dispose()
+
+
 async def run_round(url: str, scripts: list[list[tuple[dict, bytes]]]) -> tuple[list[float], float]:
     """Each script is one member's callbacks, one after the other; all members at once."""
     latencies: list[float] = []
@@ -286,7 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds, alternating bot and echo (3)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed cycles per member first (3)")
     parser.add_argument("--db", help="database URL for the bot (default: a temporary SQLite file)")
+    parser.add_argument("--without-pump", action="store_true",
+                        help="the bot's reply pump off: the callback path alone (cards stay queued, unsent)")
     args = parser.parse_args(argv)
+    if args.without_pump:
+        os.environ["BENCH_WECOM_WITHOUT_PUMP"] = "1"  # read by the spawned bot process
 
     folder = tempfile.TemporaryDirectory()
     db_url = args.db or f"sqlite:///{Path(folder.name) / 'bench.db'}"
@@ -304,13 +334,14 @@ def main(argv: list[str] | None = None) -> int:
                 echo = name == "echo"
                 scripts = [payloads.cycles(u, 1 + 3 * done, cycles, echo) for u in userids]
                 latencies, seconds = asyncio.run(run_round(server.url, scripts))
+                if not echo and not args.without_pump:
+                    drain(db_url)  # the pump's sends done before the echo's round: one server busy at a time
                 if label != "warm-up":
                     results[name] += latencies
                     elapsed[name] += seconds
                     print(f"{label} {name}: {len(latencies) / seconds:.0f}/s, p99 {percentile(latencies, 99) * 1000:.1f} ms",
                           file=sys.stderr)
             done += cycles
-        time.sleep(1.0)  # the pump's last sends
         stats = httpx.get(api.url, timeout=5).json()
     finally:
         for server in (*servers.values(), api):
@@ -328,11 +359,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{percentile(values, 99) * 1000:6.1f} ms {max(values) * 1000:6.1f} ms")
     throughput = (len(results["bot"]) / elapsed["bot"]) / (len(results["echo"]) / elapsed["echo"])
     p99_ratio = percentile(results["bot"], 99) / percentile(results["echo"], 99)
-    print(f"API calls the bot made: {stats['send']} sends ({stats['cards']} cards), {stats['updates']} cards greyed out, "
+    print(f"API calls the bot made: {stats['send']} sends ({stats['cards']} cards), {stats['updates']} cards greyed out by API, "
           f"{stats['stale']} stale answers (of {walked} cycles)")
     print(f"target: throughput bot/echo >= 0.5: {'met' if throughput >= 0.5 else 'missed'} ({throughput:.2f}); "
           f"p99 bot/echo <= 2: {'met' if p99_ratio <= 2 else 'missed'} ({p99_ratio:.2f})")
-    if stats["stale"] or stats["cards"] < 2 * walked:
+    if stats["stale"] or (stats["cards"] < 2 * walked and not args.without_pump):
         print("the cycles did not run as planned (stale presses or cards missing)", file=sys.stderr)
         return 1
     return 0

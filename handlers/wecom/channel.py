@@ -278,11 +278,12 @@ class WeComChannel:
         while True:
             self._again = False
             try:
-                await self.pump()
+                handled = await self.pump()
             except Exception:
                 log.exception("wecom reply pump failed; the worker will send the rows")
-            if not self._again:
-                return
+                handled = 0
+            if not handled and not self._again:
+                return  # nothing due (rows waiting for a retry are the worker's, or the next kick's)
 
     async def drain(self) -> None:
         """Waits for answers past their deadline and the pump (the app's shutdown, tests)."""
