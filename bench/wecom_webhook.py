@@ -60,7 +60,7 @@ def _settings(db_url: str, api_url: str):
     return Settings(_env_file=None, environment="development", database_url=db_url, load_example_roster=False,
                     scheduler_in_run=False, wecom_token=SecretStr(TOKEN), wecom_aes_key=SecretStr(AES_KEY),
                     wecom_corp_id=CORP_ID, wecom_agent_id=AGENT_ID, wecom_secret=SecretStr(SECRET),
-                    wecom_api_base_url=api_url, log_level="WARNING", quiet_hours_start="00:00",
+                    wecom_api_base_url=api_url, wecom_rate_global=150.0, log_level="WARNING", quiet_hours_start="00:00",
                     quiet_hours_end="00:00")
 
 

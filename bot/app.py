@@ -25,7 +25,7 @@ from handlers.telegram import TelegramChannel, TelegramTransport
 from handlers.web import rating_routes
 from handlers.wechat import WeChatApi, WeChatChannel, WeChatTransport
 from handlers.wecom import WeComApi, WeComChannel, WeComTransport
-from scheduler.sender import OutboxSender
+from handlers.wecom.transport import ReplyPump
 from scheduler.service import Worker
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
     if settings.wecom_enabled:
         wecom_api = WeComApi(settings, core.db, clock=core.clock)
         wecom_transport = WeComTransport(wecom_api, settings, core.db, core.clock)
-        pump = OutboxSender(core.db, settings, {"wecom": wecom_transport}, clock=core.clock)
+        pump = ReplyPump(core.db, settings, wecom_transport, clock=core.clock)
         wecom = WeComChannel(core, settings, pump=pump.run_once)
 
     async def health(request: Request) -> Response:

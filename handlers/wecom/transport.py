@@ -35,8 +35,11 @@ from bot.config import Settings
 from bot.core.engine import system_clock
 from handlers.wecom.api import NOT_A_MEMBER, WeComApi, WeComApiError
 from handlers.wecom.render import SEND, UPDATE_CARD, text_message
+from scheduler import outbox
 from scheduler.outbox import Claimed
-from scheduler.sender import SENT, Delivery, RateLimiter
+from scheduler.sender import SENT, Delivery, OutboxSender, RateLimiter
+from storage.db import session_scope
+from storage.models import OutboxState
 from storage.wecom import CHANNEL
 
 log = logging.getLogger(__name__)
@@ -188,3 +191,39 @@ class WeComTransport:
         if exc.errcode in RETRY:
             return Delivery("retry", error=error)
         return Delivery("failed", error=error)
+
+
+class ReplyPump(OutboxSender):
+    """The web app's sender of its own callbacks' answers, run as soon as a callback wrote some.
+
+    The outbox sender, with one change: rows delivered are marked sent together, in one
+    transaction at the end of the batch, not one transaction each. In the web process every write
+    transaction is one more holder of SQLite's write lock that the callbacks' inline path
+    (``Engine.handle_now``) must then decline and hand to a thread; one per batch keeps that rare.
+    A crash between the sends and the mark leaves the rows to be sent again when their lease ends,
+    and WeCom's duplicate check drops the repeats.
+    """
+
+    def __init__(self, db: DbEngine, settings: Settings, transport: "WeComTransport", **kwargs):
+        super().__init__(db, settings, {CHANNEL: transport}, **kwargs)
+        self._sent: list[int] = []
+
+    def _record(self, message: Claimed, result: Delivery) -> str:
+        if result.status == "sent":
+            self._sent.append(message.id)
+            return OutboxState.SENT
+        return super()._record(message, result)
+
+    def _mark_sent(self, ids: list[int]) -> None:
+        now = self.clock()
+        with session_scope(self.db) as session:
+            for message_id in ids:
+                outbox.mark_sent(session, message_id, self.worker, now)
+
+    async def run_once(self) -> int:
+        try:
+            return await super().run_once()
+        finally:
+            ids, self._sent = self._sent, []
+            if ids:
+                await asyncio.to_thread(self._mark_sent, ids)
