@@ -13,11 +13,13 @@ Three processes besides the driver (spawned, each under uvicorn on 127.0.0.1):
 * api:  a minimal WeCom API for the bot's reply pump (gettoken, message/send,
         update_template_card), which counts what it gets, stale answers included.
 
-Every member walks the same cycle: ``/visit`` (a card of households, sent by the API), a press of
+Every cycle is the same, walked by one member: ``/visit`` (a card of households, sent by the API), a press of
 the first household (the next question's card), a press of ✖ 取消 (a text by the API), then
 ``/progress`` (a passive text reply). The cards' button keys are the core's versioned tokens
 ("<version>.<index>"), which the driver predicts (the cycle moves the dialogue's version by 3);
-the api process counts stale answers, and the run fails if there are any. Every payload is built
+the api process counts stale answers, and the run fails if there are any. Each of the 25 slots
+walks its cycles with a pool of members in turn, so that no member passes WeCom's 30 messages a
+minute (the bot's sender would rightly hold the excess back). Every payload is built
 (XML, AES, signature) before the timed phase; rounds alternate bot and echo on the same harness.
 Target: bot throughput >= 0.5 × echo, bot p99 <= 2 × echo's p99. After each bot round the driver
 waits until the pump has sent everything (so the echo's round runs alone); ``--without-pump``
@@ -311,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=20, help="timed cycles of 4 callbacks per member per round (20)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds, alternating bot and echo (3)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed cycles per member first (3)")
+    parser.add_argument("--pool", type=int, help="members per slot, walked in turn (default: a cycle each per 4 timed)")
     parser.add_argument("--db", help="database URL for the bot (default: a temporary SQLite file)")
     parser.add_argument("--without-pump", action="store_true",
                         help="the bot's reply pump off: the callback path alone (cards stay queued, unsent)")
@@ -320,20 +323,37 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = tempfile.TemporaryDirectory()
     db_url = args.db or f"sqlite:///{Path(folder.name) / 'bench.db'}"
-    userids = seed(db_url, args.concurrency)
+    # Each of the --concurrency slots walks its cycles with the members of its own pool in turn, so
+    # that no member gets more than WeCom's 30 messages a minute (a cycle brings them about three).
+    pool = args.pool or max(2, -(-(args.warmup + args.cycles * args.rounds) // 4))
+    userids = seed(db_url, args.concurrency * pool)
+    slots = [userids[k * pool:(k + 1) * pool] for k in range(args.concurrency)]
+    walked = {u: 0 for u in userids}  # cycles each member has walked with the bot
     payloads = Payloads()
+
+    def scripts(cycles: int, echo: bool, turn: int) -> list[list[tuple[dict, bytes]]]:
+        out = []
+        for members in slots:
+            script = []
+            for c in range(cycles):
+                member = members[(turn + c) % pool]
+                script += payloads.cycles(member, 1 + 3 * walked[member], 1, echo)
+                if not echo:
+                    walked[member] += 1
+            out.append(script)
+        return out
+
     api = Server("api", db_url, path="/stats").start()
     servers = {"bot": Server("bot", db_url, api.base).start(), "echo": Server("echo", db_url).start()}
     results: dict[str, list[float]] = {"bot": [], "echo": []}
     elapsed = {"bot": 0.0, "echo": 0.0}
-    done = 0  # cycles each member has walked with the bot
+    turn = 0
     try:
         plan = [("warm-up", args.warmup)] + [(f"round {n + 1}", args.cycles) for n in range(args.rounds)]
         for label, cycles in plan:
             for name, server in servers.items():
                 echo = name == "echo"
-                scripts = [payloads.cycles(u, 1 + 3 * done, cycles, echo) for u in userids]
-                latencies, seconds = asyncio.run(run_round(server.url, scripts))
+                latencies, seconds = asyncio.run(run_round(server.url, scripts(cycles, echo, turn)))
                 if not echo and not args.without_pump:
                     drain(db_url)  # the pump's sends done before the echo's round: one server busy at a time
                 if label != "warm-up":
@@ -341,14 +361,14 @@ def main(argv: list[str] | None = None) -> int:
                     elapsed[name] += seconds
                     print(f"{label} {name}: {len(latencies) / seconds:.0f}/s, p99 {percentile(latencies, 99) * 1000:.1f} ms",
                           file=sys.stderr)
-            done += cycles
+            turn += cycles
         stats = httpx.get(api.url, timeout=5).json()
     finally:
         for server in (*servers.values(), api):
             server.stop()
         folder.cleanup()
 
-    walked = done * args.concurrency
+    walked = sum(walked.values())
     backend = "PostgreSQL" if db_url.startswith("postgres") else "SQLite"
     print(f"WeCom callbacks (AES), {args.concurrency} concurrent, {args.rounds} rounds of {args.cycles * 4 * args.concurrency} "
           f"callbacks per server (texts and card presses, 1:1), {backend}, {os.cpu_count()} CPUs")

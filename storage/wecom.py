@@ -24,6 +24,7 @@ from sqlalchemy import bindparam, delete, insert, select as sa_select
 from sqlmodel import Field, Session, SQLModel, select
 
 from bot.core import binding
+from storage import audit
 from bot.core.phones import normalize_mobile
 from storage.models import Cadre, ChatAccount, OutboxMessage, OutboxState, Unit
 from storage.prepared import Prepared
@@ -123,7 +124,8 @@ class SyncReport:
 
 
 def save_directory(session: Session, members: Iterable[DirectoryMember], now: datetime) -> SyncReport:
-    """Stores the members read, matches them to active cadres by mobile and binds the matched ones."""
+    """Stores the members read, matches them to active cadres by mobile and binds the matched ones
+    (each new binding in the audit log)."""
     cadres = {c.mobile: c for c in session.exec(select(Cadre).where(Cadre.active == True)).all()}  # noqa: E712
     units = {u.id: u.name for u in session.exec(select(Unit)).all()}
     accounts = {a.external_user_id: a for a in session.exec(select(ChatAccount)
@@ -148,6 +150,8 @@ def save_directory(session: Session, members: Iterable[DirectoryMember], now: da
         account = accounts.get(member.userid)
         if account is None or account.cadre_id != cadre.id:
             binding.bind(session, cadre, CHANNEL, member.userid, "wecom", now)
+            audit.record(session, at=now, actor="cli:wecom-sync", action="binding.directory",
+                         target=f"cadre:{cadre.id}", channel=CHANNEL, detail=f"userid {member.userid}, mobile matched")
             report.bound += 1
     for cadre in cadres.values():
         if cadre.id not in seen_cadres:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, time as dtime, timezone
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,7 @@ from handlers.wecom import MemberLimiter, WeComApi, WeComTransport
 from scheduler.outbox import Attachment, enqueue, enqueue_for_cadre
 from scheduler.sender import OutboxSender
 from storage.db import session_scope
-from storage.models import Cadre, ChatAccount, DialogueState, OutboxMessage, OutboxState, ProcessedInbound, Unit, Visit
+from storage.models import AuditLog, Cadre, ChatAccount, DialogueState, OutboxMessage, OutboxState, ProcessedInbound, Unit, Visit
 from storage.wecom import WeComMember, WeComReply
 from tests.standins.server import ServedApp
 from tests.standins.wecom_api import DirectoryEntry, WeComStandin
@@ -59,7 +59,9 @@ def wc(clock):
 def wecom_settings(settings, wc, **more):
     return settings.model_copy(update={
         "wecom_token": SecretStr(TOKEN), "wecom_aes_key": SecretStr(AES_KEY), "wecom_corp_id": CORP_ID,
-        "wecom_agent_id": AGENT_ID, "wecom_secret": SecretStr(SECRET), "wecom_api_base_url": wc.url, **more})
+        "wecom_agent_id": AGENT_ID, "wecom_secret": SecretStr(SECRET), "wecom_api_base_url": wc.url,
+        # No quiet hours: the proactive tests send at the real time of day.
+        "quiet_hours_start": dtime(0, 0), "quiet_hours_end": dtime(0, 0), **more})
 
 
 @pytest.fixture
@@ -194,6 +196,9 @@ def test_directory_sync_binds_by_mobile_then_a_whole_visit_by_card_buttons(
     assert _cli("wecom-sync") == 0  # again: nothing new to bind, nothing else changed
     assert texts.WECOM_SYNC_HEADER.format(members=4, matched=2, bound=0) in capsys.readouterr().out
     assert count(db, ChatAccount) == 2
+    with session_scope(db) as s:
+        audited = s.exec(select(AuditLog).where(AuditLog.action == "binding.directory")).all()
+        assert sorted(a.target for a in audited) == sorted([f"cadre:{roster.cadre.id}", f"cadre:{roster.supervisor.id}"])
 
     talk = Talk(wc, db, "LiMing")
     with running_bot(wc_settings, db, clock, wc):
@@ -224,6 +229,7 @@ def test_directory_sync_binds_by_mobile_then_a_whole_visit_by_card_buttons(
     shown = [c["button"]["replace_name"] for c in wc.updated_cards]
     assert shown[:3] == ["➤ 住户2 · 幸…", "➤ 是", "➤ 满意"] and any("确认提交" in s for s in shown)
     assert not wc.over_limit and not wc.duplicates
+    assert wc.token_fetches == 1  # one access token for the two syncs and the app, kept in the database
 
 
 def test_a_member_outside_the_directory_binds_with_a_code(wc, wc_settings, db, clock):
@@ -404,7 +410,7 @@ def test_a_reminder_wave_to_100_members_never_passes_a_members_limit(wc, wc_sett
     # that the wave must wait: the stand-in drops what comes too soon, as WeCom drops it.
     wc.per_minute, wc.minute = 1, 1.0
     members = _members(db, 100, clock)
-    now = datetime.now(timezone.utc).replace(hour=3)  # 11:00 in Asia/Shanghai: outside quiet hours
+    now = datetime.now(timezone.utc)
     _wave(db, wc_settings, members, now)
     _send_all(db, wc_settings, MemberLimiter(100.0, per_minute=1, per_hour=1000, minute=1.0))
     assert not wc.over_limit and not wc.duplicates
@@ -417,7 +423,7 @@ def test_without_the_members_limit_the_stand_in_drops_like_wecom(wc, wc_settings
     """The control of the test above: a sender that ignored the members' limit would lose messages."""
     wc.per_minute, wc.minute = 1, 1.0
     members = _members(db, 5, clock)
-    _wave(db, wc_settings, members, datetime.now(timezone.utc).replace(hour=3))
+    _wave(db, wc_settings, members, datetime.now(timezone.utc))
     _send_all(db, wc_settings, MemberLimiter(100.0, per_minute=30, per_hour=1000))
     assert len(wc.over_limit) == 5
 
@@ -470,11 +476,24 @@ def test_a_sender_killed_mid_send_then_restarted_delivers_every_message_once(
     assert wc.duplicates  # the rows in flight at the kill were sent again, and WeCom dropped the repeats
 
 
+def test_past_the_apps_daily_quota_messages_wait_for_the_next_day(wc, wc_settings, db, clock):
+    members = _members(db, 2, clock)
+    settings = wc_settings.model_copy(update={"wecom_daily_quota": 3})
+    _wave(db, settings, members, datetime.now(timezone.utc))
+    _send_all(db, settings, None)
+    assert len(wc.delivered) == 3 and not wc.over_limit
+    with session_scope(db) as s:
+        [held] = s.exec(select(OutboxMessage).where(OutboxMessage.state == OutboxState.PENDING)).all()
+    assert held.last_error == texts.WECOM_QUOTA_WAIT.format(quota=3) and held.attempts == 0
+    due = held.next_attempt_at.astimezone(settings.tz)
+    assert (due.date() - datetime.now(settings.tz).date()).days == 1 and (due.hour, due.minute) == (0, 0)
+
+
 def test_a_digest_chart_is_uploaded_and_sent_as_an_image(wc, wc_settings, db, clock):
     members = _members(db, 1, clock)
     with session_scope(db) as s:
         enqueue(s, key="digest", kind="digest-daily", channel="wecom", recipient=members[0][1], body="今日简报",
-                now=datetime.now(timezone.utc).replace(hour=3), settings=wc_settings,
+                now=datetime.now(timezone.utc), settings=wc_settings,
                 attachments=[Attachment("chart.png", "image/png", b"\x89PNG fake")])
     _send_all(db, wc_settings, None)
     assert [(d.msgtype, d.text) for d in wc.delivered] == [("text", "今日简报"), ("image", "[image]")]
@@ -484,7 +503,7 @@ def test_a_digest_chart_is_uploaded_and_sent_as_an_image(wc, wc_settings, db, cl
 def test_a_member_outside_the_apps_range_is_unreachable(wc, wc_settings, db, clock):
     members = _members(db, 2, clock)
     wc.directory = [DirectoryEntry("u000", "干部0", None)]
-    _wave(db, wc_settings, members, datetime.now(timezone.utc).replace(hour=3))
+    _wave(db, wc_settings, members, datetime.now(timezone.utc))
     _send_all(db, wc_settings, None)
     with session_scope(db) as s:
         states = {(m.recipient, m.state) for m in s.exec(select(OutboxMessage)).all()}

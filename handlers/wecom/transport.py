@@ -204,8 +204,11 @@ class ReplyPump(OutboxSender):
     and WeCom's duplicate check drops the repeats.
     """
 
-    def __init__(self, db: DbEngine, settings: Settings, transport: "WeComTransport", **kwargs):
-        super().__init__(db, settings, {CHANNEL: transport}, **kwargs)
+    def __init__(self, db: DbEngine, settings: Settings, transport: "WeComTransport", *, concurrency: int = 2,
+                 **kwargs):
+        # Two members' answers at a time: each call is a thread holding the GIL against the event
+        # loop that serves the callbacks; more would not send faster within the app's call rate.
+        super().__init__(db, settings, {CHANNEL: transport}, concurrency=concurrency, **kwargs)
         self._sent: list[int] = []
 
     def _record(self, message: Claimed, result: Delivery) -> str:
