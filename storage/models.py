@@ -483,3 +483,29 @@ class AuditLog(SQLModel, table=True):
     address: Optional[str] = Field(default=None, max_length=64)  # the client address, where there is one
     channel: Optional[str] = Field(default=None, max_length=20)
     detail: Optional[str] = Field(default=None, max_length=500)
+
+
+# WeCom / 政务微信 (企业微信自建应用); the functions on them are in storage/wecom.py
+
+
+class WeComMember(SQLModel, table=True):
+    """A member of the WeCom directory (通讯录) as the last sync read it, and the cadre matched by mobile."""
+
+    __tablename__ = "wecom_member"
+
+    userid: str = Field(max_length=64, primary_key=True)
+    name: str = Field(max_length=64)
+    mobile: Optional[str] = Field(default=None, max_length=20)
+    departments: str = Field(default="", max_length=300)  # department names, "、"-joined
+    cadre_id: Optional[int] = Field(default=None, foreign_key="cadre.id", index=True)
+    synced_at: datetime
+
+
+class WeComReply(SQLModel, table=True):
+    """The passive reply given to one WeCom callback; None: the answer went through message/send."""
+
+    __tablename__ = "wecom_reply"
+
+    event_key: str = Field(max_length=100, primary_key=True)
+    xml: Optional[str] = Field(default=None, max_length=4000)
+    created_at: datetime = Field(index=True)

@@ -36,7 +36,7 @@ from scheduler.outbox import Attachment, enqueue, enqueue_for_cadre
 from scheduler.sender import OutboxSender
 from storage.db import session_scope
 from storage.models import AuditLog, Cadre, ChatAccount, DialogueState, OutboxMessage, OutboxState, ProcessedInbound, Unit, Visit
-from storage.wecom import WeComMember, WeComReply
+from storage.models import WeComMember, WeComReply
 from tests.standins.server import ServedApp
 from tests.standins.wecom_api import DirectoryEntry, WeComStandin
 from tests.utils import make_roster
@@ -334,6 +334,13 @@ def test_forged_stale_foreign_hostile_and_oversized_callbacks_are_refused_and_ch
     assert count(db, ProcessedInbound) == 0 and count(db, ChatAccount) == 0 and not wc.delivered
 
 
+def _wait_for(condition, timeout: float = 10.0, message=lambda: "timed out") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message()
+        time.sleep(0.02)
+
+
 class SlowEngine(Engine):
     """The core taking longer than WeCom waits (a busy database, say)."""
 
@@ -358,15 +365,16 @@ def test_answers_past_the_deadline_go_through_the_send_api_once(wc, wc_settings,
     with running_bot(settings, db, clock, wc, core=SlowEngine(db, settings, clock=clock)):
         xml = talk.member.xml_text("/progress")
         assert talk.member.send(xml) is None  # empty: the answer comes by message/send
-        deadline = time.monotonic() + 10
-        while not wc.received("LiMing") and time.monotonic() < deadline:
-            time.sleep(0.02)
-        settle(db)
+        _wait_for(lambda: wc.received("LiMing"))
         assert "已走访 0/3 户" in talk._after(talk.member.send(xml))  # WeCom's retry: nothing new
         assert talk.last.count("已走访 0/3 户") == 1 and len(wc.received("LiMing")) == 1
-        talk.click("visit")
-        card = talk.card
-        assert talk.press("住户1", card) and "回头看" in talk.last  # the card greyed out by its response code
+        assert talk.member.click("visit") is None
+        _wait_for(lambda: len(wc.received("LiMing")) == 2)  # the card, past the deadline
+        talk._after(None)
+        talk.member.press(talk.card, "住户1")
+        _wait_for(lambda: any("回头看" in d.text for d in wc.received("LiMing")),
+                  message=lambda: [d.text for d in wc.received("LiMing")])
+        settle(db)
     [update] = [c for c in wc.updated_cards if not c.get("passive")]
     assert update["button"]["replace_name"] == "➤ 住户1 · 幸…" and update["userids"] == ["LiMing"]
     assert count(db, OutboxMessage, OutboxMessage.state == OutboxState.SENT) == 3

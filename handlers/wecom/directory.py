@@ -1,7 +1,7 @@
 """Operator actions on the WeCom app: the directory sync (通讯录同步) and the app's menu.
 
 ``sync_directory`` reads the departments and members within the app's visible range
-(department/list, user/list_id, user/get), hands them to ``storage.wecom.save_directory``, which
+(department/list, user/list_id, user/get), hands them to ``bot.core.directory.save_directory``, which
 matches them to the roster's cadres by mobile and binds the matched members (no binding code),
 and returns the report: matched, in the roster only, in the directory only, without a mobile
 (the directory shows mobiles only to apps allowed to see them; those members bind with a code).
@@ -22,7 +22,7 @@ from bot import texts
 from bot.core import commands
 from handlers.wecom.api import WeComApi
 from storage.db import session_scope
-from storage.wecom import DirectoryMember, SyncReport, save_directory
+from bot.core.directory import DirectoryMember, SyncReport, save_directory
 
 MENU_BUTTONS, MENU_ENTRIES, MENU_NAME_BYTES = 3, 5, 16  # WeCom's menu limits (a name: 8 Chinese characters)
 # Which command goes under which menu button, in order; a command the core does not know is left out.
