@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
 from sqlalchemy import bindparam, delete, insert, select as sa_select
 
 from storage.models import OutboxMessage, OutboxState, WeComReply
