@@ -1,4 +1,4 @@
-"""The ASGI app: one server for the Telegram and WeChat webhooks and the rating page (/r/<token>).
+"""The ASGI app: one server for the Telegram, WeChat and WeCom webhooks and the rating page (/r/<token>).
 
 ``create_app`` wires the core and the channels; the Starlette lifespan starts and stops the PTB
 Application (long polling, or setWebhook in webhook mode), so ``python -m bot run`` is one process.
@@ -24,6 +24,8 @@ from bot.core.engine import Engine
 from handlers.telegram import TelegramChannel, TelegramTransport
 from handlers.web import rating_routes
 from handlers.wechat import WeChatApi, WeChatChannel, WeChatTransport
+from handlers.wecom import WeComApi, WeComChannel, WeComTransport
+from handlers.wecom.transport import ReplyPump
 from scheduler.service import Worker
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,14 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
     webhook = bool(settings.telegram_webhook_url)
     telegram = TelegramChannel(core, settings, webhook=webhook) if settings.telegram_enabled else None
     wechat = WeChatChannel(core, settings) if settings.wechat_enabled else None
+    # WeCom: the app sends the answers its callbacks wrote to the outbox at once (the reply pump),
+    # through the same transport (and per-member limits) as the worker in this process.
+    wecom = wecom_api = wecom_transport = None
+    if settings.wecom_enabled:
+        wecom_api = WeComApi(settings, core.db, clock=core.clock)
+        wecom_transport = WeComTransport(wecom_api, settings, core.db, core.clock)
+        pump = ReplyPump(core.db, settings, wecom_transport, clock=core.clock)
+        wecom = WeComChannel(core, settings, pump=pump.run_once)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "telegram": "webhook" if webhook else ("polling" if telegram else "off")})
@@ -78,6 +88,8 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
         routes.append(Route(webhook_path(settings), telegram_webhook, methods=["POST"]))
     if wechat is not None:
         routes += wechat.routes()
+    if wecom is not None:
+        routes += wecom.routes()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -89,6 +101,8 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
             if wechat is not None:
                 wechat_api = WeChatApi(settings, core.db, clock=core.clock)
                 transports["wechat"] = WeChatTransport(wechat_api, settings, core.db, core.clock)
+            if wecom_transport is not None:
+                transports["wecom"] = wecom_transport
             worker = Worker(core.db, settings, transports, clock=core.clock)
             worker.start()
         # Everything loaded so far (modules, PTB, SQLAlchemy's compiled statements...) lives as long
@@ -98,8 +112,12 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
         try:
             yield
         finally:
+            if wecom is not None:
+                await wecom.drain()
             if worker is not None:
                 await worker.stop()
+            if wecom_api is not None:
+                wecom_api.close()
             if wechat_api is not None:
                 wechat_api.close()
             if telegram is not None:
@@ -109,5 +127,6 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.telegram = telegram
     app.state.wechat = wechat
+    app.state.wecom = wecom
     app.state.core = core
     return app

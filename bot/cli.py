@@ -119,15 +119,15 @@ def cmd_run(args, settings: Settings) -> int:
     core = _core(settings)
     if settings.load_example_roster:
         load_example_if_empty(core.db, settings)
-    if not (settings.telegram_enabled or settings.wechat_enabled) or args.console:
+    if not (settings.telegram_enabled or settings.wechat_enabled or settings.wecom_enabled) or args.console:
         from bot.app import create_app
         from handlers.console import run_console
 
-        if not (settings.telegram_enabled or settings.wechat_enabled):
+        if not (settings.telegram_enabled or settings.wechat_enabled or settings.wecom_enabled):
             print("未设置 TELEGRAM_BOT_TOKEN 或 WECHAT_TOKEN，使用本地控制台渠道（设置后即启用 Telegram / 微信）。",
                   file=sys.stderr)
         local = settings.model_copy(update={"telegram_bot_token": None, "telegram_webhook_url": None,
-                                            "wechat_token": None})
+                                            "wechat_token": None, "wecom_token": None})
         server, thread = _serve_in_background(create_app(local, core), settings)
         if server is not None:
             _print_addresses(core, settings)
@@ -266,6 +266,12 @@ def cmd_worker(args, settings: Settings) -> int:
 
             wechat_api = WeChatApi(settings, engine)
             transports["wechat"] = WeChatTransport(wechat_api, settings, engine)
+        wecom_api = None
+        if settings.wecom_enabled:
+            from handlers.wecom import WeComApi, WeComTransport
+
+            wecom_api = WeComApi(settings, engine)
+            transports["wecom"] = WeComTransport(wecom_api, settings, engine)
         worker = Worker(engine, settings, transports)
         worker.start()
         stop = asyncio.Event()
@@ -280,6 +286,8 @@ def cmd_worker(args, settings: Settings) -> int:
             await bot.shutdown()
         if wechat_api is not None:
             wechat_api.close()
+        if wecom_api is not None:
+            wecom_api.close()
 
     asyncio.run(main())
     return 0
@@ -488,14 +496,66 @@ def cmd_restore(args, settings: Settings) -> int:
 
 def cmd_prune(args, settings: Settings) -> int:
     """Removes what the retention settings say (RETAIN_*, PRUNE_AFTER_DAYS); --dry-run only counts."""
-    from bot.core.engine import system_clock
     from scheduler.jobs import prune_counts
+    from storage.db import utcnow as system_clock
 
     engine = _engine(settings)
     with session_scope(engine) as session:
         counts = prune_counts(session, settings, system_clock(), dry_run=args.dry_run)
     head = "将删除（试运行，未删除任何数据）" if args.dry_run else "已删除"
     print(f"{head}：" + "，".join(f"{table} {n} 行" for table, n in counts.items()))
+    return 0
+
+
+def _wecom_api(settings: Settings, engine):
+    from handlers.wecom import WeComApi
+
+    if not settings.wecom_enabled:
+        print("配置错误：未设置 WECOM_TOKEN / WECOM_AES_KEY / WECOM_CORP_ID / WECOM_AGENT_ID / WECOM_SECRET，"
+              "无法调用企业微信接口。", file=sys.stderr)
+        return None
+    return WeComApi(settings, engine)
+
+
+def cmd_wecom_sync(args, settings: Settings) -> int:
+    """Reads the WeCom directory, matches members to cadres by mobile, binds them and reports."""
+    from bot.core.engine import system_clock
+    from handlers.wecom import WeComApiError
+    from handlers.wecom.directory import report_lines, sync_directory
+
+    engine = _engine(settings)
+    api = _wecom_api(settings, engine)
+    if api is None:
+        return 2
+    try:
+        count, report = sync_directory(engine, api, system_clock())
+    except WeComApiError as exc:
+        print(f"企业微信接口出错（未做任何更改，可重试）：{exc}", file=sys.stderr)
+        return 1
+    finally:
+        api.close()
+    print("\n".join(report_lines(count, report)))
+    return 0
+
+
+def cmd_wecom_menu(args, settings: Settings) -> int:
+    """Installs the WeCom app's menu, built from the core's commands."""
+    from handlers.wecom import WeComApiError
+    from handlers.wecom.directory import menu_from_features
+
+    engine = _engine(settings)
+    api = _wecom_api(settings, engine)
+    if api is None:
+        return 2
+    menu = menu_from_features()
+    try:
+        api.create_menu(menu)
+    except WeComApiError as exc:
+        print(f"企业微信接口出错：{exc}", file=sys.stderr)
+        return 1
+    finally:
+        api.close()
+    print("已安装企业微信应用菜单：" + "、".join(b["name"] for b in menu))
     return 0
 
 
@@ -578,6 +638,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="按保存期限清理过期数据 / remove what the retention settings say (RETAIN_*)")
     p.add_argument("--dry-run", action="store_true", help="只统计将删除的行数，不删除 / count only")
     p.set_defaults(func=cmd_prune)
+
+
+    p = sub.add_parser("wecom-sync", help="read the WeCom directory, match members to cadres by mobile and bind them")
+    p.set_defaults(func=cmd_wecom_sync)
+
+    p = sub.add_parser("wecom-menu", help="install the WeCom app's menu (built from the bot's commands)")
+    p.set_defaults(func=cmd_wecom_menu)
 
     from bot.reports.cli import add_commands  # import-hotline, export, ranking, spot-check
 

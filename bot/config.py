@@ -265,6 +265,7 @@ class Settings(BaseSettings):
             raise SettingsError(f"PUBLIC_BASE_URL={self.public_base_url!r} 不是网址，例如 https://pingjia.example.gov.cn")
         self._check_wechat()
         self.check_files()
+        self._check_wecom()
         return self
 
     def check_files(self) -> None:
@@ -371,6 +372,70 @@ class Settings(BaseSettings):
         wrong = sorted(set(self.wechat_template_fields.values()) - parts)
         if wrong:
             raise SettingsError(f"WECHAT_TEMPLATE_FIELDS 的取值只能是 {', '.join(sorted(parts))}，而不是 {', '.join(wrong)}。")
+
+    # -- WeCom / 政务微信 (企业微信自建应用) ----------------------------------------------------------
+    # WECOM_TOKEN set enables the channel; then the corp id, agent id, secret and EncodingAESKey are
+    # needed too (WeCom callbacks are always encrypted, with the corp id inside as the receive id).
+    wecom_corp_id: str | None = None  # 企业ID (CorpID)
+    wecom_agent_id: int | None = None  # the app's AgentId
+    wecom_secret: SecretStr | None = None  # the app's Secret: access tokens for message/send and the directory
+    wecom_token: SecretStr | None = None  # 接收消息 Token
+    wecom_aes_key: SecretStr | None = None  # 接收消息 EncodingAESKey, 43 characters
+    wecom_api_base_url: str = "https://qyapi.weixin.qq.com"  # 政务微信's own host, or an egress proxy
+    wecom_webhook_path: str = "/wecom"
+    wecom_timestamp_tolerance_seconds: int = Field(default=300, ge=10)
+    wecom_reply_deadline_seconds: float = Field(default=4.0, gt=0, le=4.5)  # WeCom waits 5 s
+    wecom_rate_global: float = Field(default=20.0, gt=0)  # API calls per second, all members
+    wecom_member_per_minute: int = Field(default=30, ge=1, le=30)  # WeCom drops the excess silently
+    wecom_member_per_hour: int = Field(default=1000, ge=1, le=1000)
+    wecom_daily_quota: int = Field(default=20_000, ge=1)  # the app's member-messages a day (成员数 × 200)
+
+    @field_validator("wecom_corp_id", "wecom_agent_id", "wecom_secret", "wecom_token", "wecom_aes_key",
+                     mode="before")
+    @classmethod
+    def _wecom_empty_is_none(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def wecom_enabled(self) -> bool:
+        return self.wecom_token is not None
+
+    @property
+    def wecom_duplicate_check_seconds(self) -> int:
+        """The interval of WeCom's duplicate check: covers the outbox lease twice over (a row whose
+        sender died is sent again after the lease), within WeCom's 4 hours."""
+        return min(4 * 3600, max(1800, 2 * self.outbox_lease_seconds))
+
+    def _check_wecom(self) -> None:
+        """The WeCom settings hang together: all five given, none a placeholder, each well formed."""
+        names = ("wecom_token", "wecom_aes_key", "wecom_corp_id", "wecom_agent_id", "wecom_secret")
+        if all(getattr(self, name) is None for name in names):
+            return
+
+        def value(name: str) -> str:
+            raw = getattr(self, name)
+            text = raw.get_secret_value() if isinstance(raw, SecretStr) else ("" if raw is None else str(raw))
+            return text.strip()
+
+        rules = {
+            "wecom_token": (r"[A-Za-z0-9]{3,32}", "应用“接收消息”设置中的 Token（3–32 位字母或数字）"),
+            "wecom_aes_key": (r"[A-Za-z0-9]{43}", "应用“接收消息”设置中的 EncodingAESKey（43 位字母或数字）"),
+            "wecom_corp_id": (r"[A-Za-z0-9_-]{6,40}", "“我的企业”页的企业ID（CorpID，如 ww 开头的 18 位）"),
+            "wecom_agent_id": (r"\d{1,10}", "自建应用详情页的 AgentId（数字）"),
+            "wecom_secret": (r"[A-Za-z0-9_-]{20,64}", "自建应用详情页的 Secret"),
+        }
+        for name, (pattern, fix) in rules.items():
+            text = value(name)
+            if _PLACEHOLDER.match(text) or not re.fullmatch(pattern, text):
+                raise SettingsError(f"{name.upper()} 缺失、仍是占位值或格式不对：请填入{fix}；不用企业微信时删去全部 "
+                                    "WECOM_TOKEN / WECOM_AES_KEY / WECOM_CORP_ID / WECOM_AGENT_ID / WECOM_SECRET。")
+        if not re.fullmatch(r"/[A-Za-z0-9/_-]*", self.wecom_webhook_path):
+            raise SettingsError(f"WECOM_WEBHOOK_PATH={self.wecom_webhook_path!r} 应是以 / 开头的路径，例如 /wecom")
+        if self.wechat_enabled and self.wecom_webhook_path == self.wechat_webhook_path:
+            raise SettingsError(f"WECOM_WEBHOOK_PATH 与 WECHAT_WEBHOOK_PATH 相同（{self.wecom_webhook_path}）：请改用 /wecom")
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.wecom_api_base_url):
+            raise SettingsError(f"WECOM_API_BASE_URL={self.wecom_api_base_url!r} 不是网址，例如 https://qyapi.weixin.qq.com"
+                                "（政务微信填其私有部署的接口地址）")
 
 
 def _readable_file(name: str, configured: Path, fix: str) -> Path:

@@ -580,3 +580,21 @@ PAGE_SERVICE_INTRO = "本次服务的评价（一次有效）"
 SPOT_HOUSEHOLD_CONFIRMED = "☑ 住户已扫码评价本次走访（住户确认）"
 CARD_INSTRUCTION_WINDOW = "扫码评价本窗口服务"
 CARD_NOT_SERVING = "{name} 是{role}，不直接服务群众，不印制评价卡（如在窗口值守或联系住户，请先在名册中登记）。"
+
+# WeCom / 政务微信 (企业微信自建应用): button cards, the directory sync, the menu
+WECOM_BIND_HINT = "（如通讯录未显示您的手机号，请向管理员索取绑定码，回复“绑定 绑定码”，例如：绑定 ABCD2345）"
+WECOM_LOCATION_HINT = "（发送位置：点输入框旁的“+”，选择“位置”）"
+WECOM_UNSUPPORTED = "暂不支持这类消息，请发送文字、图片或位置，或点卡片上的按钮。回复“帮助”查看可用功能。"
+WECOM_CARD_TITLE = "请选择："
+WECOM_CARD_DONE = "已处理"  # the grey text of a card's buttons once one was pressed
+WECOM_CARD_CHOSEN = "➤ {label}"  # a pressed card's button, greyed out with the choice
+WECOM_CARD_STALE = "已失效"
+WECOM_FILE_SENT = "（附件 {name}）"
+WECOM_MENU_GROUPS = {"visits": "走访", "ledger": "台账", "more": "更多"}
+WECOM_SYNC_HEADER = "通讯录同步：读取成员 {members} 人，匹配干部 {matched} 人（新绑定 {bound} 人）。"
+WECOM_SYNC_MATCHED = "已匹配（按手机号，已自动绑定）："
+WECOM_SYNC_ROSTER_ONLY = "名册中有、通讯录中没有（或手机号不一致）的干部："
+WECOM_SYNC_DIRECTORY_ONLY = "通讯录中有、名册中没有的成员："
+WECOM_SYNC_NO_MOBILE = "通讯录未提供手机号的成员（无法自动匹配，请发绑定码：python -m bot bind-code 手机号）："
+WECOM_QUOTA_WAIT = "企业微信应用今日发送额度（WECOM_DAILY_QUOTA={quota}）已用完，明日继续发送"
+WECOM_NOT_A_MEMBER = "该成员不在应用可见范围内或已离职"

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import bindparam, delete, exists, func, insert, literal_column, or_, select, true, update
 
 from storage.models import (Cadre, ChatAccount, DialogueState, EverydayContact, Household, Problem, ProblemStatus,
-                            ProcessedInbound, ServiceObject, Visit, WeChatUser)
+                            OutboxMessage, ProcessedInbound, ServiceObject, Visit, WeChatUser)
 from storage.prepared import Prepared
 
 STATEMENTS: dict[str, Prepared] = {}
@@ -303,3 +303,22 @@ _NOTE_INTERACTION = _statement("wechat_note_interaction", _interaction_upsert)
 def note_wechat_interaction(db, openid: str, now: datetime) -> None:
     """Notes that the follower wrote, clicked or scanned now (customer-service messages may follow for 48 h)."""
     _NOTE_INTERACTION.run(db, openid=openid, now=now)
+
+
+# -- the WeCom channel's answers that go by the send API (handlers/wecom/channel.py) ------------------
+
+_outbox = OutboxMessage.__table__
+_QUEUE_REPLY = _statement("queue_outbox_reply", lambda insert: insert(_outbox).values(
+    idempotency_key=bindparam("key"), kind="reply", channel=bindparam("channel"), recipient=bindparam("recipient"),
+    body=bindparam("body"), payload=bindparam("payload", type_=_outbox.c.payload.type),
+    state=bindparam("state"), attempts=bindparam("attempts"),
+    next_attempt_at=bindparam("now", type_=_outbox.c.next_attempt_at.type),
+    created_at=bindparam("created_at", type_=_outbox.c.created_at.type)).on_conflict_do_nothing())
+
+
+def queue_outbox_reply(db, *, channel: str, key: str, recipient: str, body: str, payload: dict, now: datetime) -> int:
+    """One outbox row of kind "reply" (sent at once, quiet hours or not), unless its key exists: the row
+    ``bot.core.outbox.enqueue`` writes, without an ORM session on a callback's path."""
+    return _QUEUE_REPLY.run(db, channel=channel, key=key[:200], recipient=recipient, body=body[:4096], payload=payload,
+                            state="pending", attempts=0, now=now, created_at=now)
+

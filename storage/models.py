@@ -590,3 +590,19 @@ class ServiceTicket(SQLModel, table=True):
     expires_at: datetime
     used_at: Optional[datetime] = None
     rating_id: Optional[int] = Field(default=None, foreign_key="rating.id")
+
+
+# WeCom / 政务微信 (企业微信自建应用); the functions on them are in storage/wecom.py
+
+
+class WeComMember(SQLModel, table=True):
+    """A member of the WeCom directory (通讯录) as the last sync read it, and the cadre matched by mobile."""
+
+    __tablename__ = "wecom_member"
+
+    userid: str = Field(max_length=64, primary_key=True)
+    name: str = Field(max_length=64)
+    mobile: Optional[str] = Field(default=None, max_length=20)
+    departments: str = Field(default="", max_length=300)  # department names, "、"-joined
+    cadre_id: Optional[int] = Field(default=None, foreign_key="cadre.id", index=True)
+    synced_at: datetime

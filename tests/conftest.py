@@ -102,7 +102,7 @@ def db(migrated_engine):
 @pytest.fixture
 def settings(database_url, monkeypatch, tmp_path) -> Settings:
     for name in list(os.environ):
-        if name.startswith(("TELEGRAM_", "WECHAT_")) or name in ("DATABASE_URL", "SURVEY_FILE"):
+        if name.startswith(("TELEGRAM_", "WECHAT_", "WECOM_")) or name in ("DATABASE_URL", "SURVEY_FILE"):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # so no developer's .env is read
     get_settings.cache_clear()

@@ -117,6 +117,12 @@ CASES = {
                               dict(area_name="别处", household_id=s.quiet_id)],
     "wechat_note_interaction": lambda s: [dict(openid="oNew", now=s.now), dict(openid="oOld", now=s.now),
                                           dict(openid="oFuture", now=s.now)],
+    "queue_outbox_reply": lambda s: [
+        dict(channel="wecom", key="wecom-reply:new", recipient="zhangsan", body="请选择住户",
+             payload={"wecom": [{"path": "/cgi-bin/message/send", "body": {"touser": "zhangsan"}}]}, state="pending",
+             attempts=0, now=s.now, created_at=s.now),
+        dict(channel="wecom", key="wecom-reply:new", recipient="zhangsan", body="again", payload={}, state="pending",
+             attempts=0, now=s.now, created_at=s.now)],
     "stored_answer": lambda s: [dict(channel="telegram", event_key="answered-1"),
                                 dict(channel="wechat", event_key="answered-2"), dict(channel="telegram", event_key="seen-1"),
                                 dict(channel="telegram", event_key="missing")],

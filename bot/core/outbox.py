@@ -28,7 +28,7 @@ MAX_BODY = 4096
 # not give in its reply (WeChat's slow path).
 IMMEDIATE_KINDS = ("reply",)
 # Channels that can carry a message nobody asked for (the console cannot: nobody may be there).
-SEND_CHANNELS = ("telegram", "wechat")
+SEND_CHANNELS = ("telegram", "wechat", "wecom")
 
 
 @dataclass(frozen=True)

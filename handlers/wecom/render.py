@@ -1,0 +1,117 @@
+"""The core's replies as WeCom API calls: button cards (按钮交互型) where the options fit, text otherwise.
+
+A reply with 1 to ``BUTTONS_MAX`` options becomes a template card of the button type: its title is
+the question (the reply's last line), the text before it the card's subtitle (or a text message
+of its own when it is too long), and one button per option whose ``key`` is the option's token, so
+a press comes back as the core's versioned token (an old card is answered stale by the core).
+More options than fit (a household list, eleven problem types) become numbered lines, answered
+with the number or the words, as on WeChat. Every card has a task id of its own, made from the
+event key, so the same outbox row sent twice is the same card (WeCom's duplicate check drops it).
+
+A press is answered by greying out the pressed card's buttons with the choice (the passive
+update_button reply, or ``update_template_card`` with the press's response code when the answer
+comes after the deadline: either way a pressed card cannot be pressed again) and the next
+question as a new card.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from bot import texts
+from bot.core.types import Reply
+from handlers.wechat.channel import fit, pack
+
+BUTTONS_MAX = 6  # WeCom's limit for button_list
+BUTTON_TEXT_MAX = 10  # characters WeCom shows on a button
+TITLE_MAX = 26  # characters of main_title.title
+SUBTITLE_MAX = 112  # characters of sub_title_text
+TEXT_MAX_BYTES = 2048  # one text message
+SEND = "/cgi-bin/message/send"
+UPDATE_CARD = "/cgi-bin/message/update_template_card"
+
+
+def cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def has_card(reply: Reply) -> bool:
+    return 1 <= len(reply.flat_options()) <= BUTTONS_MAX
+
+
+def as_text(reply: Reply) -> str:
+    """A reply without a card: options numbered, hints for what has no button here."""
+    text = reply.numbered_text()
+    if reply.request_contact:
+        text += "\n" + texts.WECOM_BIND_HINT
+    if reply.request_location:
+        text += "\n" + texts.WECOM_LOCATION_HINT
+    return text
+
+
+def task_id(event_key: str, index: int) -> str:
+    """A card's task id (unique per app; letters, digits, _-@; at most 128 bytes)."""
+    return f"t{hashlib.sha1(event_key.encode()).hexdigest()[:24]}-{index}"
+
+
+def card(reply: Reply, task: str) -> tuple[str | None, dict[str, Any]]:
+    """A button card for the reply, and the text to send before it when the card cannot hold it."""
+    lines = [line for line in reply.text.strip().split("\n")]
+    question = lines[-1].strip() if lines else ""
+    before = "\n".join(lines[:-1]).strip()
+    if len(question) > TITLE_MAX:
+        title, before = texts.WECOM_CARD_TITLE, reply.text.strip()
+    else:
+        title = question or texts.WECOM_CARD_TITLE
+    extra = [texts.WECOM_LOCATION_HINT] if reply.request_location else []
+    if reply.request_contact:
+        extra.append(texts.WECOM_BIND_HINT)
+    before = "\n".join([before, *extra]).strip()
+    lead = None
+    template: dict[str, Any] = {"card_type": "button_interaction", "main_title": {"title": title}, "task_id": task,
+                                "button_list": [{"text": cut(o.label, BUTTON_TEXT_MAX), "key": o.token}
+                                                for o in reply.flat_options()],
+                                "replace_text": texts.WECOM_CARD_DONE}
+    if before and len(before) <= SUBTITLE_MAX:
+        template["sub_title_text"] = before
+    elif before:
+        lead = before
+    return lead, template
+
+
+def actions(replies: list[Reply], *, touser: str, agent_id: int, event_key: str, duplicate_check: int,
+            press: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+    """The API calls that deliver ``replies`` to ``touser``, in order. ``press``: (response code,
+    button text) of a pressed card, greyed out first."""
+    out: list[dict[str, Any]] = []
+    if press is not None:
+        code, shown = press
+        out.append({"path": UPDATE_CARD, "body": {"userids": [touser], "agentid": agent_id, "response_code": code,
+                                                  "button": {"replace_name": cut(shown, BUTTON_TEXT_MAX)}}})
+    base = {"touser": touser, "agentid": agent_id, "enable_duplicate_check": 1,
+            "duplicate_check_interval": duplicate_check}
+    pending: list[str] = []  # texts joined into as few messages as fit
+
+    def flush() -> None:
+        for part in pack(pending, TEXT_MAX_BYTES):
+            out.append({"path": SEND, "body": {**base, "msgtype": "text", "text": {"content": part}}})
+        pending.clear()
+
+    for reply in replies:
+        if has_card(reply):
+            lead, template = card(reply, task_id(event_key, len(out)))
+            if lead:
+                pending.append(lead)
+            flush()
+            out.append({"path": SEND, "body": {**base, "msgtype": "template_card", "template_card": template}})
+        else:
+            pending.append(as_text(reply))
+    flush()
+    return out
+
+
+def text_message(touser: str, agent_id: int, content: str, duplicate_check: int) -> dict[str, Any]:
+    """A proactive text message (a reminder, a digest)."""
+    return {"touser": touser, "agentid": agent_id, "msgtype": "text", "text": {"content": fit(content, TEXT_MAX_BYTES)},
+            "enable_duplicate_check": 1, "duplicate_check_interval": duplicate_check}

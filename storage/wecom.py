@@ -1,0 +1,22 @@
+"""WeCom / 政务微信 (企业微信) storage on the callback path.
+
+The answer given to a callback is kept with the event by the core (``Outcome.rendered``, set by the
+channel's hook), so WeCom's retry of a callback gets the same XML. ``queue_reply`` writes the outbox row
+of the API calls that answer one callback (storage/hot.py). The access token is kept in
+``wechat_access_token`` under the key ``wecom:<corp>:<agent>``; the directory's members
+(``WeComMember``) are matched to cadres by ``bot.core.directory``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from storage import hot
+
+CHANNEL = "wecom"
+
+
+def queue_reply(db, *, key: str, recipient: str, body: str, calls: list[dict], now: datetime) -> None:
+    """The API calls that answer one callback, as one outbox row (in the caller's transaction)."""
+    hot.queue_outbox_reply(db, channel=CHANNEL, key=key, recipient=recipient, body=body, payload={"wecom": calls},
+                           now=now)
