@@ -474,3 +474,49 @@ class AuditLog(SQLModel, table=True):
     address: Optional[str] = Field(default=None, max_length=64)  # the client address, where there is one
     channel: Optional[str] = Field(default=None, max_length=20)
     detail: Optional[str] = Field(default=None, max_length=500)
+
+
+# ---------------------------------------------------------------------------------------------
+# The 作风办 web console (控制台): password-less login and its sessions
+
+
+class LoginCode(SQLModel, table=True):
+    """A one-time login credential for the console; only its hash is kept.
+
+    ``kind`` "link": made by /login in chat for the bound cadre (``cadre_id`` set at once), redeemed by
+    opening the link in a browser. ``kind`` "code": the 6-digit code a login page shows; the cadre is
+    known once a bound chat account sends it to the bot (``confirmed_at``), and only the browser that
+    asked for it (``browser_hash``, a hash of its cookie) turns it into a session. Both expire after
+    5 minutes and are spent once (``used_at``).
+    """
+
+    __tablename__ = "login_code"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=10)
+    secret_hash: str = Field(max_length=64, index=True)
+    cadre_id: Optional[int] = Field(default=None, foreign_key="cadre.id")
+    browser_hash: Optional[str] = Field(default=None, max_length=64)
+    confirmed_by: Optional[str] = Field(default=None, max_length=130)  # the chat account that sent the code
+    confirmed_at: Optional[datetime] = None
+    created_at: datetime
+    expires_at: datetime
+    used_at: Optional[datetime] = None
+    address: Optional[str] = Field(default=None, max_length=64)
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A logged-in browser: the cookie holds a random token, this row its hash. Ended by logout, by the
+    user from the sessions page, or by idling longer than CONSOLE_IDLE_MINUTES."""
+
+    __tablename__ = "console_session"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    cadre_id: int = Field(foreign_key="cadre.id", index=True)
+    created_at: datetime
+    last_seen_at: datetime
+    ended_at: Optional[datetime] = None
+    address: Optional[str] = Field(default=None, max_length=64)
+    user_agent: Optional[str] = Field(default=None, max_length=200)
+    how: str = Field(max_length=10)  # "link" or "code"

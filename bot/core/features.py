@@ -13,7 +13,7 @@ from bot import texts
 from bot.core import commands
 from bot.core.feature import CONTROL, RANK, Feature, rank
 from bot.core.flows import contact, ledger, rating, service_object, spotcheck, visit
-from bot.core import rating_views
+from bot.core import login, rating_views
 from bot.reports import commands as reports
 
 FEATURES: tuple[Feature, ...] = (
@@ -36,6 +36,7 @@ FEATURES: tuple[Feature, ...] = (
     reports.RANKING,
     spotcheck.FEATURE,
     commands.BINDCODE,
+    login.LOGIN,
     rating.FEATURE,
     commands.CANCEL,
     commands.RESUME,
