@@ -87,7 +87,8 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
 
     def to_login(request: Request) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        response = RedirectResponse(f"/console/login?next={quote(target)}&expired=1", status_code=303)
+        expired = "&expired=1" if request.cookies.get(COOKIE) else ""  # a session there was has ended
+        response = RedirectResponse(f"/console/login?next={quote(target)}{expired}", status_code=303)
         response.delete_cookie(COOKIE, path="/console")
         return response
 
@@ -147,7 +148,7 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         pre_cookie(request)
         if await current(request) is not None:
             return RedirectResponse("/console", status_code=303)
-        expired = request.query_params.get("expired") == "1" and request.cookies.get(COOKIE)
+        expired = request.query_params.get("expired") == "1"
         return page(request, "login", code=None, next=request.query_params.get("next", ""),
                     notice=texts.CONSOLE_EXPIRED if expired else None, minutes=settings.console_login_minutes)
 

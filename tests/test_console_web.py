@@ -1,0 +1,420 @@
+"""The 作风办 web console end to end: the production app (bot.app.create_app) under uvicorn on loopback,
+the Telegram stand-in for the chat side, and a real headless Chromium (Debian's, driven by Playwright)
+at an office screen's size (1366×768) and a phone's. Users log in as a real user would: the login page
+shows a code, the user sends it to the bot in Telegram, the page lets them in.
+
+A screenshot of every page is kept under artifacts/console/.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import openpyxl
+import pytest
+from pydantic import SecretStr
+from sqlmodel import select
+
+from bot import texts
+from bot.app import create_app
+from bot.core import ledger
+from bot.core.engine import Engine
+from bot.reports import forms
+from storage.db import session_scope
+from storage.example_roster import write_example_workbook
+from storage.models import (AuditLog, Cadre, ConsoleSession, Problem, ProblemStatus, Rating, Role, Unit)
+from storage.roster import import_roster
+from tests.standins.server import ServedApp
+from tests.standins.telegram_api import TEST_TOKEN, TelegramStandin
+from tests.test_rating_web import CHROMIUM, CHROMIUM_ARGS
+from tests.utils import bind, make_problem, make_rating, wait_for
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
+OFFICE = {"width": 1366, "height": 768}
+PHONE = {"width": 390, "height": 844}
+# Telegram users of the example roster's people
+ADMIN, OFFICE_HEAD, WANG, CHEN, LIU, TOWN_HEAD = 9001, 9002, 9003, 9004, 9005, 9006
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `bash scripts/test` installs Debian's chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def tg():
+    with TelegramStandin(TEST_TOKEN, bot_username="zuofeng_test_bot") as standin:
+        yield standin
+
+
+def cadre_id(db, mobile: str) -> int:
+    with session_scope(db) as s:
+        return s.exec(select(Cadre.id).where(Cadre.mobile == mobile)).one()
+
+
+def unit_id(db, name: str) -> int:
+    with session_scope(db) as s:
+        return s.exec(select(Unit.id).where(Unit.name == name)).one()
+
+
+@pytest.fixture
+def city(db, tmp_path, tg, clock):
+    """The example roster, imported as `import-roster` does, plus a supervisor of 城关街道, each person
+    bound to a Telegram user."""
+    import_roster(db, write_example_workbook(tmp_path / "roster.xlsx"))
+    with session_scope(db) as s:
+        town = s.exec(select(Unit).where(Unit.name == "城关街道")).one()
+        s.add(Cadre(name="孙主任", unit_id=town.id, mobile="13800000099", role=Role.SUPERVISOR))
+    users = {}
+    for user_id, mobile, name in ((ADMIN, "13800000001", "林晓明"), (OFFICE_HEAD, "13800000002", "周建华"),
+                                  (WANG, "13800000003", "王立新"), (CHEN, "13800000004", "陈静"),
+                                  (LIU, "13800000005", "刘海涛"), (TOWN_HEAD, "13800000099", "孙主任")):
+        with session_scope(db) as s:
+            cadre = s.exec(select(Cadre).where(Cadre.mobile == mobile)).one()
+        bind(db, cadre, "telegram", str(user_id), clock())
+        users[user_id] = tg.user(user_id, first_name=name)
+    return users
+
+
+@contextmanager
+def running(settings, db, clock, tg, *, worker: bool = False):
+    served = ServedApp(None)
+    served.bind()
+    settings = settings.model_copy(update={
+        "public_base_url": f"http://127.0.0.1:{served.port}", "telegram_bot_token": SecretStr(TEST_TOKEN),
+        "telegram_api_base_url": tg.url, "telegram_bot_username": "zuofeng_test_bot", "scheduler_in_run": worker})
+    served.app = create_app(settings.check(), Engine(db, settings, clock=clock))
+    served.settings = settings
+    served.start()
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+@pytest.fixture
+def app(settings, db, clock, tg, city):
+    with running(settings, db, clock, tg) as served:
+        yield served
+
+
+def new_page(browser, viewport=OFFICE, javascript: bool = False):
+    context = browser.new_context(viewport=viewport, locale="zh-CN", java_script_enabled=javascript)
+    context.set_default_timeout(10_000)
+    return context, context.new_page()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page, served, user, then: str = "/console") -> None:
+    """Logs in as a user would: the login page's code, sent to the bot in Telegram, then the page."""
+    page.goto(served.url + then)
+    assert "/console/login" in page.url
+    page.get_by_role("button", name=texts.CONSOLE_GET_CODE).click()
+    code = page.locator("#login-code").inner_text().strip()
+    assert re.fullmatch(r"\d{6}", code)
+    answer = "\n".join(m.get("text") or "" for m in user.text_wait(f"登录 {code}"))
+    assert "已确认" in answer
+    page.get_by_role("button", name=texts.CONSOLE_CODE_ENTER).click()
+    assert "/console/login" not in page.url
+
+
+def audit_rows(db, action: str) -> list[AuditLog]:
+    with session_scope(db) as s:
+        return list(s.exec(select(AuditLog).where(AuditLog.action == action).order_by(AuditLog.id)).all())
+
+
+# -- login -----------------------------------------------------------------------------------------
+
+def test_log_in_with_the_code_sent_to_the_bot_and_the_overview_shows_the_example_roster(browser, app, city, db):
+    context, page = new_page(browser)
+    try:
+        page.goto(app.url + "/console/overview")
+        assert "/console/login" in page.url  # not logged in: the login page
+        shot(page, "login")
+        log_in(page, app, city[OFFICE_HEAD], then="/console/overview")
+        assert page.url.endswith("/console/overview")
+        # The example roster: 4 cadres with 5 households each (20), none visited yet; 赵敏 and 刘海涛 ...
+        assert page.locator("#tile-visits").inner_text() == "0/20"
+        table = page.locator("#units-table").inner_text()
+        assert "市住建局" in table and "城关街道" in table
+        assert page.locator("svg[role=img]").count() >= 1 and "市住建局" in page.locator("svg").first.inner_html()
+        cookie = next(c for c in context.cookies() if c["name"] == "zf_console")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+        csp = page.request.get(app.url + "/console/overview").headers["content-security-policy"]
+        assert "script-src" not in csp and "default-src 'none'" in csp and "style-src 'self'" in csp
+        shot(page, "overview")
+        [login] = audit_rows(db, "login")
+        assert login.actor == f"cadre:{cadre_id(db, '13800000002')}" and login.detail == "code"
+        for path, name in (("/console/units", "units"), (f"/console/units/{unit_id(db, '市住建局')}", "unit"),
+                           (f"/console/cadres/{cadre_id(db, '13800000003')}", "cadre"), ("/console/ledger", "ledger"),
+                           ("/console/ratings", "ratings"), ("/console/reports", "reports"),
+                           ("/console/sessions", "sessions")):
+            response = page.goto(app.url + path)
+            assert response.status == 200, path
+            shot(page, name)
+        page.set_viewport_size(PHONE)
+        page.goto(app.url + "/console/overview")
+        shot(page, "overview-phone")
+    finally:
+        context.close()
+
+
+def test_the_chat_link_logs_in_once(browser, app, city, db):
+    answer = "\n".join(m.get("text") or "" for m in city[WANG].command_wait("/login"))
+    link = re.search(r"http://\S+/console/login/\S+", answer).group(0)
+    context, page = new_page(browser)
+    try:
+        page.goto(link)  # a link preview would stop here: logging in takes a press
+        shot(page, "login-link")
+        page.get_by_role("button", name=texts.CONSOLE_LINK_BUTTON).click()
+        assert page.url.endswith(f"/console/cadres/{cadre_id(db, '13800000003')}")  # a cadre sees their own work
+        assert "王立新" in page.locator("h1").inner_text()
+    finally:
+        context.close()
+    context, page = new_page(browser)
+    try:
+        page.goto(link)
+        page.get_by_role("button", name=texts.CONSOLE_LINK_BUTTON).click()
+        assert texts.CONSOLE_LINK_INVALID.format(minutes=5) in page.content()  # single use
+    finally:
+        context.close()
+
+
+def test_wrong_codes_are_limited_per_account(app, city, db):
+    user = city[CHEN]
+    for _ in range(5):
+        assert "验证码不对" in "\n".join(m.get("text") or "" for m in user.text_wait("登录 000000"))
+    assert "错误次数过多" in "\n".join(m.get("text") or "" for m in user.text_wait("登录 000000"))
+    assert len(audit_rows(db, "login.wrong_code")) == 5
+
+
+def test_logged_out_or_idle_sessions_go_to_the_login_page(browser, app, city, db, clock):
+    context, page = new_page(browser)
+    try:
+        log_in(page, app, city[OFFICE_HEAD], then="/console/ledger")
+        assert page.url.endswith("/console/ledger")
+        page.get_by_role("button", name="退出").click()
+        assert texts.CONSOLE_LOGGED_OUT in page.content()
+        page.goto(app.url + "/console/ledger")
+        assert "/console/login" in page.url
+        log_in(page, app, city[OFFICE_HEAD], then="/console/ledger")
+        clock.now += timedelta(minutes=31)  # CONSOLE_IDLE_MINUTES is 30
+        page.goto(app.url + "/console/ledger")
+        assert "/console/login" in page.url and texts.CONSOLE_EXPIRED in page.content()
+    finally:
+        context.close()
+    with session_scope(db) as s:
+        rows = s.exec(select(ConsoleSession)).all()
+    assert len(rows) == 2 and all(r.ended_at is not None for r in rows)
+
+
+def test_a_user_ends_another_of_their_sessions(browser, app, city, db):
+    first, page1 = new_page(browser)
+    second, page2 = new_page(browser)
+    try:
+        log_in(page1, app, city[OFFICE_HEAD])
+        log_in(page2, app, city[OFFICE_HEAD])
+        page1.goto(app.url + "/console/sessions")
+        assert page1.locator("tbody tr").count() == 2
+        page1.locator("tr:not(.current)").get_by_role("button", name="结束").click()
+        page2.goto(app.url + "/console/overview")
+        assert "/console/login" in page2.url
+        page1.goto(app.url + "/console/overview")
+        assert page1.url.endswith("/console/overview")
+    finally:
+        first.close()
+        second.close()
+
+
+# -- ledger ------------------------------------------------------------------------------------------
+
+def test_an_assignment_made_in_the_console_reaches_a_and_b_in_chat(browser, settings, db, clock, tg, city):
+    problem_id = make_problem(db, clock(), content="东门社区人民路路灯不亮已一周", unit_id=unit_id(db, "市住建局"))
+    with running(settings, db, clock, tg, worker=True) as served:
+        context, page = new_page(browser)
+        try:
+            log_in(page, served, city[OFFICE_HEAD], then="/console/ledger?state=new")
+            assert "东门社区人民路路灯不亮已一周" in page.locator("#ledger-table").inner_text()
+            page.get_by_role("link", name=f"#{problem_id}").click()
+            page.select_option("#assign-unit", label="市住建局")
+            page.select_option("#assign-a", label="王立新")
+            page.select_option("#assign-b", label="陈静")
+            expected = ledger.default_deadline(served.settings, "visit", ledger.local_today(served.settings, clock()))
+            assert expected.isoformat() in page.content()  # the working-day deadline's date is shown
+            shot(page, "item")
+            page.get_by_role("button", name="交办").click()
+            assert "已交办" in page.locator(".done").inner_text()
+            shot(page, "item-assigned")
+            slip = f"JB2026-{problem_id:05d}"
+            for user in (city[WANG], city[CHEN]):
+                assert wait_for(lambda: any(slip in (m.get("text") or "") and expected.isoformat() in m["text"]
+                                            for m in user.sent())), user
+        finally:
+            context.close()
+    with session_scope(db) as s:
+        p = s.get(Problem, problem_id)
+        assert (p.status, p.deadline) == (ProblemStatus.ASSIGNED, expected)
+    assert [r.target for r in audit_rows(db, "ledger.assign")] == [f"problem:{problem_id}"]
+
+
+def test_a_post_without_the_csrf_token_is_refused(browser, app, city, db, clock):
+    problem_id = make_problem(db, clock(), unit_id=unit_id(db, "市住建局"))
+    context, page = new_page(browser)
+    try:
+        log_in(page, app, city[OFFICE_HEAD])
+        refused = page.request.post(f"{app.url}/console/ledger/{problem_id}/assign", form={
+            "unit": str(unit_id(db, "市住建局")), "a": str(cadre_id(db, "13800000003")),
+            "b": str(cadre_id(db, "13800000004"))})
+        assert refused.status == 403 and texts.CONSOLE_CSRF in refused.text()
+        forged = page.request.post(f"{app.url}/console/ledger/{problem_id}/assign", form={"csrf": "0" * 64})
+        assert forged.status == 403
+    finally:
+        context.close()
+    with session_scope(db) as s:
+        assert s.get(Problem, problem_id).status == ProblemStatus.NEW
+
+
+# -- scope -------------------------------------------------------------------------------------------
+
+def test_a_unit_supervisor_changing_the_url_gets_404_and_an_audit_row(browser, app, city, db, clock):
+    other_item = make_problem(db, clock(), unit_id=unit_id(db, "市住建局"))
+    own_item = make_problem(db, clock(), unit_id=unit_id(db, "城关街道"), content="西坡村道路积水")
+    context, page = new_page(browser)
+    try:
+        log_in(page, app, city[TOWN_HEAD])
+        assert "市住建局" not in page.locator("#units-table").inner_text()
+        assert page.goto(f"{app.url}/console/ledger/{own_item}").status == 200
+        assert page.goto(f"{app.url}/console/cadres/{cadre_id(db, '13800000005')}").status == 200
+        refused = [f"/console/cadres/{cadre_id(db, '13800000003')}", f"/console/ledger/{other_item}",
+                   f"/console/units/{unit_id(db, '市住建局')}",
+                   f"/console/reports/form/1?unit={unit_id(db, '市住建局')}"]
+        for path in refused:
+            response = page.goto(app.url + path) if "form" not in path else page.request.get(app.url + path)
+            assert response.status == 404, path
+        shot(page, "not-found")
+        page.goto(f"{app.url}/console/ledger")
+        ledger_text = page.locator("#ledger-table").inner_text()
+        assert "西坡村道路积水" in ledger_text and f"#{other_item}" not in ledger_text
+    finally:
+        context.close()
+    rows = audit_rows(db, "access.refused")
+    assert [r.target for r in rows] == [f"cadre:{cadre_id(db, '13800000003')}", f"problem:{other_item}",
+                                        f"unit:{unit_id(db, '市住建局')}", f"unit:{unit_id(db, '市住建局')}"]
+    assert {r.actor for r in rows} == {f"cadre:{cadre_id(db, '13800000099')}"} and rows[0].address == "127.0.0.1"
+
+
+# -- forms, ratings ------------------------------------------------------------------------------------
+
+def test_a_form_downloaded_from_the_console_opens_with_the_seed_columns(browser, app, city, db):
+    context, page = new_page(browser)
+    try:
+        log_in(page, app, city[OFFICE_HEAD], then="/console/reports")
+        with page.expect_download() as info:
+            page.locator("#forms-table tr", has_text="市住建局").get_by_role("link").first.click()
+        download = info.value
+        assert download.suggested_filename == "附件1_" + forms.title(1) + "_2026H2_市住建局.xlsx"
+        workbook = openpyxl.load_workbook(io.BytesIO(Path(download.path()).read_bytes()))
+        cells = [c.value for row in workbook.worksheets[-1].iter_rows(max_row=6) for c in row]
+        assert all(column in cells for column in forms.columns(1))
+    finally:
+        context.close()
+    [row] = audit_rows(db, "form.download")
+    assert row.target == f"form:1:{unit_id(db, '市住建局')}"
+
+
+def test_phones_are_masked_and_revealed_only_to_who_calls_back(browser, app, city, db, clock):
+    with session_scope(db) as s:
+        wang = s.exec(select(Cadre).where(Cadre.mobile == "13800000003")).one()
+    make_rating(db, wang, 1, clock() - timedelta(hours=1))
+    with session_scope(db) as s:
+        rating = s.exec(select(Rating)).one()
+        rating.phone = "13912345678"
+        s.add(rating)
+    context, page = new_page(browser)
+    try:
+        log_in(page, app, city[WANG], then="/console/ratings")
+        assert "139****5678" in page.locator("#ratings-table").inner_text()
+        assert page.get_by_role("button", name="显示号码").count() == 0  # the rated cadre may not
+        forced = page.request.post(f"{app.url}/console/ratings/{rating.id}/reveal",
+                                   form={"csrf": page.locator("input[name=csrf]").first.get_attribute("value")})
+        assert forced.status == 403 and "13912345678" not in forced.text()
+    finally:
+        context.close()
+    context, page = new_page(browser)
+    try:
+        log_in(page, app, city[OFFICE_HEAD], then="/console/ratings")
+        page.get_by_role("button", name="显示号码").click()
+        assert page.locator(".revealed").inner_text() == "13912345678"
+        shot(page, "ratings-revealed")
+    finally:
+        context.close()
+    assert [r.actor for r in audit_rows(db, "phone.reveal")] == [f"cadre:{cadre_id(db, '13800000002')}"]
+    assert len(audit_rows(db, "phone.reveal.refused")) == 1
+
+
+# -- admin ---------------------------------------------------------------------------------------------
+
+def test_a_roster_with_errors_shows_them_all_and_imports_nothing_then_a_good_one_imports(
+        browser, app, city, db, tmp_path):
+    good = write_example_workbook(tmp_path / "good.xlsx")
+    workbook = openpyxl.load_workbook(good)
+    sheet = workbook["干部"]
+    sheet.append(["新干部", "市住建局", "13800000077", "干部", "科员", ""])
+    workbook.save(good)
+    sheet["C3"] = "12345"  # not a mobile
+    sheet["D4"] = "局长"  # not a role
+    bad = tmp_path / "bad.xlsx"
+    workbook.save(bad)
+    with session_scope(db) as s:
+        before = len(s.exec(select(Cadre)).all())
+    context, page = new_page(browser)
+    try:
+        log_in(page, app, city[ADMIN], then="/console/admin")
+        page.set_input_files("#roster", str(bad))
+        page.get_by_role("button", name="校验并导入").click()
+        errors = page.locator("#roster-errors").inner_text()
+        assert "第3行" in errors or re.search(r"\b3\b", errors)
+        assert "12345" in errors or "手机号" in errors
+        assert page.locator("#roster-errors tbody tr").count() >= 2
+        shot(page, "admin-roster-errors")
+        with session_scope(db) as s:
+            assert len(s.exec(select(Cadre)).all()) == before
+        page.set_input_files("#roster", str(good))
+        page.get_by_role("button", name="校验并导入").click()
+        assert texts.CONSOLE_ROSTER_DONE in page.locator("#roster-report").inner_text()
+        shot(page, "admin")
+        page.goto(app.url + "/console/audit")
+        assert "roster.import" in page.locator("#audit-table").inner_text()
+        shot(page, "audit")
+        csv = page.request.get(app.url + "/console/audit.csv?action=roster.refused")
+        assert csv.status == 200 and "roster.refused" in csv.text() and "roster.import" not in csv.text()
+    finally:
+        context.close()
+    with session_scope(db) as s:
+        assert s.exec(select(Cadre).where(Cadre.mobile == "13800000077")).one().name == "新干部"
+    assert len(audit_rows(db, "roster.refused")) == 1 and len(audit_rows(db, "roster.import")) == 1
+
+
+def test_the_audit_log_is_for_admins_only(browser, app, city):
+    context, page = new_page(browser)
+    try:
+        log_in(page, app, city[OFFICE_HEAD])
+        assert page.goto(app.url + "/console/audit").status == 403
+        assert page.goto(app.url + "/console/admin").status == 403
+    finally:
+        context.close()
