@@ -239,7 +239,7 @@ def overview(session: Session, settings: Settings, who: Who, half: str, now: dat
     minimum = settings.service_object_minimum
     for c in cadre_figures(session, half, scope):
         u = units.get(c.unit_id)
-        if u is None:
+        if u is None or not (c.assigned or c.role == Role.CADRE):  # as the chat's 单位进度 counts them
             continue
         u.cadres += 1
         u.assigned += c.assigned
