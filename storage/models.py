@@ -162,7 +162,9 @@ class ProcessedInbound(SQLModel, table=True):
 class Visit(SQLModel, table=True):
     """集中入户走访: one visit with its 四个一 (card, survey, difficulty, leaflet)."""
 
-    __table_args__ = (Index("ix_visit_cadre_half", "cadre_id", "half"),)
+    __table_args__ = (Index("ix_visit_cadre_half", "cadre_id", "half"),
+                      # The console's households-visited count looks visits up by household (covering).
+                      Index("ix_visit_household_cadre_half", "household_id", "cadre_id", "half"))
 
     id: Optional[int] = Field(default=None, primary_key=True)
     cadre_id: int = Field(foreign_key="cadre.id")
@@ -376,7 +378,9 @@ class Rating(SQLModel, table=True):
 
     __table_args__ = (UniqueConstraint("code_id", "rater_key", "rated_on", name="uq_rating_rater_day"),
                       Index("ix_rating_unit_time", "unit_id", "rated_at"),
-                      Index("ix_rating_code_address_time", "code_id", "address_key", "rated_at"))
+                      Index("ix_rating_code_address_time", "code_id", "address_key", "rated_at"),
+                      # The console's per-unit counts of a half-year read only this index (covering).
+                      Index("ix_rating_unit_time_level", "unit_id", "rated_at", "level", "misuse"))
 
     id: Optional[int] = Field(default=None, primary_key=True)
     code_id: int = Field(foreign_key="evaluation_code.id")
@@ -465,6 +469,8 @@ class AuditLog(SQLModel, table=True):
     application updates or deletes them (PIPL: staff access to personal information is logged)."""
 
     __tablename__ = "audit_log"
+    # The console's login limits count recent refusals per actor and per address (bot/core/login.py).
+    __table_args__ = (Index("ix_audit_log_actor_at", "actor", "at"), Index("ix_audit_log_address_at", "address", "at"))
 
     id: Optional[int] = Field(default=None, primary_key=True)
     at: datetime = Field(index=True)

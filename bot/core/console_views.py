@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import and_, case, func, or_
+from sqlalchemy import and_, case, exists, func, or_
 from sqlmodel import Session, select
 
 from bot import texts
@@ -152,18 +152,21 @@ def cadre_figures(session: Session, half: str, unit_ids: set[int] | None) -> lis
     cadres = session.exec(within(select(Cadre.id, Cadre.name, Cadre.unit_id, Cadre.role, Cadre.post)
                                  .where(Cadre.active == True), Cadre.unit_id)).all()  # noqa: E712
     out = {c.id: CadreFigures(c.id, c.name, c.unit_id, c.role, c.post) for c in cadres}
-    assigned = session.exec(within(select(Household.cadre_id, func.count()).join(Cadre, Cadre.id == Household.cadre_id)
-                                   .where(Household.active == True), Cadre.unit_id)  # noqa: E712
-                            .group_by(Household.cadre_id)).all()
-    visited = session.exec(within(
-        select(Visit.cadre_id, func.count(func.distinct(Visit.household_id)))
-        .join(Household, Household.id == Visit.household_id).join(Cadre, Cadre.id == Visit.cadre_id)
-        .where(Visit.half == half, Household.active == True, Household.cadre_id == Visit.cadre_id),  # noqa: E712
-        Cadre.unit_id).group_by(Visit.cadre_id)).all()
-    contacts = session.exec(within(select(EverydayContact.cadre_id, func.count())
-                                   .join(Cadre, Cadre.id == EverydayContact.cadre_id)
-                                   .where(EverydayContact.half == half), Cadre.unit_id)
-                            .group_by(EverydayContact.cadre_id)).all()
+    # Households per cadre, and those visited this half-year by that cadre: from the 10,000 households'
+    # side with an indexed EXISTS, not from the 100,000 visits' side with a DISTINCT (a tenth of the time).
+    seen = exists().where(Visit.household_id == Household.id, Visit.cadre_id == Household.cadre_id,
+                          Visit.half == half)
+    households = select(Household.cadre_id, func.count(), func.sum(case((seen, 1), else_=0))).where(
+        Household.active == True)  # noqa: E712
+    if unit_ids is not None:
+        households = households.join(Cadre, Cadre.id == Household.cadre_id).where(Cadre.unit_id.in_(list(unit_ids)))
+    households = session.exec(households.group_by(Household.cadre_id)).all()
+    assigned = [(cadre_id, total) for cadre_id, total, _ in households]
+    visited = [(cadre_id, done or 0) for cadre_id, _, done in households]
+    contacts = select(EverydayContact.cadre_id, func.count()).where(EverydayContact.half == half)
+    if unit_ids is not None:
+        contacts = contacts.join(Cadre, Cadre.id == EverydayContact.cadre_id).where(Cadre.unit_id.in_(list(unit_ids)))
+    contacts = session.exec(contacts.group_by(EverydayContact.cadre_id)).all()
     objects = session.exec(within(select(ServiceObject.cadre_id, func.count())
                                   .where(ServiceObject.active == True), ServiceObject.unit_id)  # noqa: E712
                            .group_by(ServiceObject.cadre_id)).all()
@@ -663,6 +666,17 @@ def export_form(session: Session, settings: Settings, who: Who, form: int, half:
         units = forms.units_for(session, scope)
     [file] = forms.export(session, [form], half, units, settings)
     return file
+
+
+def units_in_scope(session: Session, settings: Settings, who: Who) -> list[tuple[int, str]]:
+    """The active units this user oversees, by name (the forms' download table)."""
+    if who.role == Role.CADRE:
+        raise Forbidden()
+    scope = scope_of(session, settings, who)
+    query = select(Unit.id, Unit.name).where(Unit.active == True)  # noqa: E712
+    if scope is not None:
+        query = query.where(Unit.id.in_(list(scope)))
+    return list(session.exec(query.order_by(Unit.name)).all())
 
 
 def ranking_view(session: Session, settings: Settings, who: Who, metric: str, level: str, half: str, now: datetime):

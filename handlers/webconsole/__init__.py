@@ -323,8 +323,8 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         metric = request.query_params.get("metric", "satisfaction")
         level = request.query_params.get("level", "units")
         ranking = await core.run(views.ranking_view, settings, who, metric, level, half, core.clock(), read_only=True)
-        view = await core.run(views.overview, settings, who, half, core.clock(), read_only=True)
-        return page(request, "reports", who=who, half=half, ranking=ranking, units=view.units)
+        units = await core.run(views.units_in_scope, settings, who, read_only=True)
+        return page(request, "reports", who=who, half=half, ranking=ranking, units=units)
 
     async def form_download(request: Request, who) -> Response:
         """附件N for a half-year and a unit: the same workbook as the chat's export."""

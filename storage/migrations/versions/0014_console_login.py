@@ -1,4 +1,4 @@
-"""console login: one-time login codes and browser sessions of the 作风办 web console
+"""console login: one-time login codes and browser sessions of the 作风办 web console; indexes for its pages
 
 Revision ID: 0014
 Revises: 0013 (the head of this branch; the lead re-chains the numbers when merging)
@@ -55,9 +55,18 @@ def upgrade() -> None:
         # The login limits count recent refusals per actor and per address.
         batch_op.create_index('ix_audit_log_actor_at', ['actor', 'at'], unique=False)
         batch_op.create_index('ix_audit_log_address_at', ['address', 'at'], unique=False)
+    # The console's overview on a city: covering indexes for the visited-households and ratings counts.
+    with op.batch_alter_table('visit', schema=None) as batch_op:
+        batch_op.create_index('ix_visit_household_cadre_half', ['household_id', 'cadre_id', 'half'], unique=False)
+    with op.batch_alter_table('rating', schema=None) as batch_op:
+        batch_op.create_index('ix_rating_unit_time_level', ['unit_id', 'rated_at', 'level', 'misuse'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('rating', schema=None) as batch_op:
+        batch_op.drop_index('ix_rating_unit_time_level')
+    with op.batch_alter_table('visit', schema=None) as batch_op:
+        batch_op.drop_index('ix_visit_household_cadre_half')
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.drop_index('ix_audit_log_address_at')
         batch_op.drop_index('ix_audit_log_actor_at')
