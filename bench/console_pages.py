@@ -139,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     db = make_engine(settings.sqlalchemy_url)
     from sqlalchemy import inspect
 
-    if "cadre" not in inspect(db).get_table_names() or not db.connect().execute(select(func.count()).select_from(Cadre)).scalar():
+    has_city = "cadre" in inspect(db).get_table_names()
+    if has_city:
+        with db.connect() as conn:
+            has_city = bool(conn.execute(select(func.count()).select_from(Cadre)).scalar())
+    if not has_city:
         print(f"bench.console_pages: generating the city into {url} ...", file=sys.stderr, flush=True)
         summary = generate(db, today=datetime.now(TZ).date(), progress=sys.stderr.isatty())
         print(f"city: {summary['cadres']} cadres, {summary['households']} households, {summary['visits']} visits, "

@@ -478,7 +478,7 @@ LOGIN_CODE_WRONG = "验证码不对或已过期（{minutes} 分钟内有效）�
 LOGIN_TOO_MANY = "错误次数过多，请 {minutes} 分钟后再试。"
 CONSOLE_TITLE = "干部作风建设控制台"
 CONSOLE_NAV = {"overview": "总览", "units": "单位", "ledger": "台账", "ratings": "评价", "reports": "报表",
-               "admin": "管理", "audit": "审计", "sessions": "我的登录"}
+               "admin": "管理", "audit": "审计", "sessions": "我的登录", "spotchecks": "抽查"}
 CONSOLE_LOGIN_INTRO = "本系统不设密码：用已绑定的聊天账号确认身份。"
 CONSOLE_LOGIN_WAYS = ("方法一：在 Telegram 或微信中向机器人发送 /login（登录），打开它回复的链接。",
                       "方法二：点击下方按钮获取 6 位验证码，把“登录 验证码”发给机器人，再回到本页点击进入。")

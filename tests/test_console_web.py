@@ -418,3 +418,71 @@ def test_the_audit_log_is_for_admins_only(browser, app, city):
         assert page.goto(app.url + "/console/admin").status == 403
     finally:
         context.close()
+
+
+def test_spot_checks_are_drawn_and_their_calls_recorded(browser, app, city, db, clock):
+    from storage.models import Household, SpotCheck
+    from tests.utils import make_visit
+
+    with session_scope(db) as s:
+        wang = s.exec(select(Cadre).where(Cadre.mobile == "13800000003")).one()
+        households = s.exec(select(Household).where(Household.cadre_id == wang.id)).all()
+    for household in households:
+        make_visit(db, wang, household, clock() - timedelta(days=3))
+    context, page = new_page(browser)
+    try:
+        log_in(page, app, city[OFFICE_HEAD], then="/console/spotchecks")
+        page.get_by_role("button", name="抽取本半年的走访记录").click()
+        assert "已抽取 1 条" in page.locator(".done").inner_text()
+        row = page.locator("#spot-table tbody tr").first
+        row.locator("select[name=outcome]").select_option(label="否认走访")
+        row.locator("input[name=note]").fill("住户称无人来访")
+        row.get_by_role("button", name="记录").click()
+        assert "否认走访" in page.locator("#spot-table").inner_text()
+        shot(page, "spotchecks")
+    finally:
+        context.close()
+    head = cadre_id(db, "13800000002")
+    with session_scope(db) as s:
+        [check] = s.exec(select(SpotCheck)).all()
+        assert (check.outcome, check.note, check.checked_by_id) == ("denied", "住户称无人来访", head)
+
+
+def test_an_admin_downloads_a_units_cards_and_revokes_one(browser, app, city, db):
+    import pymupdf
+
+    from storage.models import EvaluationCode
+
+    context, page = new_page(browser)
+    try:
+        log_in(page, app, city[ADMIN], then="/console/admin")
+        page.locator("select[name=unit]").select_option(label="市住建局")
+        with page.expect_download() as info:
+            page.get_by_role("button", name=re.compile("下载评价卡")).click()
+        pdf = pymupdf.open(stream=Path(info.value.path()).read_bytes(), filetype="pdf")
+        assert pdf.page_count == 1  # 王立新, 陈静 and the 不动产登记窗口: one A4 sheet of four
+        page.locator("tr", has_text="陈静").get_by_role("button", name="作废评价卡").click()
+        assert "已作废 陈静 的评价卡" in page.locator(".done").inner_text()
+    finally:
+        context.close()
+    chen = cadre_id(db, "13800000004")
+    with session_scope(db) as s:
+        code = s.exec(select(EvaluationCode).where(EvaluationCode.cadre_id == chen)).one()
+        assert code.version == 2
+    assert [r.target for r in audit_rows(db, "card.revoke")] == [f"cadre:{cadre_id(db, '13800000004')}"]
+
+
+def test_wrong_login_links_are_limited_per_address(app, city, db):
+    import httpx
+
+    with httpx.Client(base_url=app.url) as client:
+        page = client.get("/console/login/not-a-real-token-at-all")
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text).group(1)
+        for _ in range(5):
+            assert client.post("/console/login/not-a-real-token-at-all", data={"csrf": csrf}).status_code == 400
+        assert client.post("/console/login/not-a-real-token-at-all", data={"csrf": csrf}).status_code == 429
+        # a valid link from this address is refused too until the window passes
+        answer = "\n".join(m.get("text") or "" for m in city[WANG].command_wait("/login"))
+        token = re.search(r"/console/login/(\S+)", answer).group(1)
+        assert client.post(f"/console/login/{token}", data={"csrf": csrf}).status_code == 429
+    assert len(audit_rows(db, "login.refused")) == 5

@@ -600,7 +600,7 @@ class RatingsPage:
 
 
 def ratings_page(session: Session, settings: Settings, who: Who, half: str, *, unit_id: int | None = None,
-                 bad_only: bool = False) -> RatingsPage:
+                 bad_only: bool = False, cadre_id: int | None = None) -> RatingsPage:
     """Ratings of the half-year in scope per unit, and the list (差评 only if asked), phones masked."""
     start, end = half_bounds(half, settings.tz)
     me = _cadre(session, who)
@@ -614,6 +614,11 @@ def ratings_page(session: Session, settings: Settings, who: Who, half: str, *, u
         if who.role != Role.CADRE:
             _check_unit(session, settings, who, unit_id)
         query = query.where(Rating.unit_id == unit_id)
+    if cadre_id:
+        cadre = session.get(Cadre, cadre_id)
+        if cadre is None or not _may_see_cadre(session, settings, who, cadre):
+            raise NotFound(f"cadre:{cadre_id}")
+        query = query.where(Rating.cadre_id == cadre_id)
     if bad_only:
         query = query.where(Rating.level <= 2, Rating.misuse == False)  # noqa: E712
     ratings = session.exec(query.order_by(Rating.rated_at.desc()).limit(settings.console_page_size)).all()
@@ -691,6 +696,55 @@ def ranking_view(session: Session, settings: Settings, who: Who, metric: str, le
                             None if scope is None else list(scope))
 
 
+# -- 抽查 spot-checks (电话随机访问) ------------------------------------------------------------------
+
+def spotcheck_page(session: Session, settings: Settings, who: Who, half: str):
+    """The spot-checks of the half-year in scope: whom to ring (full phone: calling is the job), and
+    each cadre's summary. The same functions as the chat's /spotcheck."""
+    from bot.reports import spotcheck
+
+    if who.role == Role.CADRE:
+        raise Forbidden()
+    scope = scope_of(session, settings, who)
+    units = None if scope is None else list(scope)
+    return spotcheck.items(session, half, unit_ids=units)[:settings.console_page_size * 4], \
+        spotcheck.summary(session, half, units)
+
+
+def spotcheck_draw(session: Session, settings: Settings, who: Who, half: str, address: str | None,
+                   now: datetime) -> str:
+    from bot.reports import spotcheck
+
+    if who.role == Role.CADRE:
+        raise Forbidden()
+    scope = scope_of(session, settings, who)
+    result = spotcheck.draw(session, half, settings.spot_check_share, now,
+                            unit_ids=None if scope is None else list(scope))
+    note(session, who, "spotcheck.draw", half, address, now, detail=f"seed {result.seed}, {result.new} new")
+    if not result.drawn:
+        return texts.SPOT_NOTHING_TO_DRAW
+    again = texts.SPOT_DRAWN_AGAIN.format(count=result.again) if result.again else ""
+    return texts.SPOT_DRAWN.format(new=result.new, seed=result.seed, again=again)
+
+
+def spotcheck_record(session: Session, settings: Settings, who: Who, check_id: int, outcome: str, text: str,
+                     address: str | None, now: datetime) -> str:
+    """Records what a spot-check call found (已核实 / 未接通 / 否认走访), for a check in scope."""
+    from bot.reports import spotcheck
+
+    if who.role == Role.CADRE:
+        raise Forbidden()
+    scope = scope_of(session, settings, who)
+    item = spotcheck.item(session, check_id, None if scope is None else list(scope))
+    if item is None:
+        raise NotFound(f"spotcheck:{check_id}")
+    if outcome not in spotcheck.OUTCOMES:
+        return texts.CONSOLE_FORBIDDEN
+    spotcheck.record(session, check_id, outcome, _cadre(session, who), now, (text or "").strip()[:300] or None)
+    note(session, who, "spotcheck.record", f"spotcheck:{check_id}", address, now, detail=outcome)
+    return texts.CONSOLE_DONE.format(what=f"{item.household} · {texts.SPOT_OUTCOMES[outcome]}")
+
+
 # -- 管理 admin ----------------------------------------------------------------------------------
 
 def _admin(who: Who) -> None:
@@ -754,6 +808,22 @@ def revoke_card(session: Session, settings: Settings, who: Who, cadre_id: int, a
     return texts.CONSOLE_REVOKED.format(name=cadre.name)
 
 
+def cards_pdf(session: Session, settings: Settings, who: Who, unit_id: int, folder: str, now: datetime) -> bytes:
+    """The A4 PDF of a unit's evaluation cards (its cadres and windows), as ``qr-cards --unit`` prints it."""
+    from bot.cards import card_specs, write_cards
+    from bot.fonts import find_cjk_font
+
+    _admin(who)
+    unit = session.get(Unit, unit_id)
+    if unit is None:
+        raise NotFound(f"unit:{unit_id}")
+    specs = card_specs(session, settings, now, unit=unit.name, encode=settings.card_encode)
+    if not specs:
+        raise NotFound(f"cards:{unit_id}")
+    written = write_cards(specs, Path(folder), find_cjk_font(settings.card_font), progress=False, workers=1)
+    return written.pdf.read_bytes()
+
+
 @dataclass
 class OutboxView:
     pending: int
@@ -772,6 +842,11 @@ def outbox_view(session: Session, who: Who) -> OutboxView:
                                .join(Cadre, Cadre.id == ChatAccount.cadre_id)
                                .where(ChatAccount.unreachable_at != None)).all()  # noqa: E711
     return OutboxView(pending, list(dead), list(unreachable))
+
+
+def admin_units(session: Session, who: Who) -> list[tuple[int, str]]:
+    _admin(who)
+    return list(session.exec(select(Unit.id, Unit.name).where(Unit.active == True).order_by(Unit.name)).all())  # noqa: E712
 
 
 def admin_cadres(session: Session, who: Who) -> list[tuple[int, str, str, str]]:

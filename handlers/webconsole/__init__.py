@@ -299,11 +299,11 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
     async def ratings(request: Request, who) -> Response:
         half = half_from(request)
         view = await core.run(_ratings, who, half, int_param(request, "unit"), request.query_params.get("bad") == "1",
-                              read_only=True)
+                              int_param(request, "cadre"), read_only=True)
         return page(request, "ratings", who=who, view=view, revealed=None)
 
-    def _ratings(session, who, half, unit_id, bad):
-        return views.ratings_page(session, settings, who, half, unit_id=unit_id, bad_only=bad)
+    def _ratings(session, who, half, unit_id, bad, cadre_id=None):
+        return views.ratings_page(session, settings, who, half, unit_id=unit_id, bad_only=bad, cadre_id=cadre_id)
 
     async def reveal(request: Request, who, form) -> Response:
         """Shows one rater's full number to whoever must call back, and writes the audit row."""
@@ -337,11 +337,41 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         return Response(file.content, media_type=file.content_type, headers={
             **HEADERS, "Content-Disposition": f"attachment; filename*=UTF-8''{quote(file.filename)}"})
 
+    async def spotchecks(request: Request, who, done: str | None = None) -> Response:
+        """电话随机访问: draw the half-year's sample and record each call."""
+        half = half_from(request)
+        items, summary = await core.run(views.spotcheck_page, settings, who, half, read_only=True)
+        return page(request, "spotcheck", who=who, half=half, items=items, summary=summary, done=done)
+
+    async def spotcheck_draw(request: Request, who, form) -> Response:
+        done = await core.run(views.spotcheck_draw, settings, who, half_from(request), _address(request), core.clock())
+        return await spotchecks(request, who, done=done)
+
+    async def spotcheck_record(request: Request, who, form) -> Response:
+        check_id = int_param(request, "id")
+        if check_id is None:
+            raise views.NotFound(f"spotcheck:{request.path_params['id']}")
+        done = await core.run(views.spotcheck_record, settings, who, check_id, str(form.get("outcome", ""))[:20],
+                              str(form.get("note", ""))[:300], _address(request), core.clock())
+        return await spotchecks(request, who, done=done)
+
+    async def cards(request: Request, who) -> Response:
+        """The A4 PDF of one unit's evaluation cards."""
+        unit_id = int_param(request, "unit")
+        if unit_id is None:
+            raise views.NotFound("cards:")
+        with tempfile.TemporaryDirectory() as folder:
+            content = await core.run(views.cards_pdf, settings, who, unit_id, folder, core.clock())
+        await core.run(views.note, who, "cards.download", f"unit:{unit_id}", _address(request), core.clock())
+        return Response(content, media_type="application/pdf", headers={
+            **HEADERS, "Content-Disposition": "attachment; filename*=UTF-8''" + quote(f"评价卡_{unit_id}.pdf")})
+
     async def admin(request: Request, who, **context) -> Response:
         status = context.pop("status", 200)
         outbox = await core.run(views.outbox_view, who, read_only=True)
         cadres = await core.run(views.admin_cadres, who, read_only=True)
-        return page(request, "admin", status, who=who, outbox=outbox, cadres=cadres, **context)
+        units = await core.run(views.admin_units, who, read_only=True)
+        return page(request, "admin", status, who=who, outbox=outbox, cadres=cadres, units=units, **context)
 
     async def roster_upload(request: Request, who, form) -> Response:
         """Checks the uploaded workbook: every row error as a table and nothing imported, or the counts."""
@@ -443,7 +473,11 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         Route("/console/ratings/{id}/reveal", post(reveal), methods=["POST"]),
         Route("/console/reports", get(reports)),
         Route("/console/reports/form/{form}", get(form_download)),
+        Route("/console/spotchecks", get(spotchecks)),
+        Route("/console/spotchecks/draw", post(spotcheck_draw), methods=["POST"]),
+        Route("/console/spotchecks/{id}", post(spotcheck_record), methods=["POST"]),
         Route("/console/admin", get(admin)),
+        Route("/console/admin/cards", get(cards)),
         Route("/console/admin/roster", post(roster_upload), methods=["POST"]),
         Route("/console/admin/roster-template", get(roster_template)),
         Route("/console/admin/bindcode", post(bindcode), methods=["POST"]),
