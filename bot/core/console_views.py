@@ -794,15 +794,17 @@ def issue_binding_code(session: Session, settings: Settings, who: Who, mobile: s
                                                expires=expires.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M"))
 
 
-def revoke_card(session: Session, settings: Settings, who: Who, cadre_id: int, address: str | None,
+def revoke_card(session: Session, settings: Settings, who: Who, mobile: str, address: str | None,
                 now: datetime) -> str:
     """Revokes a cadre's evaluation card (a new version; the old QR code is refused from now on)."""
     from bot.core import evaluation
+    from bot.core.phones import normalize_mobile
 
     _admin(who)
-    cadre = session.get(Cadre, cadre_id)
+    normalized = normalize_mobile(mobile)
+    cadre = binding.cadre_by_mobile(session, normalized) if normalized else None
     if cadre is None:
-        raise NotFound(f"cadre:{cadre_id}")
+        return texts.BINDCODE_UNKNOWN.format(mobile=(mobile or "")[:20])
     evaluation.revoke(session, evaluation.code_for(session, TargetKind.CADRE, cadre.id, now), now)
     note(session, who, "card.revoke", f"cadre:{cadre.id}", address, now)
     return texts.CONSOLE_REVOKED.format(name=cadre.name)
@@ -847,12 +849,6 @@ def outbox_view(session: Session, who: Who) -> OutboxView:
 def admin_units(session: Session, who: Who) -> list[tuple[int, str]]:
     _admin(who)
     return list(session.exec(select(Unit.id, Unit.name).where(Unit.active == True).order_by(Unit.name)).all())  # noqa: E712
-
-
-def admin_cadres(session: Session, who: Who) -> list[tuple[int, str, str, str]]:
-    _admin(who)
-    return list(session.exec(select(Cadre.id, Cadre.name, Unit.name, Cadre.mobile).join(Unit, Unit.id == Cadre.unit_id)
-                             .where(Cadre.active == True).order_by(Unit.name, Cadre.name).limit(500)).all())  # noqa: E712
 
 
 # -- 审计 audit ----------------------------------------------------------------------------------

@@ -369,9 +369,8 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
     async def admin(request: Request, who, **context) -> Response:
         status = context.pop("status", 200)
         outbox = await core.run(views.outbox_view, who, read_only=True)
-        cadres = await core.run(views.admin_cadres, who, read_only=True)
         units = await core.run(views.admin_units, who, read_only=True)
-        return page(request, "admin", status, who=who, outbox=outbox, cadres=cadres, units=units, **context)
+        return page(request, "admin", status, who=who, outbox=outbox, units=units, **context)
 
     async def roster_upload(request: Request, who, form) -> Response:
         """Checks the uploaded workbook: every row error as a table and nothing imported, or the counts."""
@@ -402,10 +401,8 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         return await admin(request, who, done=done)
 
     async def revoke(request: Request, who, form) -> Response:
-        cadre_id = int_param(request, "id")
-        if cadre_id is None:
-            raise views.NotFound(f"cadre:{request.path_params['id']}")
-        done = await core.run(views.revoke_card, settings, who, cadre_id, _address(request), core.clock())
+        done = await core.run(views.revoke_card, settings, who, str(form.get("mobile", ""))[:30], _address(request),
+                              core.clock())
         return await admin(request, who, done=done)
 
     async def roster_template(request: Request, who) -> Response:
@@ -481,7 +478,7 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         Route("/console/admin/roster", post(roster_upload), methods=["POST"]),
         Route("/console/admin/roster-template", get(roster_template)),
         Route("/console/admin/bindcode", post(bindcode), methods=["POST"]),
-        Route("/console/admin/revoke/{id}", post(revoke), methods=["POST"]),
+        Route("/console/admin/revoke", post(revoke), methods=["POST"]),
         Route("/console/audit", get(audit)),
         Route("/console/audit.csv", get(audit_download)),
     ]
