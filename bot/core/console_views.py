@@ -859,7 +859,7 @@ class AuditPage:
     actions: list[str]
 
 
-def audit_rows(session: Session, who: Who, *, action: str = "", actor: str = "", since: date | None = None,
+def audit_rows(session: Session, who: Who, *, action: str = "", actor: str = "", since: datetime | None = None,
                limit: int | None = 200) -> AuditPage:
     """The audit log, newest first, filtered (admins only)."""
     _admin(who)
@@ -869,7 +869,7 @@ def audit_rows(session: Session, who: Who, *, action: str = "", actor: str = "",
     if actor:
         query = query.where(AuditLog.actor == actor)
     if since:
-        query = query.where(AuditLog.at >= datetime.combine(since, datetime.min.time()).astimezone())
+        query = query.where(AuditLog.at >= since)
     query = query.order_by(AuditLog.id.desc())
     if limit:
         query = query.limit(limit)

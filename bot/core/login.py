@@ -225,24 +225,42 @@ class Who:
 
 
 def who(session: Session, settings: Settings, token: str | None, now: datetime) -> Who | None:
-    """The session's user if the token names a session neither ended nor idle too long; it is
-    marked seen (at most once a minute). An idle session is ended here."""
+    """The session's user if the token names a session neither ended nor idle too long. Only reads:
+    ``seen`` marks it (in a short write, and only when due), so a page view takes no write lock."""
     if not token or len(token) > 100:
         return None
     row = session.exec(select(ConsoleSession).where(ConsoleSession.token_hash == digest(token))).first()
     if row is None or row.ended_at is not None:
         return None
     if now - row.last_seen_at > timedelta(minutes=settings.console_idle_minutes):
-        row.ended_at = now
-        session.add(row)
         return None
     cadre = session.get(Cadre, row.cadre_id)
     if cadre is None or not cadre.active:
         return None
-    if (now - row.last_seen_at).total_seconds() >= TOUCH_SECONDS:
+    return Who(row.id, cadre.id, cadre.name, cadre.unit_id, cadre.role, row.last_seen_at)
+
+
+def due_for_seen(user: Who, now: datetime) -> bool:
+    return (now - user.last_seen_at).total_seconds() >= TOUCH_SECONDS
+
+
+def seen(session: Session, session_id: int, now: datetime) -> None:
+    """Marks the session used now (the idle timeout counts from here)."""
+    row = session.get(ConsoleSession, session_id)
+    if row is not None and row.ended_at is None and row.last_seen_at < now:
         row.last_seen_at = now
         session.add(row)
-    return Who(row.id, cadre.id, cadre.name, cadre.unit_id, cadre.role, row.last_seen_at)
+
+
+def expire_idle(session: Session, settings: Settings, token: str | None, now: datetime) -> None:
+    """Ends the token's session if it idled past the timeout (so it is listed nowhere as open)."""
+    if not token or len(token) > 100:
+        return
+    row = session.exec(select(ConsoleSession).where(ConsoleSession.token_hash == digest(token))).first()
+    if (row is not None and row.ended_at is None
+            and now - row.last_seen_at > timedelta(minutes=settings.console_idle_minutes)):
+        row.ended_at = now
+        session.add(row)
 
 
 def end_session(session: Session, cadre_id: int, session_id: int, address: str | None, now: datetime) -> bool:

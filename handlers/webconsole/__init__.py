@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import secrets
 import tempfile
-from datetime import date
+from datetime import date, datetime, time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -98,7 +98,16 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         request.state.pre = secrets.token_urlsafe(24) if request.state.new_pre else value
 
     async def current(request: Request):
-        return await core.run(login.who, settings, request.cookies.get(COOKIE), core.clock())
+        """The logged-in user, read without the write lock; the session marked seen when due."""
+        token, now = request.cookies.get(COOKIE), core.clock()
+        if not token:
+            return None
+        who = await core.run(login.who, settings, token, now, read_only=True)
+        if who is None:
+            await core.run(login.expire_idle, settings, token, now)
+        elif login.due_for_seen(who, now):
+            await core.run(login.seen, who.session_id, now)
+        return who
 
     async def form_of(request: Request, cookie: str | None) -> dict | None:
         """The posted fields if the CSRF token matches the browser's cookie, else None."""
@@ -422,7 +431,8 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         except ValueError:
             day = None
         return {"action": request.query_params.get("action", "")[:40],
-                "actor": request.query_params.get("actor", "")[:130], "since": day}
+                "actor": request.query_params.get("actor", "")[:130], "since": day,
+                "since_at": datetime.combine(day, time.min, settings.tz) if day else None}
 
     async def audit(request: Request, who) -> Response:
         """审计: who did what, when, from where; filterable."""
@@ -431,7 +441,8 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         return page(request, "audit", who=who, view=view, filters=filters)
 
     def _audit(session, who, filters, limit):
-        return views.audit_rows(session, who, limit=limit, **filters)
+        return views.audit_rows(session, who, limit=limit, action=filters["action"], actor=filters["actor"],
+                                since=filters["since_at"])
 
     async def audit_download(request: Request, who) -> Response:
         view = await core.run(_audit, who, audit_filters(request), None, read_only=True)
