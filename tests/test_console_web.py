@@ -88,11 +88,13 @@ def city(db, tmp_path, tg, clock):
 
 
 @contextmanager
-def running(settings, db, clock, tg, *, worker: bool = False):
+def running(settings, db, clock, tg, *, worker: bool = False, public: str | None = None):
+    """The production app on loopback, with Telegram (the stand-in) and, if asked, the outbox sender;
+    ``public``: the address users reach it at (PUBLIC_BASE_URL), by default its loopback address."""
     served = ServedApp(None)
     served.bind()
     settings = settings.model_copy(update={
-        "public_base_url": f"http://127.0.0.1:{served.port}", "telegram_bot_token": SecretStr(TEST_TOKEN),
+        "public_base_url": public or f"http://127.0.0.1:{served.port}", "telegram_bot_token": SecretStr(TEST_TOKEN),
         "telegram_api_base_url": tg.url, "telegram_bot_username": "zuofeng_test_bot", "scheduler_in_run": worker})
     served.app = create_app(settings.check(), Engine(db, settings, clock=clock))
     served.settings = settings
@@ -487,3 +489,48 @@ def test_wrong_login_links_are_limited_per_address(app, city, db):
         token = re.search(r"/console/login/(\S+)", answer).group(1)
         assert client.post(f"/console/login/{token}", data={"csrf": csrf}).status_code == 429
     assert len(audit_rows(db, "login.refused")) == 5
+
+
+def test_reassign_and_record_the_call_back_in_the_console(browser, app, city, db, clock):
+    wang, chen = cadre_id(db, "13800000003"), cadre_id(db, "13800000004")
+    problem_id = make_problem(db, clock(), unit_id=unit_id(db, "市住建局"), content="南苑小区垃圾清运不及时")
+    with session_scope(db) as s:
+        head = s.exec(select(Cadre).where(Cadre.mobile == "13800000002")).one()
+        a = s.get(Cadre, wang)
+        ledger.act(s, app.settings, problem_id, ledger.ASSIGN, now=clock(), actor=head, unit_id=a.unit_id, a_id=wang,
+                   b_id=chen)
+        ledger.act(s, app.settings, problem_id, ledger.CLOSE, now=clock(), actor=a, note="已增加清运频次")
+    context, page = new_page(browser)
+    try:
+        log_in(page, app, city[OFFICE_HEAD], then=f"/console/ledger/{problem_id}")
+        assert "已增加清运频次" in page.locator(".facts").inner_text()
+        page.locator("#answer-note").fill("已电话回访住户，表示满意")
+        page.get_by_role("button", name=texts.LEDGER_ACTION_LABELS["answer"]).click()
+        assert "已回访" in page.locator(".done").inner_text()
+        page.locator("#reopen-note").fill("住户再次反映，清运仍不及时")
+        page.get_by_role("button", name="重新交办").click()
+        assert "已交办" in page.locator(".done").inner_text()
+        history = page.locator(".history").inner_text()
+        assert "回访：已电话回访住户，表示满意" in history and "重新交办：住户再次反映，清运仍不及时" in history
+        shot(page, "item-history")
+    finally:
+        context.close()
+    with session_scope(db) as s:
+        p = s.get(Problem, problem_id)
+        assert (p.status, p.reopened) == (ProblemStatus.ASSIGNED, 1)
+
+
+def test_the_session_cookie_is_secure_behind_https(settings, db, clock, tg, city):
+    import httpx
+
+    with running(settings, db, clock, tg, public="https://zuofeng.example.gov.cn") as served:
+        answer = "\n".join(m.get("text") or "" for m in city[WANG].command_wait("/login"))
+        link = re.search(r"https://zuofeng\.example\.gov\.cn(/console/login/\S+)", answer).group(1)
+        shown = httpx.get(served.url + link)
+        assert "secure" in shown.headers["set-cookie"].lower()  # the pre-login cookie too
+        pre = shown.cookies["zf_console_pre"]  # sent back as a browser on https would
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', shown.text).group(1)
+        response = httpx.post(served.url + link, data={"csrf": csrf}, headers={"Cookie": f"zf_console_pre={pre}"})
+        assert response.status_code == 303
+        cookie = response.headers["set-cookie"].lower()
+        assert "zf_console=" in cookie and "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
