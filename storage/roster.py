@@ -782,15 +782,22 @@ def import_roster(engine: Engine, path: str | Path, *, minimum: int = 10, progre
     """Reads, checks and imports the roster in one transaction. Raises ``RosterError`` listing every
     problem, having written nothing, when the file has any error."""
     data = read_roster(path)
-    report = ImportReport(source=str(path))
     with session_scope(engine) as session:
-        existing = _Existing.load(session)
-        with _bar(data.row_count, "校验名册", progress) as bar:
-            plan = _Checker(data, existing, minimum, bar).run()
-        if plan.errors:
-            raise RosterError(plan.errors)
-        plan.windows_listed = data.windows_listed
-        with _bar(plan.row_count, "写入数据库", progress) as bar:
-            _write(session, plan, existing, report, bar)
+        return import_into(session, data, str(path), minimum=minimum, progress=progress)
+
+
+def import_into(session: Session, data: RosterData, source: str, *, minimum: int = 10,
+                progress: bool = False) -> ImportReport:
+    """Checks and imports roster data in the caller's transaction (the console's upload runs it in the
+    core's session); ``RosterError`` with every problem, having written nothing, when there is any."""
+    report = ImportReport(source=source)
+    existing = _Existing.load(session)
+    with _bar(data.row_count, "校验名册", progress) as bar:
+        plan = _Checker(data, existing, minimum, bar).run()
+    if plan.errors:
+        raise RosterError(plan.errors)
+    plan.windows_listed = data.windows_listed
+    with _bar(plan.row_count, "写入数据库", progress) as bar:
+        _write(session, plan, existing, report, bar)
     report.warnings = plan.warnings
     return report

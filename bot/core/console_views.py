@@ -28,12 +28,12 @@ from bot import texts
 from bot.config import Settings
 from bot.core import binding, ledger
 from bot.core.login import Who
-from bot.core.periods import half_bounds, half_label
+from bot.core.periods import half_bounds
 from bot.core.phones import mask
 from bot.core.scope import unit_scope
 from bot.core.workdays import work_calendar
 from storage import audit
-from storage.models import (AuditLog, Cadre, CallbackTask, ChatAccount, EverydayContact, EvaluationCode, Household,
+from storage.models import (AuditLog, Cadre, ChatAccount, EverydayContact, Household,
                             OutboxMessage, OutboxState, Problem, ProblemStatus, Rating, Role, ServiceObject,
                             TargetKind, Unit, Visit)
 
@@ -759,17 +759,7 @@ def import_roster(session: Session, settings: Settings, who: Who, path: str, fil
     from storage import roster
 
     _admin(who)
-    data = roster.read_roster(path)
-    report = roster.ImportReport(source=filename)
-    existing = roster._Existing.load(session)
-    with roster._bar(data.row_count, "", False) as bar:
-        plan = roster._Checker(data, existing, settings.service_object_minimum, bar).run()
-    if plan.errors:
-        raise roster.RosterError(plan.errors)
-    plan.windows_listed = data.windows_listed
-    with roster._bar(plan.row_count, "", False) as bar:
-        roster._write(session, plan, existing, report, bar)
-    report.warnings = plan.warnings
+    report = roster.import_into(session, roster.read_roster(path), filename, minimum=settings.service_object_minimum)
     note(session, who, "roster.import", filename[:130], address, now, detail=report.summary()[:500])
     return report
 
@@ -889,5 +879,4 @@ def audit_csv(page: AuditPage, tz) -> bytes:
 
 __all__ = ["NotFound", "Forbidden", "overview", "unit_page", "cadre_page", "ledger_page", "item_page", "item_act",
            "ratings_page", "reveal_phone", "may_reveal", "export_form", "ranking_view", "import_roster",
-           "issue_binding_code", "revoke_card", "outbox_view", "audit_rows", "audit_csv", "refuse", "note",
-           "half_label", "Path"]
+           "issue_binding_code", "revoke_card", "outbox_view", "audit_rows", "audit_csv", "refuse", "note"]
