@@ -534,3 +534,42 @@ def test_the_session_cookie_is_secure_behind_https(settings, db, clock, tg, city
         assert response.status_code == 303
         cookie = response.headers["set-cookie"].lower()
         assert "zf_console=" in cookie and "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+
+
+def test_the_ledger_filters_in_the_url_pages_and_downloads_what_is_on_screen(browser, app, city, db, clock):
+    housing = unit_id(db, "市住建局")
+    for n in range(60):
+        make_problem(db, clock() - timedelta(minutes=n), unit_id=housing, category="物业" if n % 2 else "城建",
+                     content=f"事项{n:02d}")
+    context, page = new_page(browser)
+    try:
+        log_in(page, app, city[OFFICE_HEAD], then="/console/ledger")
+        page.select_option("select[name=category]", label="城建")
+        page.select_option("select[name=state]", label="待交办")
+        page.get_by_role("button", name="筛选").click()
+        assert "category=%E5%9F%8E%E5%BB%BA" in page.url and "state=new" in page.url  # bookmarkable
+        assert "共 30 项" in page.locator("h1").inner_text()
+        assert page.locator("#ledger-table tbody tr").count() == 30
+        page.goto(app.url + "/console/ledger")
+        assert page.locator("#ledger-table tbody tr").count() == 50 and "第 1/2 页" in page.locator(".pager").inner_text()
+        page.get_by_role("link", name="下一页").click()
+        assert page.locator("#ledger-table tbody tr").count() == 10
+        csv = page.request.get(app.url + "/console/ledger.csv?category=%E7%89%A9%E4%B8%9A").text()
+        lines = csv.strip().splitlines()
+        assert len(lines) == 31 and all(",物业," in line for line in lines[1:])
+    finally:
+        context.close()
+
+
+def test_a_cadre_sees_their_own_households_and_nobody_elses_page(browser, app, city, db):
+    context, page = new_page(browser, viewport=PHONE)
+    try:
+        log_in(page, app, city[WANG])
+        assert page.url.endswith(f"/console/cadres/{cadre_id(db, '13800000003')}")
+        assert page.locator("#households-table tbody tr").count() == 5
+        shot(page, "cadre-phone")
+        assert page.goto(f"{app.url}/console/cadres/{cadre_id(db, '13800000004')}").status == 404
+        assert page.goto(f"{app.url}/console/overview").status == 403
+    finally:
+        context.close()
+    assert [r.target for r in audit_rows(db, "access.refused")] == [f"cadre:{cadre_id(db, '13800000004')}"]

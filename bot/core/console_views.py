@@ -317,6 +317,7 @@ class CadrePage:
     objects: list[ServiceObject]
     ratings: list[Rating]
     items: list[Problem]
+    households: list = field(default_factory=list)  # progress.HouseholdStatus, unvisited first
 
 
 def _may_see_cadre(session: Session, settings: Settings, who: Who, cadre: Cadre) -> bool:
@@ -351,8 +352,10 @@ def cadre_page(session: Session, settings: Settings, who: Who, cadre_id: int, ha
                                                    Problem.responsible_a_id == cadre.id,
                                                    Problem.responsible_b_id == cadre.id))
                          .order_by(Problem.id.desc()).limit(200)).all()
+    from bot.core.progress import households_with_status
+
     return CadrePage(cadre, session.get(Unit, cadre.unit_id), figures, list(visits), list(contacts), list(objects),
-                     list(ratings), list(items))
+                     list(ratings), list(items), households_with_status(session, cadre.id, half))
 
 
 # -- 台账 ledger ---------------------------------------------------------------------------------
@@ -471,6 +474,27 @@ def ledger_page(session: Session, settings: Settings, who: Who, filters: LedgerF
     unit_choices = sorted(((i, n) for i, n in units.items() if scope is None or i in scope), key=lambda x: x[1])
     categories = sorted(set(session.exec(select(Problem.category).distinct()).all()))
     return LedgerPage(rows, total, f, pages, unit_choices, categories)
+
+
+def ledger_csv(session: Session, settings: Settings, who: Who, filters: LedgerFilters, now: datetime) -> bytes:
+    """Every item matching the filters (all pages), as the table shows them: what is on screen, to download."""
+    rows, page = [], 1
+    while True:
+        filters.page = page
+        view = ledger_page(session, settings, who, filters, now)
+        rows += view.rows
+        if page >= view.pages:
+            break
+        page += 1
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["编号", "状态", "来源", "类型", "内容", "责任单位", "A岗", "B岗", "限期", "逾期", "登记时间"])
+    for r in rows:
+        p = r.problem
+        writer.writerow([p.id, texts.STATUS_NAMES.get(p.status, p.status), texts.CONSOLE_SOURCES.get(p.source, p.source),
+                         p.category, p.content, r.unit, r.a, r.b, p.deadline.isoformat() if p.deadline else "",
+                         "是" if r.overdue else "", p.created_at.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")])
+    return ("\ufeff" + out.getvalue()).encode("utf-8")
 
 
 def _cadre_names(session: Session, ids: set[int]) -> dict[int, str]:

@@ -282,6 +282,14 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         view = await core.run(views.ledger_page, settings, who, filters, core.clock(), read_only=True)
         return page(request, "ledger", who=who, view=view)
 
+    async def ledger_download(request: Request, who) -> Response:
+        """The filtered ledger, every page, as CSV (what is on screen)."""
+        filters = views.LedgerFilters.parse(dict(request.query_params))
+        content = await core.run(views.ledger_csv, settings, who, filters, core.clock(), read_only=True)
+        await core.run(views.note, who, "ledger.download", None, _address(request), core.clock(), filters.query())
+        return Response(content, media_type="text/csv; charset=utf-8", headers={
+            **HEADERS, "Content-Disposition": "attachment; filename*=UTF-8''" + quote("问题台账.csv")})
+
     async def item(request: Request, who, error: str | None = None, done: str | None = None,
                    status: int = 200) -> Response:
         problem_id = int_param(request, "id")
@@ -475,6 +483,7 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         Route("/console/units/{id}", get(unit)),
         Route("/console/cadres/{id}", get(cadre)),
         Route("/console/ledger", get(ledger_list)),
+        Route("/console/ledger.csv", get(ledger_download)),
         Route("/console/ledger/{id}", get(item)),
         Route("/console/ledger/{id}/{action}", post(item_act), methods=["POST"]),
         Route("/console/ratings", get(ratings)),
