@@ -442,6 +442,9 @@ def test_spot_checks_are_drawn_and_their_calls_recorded(browser, app, city, db, 
         row.get_by_role("button", name="记录").click()
         assert "否认走访" in page.locator("#spot-table").inner_text()
         shot(page, "spotchecks")
+        page.goto(f"{app.url}/console/cadres/{wang.id}")
+        assert page.locator("#households-table").inner_text().count("已走访") == len(households)
+        assert page.locator("#visits-table tbody tr").count() == len(households)
     finally:
         context.close()
     head = cadre_id(db, "13800000002")

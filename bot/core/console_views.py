@@ -318,6 +318,7 @@ class CadrePage:
     ratings: list[Rating]
     items: list[Problem]
     households: list = field(default_factory=list)  # progress.HouseholdStatus, unvisited first
+    questions: dict[str, str] = field(default_factory=dict)  # survey question id -> its short label
 
 
 def _may_see_cadre(session: Session, settings: Settings, who: Who, cadre: Cadre) -> bool:
@@ -353,9 +354,11 @@ def cadre_page(session: Session, settings: Settings, who: Who, cadre_id: int, ha
                                                    Problem.responsible_b_id == cadre.id))
                          .order_by(Problem.id.desc()).limit(200)).all()
     from bot.core.progress import households_with_status
+    from bot.core.survey import load_survey
 
+    questions = {q.id: q.label or q.text for q in load_survey(settings.survey_file)}
     return CadrePage(cadre, session.get(Unit, cadre.unit_id), figures, list(visits), list(contacts), list(objects),
-                     list(ratings), list(items), households_with_status(session, cadre.id, half))
+                     list(ratings), list(items), households_with_status(session, cadre.id, half), questions)
 
 
 # -- 台账 ledger ---------------------------------------------------------------------------------
