@@ -110,8 +110,15 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         return who
 
     async def form_of(request: Request, cookie: str | None) -> dict | None:
-        """The posted fields if the CSRF token matches the browser's cookie, else None."""
-        form = await request.form(max_files=1, max_fields=30, max_part_size=MAX_UPLOAD)
+        """The posted fields if the CSRF token matches the browser's cookie, else None (also for a body
+        larger than any form of ours, or one that is not a form)."""
+        declared = request.headers.get("content-length", "")
+        if not declared.isdigit() or int(declared) > MAX_UPLOAD + 64 * 1024:
+            return None
+        try:
+            form = await request.form(max_files=1, max_fields=30, max_part_size=MAX_UPLOAD)
+        except Exception:  # a malformed body: refused like a missing token, nothing done
+            return None
         given = str(form.get("csrf", ""))
         if not cookie or not hmac.compare_digest(given, csrf_for(cookie)):
             return None
