@@ -34,7 +34,7 @@ from bot.core import login
 from bot.core.engine import Engine
 from bot.core.periods import half_of
 from storage.db import make_engine, session_scope
-from storage.models import Cadre, Problem, Role, Unit
+from storage.models import Cadre, Problem, ProblemStatus, Role, Unit
 
 MEDIAN_TARGET, P95_TARGET = 0.300, 0.600
 
@@ -87,7 +87,8 @@ async def run(db, settings: Settings, reps: int) -> bool:
                             .order_by(func.count().desc())).scalars().first()
         head = s.execute(select(Cadre.id).where(Cadre.unit_id == unit_id, Cadre.role == Role.SUPERVISOR)).scalar()
         cadre = s.execute(select(Cadre.id).where(Cadre.unit_id == unit_id, Cadre.role == Role.CADRE)).scalar()
-        item = s.execute(select(Problem.id).where(Problem.unit_id == unit_id)).scalar()
+        item = s.execute(select(Problem.id).where(Problem.unit_id == unit_id, Problem.status != ProblemStatus.NEW)).scalar()
+        fresh = s.execute(select(Problem.id).where(Problem.unit_id == unit_id, Problem.status == ProblemStatus.NEW)).scalar()
     users = {"作风办": log_in(db, settings, office, now), "单位主管": log_in(db, settings, head, now)}
     filters = views.LedgerFilters
     pages = [
@@ -99,6 +100,9 @@ async def run(db, settings: Settings, reps: int) -> bool:
         ("台账 overdue p2", "/console/ledger?state=overdue&page=2",
          lambda s, w: views.ledger_page(s, settings, w, filters(state="overdue", page=2), now)),
         ("台账 one item", f"/console/ledger/{item}", lambda s, w: views.item_page(s, settings, w, item, now)),
+        ("台账 交办 step 1", f"/console/ledger/{fresh}", lambda s, w: views.item_page(s, settings, w, fresh, now)),
+        ("台账 交办 step 2", f"/console/ledger/{fresh}?unit={unit_id}",
+         lambda s, w: views.item_page(s, settings, w, fresh, now, unit_id)),
         ("评价 ratings", "/console/ratings", lambda s, w: views.ratings_page(s, settings, w, half)),
         ("评价 差评", "/console/ratings?bad=1", lambda s, w: views.ratings_page(s, settings, w, half, bad_only=True)),
         ("报表 reports", "/console/reports",

@@ -254,6 +254,8 @@ def test_an_assignment_made_in_the_console_reaches_a_and_b_in_chat(browser, sett
             assert "东门社区人民路路灯不亮已一周" in page.locator("#ledger-table").inner_text()
             page.get_by_role("link", name=f"#{problem_id}").click()
             page.select_option("#assign-unit", label="市住建局")
+            page.get_by_role("button", name="下一步：选择A岗、B岗").click()
+            assert page.locator("#assign-a option").all_inner_texts() == ["请选择", "王立新", "陈静"]  # that unit's
             page.select_option("#assign-a", label="王立新")
             page.select_option("#assign-b", label="陈静")
             expected = ledger.default_deadline(served.settings, "visit", ledger.local_today(served.settings, clock()))

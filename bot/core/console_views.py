@@ -516,7 +516,8 @@ class ItemPage:
     history: list
     actions: list[str]
     units: list[tuple[int, str]]
-    cadres: dict[int, list[tuple[int, str]]]  # unit id -> its active cadres, for 交办's A and B
+    chosen_unit: tuple[int, str] | None  # 交办's unit, once picked (then its cadres for A and B)
+    cadres: list[tuple[int, str]]
     default_deadline: date
     deadline_days: int
     raiser_phone: str
@@ -531,7 +532,8 @@ def _load_item(session: Session, settings: Settings, who: Who, problem_id: int) 
     return problem
 
 
-def item_page(session: Session, settings: Settings, who: Who, problem_id: int, now: datetime) -> ItemPage:
+def item_page(session: Session, settings: Settings, who: Who, problem_id: int, now: datetime,
+              unit_id: int | None = None) -> ItemPage:
     """One ledger item: its full text, who has it, its history and what this user may do with it."""
     p = _load_item(session, settings, who, problem_id)
     me = _cadre(session, who)
@@ -543,18 +545,18 @@ def item_page(session: Session, settings: Settings, who: Who, problem_id: int, n
     if scope is not None:
         units_q = units_q.where(Unit.id.in_(list(scope)))
     units = list(session.exec(units_q.order_by(Unit.name)).all()) if ledger.ASSIGN in actions else []
-    cadres: dict[int, list[tuple[int, str]]] = {}
-    if units:
-        for cid, name, uid in session.exec(select(Cadre.id, Cadre.name, Cadre.unit_id).where(
-                Cadre.active == True, Cadre.unit_id.in_([u for u, _ in units])).order_by(Cadre.name)).all():  # noqa: E712
-            cadres.setdefault(uid, []).append((cid, name))
+    # 交办 in two steps without script: the unit first, then A and B among that unit's cadres only
+    # (the city's 2,000 cadres in one list would be a 170 KB page and no help).
+    chosen = next(((u, n) for u, n in units if u == unit_id), None)
+    cadres = list(session.exec(select(Cadre.id, Cadre.name).where(Cadre.active == True, Cadre.unit_id == chosen[0])  # noqa: E712
+                               .order_by(Cadre.name)).all()) if chosen else []
     names = _cadre_names(session, {i for i in (p.responsible_a_id, p.responsible_b_id) if i})
     unit = session.get(Unit, p.responsible_unit_id or p.unit_id) if (p.responsible_unit_id or p.unit_id) else None
     phone = ""
     if p.raiser_phone:
         phone = p.raiser_phone if roles & {ledger.RESPONSIBLE, ledger.SUPERVISOR} else mask(p.raiser_phone)
     return ItemPage(p, unit.name if unit else "—", names.get(p.responsible_a_id, ""), names.get(p.responsible_b_id, ""),
-                    ledger.is_overdue(p, today), ledger.history(session, p.id), actions, units, cadres,
+                    ledger.is_overdue(p, today), ledger.history(session, p.id), actions, units, chosen, cadres,
                     ledger.default_deadline(settings, p.source, today), settings.ledger_deadline_days.get(p.source, 10),
                     phone, ledger.slip_number(p) if p.assigned_at else "")
 

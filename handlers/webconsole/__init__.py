@@ -302,7 +302,8 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         problem_id = int_param(request, "id")
         if problem_id is None:
             raise views.NotFound(f"problem:{request.path_params['id']}")
-        view = await core.run(views.item_page, settings, who, problem_id, core.clock(), read_only=True)
+        view = await core.run(views.item_page, settings, who, problem_id, core.clock(), int_param(request, "unit"),
+                              read_only=True)
         return page(request, "item", status, who=who, view=view, error=error, done=done)
 
     async def item_act(request: Request, who, form) -> Response:
