@@ -337,8 +337,19 @@ def test_a_form_downloaded_from_the_console_opens_with_the_seed_columns(browser,
         assert all(column in cells for column in forms.columns(1))
     finally:
         context.close()
-    [row] = audit_rows(db, "form.download")
-    assert row.target == f"form:1:{unit_id(db, '市住建局')}"
+    context, page = new_page(browser)
+    try:
+        log_in(page, app, city[OFFICE_HEAD], then="/console/reports")
+        page.select_option("select[name=half]", label="2026年上半年")
+        page.get_by_role("button", name="切换").click()
+        with page.expect_download() as info:
+            page.locator("#forms-table tr", has_text="全部单位").get_by_role("link").nth(4).click()
+        assert info.value.suggested_filename == "附件5_" + forms.title(5) + "_2026H1.xlsx"
+    finally:
+        context.close()
+    rows = audit_rows(db, "form.download")
+    assert [(r.target, r.detail) for r in rows] == [(f"form:1:{unit_id(db, '市住建局')}", "2026H2"),
+                                                    ("form:5:all", "2026H1")]
 
 
 def test_phones_are_masked_and_revealed_only_to_who_calls_back(browser, app, city, db, clock):

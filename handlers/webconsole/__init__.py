@@ -124,6 +124,15 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
             return None
         return form
 
+    def recent_halves(count: int = 4) -> list[str]:
+        """This half-year and the ones before it, newest first: "2026H2", "2026H1", "2025H2", ..."""
+        year, part = (int(x) for x in half_of(core.clock(), settings.tz).split("H"))
+        out = []
+        for _ in range(count):
+            out.append(f"{year}H{part}")
+            year, part = (year, 1) if part == 2 else (year - 1, 2)
+        return out
+
     def half_from(request: Request) -> str:
         return parse_half(request.query_params.get("half", "")) or half_of(core.clock(), settings.tz)
 
@@ -349,7 +358,7 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         level = request.query_params.get("level", "units")
         ranking = await core.run(views.ranking_view, settings, who, metric, level, half, core.clock(), read_only=True)
         units = await core.run(views.units_in_scope, settings, who, read_only=True)
-        return page(request, "reports", who=who, half=half, ranking=ranking, units=units)
+        return page(request, "reports", who=who, half=half, ranking=ranking, units=units, halves=recent_halves())
 
     async def form_download(request: Request, who) -> Response:
         """附件N for a half-year and a unit: the same workbook as the chat's export."""
