@@ -23,6 +23,7 @@ from bot.config import Settings
 from bot.core.engine import Engine
 from handlers.telegram import TelegramChannel, TelegramTransport
 from handlers.web import rating_routes
+from handlers.webconsole import console_routes
 from handlers.wechat import WeChatApi, WeChatChannel, WeChatTransport
 from handlers.wecom import WeComApi, WeComChannel, WeComTransport
 from handlers.wecom.transport import ReplyPump
@@ -83,7 +84,7 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
             return JSONResponse(answer)  # a Bot API call, carried out by Telegram (see process)
         return PlainTextResponse("ok")
 
-    routes = [Route("/healthz", health), *rating_routes(core)]
+    routes = [Route("/healthz", health), *rating_routes(core), *console_routes(core, settings)]
     if telegram is not None and webhook:
         routes.append(Route(webhook_path(settings), telegram_webhook, methods=["POST"]))
     if wechat is not None:

@@ -163,6 +163,13 @@ class Settings(BaseSettings):
     retain_sent_outbox_days: int = Field(default=30, ge=1)  # sent outbox rows and their attachments (charts)
     retain_dead_outbox_days: int = Field(default=180, ge=1)  # outbox rows given up (dead, unreachable)
 
+    # The 作风办 web console (/console): password-less login through the bound chat account
+    console_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)  # a session idle this long is ended
+    console_login_minutes: int = Field(default=5, ge=1, le=30)  # a login link or page code is valid this long
+    console_wrong_code_limit: int = Field(default=5, ge=1)  # wrong codes per account, and per address, ...
+    console_wrong_code_minutes: int = Field(default=15, ge=1)  # ... within this many minutes
+    console_page_size: int = Field(default=50, ge=10, le=500)  # rows per page of the console's tables
+
     @field_validator("telegram_bot_token", "telegram_webhook_secret", "evaluation_secret", mode="before")
     @classmethod
     def _empty_is_none(cls, value):

@@ -598,3 +598,51 @@ WECOM_SYNC_DIRECTORY_ONLY = "通讯录中有、名册中没有的成员："
 WECOM_SYNC_NO_MOBILE = "通讯录未提供手机号的成员（无法自动匹配，请发绑定码：python -m bot bind-code 手机号）："
 WECOM_QUOTA_WAIT = "企业微信应用今日发送额度（WECOM_DAILY_QUOTA={quota}）已用完，明日继续发送"
 WECOM_NOT_A_MEMBER = "该成员不在应用可见范围内或已离职"
+
+# ---------------------------------------------------------------------------------------------
+# The 作风办 web console (控制台): login from chat, and the pages' words
+HELP_LOGIN = "/login — 登录电脑端控制台（发送“登录 123456”确认登录页上的验证码）"
+LOGIN_LINK = ("🔐 控制台登录链接（{minutes} 分钟内有效，只能使用一次，请勿转发）：\n{url}\n"
+              "在电脑上登录时，也可以打开 {page}，把页面上的 6 位数字发给我：登录 123456")
+LOGIN_CODE_OK = "✅ 已确认，{name}。请回到电脑上的登录页，点击“我已发送，进入控制台”。"
+LOGIN_CODE_WRONG = "验证码不对或已过期（{minutes} 分钟内有效）。请刷新登录页获取新的验证码再发送。"
+LOGIN_TOO_MANY = "错误次数过多，请 {minutes} 分钟后再试。"
+CONSOLE_TITLE = "干部作风建设控制台"
+CONSOLE_NAV = {"overview": "总览", "units": "单位", "ledger": "台账", "ratings": "评价", "reports": "报表",
+               "admin": "管理", "audit": "审计", "sessions": "我的登录", "spotchecks": "抽查"}
+CONSOLE_LOGIN_INTRO = "本系统不设密码：用已绑定的聊天账号确认身份。"
+CONSOLE_LOGIN_WAYS = ("方法一：在 Telegram 或微信中向机器人发送 /login（登录），打开它回复的链接。",
+                      "方法二：点击下方按钮获取 6 位验证码，把“登录 验证码”发给机器人，再回到本页点击进入。")
+CONSOLE_GET_CODE = "获取验证码"
+CONSOLE_CODE_SHOWN = "请在 {minutes} 分钟内向机器人发送：登录 {code}"
+CONSOLE_CODE_ENTER = "我已发送，进入控制台"
+CONSOLE_CODE_WAITING = "还没有收到确认：请先把“登录 {code}”发给机器人。"
+CONSOLE_CODE_EXPIRED = "验证码已过期或已使用，请重新获取。"
+CONSOLE_LINK_CONFIRM = "点击下方按钮登录控制台。"
+CONSOLE_LINK_BUTTON = "登录"
+CONSOLE_LINK_INVALID = "登录链接无效、已过期或已使用（有效期 {minutes} 分钟，只能使用一次）。请在聊天中重新发送 /login。"
+CONSOLE_TOO_MANY = "尝试次数过多，请 {minutes} 分钟后再试。"
+CONSOLE_LOGGED_OUT = "已退出登录。"
+CONSOLE_EXPIRED = "登录已过期或已退出，请重新登录。"
+CONSOLE_NOT_FOUND = "页面不存在，或不在您的查看范围内。"
+CONSOLE_CSRF = "表单已过期或来源不明，未做任何更改。请返回页面刷新后重试。"
+CONSOLE_FORBIDDEN = "您没有使用这个页面的权限。"
+CONSOLE_DONE = "已完成：{what}"
+CONSOLE_ROLE_NAMES = {"cadre": "干部", "supervisor": "主管", "admin": "管理员"}
+CONSOLE_BEHIND_LEGEND = {"visits": "入户走访未完成", "objects": "服务对象不足 {minimum} 名", "ok": "已完成"}
+CONSOLE_BUCKETS = {"new": "待交办", "open": "办理中", "overdue": "已逾期", "closed": "待回访"}
+CONSOLE_SOURCES = {"visit": "入户走访", "contact": "日常走访", "service_object": "服务对象", "rating": "群众评价",
+                   "complaint": "群众反映", "hotline": "热线"}
+CONSOLE_ROSTER_ERRORS = "名册有 {count} 处错误，未导入任何数据。请改正后重新上传："
+CONSOLE_ROSTER_DONE = "名册已导入。"
+CONSOLE_ROSTER_BAD_FILE = "请上传 .xlsx 格式的名册文件（可从“管理”页下载模板）。"
+CONSOLE_REVEAL_REFUSED = "只有负责回访的人员可以查看完整号码。"
+CONSOLE_BINDCODE_ISSUED = "{name}（{unit}）的绑定码：{code}，{expires} 前有效，只能使用一次。"
+CONSOLE_REVOKED = "已作废 {name} 的评价卡，请重新印制。"
+CONSOLE_TOTAL = "合计"
+CONSOLE_MISSING_LEDGER = "台账未办结 {count} 项"
+CONSOLE_MISSING_OBJECTS = "{count} 名干部服务对象不足 {minimum} 名"
+CONSOLE_MISSING_VISITS = "还有 {count} 户未走访（{cadres} 名干部未完成）"
+CONSOLE_NOT_FOUND_TITLE = "未找到"
+CONSOLE_ERROR_TITLE = "未能完成"
+CONSOLE_TOO_MANY_TITLE = "尝试过于频繁"

@@ -174,7 +174,9 @@ class ProcessedInbound(SQLModel, table=True):
 class Visit(SQLModel, table=True):
     """集中入户走访: one visit with its 四个一 (card, survey, difficulty, leaflet)."""
 
-    __table_args__ = (Index("ix_visit_cadre_half", "cadre_id", "half"),)
+    __table_args__ = (Index("ix_visit_cadre_half", "cadre_id", "half"),
+                      # The console's households-visited count looks visits up by household (covering).
+                      Index("ix_visit_household_cadre_half", "household_id", "cadre_id", "half"))
 
     id: Optional[int] = Field(default=None, primary_key=True)
     cadre_id: int = Field(foreign_key="cadre.id")
@@ -428,7 +430,9 @@ class Rating(SQLModel, table=True):
 
     __table_args__ = (UniqueConstraint("code_id", "rater_key", "rated_on", name="uq_rating_rater_day"),
                       Index("ix_rating_unit_time", "unit_id", "rated_at"),
-                      Index("ix_rating_code_address_time", "code_id", "address_key", "rated_at"))
+                      Index("ix_rating_code_address_time", "code_id", "address_key", "rated_at"),
+                      # The console's per-unit counts of a half-year read only this index (covering).
+                      Index("ix_rating_unit_time_level", "unit_id", "rated_at", "level", "misuse"))
 
     id: Optional[int] = Field(default=None, primary_key=True)
     code_id: int = Field(foreign_key="evaluation_code.id")
@@ -527,6 +531,8 @@ class AuditLog(SQLModel, table=True):
     application updates or deletes them (PIPL: staff access to personal information is logged)."""
 
     __tablename__ = "audit_log"
+    # The console's login limits count recent refusals per actor and per address (bot/core/login.py).
+    __table_args__ = (Index("ix_audit_log_actor_at", "actor", "at"), Index("ix_audit_log_address_at", "address", "at"))
 
     id: Optional[int] = Field(default=None, primary_key=True)
     at: datetime = Field(index=True)
@@ -606,3 +612,49 @@ class WeComMember(SQLModel, table=True):
     departments: str = Field(default="", max_length=300)  # department names, "、"-joined
     cadre_id: Optional[int] = Field(default=None, foreign_key="cadre.id", index=True)
     synced_at: datetime
+
+
+# ---------------------------------------------------------------------------------------------
+# The 作风办 web console (控制台): password-less login and its sessions
+
+
+class LoginCode(SQLModel, table=True):
+    """A one-time login credential for the console; only its hash is kept.
+
+    ``kind`` "link": made by /login in chat for the bound cadre (``cadre_id`` set at once), redeemed by
+    opening the link in a browser. ``kind`` "code": the 6-digit code a login page shows; the cadre is
+    known once a bound chat account sends it to the bot (``confirmed_at``), and only the browser that
+    asked for it (``browser_hash``, a hash of its cookie) turns it into a session. Both expire after
+    5 minutes and are spent once (``used_at``).
+    """
+
+    __tablename__ = "login_code"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=10)
+    secret_hash: str = Field(max_length=64, index=True)
+    cadre_id: Optional[int] = Field(default=None, foreign_key="cadre.id")
+    browser_hash: Optional[str] = Field(default=None, max_length=64)
+    confirmed_by: Optional[str] = Field(default=None, max_length=130)  # the chat account that sent the code
+    confirmed_at: Optional[datetime] = None
+    created_at: datetime
+    expires_at: datetime
+    used_at: Optional[datetime] = None
+    address: Optional[str] = Field(default=None, max_length=64)
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A logged-in browser: the cookie holds a random token, this row its hash. Ended by logout, by the
+    user from the sessions page, or by idling longer than CONSOLE_IDLE_MINUTES."""
+
+    __tablename__ = "console_session"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    cadre_id: int = Field(foreign_key="cadre.id", index=True)
+    created_at: datetime
+    last_seen_at: datetime
+    ended_at: Optional[datetime] = None
+    address: Optional[str] = Field(default=None, max_length=64)
+    user_agent: Optional[str] = Field(default=None, max_length=200)
+    how: str = Field(max_length=10)  # "link" or "code"

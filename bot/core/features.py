@@ -13,7 +13,7 @@ from bot import texts
 from bot.core import commands
 from bot.core.feature import CONTROL, RANK, Feature, rank
 from bot.core.flows import contact, ledger, rating, service_object, spotcheck, visit
-from bot.core import appeals, evaluation, evidence_views, rating_views, service_qr
+from bot.core import appeals, evaluation, evidence_views, login, rating_views, service_qr
 from bot.reports import commands as reports
 
 FEATURES: tuple[Feature, ...] = (
@@ -41,6 +41,7 @@ FEATURES: tuple[Feature, ...] = (
     spotcheck.FEATURE,
     evidence_views.FLAGS,
     commands.BINDCODE,
+    login.LOGIN,
     rating.FEATURE,
     commands.CANCEL,
     commands.RESUME,

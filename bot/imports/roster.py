@@ -892,21 +892,32 @@ def import_roster(engine: Engine, path: str | Path, *, minimum: int = 10, progre
     having written nothing, when it would deactivate more than ``max_deactivate_share`` of a sheet's
     active rows (None: any share, the operator confirmed)."""
     data = read_roster(path)
-    report = ImportReport(source=str(path))
     with session_scope(engine) as session:
-        existing = _Existing.load(session)
-        active_before = _active_counts(existing)
-        with _bar(data.row_count, "校验名册", progress) as bar:
-            plan = _Checker(data, existing, minimum, bar, supervision_units).run()
-        if plan.errors:
-            raise RosterError(plan.errors)
-        plan.windows_listed = data.windows_listed
-        with _bar(plan.row_count, "写入数据库", progress) as bar:
-            _write(session, plan, existing, report, bar)
-        if max_deactivate_share is not None:
-            over = [(sheet, counts.deactivated, active_before[sheet]) for sheet, counts in report.by_sheet.items()
-                    if counts.deactivated and counts.deactivated > max_deactivate_share * active_before[sheet]]
-            if over:
-                raise RosterDeactivationRefused(over, max_deactivate_share)  # rolls the writes back
+        return import_into(session, data, str(path), minimum=minimum, progress=progress,
+                           max_deactivate_share=max_deactivate_share, supervision_units=supervision_units)
+
+
+def import_into(session: Session, data: RosterData, source: str, *, minimum: int = 10, progress: bool = False,
+                max_deactivate_share: float | None = 0.5,
+                supervision_units: tuple[str, ...] = SUPERVISION_UNITS) -> ImportReport:
+    """Checks and imports roster data in the caller's transaction (the console's upload runs it in the
+    core's session); ``RosterError`` with every problem, having written nothing, when there is any;
+    ``RosterDeactivationRefused`` when it would deactivate more than ``max_deactivate_share`` of a
+    sheet's active rows (the caller's transaction must then roll back)."""
+    report = ImportReport(source=source)
+    existing = _Existing.load(session)
+    active_before = _active_counts(existing)
+    with _bar(data.row_count, "校验名册", progress) as bar:
+        plan = _Checker(data, existing, minimum, bar, supervision_units).run()
+    if plan.errors:
+        raise RosterError(plan.errors)
+    plan.windows_listed = data.windows_listed
+    with _bar(plan.row_count, "写入数据库", progress) as bar:
+        _write(session, plan, existing, report, bar)
+    if max_deactivate_share is not None:
+        over = [(sheet, counts.deactivated, active_before[sheet]) for sheet, counts in report.by_sheet.items()
+                if counts.deactivated and counts.deactivated > max_deactivate_share * active_before[sheet]]
+        if over:
+            raise RosterDeactivationRefused(over, max_deactivate_share)  # rolls the writes back
     report.warnings = plan.warnings
     return report
