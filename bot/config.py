@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     spot_check_share: float = Field(default=0.1, gt=0, le=1)  # share of each cadre's visits drawn for a call
     report_contact_phone: str = "3222889"  # the work-style office's number in the forms' notes
 
+    # Production runtime: several processes, a reverse proxy, logs and health
+    redis_url: str | None = None  # limits shared by all processes; else PostgreSQL's, else this process's
+    forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For / -Proto are believed; empty: none
+    log_format: Literal["text", "json"] = "text"
+    channel_retry_max_seconds: float = Field(default=60.0, ge=1)  # a channel that cannot reach its API retries this often at most
+
     @field_validator("telegram_bot_token", "telegram_webhook_secret", "evaluation_secret", mode="before")
     @classmethod
     def _empty_is_none(cls, value):
@@ -145,7 +151,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("telegram_webhook_url", "telegram_bot_username", "survey_file", "public_base_url",
-                     "card_font", "holiday_file", mode="before")
+                     "card_font", "holiday_file", "redis_url", mode="before")
     @classmethod
     def _empty_str_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value
@@ -223,7 +229,26 @@ class Settings(BaseSettings):
         if self.public_base_url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.public_base_url):
             raise SettingsError(f"PUBLIC_BASE_URL={self.public_base_url!r} 不是网址，例如 https://pingjia.example.gov.cn")
         self._check_wechat()
+        self._check_runtime()
         return self
+
+    def _check_runtime(self) -> None:
+        """REDIS_URL and FORWARDED_ALLOW_IPS are well formed."""
+        if self.redis_url and not re.fullmatch(r"rediss?://\S+|unix://\S+", self.redis_url):
+            raise SettingsError(f"REDIS_URL={self.redis_url!r} 不是 Redis 地址，例如 redis://127.0.0.1:6379/0；"
+                                "不用 Redis 时删去这一行（PostgreSQL 上由数据库共享限流）。")
+        import ipaddress
+
+        for item in self.forwarded_allow_ips.split(","):
+            item = item.strip()
+            if not item or item == "*":
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"FORWARDED_ALLOW_IPS 中的 {item!r} 不是 IP 地址或网段：请写反向代理的地址，"
+                    "例如 127.0.0.1 或 10.0.0.0/8，多个用逗号分隔；不经代理时留空。") from None
 
     def _check_wechat(self) -> None:
         """The WeChat settings hang together: all three credentials, none a placeholder, each well formed."""

@@ -14,7 +14,9 @@ and the update is not lost (the core drops the redelivery if the first attempt d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 
 from telegram import (
     Bot,
@@ -29,13 +31,14 @@ from telegram import (
 from telegram.constants import ChatType
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
+from telegram.request import HTTPXRequest
 
 from bot import texts
 from bot.config import Settings
 from bot.core.engine import Engine
 from bot.core.types import Inbound, Location, Outcome, Reply, SharedContact
 from scheduler.outbox import Claimed
-from scheduler.sender import SENT, Delivery, RateLimiter
+from scheduler.sender import SENT, Delivery
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,31 @@ BOT_COMMANDS = [
     BotCommand("cancel", "取消当前操作"),
     BotCommand("help", "帮助"),
 ]
+
+
+def _short(exc: BaseException | None) -> str:
+    """An error in one line for the operator's log: its kind and message, no traceback."""
+    if exc is None:
+        return ""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:200]
+
+
+class _WatchedRequest(HTTPXRequest):
+    """PTB's HTTP client for getUpdates, telling the channel whether each poll got an answer."""
+
+    def __init__(self, on_result, **kwargs):
+        super().__init__(**kwargs)
+        self._on_result = on_result
+
+    async def do_request(self, *args, **kwargs):
+        try:
+            code, payload = await super().do_request(*args, **kwargs)
+        except Exception:
+            self._on_result(False)
+            raise
+        self._on_result(200 <= code < 300)
+        return code, payload
 
 
 def to_inbound(update: Update) -> Inbound | None:
@@ -136,18 +164,60 @@ class TelegramChannel:
         )
         if webhook:
             builder = builder.updater(None)
+        else:
+            builder = builder.get_updates_request(_WatchedRequest(self._on_poll_result, connection_pool_size=1))
         self.application = builder.build()
         self.application.add_handler(TypeHandler(Update, self._on_update))
+        self.state, self.detail = "down", "未启动"
+        self._starting: asyncio.Task | None = None
+        self._poll_failures = 0
+        self._poll_wait = 0.0
+        from scheduler.budget import bot_limiter
+
+        self.limiter = bot_limiter(settings, channel=CHANNEL, engine=core.db)
 
     async def start(self) -> None:
+        """Starts connecting in the background and returns at once: the HTTP server (rating page,
+        webhooks) serves whatever the Bot API does. Until connected the channel is ``down``."""
+        self._set_state("down", "正在连接 Telegram")
+        self._starting = asyncio.get_running_loop().create_task(self._start_until_connected(),
+                                                                name="telegram-start")
+
+    async def _start_until_connected(self) -> None:
+        """Tries to start until it succeeds: one log line per failed try, waits of 1, 2, 4 … up to
+        CHANNEL_RETRY_MAX_SECONDS (tenacity). A token the server rejects is not retried."""
+        from telegram.error import InvalidToken
+        from tenacity import AsyncRetrying, retry_if_not_exception_type, wait_exponential
+
+        def before_sleep(state) -> None:
+            error = _short(state.outcome.exception())
+            wait = state.next_action.sleep if state.next_action else 0
+            self._set_state("down", f"无法连接：{error}")
+            log.warning("Telegram 渠道启动失败（第 %d 次）：%s；%.0f 秒后重试", state.attempt_number, error, wait,
+                        extra={"channel": CHANNEL, "retry_in": wait})
+
+        try:
+            async for attempt in AsyncRetrying(
+                    wait=wait_exponential(multiplier=1, min=1, max=self.settings.channel_retry_max_seconds),
+                    retry=retry_if_not_exception_type((InvalidToken, asyncio.CancelledError)),
+                    before_sleep=before_sleep, reraise=True):
+                with attempt:
+                    await self._start_once()
+        except InvalidToken:
+            self._set_state("down", "TELEGRAM_BOT_TOKEN 被 Telegram 拒绝")
+            log.error("TELEGRAM_BOT_TOKEN 被 Telegram 拒绝：请用 @BotFather 给出的令牌，改后重启。Telegram 渠道未启用，"
+                      "评价页照常服务。", extra={"channel": CHANNEL})
+
+    async def _start_once(self) -> None:
         """Starts PTB and either registers the webhook or begins long polling."""
         application = self.application
         await application.initialize()
-        await application.start()
+        if not application.running:
+            await application.start()
         try:
             await application.bot.set_my_commands(BOT_COMMANDS)
-        except Exception:  # a menu is a convenience; the bot works without it
-            log.warning("setMyCommands failed", exc_info=True)
+        except Exception as exc:  # a menu is a convenience; the bot works without it
+            log.warning("Telegram 菜单（setMyCommands）设置失败：%s", _short(exc))
         settings = self.settings
         if settings.telegram_webhook_url:
             await application.bot.set_webhook(
@@ -155,24 +225,74 @@ class TelegramChannel:
                 allowed_updates=ALLOWED_UPDATES)
         else:
             await application.bot.delete_webhook()
-            await application.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
-        log.info("Telegram channel started (%s)", "webhook" if settings.telegram_webhook_url else "long polling")
+            await application.updater.start_polling(allowed_updates=ALLOWED_UPDATES,
+                                                    error_callback=self._on_poll_error)
+        self._set_state("ok", "webhook" if settings.telegram_webhook_url else "polling")
+        log.info("Telegram 渠道已启动（%s）", "webhook" if settings.telegram_webhook_url else "长轮询",
+                 extra={"channel": CHANNEL})
+
+    def _on_poll_error(self, exc) -> None:
+        """One line per failed poll; PTB's own loop retries after 1 s, then 1.5 times longer each
+        time, up to 30 s. ``degraded`` at first, ``down`` from the third failure in a row."""
+        self._poll_failures += 1
+        self._poll_wait = 1.0 if self._poll_failures == 1 else min(30.0, self._poll_wait * 1.5)
+        error = _short(exc)
+        self._set_state("degraded" if self._poll_failures < 3 else "down", f"拉取消息失败：{error}")
+        log.warning("Telegram 拉取消息失败（连续第 %d 次）：%s；约 %.0f 秒后重试", self._poll_failures, error,
+                    self._poll_wait, extra={"channel": CHANNEL, "retry_in": self._poll_wait})
+
+    def _on_poll_result(self, ok: bool) -> None:
+        """Every getUpdates answer: a success after failures brings the channel back to ``ok``."""
+        if ok and self._poll_failures:
+            log.info("Telegram 连接已恢复（此前连续失败 %d 次）", self._poll_failures, extra={"channel": CHANNEL})
+            self._poll_failures = 0
+            self._set_state("ok", "polling")
+
+    def _set_state(self, state: str, detail: str) -> None:
+        from bot import metrics
+
+        self.state, self.detail = state, detail
+        metrics.set_channel_state(CHANNEL, state)
+
+    def health(self) -> dict:
+        """``{"state": ok | degraded | down, "detail": ...}`` for /readyz."""
+        return {"state": self.state, "detail": self.detail}
+
+    async def wait_for_reply_slot(self, chat_id) -> None:
+        """Waits until a direct reply to ``chat_id`` may go within the bot's limits, shared with
+        the outbox senders of every process (replies go before bulk sends): call it before each
+        Bot API call that puts or edits a message in a chat."""
+        await self.limiter.acquire(str(chat_id), reply=True)
 
     async def stop(self) -> None:
+        starting = self._starting
+        if starting is not None and not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
         application = self.application
-        if application.updater is not None and application.updater.running:
-            await application.updater.stop()
-        await application.stop()
-        await application.shutdown()
+        with contextlib.suppress(Exception):  # never connected, or the API went away: nothing to hand back
+            if application.updater is not None and application.updater.running:
+                await application.updater.stop()
+            if application.running:
+                await application.stop()
+        with contextlib.suppress(Exception):
+            await application.shutdown()
 
     async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Handles an update fetched by long polling."""
+        from bot import metrics
+
+        started = time.perf_counter()
         try:
             await self.process(update)
         except Exception:
+            metrics.observe_event(CHANNEL, "error", time.perf_counter() - started)
             log.exception("update %s failed", update.update_id)
             if update.effective_chat and update.effective_chat.type == ChatType.PRIVATE:
                 await context.bot.send_message(update.effective_chat.id, ERROR_TEXT)
+        else:
+            metrics.observe_event(CHANNEL, "ok", time.perf_counter() - started)
 
     async def process(self, update: Update, *, webhook_answer: bool = False) -> dict | None:
         """Passes one update to the core and delivers what it answers; raises if the core fails.
@@ -240,14 +360,18 @@ class TelegramTransport:
 
     channel = CHANNEL
 
-    def __init__(self, bot: Bot, settings: Settings):
+    def __init__(self, bot: Bot, settings: Settings, limiter=None, *, engine=None):
+        """``limiter``: the channel's (``TelegramChannel.limiter``), so replies and sends share one
+        budget; else this deployment's (``scheduler.budget.bot_limiter``)."""
+        from scheduler.budget import bot_limiter
+
         self.bot = bot
-        self.limiter = RateLimiter(settings.telegram_rate_global, settings.telegram_rate_per_chat,
-                                   settings.telegram_rate_per_group_minute)
+        self.limiter = limiter if limiter is not None else bot_limiter(settings, channel=CHANNEL, engine=engine)
 
     async def deliver(self, message: Claimed) -> Delivery:
         chat_id = int(message.recipient)
         try:
+            await self.bot.initialize()  # at once when done; a Bot API still unreachable is a retry below
             images = [a for a in message.attachments if a.content_type.startswith("image/")]
             files = [a for a in message.attachments if not a.content_type.startswith("image/")]
             if images and not files and len(images) == 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import inspect
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ from typing import Awaitable, Callable, Protocol
 
 from sqlalchemy.engine import Engine as DbEngine
 
+from bot import metrics
 from bot.config import Settings
 from bot.core.engine import system_clock
 from scheduler import outbox
@@ -74,7 +76,9 @@ class RateLimiter:
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, self.clock() + seconds)
 
-    async def acquire(self, chat: str) -> float:
+    async def acquire(self, chat: str, *, reply: bool = False) -> float:
+        """Waits for a send to ``chat``; ``reply`` (a direct reply) takes the same queue here, in one
+        process (scheduler.budget's shared limiter puts replies first)."""
         while True:
             now = self.clock()
             cut = bisect.bisect_right(self.sent, now - self.window)
@@ -146,6 +150,12 @@ class OutboxSender:
                                     limit=self.settings.outbox_batch,
                                     kinds=outbox.IMMEDIATE_KINDS if quiet else None)
 
+    def _take_off(self, message: Claimed) -> bool:
+        """Marks the row in flight just before its send (see scheduler.outbox.take_off)."""
+        with session_scope(self.db) as session:
+            return outbox.take_off(session, message.id, self.worker, self.clock(),
+                                   lease=timedelta(seconds=self.settings.outbox_lease_seconds))
+
     def _record(self, message: Claimed, result: Delivery) -> str:
         now: datetime = self.clock()
         with session_scope(self.db) as session:
@@ -195,6 +205,9 @@ class OutboxSender:
                         result = Delivery("wait", retry_after=held.retry_after, error="behind an earlier message")
                     else:
                         ticket = await transport.limiter.acquire(message.recipient)
+                        if not await asyncio.to_thread(self._take_off, message):
+                            transport.limiter.done(message.recipient, ticket)
+                            continue  # the claim lapsed and another sender has the row now
                         try:
                             result = await transport.deliver(message)
                         except Exception as exc:  # a transport bug must not lose the row: retry it later
@@ -202,8 +215,11 @@ class OutboxSender:
                             result = Delivery("retry", error=f"{type(exc).__name__}: {exc}")
                         finally:
                             transport.limiter.done(message.recipient, ticket)
+                        metrics.observe_send(message.channel, result.status, result.error)
                         if result.retry_after and result.status == "retry":
-                            transport.limiter.pause(result.retry_after)
+                            paused = transport.limiter.pause(result.retry_after)
+                            if inspect.isawaitable(paused):  # the shared limiter tells the other processes
+                                await paused
                         blocked = result.status == "unreachable"
                         held = result if result.status in ("retry", "wait") else None
                     state = await asyncio.to_thread(self._record, message, result)
