@@ -130,6 +130,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None  # limits shared by all processes; else PostgreSQL's, else this process's
     forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For / -Proto are believed; empty: none
     log_format: Literal["text", "json"] = "text"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # `worker`: serve /metrics on this port (HTTP_HOST)
     channel_retry_max_seconds: float = Field(default=60.0, ge=1)  # a channel that cannot reach its API retries this often at most
 
     @field_validator("telegram_bot_token", "telegram_webhook_secret", "evaluation_secret", mode="before")
@@ -151,7 +152,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("telegram_webhook_url", "telegram_bot_username", "survey_file", "public_base_url",
-                     "card_font", "holiday_file", "redis_url", mode="before")
+                     "card_font", "holiday_file", "redis_url", "metrics_port", mode="before")
     @classmethod
     def _empty_str_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value

@@ -47,6 +47,7 @@ ALLOWED_UPDATES = ["message", "callback_query"]
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
 ERROR_TEXT = "系统繁忙，请稍后再试。"
+FIRST_TRY_SECONDS = 15  # the first connection attempt holds the server's start this long at most
 
 BOT_COMMANDS = [
     BotCommand("visit", "开始入户走访（四个一）"),
@@ -177,36 +178,53 @@ class TelegramChannel:
         self.limiter = bot_limiter(settings, channel=CHANNEL, engine=core.db)
 
     async def start(self) -> None:
-        """Starts connecting in the background and returns at once: the HTTP server (rating page,
-        webhooks) serves whatever the Bot API does. Until connected the channel is ``down``."""
+        """Connects once; if the Bot API cannot be reached, keeps trying in the background and
+        returns, so the HTTP server (rating page, webhooks) serves whatever the messenger does.
+        Until connected the channel is ``down`` (see ``health``)."""
+        from telegram.error import InvalidToken
+
         self._set_state("down", "正在连接 Telegram")
+        try:
+            await asyncio.wait_for(self._start_once(), FIRST_TRY_SECONDS)
+            return
+        except InvalidToken:
+            self._token_rejected()
+            return
+        except (Exception, asyncio.TimeoutError) as exc:
+            self._start_failed(1, exc, 1.0)
         self._starting = asyncio.get_running_loop().create_task(self._start_until_connected(),
                                                                 name="telegram-start")
 
+    def _start_failed(self, attempt: int, exc: BaseException | None, wait: float) -> None:
+        error = _short(exc)
+        self._set_state("down", f"无法连接：{error}")
+        log.warning("Telegram 渠道启动失败（第 %d 次）：%s；%.0f 秒后重试", attempt, error, wait,
+                    extra={"channel": CHANNEL, "retry_in": wait})
+
+    def _token_rejected(self) -> None:
+        self._set_state("down", "TELEGRAM_BOT_TOKEN 被 Telegram 拒绝")
+        log.error("TELEGRAM_BOT_TOKEN 被 Telegram 拒绝：请用 @BotFather 给出的令牌，改后重启。Telegram 渠道未启用，"
+                  "评价页照常服务。", extra={"channel": CHANNEL})
+
     async def _start_until_connected(self) -> None:
         """Tries to start until it succeeds: one log line per failed try, waits of 1, 2, 4 … up to
-        CHANNEL_RETRY_MAX_SECONDS (tenacity). A token the server rejects is not retried."""
+        CHANNEL_RETRY_MAX_SECONDS (tenacity's exponential wait). A rejected token is not retried."""
         from telegram.error import InvalidToken
         from tenacity import AsyncRetrying, retry_if_not_exception_type, wait_exponential
 
-        def before_sleep(state) -> None:
-            error = _short(state.outcome.exception())
-            wait = state.next_action.sleep if state.next_action else 0
-            self._set_state("down", f"无法连接：{error}")
-            log.warning("Telegram 渠道启动失败（第 %d 次）：%s；%.0f 秒后重试", state.attempt_number, error, wait,
-                        extra={"channel": CHANNEL, "retry_in": wait})
-
+        await asyncio.sleep(1.0)
         try:
             async for attempt in AsyncRetrying(
-                    wait=wait_exponential(multiplier=1, min=1, max=self.settings.channel_retry_max_seconds),
-                    retry=retry_if_not_exception_type((InvalidToken, asyncio.CancelledError)),
-                    before_sleep=before_sleep, reraise=True):
+                    wait=wait_exponential(multiplier=2, min=2, max=self.settings.channel_retry_max_seconds),
+                    retry=retry_if_not_exception_type(InvalidToken),
+                    before_sleep=lambda state: self._start_failed(
+                        state.attempt_number + 1, state.outcome.exception(),
+                        state.next_action.sleep if state.next_action else 0),
+                    reraise=True):
                 with attempt:
                     await self._start_once()
         except InvalidToken:
-            self._set_state("down", "TELEGRAM_BOT_TOKEN 被 Telegram 拒绝")
-            log.error("TELEGRAM_BOT_TOKEN 被 Telegram 拒绝：请用 @BotFather 给出的令牌，改后重启。Telegram 渠道未启用，"
-                      "评价页照常服务。", extra={"channel": CHANNEL})
+            self._token_rejected()
 
     async def _start_once(self) -> None:
         """Starts PTB and either registers the webhook or begins long polling."""
