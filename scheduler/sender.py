@@ -204,10 +204,11 @@ class OutboxSender:
                     elif held is not None:
                         result = Delivery("wait", retry_after=held.retry_after, error="behind an earlier message")
                     else:
-                        ticket = await transport.limiter.acquire(message.recipient)
+                        # Marked in flight before waiting for the limiter, so nothing but the send
+                        # itself stands between the limiter's go and the platform counting it.
                         if not await asyncio.to_thread(self._take_off, message):
-                            transport.limiter.done(message.recipient, ticket)
                             continue  # the claim lapsed and another sender has the row now
+                        ticket = await transport.limiter.acquire(message.recipient)
                         try:
                             result = await transport.deliver(message)
                         except Exception as exc:  # a transport bug must not lose the row: retry it later
