@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 
@@ -276,11 +277,22 @@ class TelegramChannel:
         """``{"state": ok | degraded | down, "detail": ...}`` for /readyz."""
         return {"state": self.state, "detail": self.detail}
 
-    async def wait_for_reply_slot(self, chat_id) -> None:
-        """Waits until a direct reply to ``chat_id`` may go within the bot's limits, shared with
-        the outbox senders of every process (replies go before bulk sends): call it before each
-        Bot API call that puts or edits a message in a chat."""
-        await self.limiter.acquire(str(chat_id), reply=True)
+    @contextlib.asynccontextmanager
+    async def reply_slot(self, chat_id):
+        """Holds one place in the bot's limits for a direct reply to ``chat_id``, shared with the
+        outbox senders of every process (replies may use places bulk sends leave free)::
+
+            async with channel.reply_slot(chat_id):
+                await bot.send_message(chat_id, text)
+
+        Wrap each Bot API call that puts or edits a message in a chat."""
+        ticket = await self.limiter.acquire(str(chat_id), reply=True)
+        try:
+            yield
+        finally:
+            finished = self.limiter.done(str(chat_id), ticket)
+            if inspect.isawaitable(finished):
+                await finished
 
     async def stop(self) -> None:
         starting = self._starting

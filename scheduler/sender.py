@@ -215,7 +215,9 @@ class OutboxSender:
                             log.exception("outbox %s: transport error", message.id)
                             result = Delivery("retry", error=f"{type(exc).__name__}: {exc}")
                         finally:
-                            transport.limiter.done(message.recipient, ticket)
+                            finished = transport.limiter.done(message.recipient, ticket)
+                            if inspect.isawaitable(finished):  # the shared limiter tells the store
+                                await finished
                         metrics.observe_send(message.channel, result.status, result.error)
                         if result.retry_after and result.status == "retry":
                             paused = transport.limiter.pause(result.retry_after)
