@@ -230,3 +230,36 @@ def test_the_rating_pages_address_limit_holds_across_processes_and_ignores_forge
             process.wait(15)
     assert 429 not in statuses[:6]
     assert statuses[6:] == [429] * 4
+
+
+def test_a_trusted_proxys_forwarded_address_is_believed_and_a_wrong_setting_stops_at_start(db, database_url, tmp_path):
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "bot", "serve"], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=bot_env(database_url, HTTP_PORT=str(port), RATING_RATE_LIMIT="2",
+                                           FORWARDED_ALLOW_IPS="127.0.0.1"))
+    try:
+        assert wait_for(lambda: _up(port), timeout=30)
+
+        def post(client: str) -> int:
+            return httpx.post(f"http://127.0.0.1:{port}/r/AAAAAAAAAAAA", data={"level": "5"},
+                              headers={"X-Forwarded-For": client}).status_code
+
+        # Behind a trusted proxy every citizen has an address of their own ...
+        assert 429 not in [post(f"203.0.113.{i}") for i in range(1, 7)]
+        # ... and the limit still holds for each of them.
+        assert [post("198.51.100.9") for _ in range(3)][2] == 429
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
+
+    wrong = subprocess.run([sys.executable, "-m", "bot", "serve"], cwd=tmp_path, capture_output=True, text=True,
+                           env=bot_env(database_url, FORWARDED_ALLOW_IPS="proxy.example"), timeout=60)
+    assert wrong.returncode == 2 and "FORWARDED_ALLOW_IPS" in wrong.stderr
+
+
+def _up(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
