@@ -7,6 +7,11 @@ row to dead); wait (the platform will not take it yet, e.g. WeChat's 48-hour win
 again after retry_after, not counted as an attempt, the channel not paused); unreachable (403: the
 user blocked the bot — flagged, never retried); failed (a permanent error such as a malformed
 request: dead at once). Nothing is sent in quiet hours but replies (``outbox.IMMEDIATE_KINDS``).
+
+Each transport brings its limiter: ``RateLimiter`` below for one process, or
+``scheduler.budget.SharedRateLimiter`` when several processes send for one bot (Redis or
+PostgreSQL); the sender awaits ``done`` and ``pause`` when they return awaitables. A row is marked
+in flight just before its send (``outbox.take_off``), so a crash repeats at most what was in flight.
 """
 
 from __future__ import annotations
