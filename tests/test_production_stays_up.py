@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from pydantic import SecretStr
 
 from bot import texts
@@ -228,3 +227,26 @@ def _get(url: str) -> int | None:
         return httpx.get(url, timeout=2).status_code
     except httpx.HTTPError:
         return None
+
+
+def test_readyz_answers_503_when_the_database_is_gone_and_the_process_stays_alive(settings, tmp_path):
+    import shutil
+
+    from storage.db import make_engine, upgrade
+
+    folder = tmp_path / "data"
+    url = f"sqlite:///{folder / 'bot.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    local = settings.model_copy(update={"database_url": url})
+    core = Engine(engine, local)
+    with ServedApp(create_app(local.check(), core)) as served:
+        ready = httpx.get(f"{served.url}/readyz")
+        assert ready.status_code == 200 and ready.json()["database"] == {"state": "ok"}
+        shutil.rmtree(folder)  # the disk under the database is gone
+        engine.dispose()
+        ready = httpx.get(f"{served.url}/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["database"]["state"] == "down" and ready.json()["status"] == "down"
+        assert httpx.get(f"{served.url}/healthz").status_code == 200  # liveness: the process still serves
+        assert httpx.get(f"{served.url}/metrics").status_code == 200
