@@ -149,6 +149,10 @@ def cmd_serve(args, settings: Settings) -> int:
             print("配置错误：--workers 大于 1 需要 PostgreSQL（DATABASE_URL=postgresql://…）；SQLite 只用一个进程。",
                   file=sys.stderr)
             return 2
+        if settings.telegram_enabled and not settings.telegram_webhook_url:
+            print("配置错误：--workers 大于 1 时 Telegram 须用 Webhook 模式（设置 TELEGRAM_WEBHOOK_URL）："
+                  "长轮询只能由一个进程进行，多个进程会互相挤掉（409 Conflict）。", file=sys.stderr)
+            return 2
         _engine(settings).dispose()  # migrate once, before the workers start
         print(f"serve：{workers} 个进程，http://{settings.http_host}:{settings.http_port}", file=sys.stderr)
         uvicorn.run("bot.app:app_from_settings", factory=True, workers=workers, **options)
