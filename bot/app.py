@@ -2,6 +2,8 @@
 
 ``create_app`` wires the core and the channels; the Starlette lifespan starts and stops the PTB
 Application (long polling, or setWebhook in webhook mode), so ``python -m bot run`` is one process.
+A messenger that cannot be reached does not hold the server up: the channel connects in the
+background and says how it fares at ``/readyz``. ``/healthz`` is liveness, ``/metrics`` Prometheus.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ import gc
 import hmac
 import json
 import logging
+import time
 from urllib.parse import urlparse
+
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,6 +25,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from telegram import Update
 
+from bot import metrics
 from bot.config import Settings
 from bot.core.engine import Engine
 from handlers.telegram import TelegramChannel, TelegramTransport
@@ -57,7 +64,41 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
         wecom = WeComChannel(core, settings, pump=pump.run_once)
 
     async def health(request: Request) -> Response:
+        """Liveness: 200 while this process serves (systemd's and the container's restart check)."""
         return JSONResponse({"status": "ok", "telegram": "webhook" if webhook else ("polling" if telegram else "off")})
+
+    def database_state() -> dict:
+        try:
+            with core.db.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return {"state": "ok"}
+        except Exception as exc:
+            return {"state": "down", "detail": " ".join(str(exc).split())[:200]}
+
+    async def ready(request: Request) -> Response:
+        """Readiness: each channel ok / degraded / down, and the database; 503 when the database is
+        down (nothing can be stored), 200 otherwise (a messenger that is down does not stop the
+        rating page: the channels' states say what is missing)."""
+        channels = {}
+        if telegram is not None:
+            channels["telegram"] = telegram.health()
+        if wechat is not None:
+            channels["wechat"] = {"state": "ok", "detail": "webhook"}
+        channels["web"] = {"state": "ok", "detail": "rating page"}
+        database = await run_in_threadpool(database_state)
+        states = [c["state"] for c in channels.values()]
+        overall = "down" if database["state"] != "ok" else ("ok" if all(s == "ok" for s in states) else "degraded")
+        return JSONResponse({"status": overall, "database": database, "channels": channels},
+                            status_code=503 if database["state"] != "ok" else 200)
+
+    async def metrics_page(request: Request) -> Response:
+        """Prometheus' text format (bot.metrics); the outbox gauges are read now."""
+        try:
+            await run_in_threadpool(metrics.read_outbox, core.db)
+        except Exception as exc:  # the database is down: /readyz says so; the counters still answer
+            log.warning("metrics: outbox not readable: %s", " ".join(str(exc).split())[:200])
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     async def telegram_webhook(request: Request) -> Response:
         """Receives one update from Telegram, after checking the secret token header."""
@@ -84,7 +125,8 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
             return JSONResponse(answer)  # a Bot API call, carried out by Telegram (see process)
         return PlainTextResponse("ok")
 
-    routes = [Route("/healthz", health), *rating_routes(core), *console_routes(core, settings)]
+    routes = [Route("/healthz", health), Route("/readyz", ready), Route("/metrics", metrics_page),
+              *rating_routes(core), *console_routes(core, settings)]
     if telegram is not None and webhook:
         routes.append(Route(webhook_path(settings), telegram_webhook, methods=["POST"]))
     if wechat is not None:
@@ -98,7 +140,9 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
             await telegram.start()
         worker = wechat_api = None
         if with_worker:
-            transports = {"telegram": TelegramTransport(telegram.application.bot, settings)} if telegram else {}
+            # The channel's limiter: its direct replies and the outbox share one budget per bot.
+            transports = ({"telegram": TelegramTransport(telegram.application.bot, settings, telegram.limiter)}
+                          if telegram else {})
             if wechat is not None:
                 wechat_api = WeChatApi(settings, core.db, clock=core.clock)
                 transports["wechat"] = WeChatTransport(wechat_api, settings, core.db, core.clock)
@@ -131,3 +175,15 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
     app.state.wecom = wecom
     app.state.core = core
     return app
+
+
+def app_from_settings() -> Starlette:
+    """The app of one ``serve --workers N`` process (uvicorn's factory): settings from the
+    environment, its own core and connections."""
+    from bot.cli import _core
+    from bot.config import get_settings
+    from bot.logs import setup_logging
+
+    settings = get_settings().check()
+    setup_logging(settings.log_level, settings.log_format)
+    return create_app(settings, _core(settings))

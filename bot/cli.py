@@ -93,6 +93,15 @@ def _print_addresses(core, settings: Settings) -> None:
         print("提醒：未设置 EVALUATION_SECRET，评价码使用公开的开发密钥，切勿据此印制评价卡。", file=sys.stderr)
 
 
+def uvicorn_options(settings: Settings) -> dict:
+    """What every uvicorn we start is told beyond host and port: forwarded headers believed only
+    from FORWARDED_ALLOW_IPS (uvicorn's own default trusts 127.0.0.1, so a local proxy, or anyone
+    on this host, could set the client address the per-address limits see), and our logging."""
+    allowed = ",".join(part.strip() for part in settings.forwarded_allow_ips.split(",") if part.strip())
+    return {"proxy_headers": bool(allowed), "forwarded_allow_ips": allowed or "", "log_config": None,
+            "server_header": False}
+
+
 def _serve_in_background(app, settings: Settings):
     """Serves the ASGI app with uvicorn in a daemon thread (the console keeps the foreground)."""
     import threading
@@ -101,7 +110,7 @@ def _serve_in_background(app, settings: Settings):
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
-                                           log_level="warning", access_log=False))
+                                           log_level="warning", access_log=False, **uvicorn_options(settings)))
     thread = threading.Thread(target=server.run, name="http", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -143,7 +152,43 @@ def cmd_run(args, settings: Settings) -> int:
 
     app = create_app(settings, core)
     _print_addresses(core, settings)
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level=settings.log_level.lower())
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level=settings.log_level.lower(),
+                **uvicorn_options(settings))
+    return 0
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    """Runs the HTTP server (rating page, webhooks, /healthz, /readyz, /metrics) and the configured
+    channels, with no console: for systemd and containers. It stays up whatever the messengers do:
+    a channel that cannot reach its API retries in the background (see /readyz)."""
+    import uvicorn
+
+    workers = getattr(args, "workers", 1) or 1
+    options = dict(host=settings.http_host, port=settings.http_port, log_level=settings.log_level.lower(),
+                   access_log=False, **uvicorn_options(settings))
+    if workers > 1:
+        # Each worker process builds its own app (bot.app.app_from_settings); they share the database
+        # and the limits (PostgreSQL or REDIS_URL), not memory.
+        if not settings.sqlalchemy_url.startswith("postgresql"):
+            print("配置错误：--workers 大于 1 需要 PostgreSQL（DATABASE_URL=postgresql://…）；SQLite 只用一个进程。",
+                  file=sys.stderr)
+            return 2
+        if settings.telegram_enabled and not settings.telegram_webhook_url:
+            print("配置错误：--workers 大于 1 时 Telegram 须用 Webhook 模式（设置 TELEGRAM_WEBHOOK_URL）："
+                  "长轮询只能由一个进程进行，多个进程会互相挤掉（409 Conflict）。", file=sys.stderr)
+            return 2
+        _engine(settings).dispose()  # migrate once, before the workers start
+        print(f"serve：{workers} 个进程，http://{settings.http_host}:{settings.http_port}", file=sys.stderr)
+        uvicorn.run("bot.app:app_from_settings", factory=True, workers=workers, **options)
+        return 0
+    from bot.app import create_app
+
+    core = _core(settings)
+    if settings.load_example_roster:
+        load_example_if_empty(core.db, settings)
+    app = create_app(settings, core)
+    print(f"serve：http://{settings.http_host}:{settings.http_port}（/healthz /readyz /metrics）", file=sys.stderr)
+    uvicorn.run(app, **options)
     return 0
 
 
@@ -241,6 +286,7 @@ def _quiet_broken_pipe() -> None:
 def cmd_worker(args, settings: Settings) -> int:
     """Runs the scheduler and the outbox sender alone, without the web server."""
     import asyncio
+    import contextlib
     import signal
 
     from scheduler.service import Worker
@@ -258,8 +304,9 @@ def cmd_worker(args, settings: Settings) -> int:
             base = settings.telegram_api_base_url.rstrip("/")
             bot = Bot(settings.telegram_bot_token.get_secret_value(), base_url=f"{base}/bot",
                       base_file_url=f"{base}/file/bot")
-            await bot.initialize()
-            transports["telegram"] = TelegramTransport(bot, settings)
+            # Not initialised here: the transport does it before its first send, so an unreachable
+            # Bot API means sends retried later, not a worker that fails to start.
+            transports["telegram"] = TelegramTransport(bot, settings, engine=engine)
         wechat_api = None
         if settings.wechat_enabled:
             from handlers.wechat import WeChatApi, WeChatTransport
@@ -274,6 +321,10 @@ def cmd_worker(args, settings: Settings) -> int:
             transports["wecom"] = WeComTransport(wecom_api, settings, engine)
         worker = Worker(engine, settings, transports)
         worker.start()
+        if settings.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(settings.metrics_port, addr=settings.http_host)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -283,7 +334,8 @@ def cmd_worker(args, settings: Settings) -> int:
         await stop.wait()
         await worker.stop()
         if bot is not None:
-            await bot.shutdown()
+            with contextlib.suppress(Exception):
+                await bot.shutdown()
         if wechat_api is not None:
             wechat_api.close()
         if wecom_api is not None:
@@ -297,6 +349,7 @@ def cmd_outbox(args, settings: Settings) -> int:
     """Shows the outbox: rows per state, and the dead ones with their last error."""
     from sqlalchemy import func as sa_func
 
+    from scheduler import outbox
     from storage.models import OutboxMessage, OutboxState
 
     engine = _engine(settings)
@@ -321,6 +374,12 @@ def cmd_outbox(args, settings: Settings) -> int:
         for row in waiting:
             when = row.next_attempt_at.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
             print(f"#{row.id} {row.kind} → {row.channel}:{row.recipient} 下次 {when}：{row.last_error}")
+        repeated = outbox.possibly_repeated(session, args.limit)
+        if repeated:
+            print(f"可能重复 {len(repeated)} 条（发送时进程中断，用户可能收到两次）：")
+        for row in repeated:
+            when = (row.sent_at or row.created_at).astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
+            print(f"#{row.id} {when} {row.kind} → {row.channel}:{row.recipient} 可能重复（{row.state}）")
     return 0
 
 
@@ -575,6 +634,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as", dest="as_mobile", metavar="MOBILE", help="console: act as the cadre with this mobile")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("serve", help="服务模式（systemd / 容器）：HTTP 服务与已配置的渠道，无控制台 / "
+                                     "serve HTTP and the configured channels, no console")
+    p.add_argument("--workers", type=int, default=1, help="web processes (PostgreSQL only; default 1)")
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("console", help="chat with the bot in this terminal")
     p.add_argument("--as", dest="as_mobile", metavar="MOBILE", help="act as the cadre with this mobile")
     p.set_defaults(func=cmd_console)
@@ -662,11 +726,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # pydantic's ValidationError: a value of the wrong type or out of range
         print(f"配置错误：{settings_error(exc)}", file=sys.stderr)
         return SettingsError.exit_code
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.log_level.upper() != "DEBUG":
-        # Migration and HTTP-client chatter would bury the console conversation.
-        for noisy in ("alembic", "httpx", "apscheduler"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    from bot.logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)  # quiets migration and HTTP-client chatter too
     try:
         return args.func(args, settings)
     except SettingsError as exc:  # a setting only this command needs, found wrong when it needed it

@@ -170,6 +170,16 @@ class Settings(BaseSettings):
     console_wrong_code_minutes: int = Field(default=15, ge=1)  # ... within this many minutes
     console_page_size: int = Field(default=50, ge=10, le=500)  # rows per page of the console's tables
 
+    # Production runtime: several processes, a reverse proxy, logs and health
+    redis_url: str | None = None  # limits shared by all processes; else PostgreSQL's, else this process's
+    forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For / -Proto are believed; empty: none
+    log_format: Literal["text", "json"] = "text"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # `worker`: serve /metrics on this port (HTTP_HOST)
+    # Direct replies take a place in the bot's budget shared with the outbox senders of every process
+    # (Telegram's 30/s overall, 1/s per chat), replies first. Off only to measure the bot's own cost.
+    telegram_reply_budget: bool = True
+    channel_retry_max_seconds: float = Field(default=60.0, ge=1)  # a channel that cannot reach its API retries this often at most
+
     @field_validator("telegram_bot_token", "telegram_webhook_secret", "evaluation_secret", mode="before")
     @classmethod
     def _empty_is_none(cls, value):
@@ -189,7 +199,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("telegram_webhook_url", "telegram_bot_username", "survey_file", "public_base_url",
-                     "card_font", "holiday_file", mode="before")
+                     "card_font", "holiday_file", "redis_url", "metrics_port", mode="before")
     @classmethod
     def _empty_str_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value
@@ -273,6 +283,7 @@ class Settings(BaseSettings):
         self._check_wechat()
         self.check_files()
         self._check_wecom()
+        self._check_runtime()
         return self
 
     def check_files(self) -> None:
@@ -340,6 +351,24 @@ class Settings(BaseSettings):
             folder = folder.parent
         if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
             raise SettingFileError(f"设置 DATABASE_URL：无法在 {folder} 下创建数据库文件 {path}（不是目录或没有写权限）。{fix}")
+
+    def _check_runtime(self) -> None:
+        """REDIS_URL and FORWARDED_ALLOW_IPS are well formed."""
+        if self.redis_url and not re.fullmatch(r"rediss?://\S+|unix://\S+", self.redis_url):
+            raise SettingsError(f"REDIS_URL={self.redis_url!r} 不是 Redis 地址，例如 redis://127.0.0.1:6379/0；"
+                                "不用 Redis 时删去这一行（PostgreSQL 上由数据库共享限流）。")
+        import ipaddress
+
+        for item in self.forwarded_allow_ips.split(","):
+            item = item.strip()
+            if not item or item == "*":
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"FORWARDED_ALLOW_IPS 中的 {item!r} 不是 IP 地址或网段：请写反向代理的地址，"
+                    "例如 127.0.0.1 或 10.0.0.0/8，多个用逗号分隔；不经代理时留空。") from None
 
     def _check_wechat(self) -> None:
         """The WeChat settings hang together: all three credentials, none a placeholder, each well formed."""

@@ -14,8 +14,11 @@ and the update is not lost (the core drops the redelivery if the first attempt d
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 from dataclasses import replace
+import time
 
 from telegram import (
     Bot,
@@ -31,6 +34,7 @@ from telegram import (
 from telegram.constants import ChatType
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
+from telegram.request import HTTPXRequest
 
 from bot import texts
 from bot.config import Settings
@@ -38,7 +42,7 @@ from bot.core.engine import Engine
 from bot.core.features import REGISTRY
 from bot.core.types import Inbound, Location, Outcome, Reply, SharedContact
 from scheduler.outbox import Claimed
-from scheduler.sender import SENT, Delivery, RateLimiter
+from scheduler.sender import SENT, Delivery
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ MAX_TEXT = 4096
 MAX_CAPTION = 1024
 MAX_PHOTO_BYTES = 10_000_000
 ERROR_TEXT = "系统繁忙，请稍后再试。"
+FIRST_TRY_SECONDS = 15  # the first connection attempt holds the server's start this long at most
 
 def bot_commands(role: str | None, *, bound: bool) -> list[BotCommand]:
     """Telegram's command menu for users of a role, from the list of features (bot.core.features)."""
@@ -55,6 +60,31 @@ def bot_commands(role: str | None, *, bound: bool) -> list[BotCommand]:
 
 
 BOT_COMMANDS = bot_commands(None, bound=False)  # everyone's menu; a bound user's chat gets their role's
+
+
+def _short(exc: BaseException | None) -> str:
+    """An error in one line for the operator's log: its kind and message, no traceback."""
+    if exc is None:
+        return ""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:200]
+
+
+class _WatchedRequest(HTTPXRequest):
+    """PTB's HTTP client for getUpdates, telling the channel whether each poll got an answer."""
+
+    def __init__(self, on_result, **kwargs):
+        super().__init__(**kwargs)
+        self._on_result = on_result
+
+    async def do_request(self, *args, **kwargs):
+        try:
+            code, payload = await super().do_request(*args, **kwargs)
+        except Exception:
+            self._on_result(False)
+            raise
+        self._on_result(200 <= code < 300)
+        return code, payload
 
 
 def to_inbound(update: Update) -> Inbound | None:
@@ -143,20 +173,79 @@ class TelegramChannel:
         )
         if webhook:
             builder = builder.updater(None)
+        else:
+            builder = builder.get_updates_request(_WatchedRequest(self._on_poll_result, connection_pool_size=1))
         self.application = builder.build()
         self.application.add_handler(TypeHandler(Update, self._on_update))
         self._menus: dict[int, tuple[bool, str | None]] = {}  # chat -> the menu it was given (see _follow_role)
         self._background: set[asyncio.Task] = set()
+        self.state, self.detail = "down", "未启动"
+        self._starting: asyncio.Task | None = None
+        self._poll_failures = 0
+        self._poll_wait = 0.0
+        from scheduler.budget import bot_limiter
+
+        self.limiter = bot_limiter(settings, channel=CHANNEL, engine=core.db)
 
     async def start(self) -> None:
+        """Connects once; if the Bot API cannot be reached, keeps trying in the background and
+        returns, so the HTTP server (rating page, webhooks) serves whatever the messenger does.
+        Until connected the channel is ``down`` (see ``health``)."""
+        from telegram.error import InvalidToken
+
+        self._set_state("down", "正在连接 Telegram")
+        try:
+            await asyncio.wait_for(self._start_once(), FIRST_TRY_SECONDS)
+            return
+        except InvalidToken:
+            self._token_rejected()
+            return
+        except (Exception, asyncio.TimeoutError) as exc:
+            self._start_failed(1, exc, 1.0)
+        self._starting = asyncio.get_running_loop().create_task(self._start_until_connected(),
+                                                                name="telegram-start")
+
+    def _start_failed(self, attempt: int, exc: BaseException | None, wait: float) -> None:
+        error = _short(exc)
+        self._set_state("down", f"无法连接：{error}")
+        log.warning("Telegram 渠道启动失败（第 %d 次）：%s；%.0f 秒后重试", attempt, error, wait,
+                    extra={"channel": CHANNEL, "retry_in": wait})
+
+    def _token_rejected(self) -> None:
+        self._set_state("down", "TELEGRAM_BOT_TOKEN 被 Telegram 拒绝")
+        log.error("TELEGRAM_BOT_TOKEN 被 Telegram 拒绝：请用 @BotFather 给出的令牌，改后重启。Telegram 渠道未启用，"
+                  "评价页照常服务。", extra={"channel": CHANNEL})
+
+    async def _start_until_connected(self) -> None:
+        """Tries to start until it succeeds: one log line per failed try, waits of 1, 2, 4 … up to
+        CHANNEL_RETRY_MAX_SECONDS (tenacity's exponential wait). A rejected token is not retried."""
+        from telegram.error import InvalidToken
+        from tenacity import AsyncRetrying, retry_if_not_exception_type, wait_exponential
+
+        await asyncio.sleep(1.0)
+        try:
+            async for attempt in AsyncRetrying(
+                    wait=wait_exponential(multiplier=2, min=2, max=self.settings.channel_retry_max_seconds),
+                    retry=retry_if_not_exception_type(InvalidToken),
+                    before_sleep=lambda state: self._start_failed(
+                        state.attempt_number + 1, state.outcome.exception(),
+                        state.next_action.sleep if state.next_action else 0),
+                    reraise=True):
+                with attempt:
+                    await self._start_once()
+        except InvalidToken:
+            self._token_rejected()
+
+    async def _start_once(self) -> None:
         """Starts PTB and either registers the webhook or begins long polling."""
         application = self.application
         await application.initialize()
-        await application.start()
+        if not application.running:
+            await application.start()
         try:
             await application.bot.set_my_commands(BOT_COMMANDS)
-        except Exception:  # a menu is a convenience; the bot works without it
-            log.warning("setMyCommands failed", exc_info=True)
+        except Exception as exc:  # a menu is a convenience; the bot works without it
+            log.warning("Telegram 菜单（setMyCommands）设置失败：%s", _short(exc))
         settings = self.settings
         if settings.telegram_webhook_url:
             await application.bot.set_webhook(
@@ -164,15 +253,75 @@ class TelegramChannel:
                 allowed_updates=ALLOWED_UPDATES)
         else:
             await application.bot.delete_webhook()
-            await application.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
-        log.info("Telegram channel started (%s)", "webhook" if settings.telegram_webhook_url else "long polling")
+            await application.updater.start_polling(allowed_updates=ALLOWED_UPDATES,
+                                                    error_callback=self._on_poll_error)
+        self._set_state("ok", "webhook" if settings.telegram_webhook_url else "polling")
+        log.info("Telegram 渠道已启动（%s）", "webhook" if settings.telegram_webhook_url else "长轮询",
+                 extra={"channel": CHANNEL})
+
+    def _on_poll_error(self, exc) -> None:
+        """One line per failed poll; PTB's own loop retries after 1 s, then 1.5 times longer each
+        time, up to 30 s. ``degraded`` at first, ``down`` from the third failure in a row."""
+        self._poll_failures += 1
+        self._poll_wait = 1.0 if self._poll_failures == 1 else min(30.0, self._poll_wait * 1.5)
+        error = _short(exc)
+        self._set_state("degraded" if self._poll_failures < 3 else "down", f"拉取消息失败：{error}")
+        log.warning("Telegram 拉取消息失败（连续第 %d 次）：%s；约 %.0f 秒后重试", self._poll_failures, error,
+                    self._poll_wait, extra={"channel": CHANNEL, "retry_in": self._poll_wait})
+
+    def _on_poll_result(self, ok: bool) -> None:
+        """Every getUpdates answer: a success after failures brings the channel back to ``ok``."""
+        if ok and self._poll_failures:
+            log.info("Telegram 连接已恢复（此前连续失败 %d 次）", self._poll_failures, extra={"channel": CHANNEL})
+            self._poll_failures = 0
+            self._set_state("ok", "polling")
+
+    def _set_state(self, state: str, detail: str) -> None:
+        from bot import metrics
+
+        self.state, self.detail = state, detail
+        metrics.set_channel_state(CHANNEL, state)
+
+    def health(self) -> dict:
+        """``{"state": ok | degraded | down, "detail": ...}`` for /readyz."""
+        return {"state": self.state, "detail": self.detail}
+
+    def _slot(self, chat_id):
+        """The reply's place in the shared budget (``reply_slot``), unless TELEGRAM_REPLY_BUDGET is off."""
+        return self.reply_slot(chat_id) if self.settings.telegram_reply_budget else contextlib.nullcontext()
+
+    @contextlib.asynccontextmanager
+    async def reply_slot(self, chat_id):
+        """Holds one place in the bot's limits for a direct reply to ``chat_id``, shared with the
+        outbox senders of every process (replies may use places bulk sends leave free)::
+
+            async with channel.reply_slot(chat_id):
+                await bot.send_message(chat_id, text)
+
+        Wrap each Bot API call that puts or edits a message in a chat."""
+        key = f"reply:{chat_id}"  # the overall budget, not the per-chat spacing (scheduler.budget.REPLY_PREFIX)
+        ticket = await self.limiter.acquire(key, reply=True)
+        try:
+            yield
+        finally:
+            finished = self.limiter.done(key, ticket)
+            if inspect.isawaitable(finished):
+                await finished
 
     async def stop(self) -> None:
+        starting = self._starting
+        if starting is not None and not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
         application = self.application
-        if application.updater is not None and application.updater.running:
-            await application.updater.stop()
-        await application.stop()
-        await application.shutdown()
+        with contextlib.suppress(Exception):  # never connected, or the API went away: nothing to hand back
+            if application.updater is not None and application.updater.running:
+                await application.updater.stop()
+            if application.running:
+                await application.stop()
+        with contextlib.suppress(Exception):
+            await application.shutdown()
 
     async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Handles an update fetched by long polling."""
@@ -240,11 +389,12 @@ class TelegramChannel:
         HTTP answer does it)."""
         bot = self.application.bot
         query = update.callback_query
+        chat_id = update.effective_chat.id
         if query is not None:
             notice = texts.STALE_BUTTON if outcome.stale else None
             if answer_press:
                 try:
-                    await _call(lambda: query.answer(notice))
+                    await _call(lambda: query.answer(notice))  # no message: outside the budget
                 except BadRequest as exc:  # a query too old to answer: its spinner has stopped anyway
                     log.info("could not answer the press: %s", exc)
             message = query.message
@@ -255,23 +405,27 @@ class TelegramChannel:
                     grown = _grown(marked, replies[0]) if replies else None
                     if grown is not None:
                         text, markup = grown
-                        await _call(lambda: query.edit_message_text(text, reply_markup=markup))
+                        async with self._slot(chat_id):
+                            await _call(lambda: query.edit_message_text(text, reply_markup=markup))
                         replies = replies[1:]
                     else:
-                        await _call(lambda: query.edit_message_text(marked[:MAX_TEXT]))
+                        async with self._slot(chat_id):
+                            await _call(lambda: query.edit_message_text(marked[:MAX_TEXT]))
                 elif shown and outcome.stale:
-                    await _call(lambda: query.edit_message_reply_markup(None))
+                    async with self._slot(chat_id):
+                        await _call(lambda: query.edit_message_reply_markup(None))
             except BadRequest as exc:  # too old to edit, or edited already: the answer goes as a new message
                 log.info("could not edit the pressed message: %s", exc)
-        chat_id = update.effective_chat.id
         for reply in replies:
             text, markup = render(reply)
-            await _call(lambda: bot.send_message(chat_id, text, reply_markup=markup))
+            async with self._slot(chat_id):
+                await _call(lambda: bot.send_message(chat_id, text, reply_markup=markup))
             for file in reply.files:
-                if file.is_image:
-                    await _call(lambda: bot.send_photo(chat_id, photo=file.content, filename=file.filename))
-                else:
-                    await _call(lambda: bot.send_document(chat_id, document=file.content, filename=file.filename))
+                async with self._slot(chat_id):
+                    if file.is_image:
+                        await _call(lambda: bot.send_photo(chat_id, photo=file.content, filename=file.filename))
+                    else:
+                        await _call(lambda: bot.send_document(chat_id, document=file.content, filename=file.filename))
 
     async def _fetch_photo(self, update: Update) -> bytes | None:
         """The picture itself (its largest size, up to ``MAX_PHOTO_BYTES``), for the visit's evidence;
@@ -352,14 +506,18 @@ class TelegramTransport:
 
     channel = CHANNEL
 
-    def __init__(self, bot: Bot, settings: Settings):
+    def __init__(self, bot: Bot, settings: Settings, limiter=None, *, engine=None):
+        """``limiter``: the channel's (``TelegramChannel.limiter``), so replies and sends share one
+        budget; else this deployment's (``scheduler.budget.bot_limiter``)."""
+        from scheduler.budget import bot_limiter
+
         self.bot = bot
-        self.limiter = RateLimiter(settings.telegram_rate_global, settings.telegram_rate_per_chat,
-                                   settings.telegram_rate_per_group_minute)
+        self.limiter = limiter if limiter is not None else bot_limiter(settings, channel=CHANNEL, engine=engine)
 
     async def deliver(self, message: Claimed) -> Delivery:
         chat_id = int(message.recipient)
         try:
+            await self.bot.initialize()  # at once when done; a Bot API still unreachable is a retry below
             images = [a for a in message.attachments if a.content_type.startswith("image/")]
             files = [a for a in message.attachments if not a.content_type.startswith("image/")]
             if images and not files and len(images) == 1:

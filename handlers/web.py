@@ -8,7 +8,9 @@ web needs:
 - the form carries a CSRF token signed with EVALUATION_SECRET and bound to that cookie, the card's
   token and its issue time (valid for two hours);
 - the body is bounded (8 KB) and every field is length-checked before anything else is done;
-- each client address may POST at most RATING_RATE_LIMIT times in ten minutes.
+- each client address may POST at most RATING_RATE_LIMIT times in ten minutes, counted by all
+  processes together (``address_limit``); the address is the proxy's word only for proxies in
+  FORWARDED_ALLOW_IPS.
 
 A refused submission gets a page in Chinese saying why, and stores nothing.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
@@ -37,6 +40,8 @@ from bot.core.dialogue import InputError
 from bot.core.engine import Engine
 from bot.errors import RequestRefused
 from storage.db import session_scope
+
+log = logging.getLogger(__name__)
 
 CHANNEL = "web"
 COOKIE = "zf_rater"
@@ -95,6 +100,29 @@ class RateLimiter:
             return True
 
 
+def address_limit(settings, db, name: str, limit: int, window: float = RATE_WINDOW_SECONDS):
+    """``async allow(address) -> bool``: at most ``limit`` requests per address in ``window``
+    seconds, counted by every process together (scheduler.budget: Redis or PostgreSQL), or by this
+    process alone on SQLite (``RateLimiter``)."""
+    from scheduler.budget import budget_store
+
+    store = budget_store(settings, db)
+    if store.kind == "memory":
+        local = RateLimiter(limit, window)
+
+        async def allow(address: str) -> bool:
+            return local.allow(address)
+        return allow
+
+    async def allow_shared(address: str) -> bool:
+        try:
+            return await run_in_threadpool(store.hit, f"{name}:{address}", limit, window)
+        except Exception as exc:  # the shared store is down: the page keeps serving (the core's burst rule still holds)
+            log.warning("共享限流不可用（%s）：本次请求未计数：%s", store.kind, " ".join(str(exc).split())[:200])
+            return True
+    return allow_shared
+
+
 def csrf_token(key: bytes, cookie: str, token: str, issued: int) -> str:
     mac = hmac.new(key, f"csrf:{cookie}:{token}:{issued}".encode(), hashlib.sha256).hexdigest()[:32]
     return f"{issued}.{mac}"
@@ -118,7 +146,7 @@ def rating_routes(core: Engine) -> list[Route]:
     settings, db = core.settings, core.db
     key = settings.evaluation_key
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
-    limiter = RateLimiter(settings.rating_rate_limit)
+    allow = address_limit(settings, db, "rating", settings.rating_rate_limit)
 
     def page(name: str, status: int = 200, cookie: str | None = None, **context) -> Response:
         html = env.get_template(f"rating/{name}.html").render(
@@ -201,8 +229,10 @@ def rating_routes(core: Engine) -> list[Route]:
     async def submit(request: Request) -> Response:
         """Checks and stores one rating, then thanks the rater and says what happens next."""
         token = request.path_params["token"]
+        # The socket's address, or the client's as a proxy in FORWARDED_ALLOW_IPS said (uvicorn's
+        # proxy headers, set up by bot.cli.uvicorn_options): a forged X-Forwarded-For changes nothing.
         address = request.client.host if request.client else "unknown"
-        if not limiter.allow(address):
+        if not await allow(address):
             return message(429, texts.PAGE_TOO_MANY_TITLE, texts.PAGE_TOO_MANY)
         try:
             fields = await read_form(request)

@@ -4,6 +4,14 @@ come back; ``mark_*`` store the delivery result, only for the claim's holder.
 
 Writing rows (``enqueue``, ``enqueue_for_cadre``) lives in ``bot.core.outbox``, so the core queues a
 message without importing the sender; the names are re-exported here for the jobs and channels.
+
+Delivery after a crash, stated and bounded: a sender marks a row in flight (``take_off``) just
+before the send and renews the lease from then; if it dies before recording the result, the row
+comes back when the lease ends (``OUTBOX_LEASE_SECONDS`` after the send at most) and is sent once
+more, counted in ``interrupted`` (可能重复: the user may have it twice). Rows claimed but not yet
+taken off are sent once, by whoever claims them next. A second cut-off leaves the row dead rather
+than risk a third copy. So a crash repeats at most the messages in flight at that moment (up to
+the sender's concurrency, 8 per process), each at most once.
 """
 
 from __future__ import annotations
@@ -19,6 +27,10 @@ from bot.core.outbox import (IMMEDIATE_KINDS, MAX_BODY, SEND_CHANNELS, Attachmen
                              enqueue_for_cadre, existing_keys, quiet_end, reachable_account)
 from storage.models import ChatAccount, OutboxAttachment, OutboxMessage, OutboxState
 
+# A send cut off by its sender's death is sent once more at most (the user may get it twice, never
+# three times): cut off again, the row is dead with this error.
+MAX_REPEATS = 1
+INTERRUPTED_TWICE = "发送两次均被进程中断，可能已送达，不再重发（可能重复）"
 
 @dataclass(frozen=True)
 class Claimed:
@@ -49,6 +61,21 @@ def claim_due(session: Session, *, channels: Iterable[str], now: datetime, worke
     ).all()
     if not rows:
         return []
+    interrupted = [row for row in rows if row.in_flight_at is not None]
+    given_up = set()
+    for row in interrupted:
+        # Its sender died (or stalled past the lease) with the send in flight: the user may have it
+        # already. Sent once more; cut off twice, it is not sent a third time.
+        count = row.interrupted + 1
+        values = {"interrupted": count, "in_flight_at": None}
+        if count > MAX_REPEATS:
+            values.update(state=OutboxState.DEAD, claimed_until=None, last_error=INTERRUPTED_TWICE)
+            given_up.add(row.id)
+        session.execute(update(OutboxMessage).where(OutboxMessage.id == row.id).values(**values)
+                        .execution_options(synchronize_session=False))
+    rows = [row for row in rows if row.id not in given_up]
+    if not rows:
+        return []
     ids = [row.id for row in rows]
     session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids))
                     .values(claimed_until=now + lease, claimed_by=worker)
@@ -61,6 +88,23 @@ def claim_due(session: Session, *, channels: Iterable[str], now: datetime, worke
                     tuple(files.get(r.id, ())), r.kind, r.created_at) for r in rows]
 
 
+def take_off(session: Session, message_id: int, worker: str, now: datetime, lease: timedelta) -> bool:
+    """Marks the row in flight just before its send goes out, and renews its lease from now: if
+    this sender dies before recording the result, the next sender to claim it (after the lease)
+    knows the user may have it already (``interrupted``, shown as 可能重复 by ``python -m bot
+    outbox``). False when the claim has lapsed and another sender holds the row: do not send."""
+    result = session.execute(update(OutboxMessage).where(*_mine(message_id, worker))
+                             .values(in_flight_at=now, claimed_until=now + lease)
+                             .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def possibly_repeated(session: Session, limit: int = 50) -> list[OutboxMessage]:
+    """Rows whose send was cut off by a crash (they may have reached the user twice), newest first."""
+    return list(session.exec(select(OutboxMessage).where(OutboxMessage.interrupted > 0)
+                             .order_by(OutboxMessage.id.desc()).limit(limit)).all())
+
+
 def _mine(message_id: int, worker: str):
     return (OutboxMessage.id == message_id, OutboxMessage.claimed_by == worker,
             OutboxMessage.state == OutboxState.PENDING)
@@ -68,7 +112,8 @@ def _mine(message_id: int, worker: str):
 
 def mark_sent(session: Session, message_id: int, worker: str, now: datetime) -> bool:
     result = session.execute(update(OutboxMessage).where(*_mine(message_id, worker))
-                             .values(state=OutboxState.SENT, sent_at=now, claimed_until=None, last_error=None)
+                             .values(state=OutboxState.SENT, sent_at=now, claimed_until=None, last_error=None,
+                                     in_flight_at=None)
                              .execution_options(synchronize_session=False))
     return result.rowcount == 1
 
@@ -83,7 +128,7 @@ def mark_retry(session: Session, message_id: int, worker: str, *, at: datetime, 
     state = OutboxState.DEAD if attempts >= max_attempts else OutboxState.PENDING
     session.execute(update(OutboxMessage).where(*_mine(message_id, worker))
                     .values(attempts=attempts, state=state, next_attempt_at=at, claimed_until=None,
-                            last_error=error[:500])
+                            last_error=error[:500], in_flight_at=None)
                     .execution_options(synchronize_session=False))
     return state
 
@@ -94,7 +139,8 @@ def mark_failed(session: Session, message_id: int, worker: str, *, state: str, e
     if row is None or row.claimed_by != worker or row.state != OutboxState.PENDING:
         return
     session.execute(update(OutboxMessage).where(*_mine(message_id, worker))
-                    .values(state=state, attempts=row.attempts + 1, claimed_until=None, last_error=error[:500])
+                    .values(state=state, attempts=row.attempts + 1, claimed_until=None, last_error=error[:500],
+                            in_flight_at=None)
                     .execution_options(synchronize_session=False))
     if state == OutboxState.UNREACHABLE:
         # Stop sending to this account: flag it, and settle its other waiting rows the same way.

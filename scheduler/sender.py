@@ -7,12 +7,18 @@ row to dead); wait (the platform will not take it yet, e.g. WeChat's 48-hour win
 again after retry_after, not counted as an attempt, the channel not paused); unreachable (403: the
 user blocked the bot — flagged, never retried); failed (a permanent error such as a malformed
 request: dead at once). Nothing is sent in quiet hours but replies (``outbox.IMMEDIATE_KINDS``).
+
+Each transport brings its limiter: ``RateLimiter`` below for one process, or
+``scheduler.budget.SharedRateLimiter`` when several processes send for one bot (Redis or
+PostgreSQL); the sender awaits ``done`` and ``pause`` when they return awaitables. A row is marked
+in flight just before its send (``outbox.take_off``), so a crash repeats at most what was in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import inspect
 import logging
 import os
 import socket
@@ -23,6 +29,7 @@ from typing import Awaitable, Callable, Protocol
 
 from sqlalchemy.engine import Engine as DbEngine
 
+from bot import metrics
 from bot.config import Settings
 from scheduler import outbox
 from scheduler.outbox import Claimed
@@ -73,7 +80,9 @@ class RateLimiter:
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, self.clock() + seconds)
 
-    async def acquire(self, chat: str) -> float:
+    async def acquire(self, chat: str, *, reply: bool = False) -> float:
+        """Waits for a send to ``chat``; ``reply`` (a direct reply) takes the same queue here, in one
+        process (scheduler.budget's shared limiter puts replies first)."""
         while True:
             now = self.clock()
             cut = bisect.bisect_right(self.sent, now - self.window)
@@ -85,7 +94,7 @@ class RateLimiter:
             if chat in self.chats_in_flight:
                 waits.append(0.002)
             last = self.last_by_chat.get(chat)
-            if last is not None:
+            if last is not None and not chat.startswith("reply:"):  # scheduler.budget.REPLY_PREFIX
                 interval = self.group_interval if chat.startswith("-") else self.chat_interval
                 waits.append(last + interval - now)
             wait = max(waits)
@@ -145,6 +154,12 @@ class OutboxSender:
                                     limit=self.settings.outbox_batch,
                                     kinds=outbox.IMMEDIATE_KINDS if quiet else None)
 
+    def _take_off(self, message: Claimed) -> bool:
+        """Marks the row in flight just before its send (see scheduler.outbox.take_off)."""
+        with session_scope(self.db) as session:
+            return outbox.take_off(session, message.id, self.worker, self.clock(),
+                                   lease=timedelta(seconds=self.settings.outbox_lease_seconds))
+
     def _record(self, message: Claimed, result: Delivery) -> str:
         now: datetime = self.clock()
         with session_scope(self.db) as session:
@@ -193,6 +208,10 @@ class OutboxSender:
                     elif held is not None:
                         result = Delivery("wait", retry_after=held.retry_after, error="behind an earlier message")
                     else:
+                        # Marked in flight before waiting for the limiter, so nothing but the send
+                        # itself stands between the limiter's go and the platform counting it.
+                        if not await asyncio.to_thread(self._take_off, message):
+                            continue  # the claim lapsed and another sender has the row now
                         ticket = await transport.limiter.acquire(message.recipient)
                         try:
                             result = await transport.deliver(message)
@@ -200,9 +219,14 @@ class OutboxSender:
                             log.exception("outbox %s: transport error", message.id)
                             result = Delivery("retry", error=f"{type(exc).__name__}: {exc}")
                         finally:
-                            transport.limiter.done(message.recipient, ticket)
+                            finished = transport.limiter.done(message.recipient, ticket)
+                            if inspect.isawaitable(finished):  # the shared limiter tells the store
+                                await finished
+                        metrics.observe_send(message.channel, result.status, result.error)
                         if result.retry_after and result.status == "retry":
-                            transport.limiter.pause(result.retry_after)
+                            paused = transport.limiter.pause(result.retry_after)
+                            if inspect.isawaitable(paused):  # the shared limiter tells the other processes
+                                await paused
                         blocked = result.status == "unreachable"
                         held = result if result.status in ("retry", "wait") else None
                     state = await asyncio.to_thread(self._record, message, result)

@@ -27,6 +27,22 @@ log = logging.getLogger(__name__)
 
 
 def _run_job(name: str, db: DbEngine, settings: Settings, clock: Callable[[], datetime]) -> None:
+    """Runs one job, counted in the metrics (bot.metrics: zf_job_runs_total, zf_job_seconds)."""
+    import time
+
+    from bot import metrics
+
+    started = time.perf_counter()
+    job = name.removesuffix("-at-start")
+    try:
+        _run_job_body(name, db, settings, clock)
+    except Exception:
+        metrics.observe_job(job, "error", time.perf_counter() - started)
+        raise
+    metrics.observe_job(job, "ok", time.perf_counter() - started)
+
+
+def _run_job_body(name: str, db: DbEngine, settings: Settings, clock: Callable[[], datetime]) -> None:
     if name.startswith("digest"):  # computed without the write lock (see run_digests)
         written = jobs.run_digests(db, settings, clock(), chart=jobs.digest_chart)
         if written:

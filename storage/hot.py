@@ -311,7 +311,7 @@ _outbox = OutboxMessage.__table__
 _QUEUE_REPLY = _statement("queue_outbox_reply", lambda insert: insert(_outbox).values(
     idempotency_key=bindparam("key"), kind="reply", channel=bindparam("channel"), recipient=bindparam("recipient"),
     body=bindparam("body"), payload=bindparam("payload", type_=_outbox.c.payload.type),
-    state=bindparam("state"), attempts=bindparam("attempts"),
+    state=bindparam("state"), attempts=bindparam("attempts"), interrupted=bindparam("interrupted"),
     next_attempt_at=bindparam("now", type_=_outbox.c.next_attempt_at.type),
     created_at=bindparam("created_at", type_=_outbox.c.created_at.type)).on_conflict_do_nothing())
 
@@ -320,5 +320,5 @@ def queue_outbox_reply(db, *, channel: str, key: str, recipient: str, body: str,
     """One outbox row of kind "reply" (sent at once, quiet hours or not), unless its key exists: the row
     ``bot.core.outbox.enqueue`` writes, without an ORM session on a callback's path."""
     return _QUEUE_REPLY.run(db, channel=channel, key=key[:200], recipient=recipient, body=body[:4096], payload=payload,
-                            state="pending", attempts=0, now=now, created_at=now)
+                            state="pending", attempts=0, interrupted=0, now=now, created_at=now)
 

@@ -355,6 +355,31 @@ class OutboxMessage(SQLModel, table=True):
     last_error: Optional[str] = Field(default=None, max_length=500)
     created_at: datetime
     sent_at: Optional[datetime] = None
+    # Set just before the send goes out, cleared with its result: a row whose claim lapsed with this
+    # set was in flight when its sender died, and may reach the user twice (可能重复).
+    in_flight_at: Optional[datetime] = None
+    interrupted: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # sends cut off by a crash
+
+
+class RateBudget(SQLModel, table=True):
+    """A shared send budget (PostgreSQL): the earliest moment, in the database's clock (epoch
+    seconds), at which the next send under ``key`` may go (scheduler.budget)."""
+
+    __tablename__ = "rate_budget"
+
+    key: str = Field(primary_key=True, max_length=200)
+    next_free: float
+
+
+class RateHit(SQLModel, table=True):
+    """One counted request under a per-address limit shared by processes (PostgreSQL)."""
+
+    __tablename__ = "rate_hit"
+    __table_args__ = (Index("ix_rate_hit_key_at", "key", "at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    key: str = Field(max_length=200)
+    at: float
 
 
 class OutboxAttachment(SQLModel, table=True):

@@ -120,9 +120,9 @@ CASES = {
     "queue_outbox_reply": lambda s: [
         dict(channel="wecom", key="wecom-reply:new", recipient="zhangsan", body="请选择住户",
              payload={"wecom": [{"path": "/cgi-bin/message/send", "body": {"touser": "zhangsan"}}]}, state="pending",
-             attempts=0, now=s.now, created_at=s.now),
+             attempts=0, interrupted=0, now=s.now, created_at=s.now),
         dict(channel="wecom", key="wecom-reply:new", recipient="zhangsan", body="again", payload={}, state="pending",
-             attempts=0, now=s.now, created_at=s.now)],
+             attempts=0, interrupted=0, now=s.now, created_at=s.now)],
     "stored_answer": lambda s: [dict(channel="telegram", event_key="answered-1"),
                                 dict(channel="wechat", event_key="answered-2"), dict(channel="telegram", event_key="seen-1"),
                                 dict(channel="telegram", event_key="missing")],

@@ -121,7 +121,7 @@ def test_longer_settings_keep_more(db, retention, clock, grown):
 def test_the_worker_job_logs_a_count_per_table(db, retention, clock, grown, caplog):
     with caplog.at_level(logging.INFO, logger="scheduler.jobs"):
         _run_job("prune", db, retention, clock)
-    [line] = [r.getMessage() for r in caplog.records if "prune" in r.getMessage()]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "scheduler.jobs" and "prune" in r.getMessage()]
     for table, n in REMOVED.items():
         assert f"{table} {n}" in line
     assert _left(db) == KEPT

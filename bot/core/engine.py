@@ -28,6 +28,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
@@ -36,7 +37,7 @@ from typing import Callable
 from sqlalchemy.engine import Engine as DbEngine
 from sqlalchemy.exc import OperationalError
 
-from bot import texts
+from bot import metrics, texts
 from bot.config import Settings
 from bot.core.router import Router
 from bot.core.types import Inbound, Outcome, Reply
@@ -83,6 +84,7 @@ class Engine:
         and the outcome: a channel that must answer a redelivery byte for byte (WeChat) stores its
         rendered reply there, through a storage function.
         """
+        started = time.perf_counter()
         key = (inbound.channel, inbound.user_id)
         lane = self._lanes.get(key)
         if lane is None:
@@ -95,7 +97,12 @@ class Engine:
                     executor = None if self.router.is_long(inbound) else self._writer
                     outcome = await asyncio.get_running_loop().run_in_executor(
                         executor, partial(self.handle, inbound, before_commit=before_commit))
+                metrics.observe_event(inbound.channel, "duplicate" if outcome.duplicate else
+                                      "stale" if outcome.stale else "ok", time.perf_counter() - started)
                 return outcome
+        except Exception:
+            metrics.observe_event(inbound.channel, "error", time.perf_counter() - started)
+            raise
         finally:
             lane[1] -= 1
             if lane[1] == 0:
