@@ -322,3 +322,29 @@ def queue_outbox_reply(db, *, channel: str, key: str, recipient: str, body: str,
     return _QUEUE_REPLY.run(db, channel=channel, key=key[:200], recipient=recipient, body=body[:4096], payload=payload,
                             state="pending", attempts=0, interrupted=0, now=now, created_at=now)
 
+
+# -- a cadre's visits of the half-year, for the signs of 走过场 (bot/core/evidence.py) ---------------------
+
+class CadreVisitRow(NamedTuple):
+    id: int
+    visited_at: datetime
+    survey: dict[str, Any]
+    latitude: float | None
+    longitude: float | None
+    location_note: str | None
+    home_latitude: float | None  # the household's coordinates
+    home_longitude: float | None
+
+
+_CADRE_VISITS = _statement("cadre_visits", select(
+    _v.c.id, _v.c.visited_at, _v.c.survey, _v.c.latitude, _v.c.longitude, _v.c.location_note,
+    _h.c.latitude.label("home_latitude"), _h.c.longitude.label("home_longitude"))
+    .select_from(_v.join(_h, _h.c.id == _v.c.household_id))
+    .where(_v.c.cadre_id == bindparam("cadre_id"), _v.c.half == bindparam("half"))
+    .order_by(_v.c.visited_at, _v.c.id), CadreVisitRow)
+
+
+def cadre_visits(db, cadre_id: int, half: str) -> list[CadreVisitRow]:
+    """The cadre's visits of the half-year, oldest first, with where each was and where its household is."""
+    return _CADRE_VISITS.rows(db, cadre_id=cadre_id, half=half)
+

@@ -116,7 +116,7 @@ class _Compiled:
         self.bind_procs: dict[str, Callable[[Any], Any]] = {name: proc for name, proc in procs.items() if proc is not None}
         columns = list(stmt.exported_columns) if hasattr(stmt, "exported_columns") else []
         self.result_names = tuple(col.key for col in columns)
-        self.result_procs = tuple(col.type.dialect_impl(dialect).result_processor(dialect, None) for col in columns)
+        self.result_procs = tuple(_result_processor(col.type, dialect) for col in columns)
         # Only the columns that need converting are touched per row (SQLite's booleans, JSON, UTC).
         self.conversions = tuple((i, proc) for i, proc in enumerate(self.result_procs) if proc is not None)
 
@@ -206,3 +206,15 @@ class Prepared(Generic[R]):
             return cursor.rowcount
         finally:
             cursor.close()
+
+
+def _result_processor(type_, dialect):
+    """The column type's conversion of a driver value; numbers need none where the driver gives floats
+    already (psycopg's double precision), and PostgreSQL's Float asks for the cursor's type code,
+    which a statement compiled ahead of running has not got."""
+    from sqlalchemy import Float
+
+    if isinstance(type_, Float) and dialect.name == "postgresql":
+        return None
+    return type_.dialect_impl(dialect).result_processor(dialect, None)
+

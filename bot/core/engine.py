@@ -51,6 +51,9 @@ system_clock = utcnow  # the one clock (storage.db); tests give the engine a set
 __all__ = ["Engine", "ConcurrentUpdate", "Clock", "system_clock"]
 
 
+CONFIRM_DELAY = 0.5  # seconds a delivery mark may wait for the next event's transaction
+
+
 def _stale() -> Outcome:
     return Outcome(replies=[Reply(texts.STALE_BUTTON)], stale=True)
 
@@ -74,6 +77,7 @@ class Engine:
         # SQLite takes one writer at a time and lets the others sleep and poll: events that need a
         # thread queue for one, first come first served. Long reads have their own threads.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="core") if self._sqlite else None
+        self._confirm_timer: asyncio.TimerHandle | None = None
 
     # -- the door --------------------------------------------------------------------------------
 
@@ -109,11 +113,21 @@ class Engine:
                 self._lanes.pop(key, None)
 
     async def confirm(self, inbound: Inbound) -> None:
-        """The channel delivered the event's answer: a redelivery of the event now gets nothing."""
+        """The channel delivered the event's answer: a redelivery of the event now gets nothing. The mark
+        goes with the next event's transaction, or after ``CONFIRM_DELAY`` when none comes."""
         if inbound.event_key is None:
             return
-        if self._inline(lambda conn: self.work.confirm(conn, inbound, self.clock()) or True) is None:
-            await asyncio.get_running_loop().run_in_executor(self._writer, self._confirm_now, inbound)
+        self.work.confirm(inbound, self.clock())
+        if self._confirm_timer is None:
+            loop = asyncio.get_running_loop()
+            self._confirm_timer = loop.call_later(CONFIRM_DELAY, lambda: loop.create_task(self._flush_confirms()))
+
+    async def _flush_confirms(self) -> None:
+        self._confirm_timer = None
+        if not self.work.delivered:
+            return
+        if self._inline(lambda conn: self.work.mark_delivered(conn) + 1) is None:
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._confirm_now)
 
     async def defer(self, inbound: Inbound, replies: list[Reply]) -> None:
         """The channel could not deliver the event's answer and no redelivery will come (long polling):
@@ -133,11 +147,12 @@ class Engine:
                                channel=inbound.channel, recipient=inbound.user_id, body=reply.numbered_text(),
                                now=now, settings=self.settings)
             session.flush()
-            self.work.confirm(conn, inbound, now)
+            self.work.confirm(inbound, now)
+            self.work.mark_delivered(conn)
 
-    def _confirm_now(self, inbound: Inbound) -> None:
+    def _confirm_now(self) -> None:
         with self.db.connect() as conn, conn.begin():
-            self.work.confirm(conn, inbound, self.clock())
+            self.work.mark_delivered(conn)
 
     async def run(self, work: Callable, *args, read_only: bool = False):
         """``work(session, *args)`` in a session of its own, committed when it returns, where the core
@@ -213,7 +228,13 @@ class Engine:
         return self._now_conn
 
     def close(self) -> None:
-        """Closes what the engine opened itself (the database engine given is the caller's to dispose)."""
+        """Closes what the engine opened itself (the database engine given is the caller's to dispose);
+        delivery marks still pending are written first."""
+        if self.work.delivered:
+            try:
+                self._confirm_now()
+            except Exception:  # closing: a mark lost only lets a redelivery send the answer again
+                log.warning("could not write %d delivery marks on close", len(self.work.delivered))
         if self._writer is not None:
             self._writer.shutdown(wait=False)
         with self._now_lock:

@@ -32,6 +32,7 @@ from bot import texts
 from bot.config import Settings
 from bot.core.geo import Point, describe, distance_m, to_wgs84
 from bot.core.types import Location
+from storage import hot
 from storage.models import Cadre, Household, Visit, VisitFlag
 
 CONFIRMED, LOCATION, PHOTO, NONE = "confirmed", "location", "photo", "none"
@@ -122,22 +123,14 @@ def level(visit: Visit, household: Household | None, settings: Settings) -> str:
 
 
 def _flag(session: Session, visit: Visit, kind: str, reason: str, now: datetime) -> None:
-    exists = session.exec(select(VisitFlag.id).where(VisitFlag.visit_id == visit.id, VisitFlag.kind == kind)).first()
-    if exists is None:
-        session.add(VisitFlag(visit_id=visit.id, cadre_id=visit.cadre_id, kind=kind, reason=reason[:300],
-                              created_at=now))
-
-
-def _point_of(visit: Visit, household: Household | None) -> Point | None:
-    if visit.latitude is not None and visit.location_note is None:
-        return Point(visit.latitude, visit.longitude)
-    if household is not None and household.latitude is not None:
-        return Point(household.latitude, household.longitude)
-    return None
+    """One flag of the visit being confirmed (each kind is looked for once, so never twice)."""
+    session.add(VisitFlag(visit_id=visit.id, cadre_id=visit.cadre_id, kind=kind, reason=reason[:300], created_at=now))
 
 
 def on_confirmed(session: Session, visit: Visit, household: Household, settings: Settings, now: datetime) -> None:
-    """The visit's evidence level and its flags, as it is confirmed (it is flushed, so it has an id)."""
+    """The visit's evidence level and its flags, as it is confirmed (it is flushed, so it has an id).
+    The cadre's visits of the half-year are read once (``storage.hot.cadre_visits``, a dozen rows) for
+    the trip from the previous one, the burst and the identical surveys."""
     visit.evidence = level(visit, household, settings)
     session.add(visit)
     if visit.photo_phash:
@@ -146,9 +139,10 @@ def on_confirmed(session: Session, visit: Visit, household: Household, settings:
         _flag(session, visit, "forwarded", texts.FLAG_FORWARDED, now)
     if visit.distance_m is not None and visit.distance_m > settings.visit_far_km * 1000 and visit.location_note is None:
         _flag(session, visit, "far", texts.FLAG_FAR.format(distance=describe(visit.distance_m)), now)
-    _too_fast(session, visit, household, settings, now)
-    _burst(session, visit, settings, now)
-    _same_answers(session, visit, settings, now)
+    visits = [row for row in hot.cadre_visits(session, visit.cadre_id, visit.half) if row.visited_at <= visit.visited_at]
+    _too_fast(session, visit, visits, settings, now)
+    _burst(session, visit, visits, settings, now)
+    _same_answers(session, visit, visits, settings, now)
 
 
 def _same_photo(session: Session, visit: Visit, now: datetime) -> None:
@@ -162,41 +156,42 @@ def _same_photo(session: Session, visit: Visit, now: datetime) -> None:
             return
 
 
-def _too_fast(session: Session, visit: Visit, household: Household, settings: Settings, now: datetime) -> None:
-    here = _point_of(visit, household)
-    if here is None:
+def _where(row: hot.CadreVisitRow) -> Point | None:
+    if row.latitude is not None and row.location_note is None:
+        return Point(row.latitude, row.longitude)
+    if row.home_latitude is not None:
+        return Point(row.home_latitude, row.home_longitude)
+    return None
+
+
+def _too_fast(session: Session, visit: Visit, visits: list, settings: Settings, now: datetime) -> None:
+    mine = next((row for row in visits if row.id == visit.id), None)
+    before = [row for row in visits if row.id != visit.id]
+    here = _where(mine) if mine is not None else None
+    if here is None or not before:
         return
-    previous = session.exec(select(Visit, Household).join(Household, Household.id == Visit.household_id)
-                            .where(Visit.cadre_id == visit.cadre_id, Visit.id != visit.id,
-                                   Visit.visited_at <= visit.visited_at)
-                            .order_by(Visit.visited_at.desc(), Visit.id.desc()).limit(1)).first()
-    if previous is None:
-        return
-    before, before_household = previous
-    there = _point_of(before, before_household)
+    there = _where(before[-1])
     if there is None:
         return
     meters = distance_m(here, there)
-    hours = max((visit.visited_at - before.visited_at).total_seconds(), 1) / 3600
+    hours = max((visit.visited_at - before[-1].visited_at).total_seconds(), 1) / 3600
     if meters > 500 and meters / 1000 / hours > settings.max_travel_kmh:
         _flag(session, visit, "too_fast", texts.FLAG_TOO_FAST.format(
-            distance=describe(meters), minutes=max(1, round(hours * 60)), other=before.id), now)
+            distance=describe(meters), minutes=max(1, round(hours * 60)), other=before[-1].id), now)
 
 
-def _burst(session: Session, visit: Visit, settings: Settings, now: datetime) -> None:
+def _burst(session: Session, visit: Visit, visits: list, settings: Settings, now: datetime) -> None:
     since = visit.visited_at - timedelta(minutes=settings.visit_burst_minutes)
-    count = session.exec(select(func.count()).select_from(Visit).where(
-        Visit.cadre_id == visit.cadre_id, Visit.visited_at >= since, Visit.visited_at <= visit.visited_at)).one()
+    count = sum(1 for row in visits if row.visited_at >= since)
     if count >= settings.visit_burst_count:
         _flag(session, visit, "burst", texts.FLAG_BURST.format(count=count, minutes=settings.visit_burst_minutes), now)
 
 
-def _same_answers(session: Session, visit: Visit, settings: Settings, now: datetime) -> None:
-    if not visit.survey:
+def _same_answers(session: Session, visit: Visit, visits: list, settings: Settings, now: datetime) -> None:
+    if not visit.survey or len(visits) < settings.visit_same_answers_minimum:
         return
-    surveys = session.exec(select(Visit.survey).where(Visit.cadre_id == visit.cadre_id, Visit.half == visit.half)).all()
-    if len(surveys) >= settings.visit_same_answers_minimum and all(s == visit.survey for s in surveys):
-        _flag(session, visit, "same_answers", texts.FLAG_SAME_ANSWERS.format(count=len(surveys)), now)
+    if all(row.survey == visit.survey for row in visits):
+        _flag(session, visit, "same_answers", texts.FLAG_SAME_ANSWERS.format(count=len(visits)), now)
 
 
 def household_confirmed(session: Session, visit: Visit, settings: Settings, now: datetime) -> None:

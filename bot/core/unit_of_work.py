@@ -25,6 +25,7 @@ write transaction afterwards (``read_then_write``): seconds of reading do not ho
 from __future__ import annotations
 
 import logging
+from collections import deque
 from datetime import datetime
 from typing import Any, Callable
 
@@ -115,23 +116,27 @@ class UnitOfWork:
     def __init__(self, router: Router, settings: Settings):
         self.router = router
         self.settings = settings
+        # Answers channels confirmed sending, not yet marked: written by the next event's transaction
+        # (or the engine's timer when none comes), not by a transaction each (see ``confirm``).
+        self.delivered: deque[tuple[str, str, datetime]] = deque()
 
     # -- the steps ---------------------------------------------------------------------------------
 
-    @staticmethod
-    def record(conn, inbound: Inbound, now: datetime) -> Outcome | None:
+    def record(self, conn, inbound: Inbound, now: datetime) -> Outcome | None:
         """Step 1: records the event's key; the stored answer if it was there already (a redelivery)."""
         key = _key(inbound)
         if key is None or hot.record_event(conn, inbound.channel, key, now):
             return None
-        return UnitOfWork.stored(conn, inbound)
+        return self.stored(conn, inbound)
 
-    @staticmethod
-    def stored(conn, inbound: Inbound) -> Outcome:
-        row = hot.stored_answer(conn, inbound.channel, _key(inbound))
+    def stored(self, conn, inbound: Inbound) -> Outcome:
+        key = _key(inbound)
+        row = hot.stored_answer(conn, inbound.channel, key)
         if row is None:
             return Outcome(duplicate=True)
-        return decode_answer(row.answer, row.delivered_at is not None)
+        delivered = row.delivered_at is not None or any(
+            (channel, pending) == (inbound.channel, key) for channel, pending, _at in list(self.delivered))
+        return decode_answer(row.answer, delivered)
 
     @staticmethod
     def load_state(conn, inbound: Inbound, now: datetime) -> hot.StateRow:
@@ -155,8 +160,8 @@ class UnitOfWork:
             raise ConcurrentUpdate()
         return version + 1
 
-    @staticmethod
-    def conclude(conn, ctx: Context, version: int, before_commit: BeforeCommit | None, sessions: _Sessions) -> Outcome:
+    def conclude(self, conn, ctx: Context, version: int, before_commit: BeforeCommit | None,
+                 sessions: _Sessions) -> Outcome:
         """Steps 4 and 5: buttons rendered for the state's version, the answer kept with the event,
         ``before_commit`` run and flushed."""
         replies = [item(version) if callable(item) else item for item in ctx.replies]
@@ -169,6 +174,7 @@ class UnitOfWork:
         key = _key(ctx.inbound)
         if key is not None and (outcome.replies or outcome.rendered is not None):
             hot.store_answer(conn, ctx.inbound.channel, key, encode_answer(outcome))
+        self.mark_delivered(conn)
         return outcome
 
     # -- the paths -----------------------------------------------------------------------------------
@@ -217,9 +223,8 @@ class UnitOfWork:
             try:
                 key = _key(inbound)
                 if key is not None:
-                    seen = hot.stored_answer(conn, inbound.channel, key)
-                    if seen is not None:
-                        return decode_answer(seen.answer, seen.delivered_at is not None)
+                    if hot.stored_answer(conn, inbound.channel, key) is not None:
+                        return self.stored(conn, inbound)
                 row = hot.load_state(conn, inbound.channel, inbound.user_id)
                 dialogue = _dialogue(row) if row is not None else Dialogue(None, None, {}, 0)
                 if inbound.command is None and dialogue.flow is not None:
@@ -254,9 +259,22 @@ class UnitOfWork:
             finally:
                 sessions.close()
 
-    @staticmethod
-    def confirm(conn, inbound: Inbound, now: datetime) -> None:
-        """Marks the event's stored answer as sent (in the caller's transaction)."""
+    def confirm(self, inbound: Inbound, now: datetime) -> None:
+        """The event's answer was sent: marked with the next transaction (``mark_delivered``). Until then
+        (under load, one event; when idle, up to the engine's flush delay) a redelivery of the event would
+        send the answer again: only a process killed in that moment, in long polling, can repeat one."""
         key = _key(inbound)
         if key is not None:
-            hot.confirm_answer(conn, inbound.channel, key, now)
+            self.delivered.append((inbound.channel, key, now))
+
+    def mark_delivered(self, conn) -> int:
+        """Writes the pending delivery marks in the caller's transaction; how many."""
+        done = 0
+        while self.delivered:
+            try:
+                channel, key, at = self.delivered.popleft()
+            except IndexError:  # another thread took the last one
+                break
+            hot.confirm_answer(conn, channel, key, at)
+            done += 1
+        return done
