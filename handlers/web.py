@@ -39,7 +39,6 @@ from bot.core import evaluation, service_qr
 from bot.core.dialogue import InputError
 from bot.core.engine import Engine
 from bot.errors import RequestRefused
-from storage.db import session_scope
 
 log = logging.getLogger(__name__)
 
@@ -160,20 +159,18 @@ def rating_routes(core: Engine) -> list[Route]:
     def message(status: int, title: str, *lines: str, again: str | None = None) -> Response:
         return page("message", status, title=title, lines=lines, again=again)
 
-    def resolve(token: str) -> evaluation.Target | None:
+    def resolve(session, token: str) -> evaluation.Target | None:
         """The target of a card's token, or of a one-time service token that can still be rated."""
-        with session_scope(db) as session:
-            if service_qr.looks_like_token(token):
-                found = service_qr.resolve(session, settings, token, core.clock())
-                return found.target if found is not None and found.state == service_qr.OK else None
-            return evaluation.resolve(session, key, token)
+        if service_qr.looks_like_token(token):
+            found = service_qr.resolve(session, settings, token, core.clock())
+            return found.target if found is not None and found.state == service_qr.OK else None
+        return evaluation.resolve(session, key, token)
 
-    def service_refusal(token: str) -> Response | None:
+    async def service_refusal(token: str) -> Response | None:
         """The page for a one-time service token that was used or has expired (None: fine, or a card)."""
         if not service_qr.looks_like_token(token):
             return None
-        with session_scope(db) as session:
-            found = service_qr.resolve(session, settings, token, core.clock())
+        found = await core.run(service_qr.resolve, settings, token, core.clock())
         if found is None or found.state == service_qr.OK:
             return None
         if found.state == service_qr.USED:
@@ -193,10 +190,10 @@ def rating_routes(core: Engine) -> list[Route]:
     async def show(request: Request) -> Response:
         """Shows whom the code rates and the five levels."""
         token = request.path_params["token"]
-        refusal = await run_in_threadpool(service_refusal, token) if is_token(token) else None
+        refusal = await service_refusal(token) if is_token(token) else None
         if refusal is not None:
             return refusal
-        target = await run_in_threadpool(resolve, token) if is_token(token) else None
+        target = await core.run(resolve, token) if is_token(token) else None
         if target is None:
             return message(404, texts.PAGE_NOT_FOUND_TITLE, texts.RATING_CODE_INVALID)
         cookie = request.cookies.get(COOKIE)
@@ -244,10 +241,10 @@ def rating_routes(core: Engine) -> list[Route]:
         cookie = request.cookies.get(COOKIE)
         if not csrf_valid(key, cookie, token, one.get("csrf", ""), time.time()):
             return message(403, texts.PAGE_EXPIRED_TITLE, texts.PAGE_EXPIRED, again=f"/r/{token}")
-        refusal = await run_in_threadpool(service_refusal, token)
+        refusal = await service_refusal(token)
         if refusal is not None:
             return refusal
-        target = await run_in_threadpool(resolve, token)
+        target = await core.run(resolve, token)
         if target is None:
             return message(404, texts.PAGE_NOT_FOUND_TITLE, texts.RATING_CODE_INVALID)
         for name, items in fields.items():
@@ -260,20 +257,19 @@ def rating_routes(core: Engine) -> list[Route]:
         except InputError as exc:
             return form(request, token, target, cookie, status=400, values=values, error=str(exc))
 
-        def store() -> str | None:
-            with session_scope(db) as session:
-                if service_qr.looks_like_token(token):  # 一事一评: one rating for this service, under its lock
-                    state, submitted = service_qr.submit(session, settings, token, given, channel=CHANNEL,
-                                                         now=core.clock(), address=address)
-                    return evaluation.thanks_text(given, submitted, settings) if submitted else state
-                current = evaluation.resolve(session, key, token)  # revoked since the form was shown?
-                if current is None:
-                    return None
-                submitted = evaluation.submit_rating(session, settings, current, given, channel=CHANNEL,
-                                                     rater=cookie, address=address, now=core.clock())
-                return evaluation.thanks_text(given, submitted, settings)
+        def store(session) -> str | None:
+            if service_qr.looks_like_token(token):  # 一事一评: one rating for this service, under its lock
+                state, submitted = service_qr.submit(session, settings, token, given, channel=CHANNEL,
+                                                     now=core.clock(), address=address)
+                return evaluation.thanks_text(given, submitted, settings) if submitted else state
+            current = evaluation.resolve(session, key, token)  # revoked since the form was shown?
+            if current is None:
+                return None
+            submitted = evaluation.submit_rating(session, settings, current, given, channel=CHANNEL,
+                                                 rater=cookie, address=address, now=core.clock())
+            return evaluation.thanks_text(given, submitted, settings)
 
-        thanks = await run_in_threadpool(store)
+        thanks = await core.run(store)  # the core's session and thread: the page opens none
         if thanks == service_qr.USED:  # rated by someone else since the form was shown
             return message(409, texts.PAGE_SERVICE_USED_TITLE, texts.PAGE_SERVICE_USED)
         if thanks == service_qr.EXPIRED:
@@ -292,11 +288,7 @@ def rating_routes(core: Engine) -> list[Route]:
         """Where the follow-up of the rating with this 评价编号 stands; nothing about anyone else."""
         number = request.path_params["number"][:40]
 
-        def look_up():
-            with session_scope(db) as session:
-                return evaluation.follow_up(session, number)
-
-        found = await run_in_threadpool(look_up)
+        found = await core.run(evaluation.follow_up, number, read_only=True)
         return page("message", 200 if found else 404, title=texts.PAGE_STATUS_TITLE,
                     lines=evaluation.follow_up_lines(found), again=None)
 

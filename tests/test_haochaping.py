@@ -559,6 +559,7 @@ def test_a_one_time_service_qr_rated_twice_counts_once_and_confirms_the_visit(is
     assert rows(db, Problem) == []
     with session_scope(db) as s:
         assert s.get(Visit, visit_id).household_confirmed_at is not None
+        assert s.get(Visit, visit_id).evidence == "confirmed"  # the strongest evidence of the visit (bot.core.evidence)
     boss = Chat(core, "boss")
     assert "李明：1 条，满意率 100.0%" in boss.say("/ratings")
 

@@ -28,7 +28,7 @@ from sqlmodel import Session, select
 
 from bot import texts
 from bot.config import Settings
-from bot.core import evaluation
+from bot.core import evaluation, evidence
 from bot.core.dialogue import Context
 from bot.core.feature import Feature
 from bot.core.types import File
@@ -131,9 +131,8 @@ def submit(session: Session, settings: Settings, token: str, given: evaluation.R
     ticket.used_at, ticket.rating_id = now, rating.id
     session.add_all([rating, ticket])
     if ticket.visit_id is not None:
-        visit = session.get(Visit, ticket.visit_id)
-        visit.household_confirmed_at = now
-        session.add(visit)
+        # The household's own confirmation: the strongest evidence, and coordinates learned (走访真实性).
+        evidence.household_confirmed(session, session.get(Visit, ticket.visit_id), settings, now)
     session.flush()
     return OK, submitted
 

@@ -220,6 +220,7 @@ class VisitFlow(Flow):
                 raiser_phone=household.phone)
             lines.append((texts.VISIT_PROBLEM_SOLVED if d.get("solved") else texts.VISIT_PROBLEM_LEDGER)
                          .format(id=problem.id))
+        lines.append(texts.VISIT_OFFER_CONFIRMATION)  # the household's own confirmation (一事一评)
         ctx.say("\n".join(lines))
 
 
