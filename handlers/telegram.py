@@ -178,7 +178,6 @@ class TelegramChannel:
         self.application = builder.build()
         self.application.add_handler(TypeHandler(Update, self._on_update))
         self._menus: dict[int, tuple[bool, str | None]] = {}  # chat -> the menu it was given (see _follow_role)
-        self._background: set[asyncio.Task] = set()
         self.state, self.detail = "down", "未启动"
         self._starting: asyncio.Task | None = None
         self._poll_failures = 0
@@ -361,7 +360,6 @@ class TelegramChannel:
             if not outcome.resend:
                 return None  # answered and delivered before: nothing at all to do
             replies = [_resent(reply) for reply in outcome.resend]
-        self._follow_role(update, outcome)
         query = update.callback_query
         answer = None
         if query is not None and webhook_answer:
@@ -382,6 +380,7 @@ class TelegramChannel:
             await self.core.defer(inbound, replies)
             return None
         await self.core.confirm(inbound)
+        await self._follow_role(update, outcome)
         return answer
 
     async def _deliver(self, update: Update, outcome: Outcome, replies: list[Reply], answer_press: bool) -> None:
@@ -441,9 +440,11 @@ class TelegramChannel:
             return None
         return content if len(content) <= MAX_PHOTO_BYTES else None
 
-    def _follow_role(self, update: Update, outcome: Outcome) -> None:
+    async def _follow_role(self, update: Update, outcome: Outcome) -> None:
         """Gives a user who is bound (or whose role changed) the command menu of their role, once per
-        process, in the background: a menu is a convenience and never holds up an answer."""
+        process, after the answer went out: a menu is a convenience and never holds up an answer. Not
+        in a task of its own: requests beside the updates' own would grow the HTTP pool, which every
+        later request then scans (httpx checks each idle connection)."""
         chat_id = update.effective_chat.id
         audience = outcome.audience
         if audience is None or self._menus.get(chat_id, (False, None)) == audience:
@@ -451,9 +452,7 @@ class TelegramChannel:
         self._menus[chat_id] = audience
         if len(self._menus) > 100_000:
             self._menus.clear()
-        task = asyncio.ensure_future(self._set_chat_menu(chat_id, audience))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        await self._set_chat_menu(chat_id, audience)
 
     async def _set_chat_menu(self, chat_id: int, audience: tuple[bool, str | None]) -> None:
         bound, role = audience
