@@ -578,7 +578,7 @@ def _wecom_api(settings: Settings, engine):
 
 def cmd_wecom_sync(args, settings: Settings) -> int:
     """Reads the WeCom directory, matches members to cadres by mobile, binds them and reports."""
-    from bot.core.engine import system_clock
+    from storage.db import utcnow as system_clock
     from handlers.wecom import WeComApiError
     from handlers.wecom.directory import report_lines, sync_directory
 

@@ -39,7 +39,6 @@ CONTACT_UNKNOWN = "未在花名册中找到手机号 {phone}。请确认号码�
 ALREADY_BOUND = "您已绑定为 {name}（{unit}），无需重复绑定。"
 
 HELP_HEADER = "可用命令："
-HELP_UNBOUND = "/bind 绑定码 — 绑定干部身份\n/help — 帮助"
 # One help line per feature (bot.core.features derives /help and the command menus from them).
 HELP_BIND = "/bind 绑定码 — 绑定干部身份"
 HELP_VISIT = "/visit — 开始入户走访（四个一）"
@@ -55,16 +54,10 @@ HELP_REPORT = "/report — 反映问题"
 HELP_MINE = "/mine — 我反映的问题"
 HELP_RATINGS_LINE = "/ratings [单位名或干部姓名] — 群众评价统计与差评"
 HELP_CALLBACKS = "/callbacks — 待回访的差评"
+HELP_RATINGS = HELP_RATINGS_LINE + "\n" + HELP_CALLBACKS  # the two lines as /help shows them
 HELP_EXPORT = "/export [1-5|all] [单位] — 导出报表附件1–5（Excel）"
 HELP_RANKING = "/ranking [满意度|走访|时效] — 单位和干部排名（末位）及图表"
 HELP_SPOTCHECK = "/spotcheck — 电话随机访问：抽取走访记录、逐条记录核实结果；/spotcheck 汇总"
-HELP_CADRE = (
-    "/visit — 开始入户走访（四个一）\n"
-    "/contact — 登记日常走访（电话、节日走访、座谈）\n"
-    "/progress — 本半年走访进度"
-)
-HELP_FOOTER = "/cancel — 取消当前操作\n/help — 帮助"
-HELP_SUPERVISOR = "/unit — 本单位干部走访进度\n/mute、/unmute — 暂停、恢复日报周报"
 HELP_ADMIN = "/bindcode 手机号 — 为干部生成绑定码"
 HELP_IN_FLOW = "当前正在进行：{flow}。可点按钮作答，也可回复选项编号；发送 /cancel 取消。"
 
@@ -224,7 +217,6 @@ PAGE_BAD_FORM = "提交的内容不完整或格式不对，未被接受。请重
 PAGE_RESCAN = "重新打开评价页"
 
 # Supervisor views of the ratings
-HELP_RATINGS = "/ratings [单位名或干部姓名] — 群众评价统计与差评\n/callbacks — 待回访的差评"
 RATINGS_HEADER = "⭐ 群众评价（{half_label}）"
 RATINGS_UNIT_LINE = "{name}：{total} 条，满意率 {rate}，差评 {bad}"
 RATINGS_COUNTS = "{counts}"
@@ -241,9 +233,6 @@ CALLBACKS_NONE = "没有待回访的差评。"
 CALLBACKS_LINE = "• #{problem} {target} {level}：回访电话 {phone}，{due}前回访{comment}"
 
 # Supervisors' tools: report forms 附件1-5, rankings, spot-checks (电话随机访问), hotline import
-HELP_REPORTS = ("/export [1-5|all] [单位] — 导出报表附件1–5（Excel）\n"
-                "/ranking [满意度|走访|时效] — 单位和干部排名（末位）及图表\n"
-                "/spotcheck — 电话随机访问：抽取走访记录、逐条记录核实结果；/spotcheck 汇总")
 # The forms as in seed 004: title, subtitle (form 4's is per sheet), columns, and the note whose
 # dates and phone come from the settings (DEADLINE_FORM*, REPORT_CONTACT_PHONE).
 REPORT_FORMS = {
@@ -441,9 +430,6 @@ REPORT_ASK_PHONE = "可选：留下联系电话，便于回访（仅经办人员
 REPORT_BAD_PHONE = "电话号码格式不对，请输入手机号或座机号（如 0571-87654321），或选择“跳过”。"
 REPORT_SUMMARY = "请确认：\n类型：{category}\n内容：{content}\n电话：{phone}"
 REPORT_SAVED = "✅ 已收到，编号 #{id}。我们将交相关部门办理，原则上 {days} 个工作日内答复。发送 /mine 查看进展。"
-HELP_LEDGER_CADRE = "/todo — 我负责的台账问题"
-HELP_LEDGER_SUPERVISOR = "/ledger — 问题台账：交办、督办、回访"
-HELP_CITIZEN = "/report — 反映问题\n/mine — 我反映的问题"
 
 # WeChat (公众号): no buttons in a reply, so no contact or location button either
 WECHAT_LOCATION_HINT = "（发送位置：点输入框旁的“+”，选择“位置”；或回复“纬度,经度”）"

@@ -46,9 +46,7 @@ from storage.db import Clock, make_engine, session_scope, utcnow
 
 log = logging.getLogger(__name__)
 
-system_clock = utcnow  # the one clock (storage.db); tests give the engine a settable one
-
-__all__ = ["Engine", "ConcurrentUpdate", "Clock", "system_clock"]
+__all__ = ["Engine", "ConcurrentUpdate"]
 
 
 CONFIRM_DELAY = 0.5  # seconds a delivery mark may wait for the next event's transaction
@@ -61,12 +59,11 @@ def _stale() -> Outcome:
 class Engine:
     """Handles inbound events for every channel; safe to share between threads and processes."""
 
-    def __init__(self, db: DbEngine, settings: Settings, clock: Clock = system_clock):
+    def __init__(self, db: DbEngine, settings: Settings, clock: Clock = utcnow):  # the one clock (storage.db); tests pass a settable one
         self.db = db
         self.settings = settings
         self.clock = clock
         self.router = Router(settings)
-        self.flows = self.router.flows
         self.work = UnitOfWork(self.router, settings)
         self._sqlite = db.dialect.name == "sqlite"
         self._now_db: DbEngine | None = None  # see _now_connection

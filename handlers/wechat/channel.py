@@ -47,7 +47,7 @@ from bot.core.geo import GCJ02
 from bot.core.types import Inbound, Location, Outcome, Reply
 from handlers.wechat.crypto import MAX_BODY_BYTES, Cipher, Refused, check_signature, check_timestamp, parse_xml, \
     text_reply
-from scheduler import outbox
+from bot.core import outbox
 from storage import hot
 
 log = logging.getLogger(__name__)

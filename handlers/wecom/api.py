@@ -23,7 +23,7 @@ import httpx
 from sqlalchemy.engine import Engine as DbEngine
 
 from bot.config import Settings
-from bot.core.engine import system_clock
+from storage.db import utcnow as system_clock
 from handlers.wechat.api import TOKEN_ERRORS, WeChatApi, WeChatApiError, _json
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from sqlalchemy.engine import Engine as DbEngine
 
 from bot import texts
 from bot.config import Settings
-from bot.core.engine import system_clock
+from storage.db import utcnow as system_clock
 from handlers.wecom.api import NOT_A_MEMBER, WeComApi, WeComApiError
 from handlers.wecom.render import SEND, UPDATE_CARD, text_message
 from scheduler import outbox
