@@ -1,7 +1,7 @@
 """The hot statements, fast path against SQLAlchemy: ``python -m bench.hot [--db URL] [--calls N]``.
 
 For each statement of ``storage.hot`` that reads (and for the dialogue's save), the time per call
-of the function callers use (``hot.load_state(conn, …)``: the fast path of storage/prepared.py,
+of the function callers use (``hot.start_event(conn, …)``: the fast path of storage/prepared.py,
 typed rows included) and of the same statement through ``conn.execute(stmt, params).all()``, the
 floor measured in the same run, on the same connection and rows, call for call alternated in
 blocks so that whatever else runs on the machine slows both alike. Median of --repeats blocks.
@@ -52,8 +52,8 @@ def _cases(seed: dict, now: datetime):
     """(name, the call through storage.hot, the statement's name in hot.STATEMENTS, its parameters)"""
     u, c, h = seed["user_id"], seed["cadre_id"], seed["household_id"]
     return [
-        ("event_seen", lambda db: hot.event_seen(db, CHANNEL, "seen"), dict(channel=CHANNEL, event_key="seen")),
-        ("load_state", lambda db: hot.load_state(db, CHANNEL, u), dict(channel=CHANNEL, user_id=u)),
+        ("start_event", lambda db: hot.start_event(db, CHANNEL, u, "seen"),
+         dict(channel=CHANNEL, user_id=u, event_key="seen")),
         ("bound_cadre", lambda db: hot.bound_cadre(db, CHANNEL, u), dict(channel=CHANNEL, user_id=u)),
         ("households_with_status", lambda db: hot.households_with_status(db, c, "2026H2"),
          dict(cadre_id=c, half="2026H2")),

@@ -32,15 +32,22 @@ def utcnow() -> datetime:
 Clock = Callable[[], datetime]
 
 
-def make_engine(url: str, *, echo: bool = False, wait_for_lock: bool = True) -> Engine:
+PING_AFTER_IDLE = 10.0  # seconds a pooled PostgreSQL connection may sit unused before it is pinged
+
+
+def make_engine(url: str, *, echo: bool = False, wait_for_lock: bool = True,
+                ping_after_idle: float = PING_AFTER_IDLE) -> Engine:
     """Creates the engine for ``url``; SQLite files get their folder created and the pragmas above.
 
     ``wait_for_lock=False`` (SQLite): a transaction that cannot take the write lock at once fails
     with "database is locked" instead of waiting for it (see ``Engine.handle_now`` in the core).
+    ``ping_after_idle`` (PostgreSQL): see ``_ping_when_idle``.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        engine = create_engine(url, echo=echo, pool_size=10, max_overflow=10)
+        _ping_when_idle(engine, ping_after_idle)
+        return engine
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +76,37 @@ def make_engine(url: str, *, echo: bool = False, wait_for_lock: bool = True) -> 
         conn.connection.driver_connection.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Pings a pooled connection at checkout only when it sat unused ``idle_seconds`` or more.
+
+    ``pool_pre_ping`` pings at every checkout: a round trip more for every chat event (one in six of
+    an event's). A connection in steady use is alive, or fails its event loudly; one that sat idle
+    may have been closed by the server, a restart or a firewall, and is replaced here before use:
+    SQLAlchemy's pool retries the checkout with a new connection when this raises
+    ``DisconnectionError`` (the documented "pessimistic, custom" way).
+    """
+    import time
+
+    from sqlalchemy import exc
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn, record, _proxy):
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < idle_seconds:
+            return  # new, or in steady use
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+            dbapi_conn.rollback()  # the ping began a transaction: the caller begins its own
+        except Exception as err:
+            if engine.dialect.is_disconnect(err, dbapi_conn, None) or getattr(dbapi_conn, "closed", False):
+                raise exc.DisconnectionError() from err
+            raise
 
 
 def is_postgres(engine: Engine) -> bool:

@@ -7,7 +7,7 @@ declared here once, with
 
 - a row type (a NamedTuple, or a frozen dataclass where the row is handed around as a domain
   object: ``BoundCadre``, ``HouseholdStatus``), so callers write ``row.flow``, never ``row["flow"]``;
-- a small named function that runs it (``load_state(conn, channel, user_id) -> StateRow | None``),
+- a small named function that runs it (``start_event(conn, channel, user_id, key) -> EventStart | None``),
   which is what callers import.
 
 ``_statement`` registers each in ``STATEMENTS``; ``tests/test_hot_parity.py`` runs every registered
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, exists, func, insert, literal_column, or_, select, true, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal_column, or_, select, true, update
 
 from storage.models import (Cadre, ChatAccount, DialogueState, EverydayContact, Household, Problem, ProblemStatus,
                             OutboxMessage, ProcessedInbound, ServiceObject, Visit, WeChatUser)
@@ -55,28 +55,10 @@ class EventRow(NamedTuple):
     channel: str
 
 
-class StateRow(NamedTuple):
-    flow: str | None
-    step: str | None
-    data: dict[str, Any]
-    version: int
-
-
-_RECORD_EVENT = _statement("record_event", lambda insert: insert(_events).values(
-    channel=bindparam("channel"), event_key=bindparam("event_key"),
-    created_at=bindparam("created_at", type_=_events.c.created_at.type))
-    .on_conflict_do_nothing().returning(_events.c.channel), EventRow)
-_EVENT_SEEN = _statement("event_seen", select(_events.c.channel).where(
-    _events.c.channel == bindparam("channel"), _events.c.event_key == bindparam("event_key")), EventRow)
 _CREATE_STATE = _statement("create_state", lambda insert: insert(_state).values(
     channel=bindparam("channel"), external_user_id=bindparam("user_id"), flow=None, step=None,
     data=bindparam("data", type_=_state.c.data.type), version=0,
     updated_at=bindparam("updated_at", type_=_state.c.updated_at.type)).on_conflict_do_nothing())
-# FOR UPDATE locks the row on PostgreSQL; SQLite has no row locks (BEGIN IMMEDIATE took the database).
-_LOAD_STATE = _statement("load_state", select(_state.c.flow, _state.c.step, _state.c.data, _state.c.version)
-                         .where(_state.c.channel == bindparam("channel"),
-                                _state.c.external_user_id == bindparam("user_id"))
-                         .with_for_update(), StateRow)
 # The version check that makes a lost race visible (the row changed under us).
 _SAVE_STATE = _statement("save_state", update(_state)
                          .where(_state.c.channel == bindparam("b_channel"),
@@ -87,49 +69,14 @@ _SAVE_STATE = _statement("save_state", update(_state)
                                  updated_at=bindparam("updated_at", type_=_state.c.updated_at.type)))
 
 
-class AnswerRow(NamedTuple):
-    answer: dict[str, Any] | None  # the answer kept with the event (bot/core/unit_of_work.py)
-    delivered_at: datetime | None  # when a channel confirmed sending it
-
-
-_STORED_ANSWER = _statement("stored_answer", select(_events.c.answer, _events.c.delivered_at).where(
-    _events.c.channel == bindparam("channel"), _events.c.event_key == bindparam("event_key")), AnswerRow)
-_STORE_ANSWER = _statement("store_answer", update(_events).where(
-    _events.c.channel == bindparam("b_channel"), _events.c.event_key == bindparam("b_event_key"))
-    .values(answer=bindparam("answer", type_=_events.c.answer.type)))
 _CONFIRM_ANSWER = _statement("confirm_answer", update(_events).where(
     _events.c.channel == bindparam("b_channel"), _events.c.event_key == bindparam("b_event_key"),
     _events.c.delivered_at.is_(None)).values(delivered_at=bindparam("now", type_=_events.c.delivered_at.type)))
 
 
-def record_event(db, channel: str, event_key: str, now: datetime) -> bool:
-    """Records an event's key; False if it was there already (a redelivery)."""
-    return _RECORD_EVENT.first(db, channel=channel, event_key=event_key, created_at=now) is not None
-
-
-def event_seen(db, channel: str, event_key: str) -> bool:
-    """Whether an event's key was recorded before (reading only)."""
-    return _EVENT_SEEN.first(db, channel=channel, event_key=event_key) is not None
-
-
-def stored_answer(db, channel: str, event_key: str) -> AnswerRow | None:
-    """The answer kept with a recorded event, and whether it was delivered; None for an unknown key."""
-    return _STORED_ANSWER.first(db, channel=channel, event_key=event_key)
-
-
-def store_answer(db, channel: str, event_key: str, answer: dict[str, Any]) -> int:
-    """Keeps the answer with the event just recorded."""
-    return _STORE_ANSWER.run(db, b_channel=channel, b_event_key=event_key, answer=answer)
-
-
 def confirm_answer(db, channel: str, event_key: str, now: datetime) -> int:
     """Marks the event's answer delivered (once: a later confirmation keeps the first time)."""
     return _CONFIRM_ANSWER.run(db, b_channel=channel, b_event_key=event_key, now=now)
-
-
-def load_state(db, channel: str, user_id: str) -> StateRow | None:
-    """The user's dialogue row, locked for the transaction on PostgreSQL."""
-    return _LOAD_STATE.first(db, channel=channel, user_id=user_id)
 
 
 def create_state(db, channel: str, user_id: str, now: datetime) -> int:
@@ -180,6 +127,64 @@ _BOUND_CADRE = _statement("bound_cadre", select(*(_cadre.c[name] for name in Bou
 def bound_cadre(db, channel: str, user_id: str) -> BoundCadre | None:
     """The active cadre (channel, user_id) is bound to."""
     return _BOUND_CADRE.first(db, channel=channel, user_id=user_id)
+
+
+# -- one event's first and last statement (bot/core/unit_of_work.py) --------------------------------
+
+class EventStart(NamedTuple):
+    """What an event starts from, in one statement: the user's dialogue row (locked on PostgreSQL),
+    whether the event's key was recorded before and the answer kept with it, and the bound cadre."""
+
+    flow: str | None
+    step: str | None
+    data: dict[str, Any]
+    version: int
+    seen: str | None  # the event's channel when its key is recorded already (a redelivery)
+    answer: dict[str, Any] | None
+    delivered_at: datetime | None
+    cadre_id: int | None  # the active bound cadre's columns (BoundCadre), None when there is none
+    cadre_name: str | None
+    cadre_unit_id: int | None
+    cadre_mobile: str | None
+    cadre_role: str | None
+    cadre_post: str | None
+    cadre_duties: str | None
+    cadre_active: bool | None
+    cadre_digests_muted: bool | None
+
+    def cadre(self) -> BoundCadre | None:
+        return None if self.cadre_id is None else BoundCadre(*self[7:])
+
+
+_START_EVENT = _statement("start_event", select(
+    _state.c.flow, _state.c.step, _state.c.data, _state.c.version,
+    _events.c.channel.label("seen"), _events.c.answer, _events.c.delivered_at,
+    *(_cadre.c[name].label(f"cadre_{name}") for name in BoundCadre.__dataclass_fields__))
+    .select_from(_state
+                 .outerjoin(_events, and_(_events.c.channel == _state.c.channel,
+                                          _events.c.event_key == bindparam("event_key")))
+                 .outerjoin(_account, and_(_account.c.channel == _state.c.channel,
+                                           _account.c.external_user_id == _state.c.external_user_id))
+                 .outerjoin(_cadre, and_(_cadre.c.id == _account.c.cadre_id, _cadre.c.active == true())))
+    .where(_state.c.channel == bindparam("channel"), _state.c.external_user_id == bindparam("user_id"))
+    .with_for_update(of=_state), EventStart)
+# The event's key and its answer, in one statement at the end of its unit of work; nothing comes back
+# when a redelivery of the same event committed first (PostgreSQL, another process).
+_RECORD_ANSWER = _statement("record_answer", lambda insert: insert(_events).values(
+    channel=bindparam("channel"), event_key=bindparam("event_key"),
+    created_at=bindparam("created_at", type_=_events.c.created_at.type),
+    answer=bindparam("answer", type_=_events.c.answer.type))
+    .on_conflict_do_nothing().returning(_events.c.channel), EventRow)
+
+
+def start_event(db, channel: str, user_id: str, event_key: str | None) -> EventStart | None:
+    """The event's starting point (see ``EventStart``); None when the user has no dialogue row yet."""
+    return _START_EVENT.first(db, channel=channel, user_id=user_id, event_key=event_key)
+
+
+def record_answer(db, channel: str, event_key: str, answer: dict[str, Any] | None, now: datetime) -> bool:
+    """Records the event's key with its answer; False if the key was recorded already."""
+    return _RECORD_ANSWER.first(db, channel=channel, event_key=event_key, created_at=now, answer=answer) is not None
 
 
 # -- households and progress (bot/core/progress.py) ------------------------------------------------

@@ -73,6 +73,8 @@ def seed(db, clock) -> Seed:
         s.add(DialogueState(channel="telegram", external_user_id="100", flow="visit", step="card",
                             data={"household": visited.id, "survey": {"q1": "是"}, "标签": ["一", 2, None]},
                             version=4, updated_at=now - timedelta(minutes=3)))
+        s.add(DialogueState(channel="wechat", external_user_id="oSupervisor", flow=None, step=None, data={},
+                            version=0, updated_at=now - timedelta(minutes=1)))
         s.add(ProcessedInbound(channel="telegram", event_key="seen-1", created_at=now - timedelta(minutes=3)))
         s.add(WeChatUser(openid="oOld", last_inbound_at=now - timedelta(days=3)))
         s.add(WeChatUser(openid="oFuture", last_inbound_at=now + timedelta(hours=1)))
@@ -90,13 +92,8 @@ def seed(db, clock) -> Seed:
 
 # name -> parameter sets (plain values, as the functions in storage/hot.py pass them)
 CASES = {
-    "record_event": lambda s: [dict(channel="telegram", event_key="new-1", created_at=s.now),
-                               dict(channel="telegram", event_key="seen-1", created_at=s.now)],
-    "event_seen": lambda s: [dict(channel="telegram", event_key="seen-1"),
-                             dict(channel="wechat", event_key="seen-1")],
     "create_state": lambda s: [dict(channel="telegram", user_id="300", data={}, updated_at=s.now),
                                dict(channel="telegram", user_id="100", data={}, updated_at=s.now)],
-    "load_state": lambda s: [dict(channel="telegram", user_id="100"), dict(channel="telegram", user_id="nobody")],
     "save_state": lambda s: [
         dict(b_channel="telegram", b_user="100", b_version=4, flow="visit", step="survey:q2",
              data={"household": s.visited_id, "survey": {"q1": "否", "q2": "满意"}, "备注": "楼道灯"}, version=5,
@@ -125,12 +122,16 @@ CASES = {
              attempts=0, interrupted=0, now=s.now, created_at=s.now)],
     "cadre_visits": lambda s: [dict(cadre_id=s.cadre_id, half=s.half), dict(cadre_id=s.cadre_id, half="2020H1"),
                                dict(cadre_id=s.other_cadre_id, half=s.half)],
-    "stored_answer": lambda s: [dict(channel="telegram", event_key="answered-1"),
-                                dict(channel="wechat", event_key="answered-2"), dict(channel="telegram", event_key="seen-1"),
-                                dict(channel="telegram", event_key="missing")],
-    "store_answer": lambda s: [dict(b_channel="telegram", b_event_key="seen-1",
-                                    answer={"replies": [{"text": "好的", "options": []}], "rendered": None}),
-                               dict(b_channel="telegram", b_event_key="missing", answer={})],
+    "start_event": lambda s: [dict(channel="telegram", user_id="100", event_key="answered-1"),
+                              dict(channel="telegram", user_id="100", event_key="fresh-1"),
+                              dict(channel="telegram", user_id="100", event_key=None),
+                              dict(channel="telegram", user_id="200", event_key="seen-1"),
+                              dict(channel="wechat", user_id="oSupervisor", event_key="answered-2"),
+                              dict(channel="telegram", user_id="nobody", event_key="seen-1")],
+    "record_answer": lambda s: [dict(channel="telegram", event_key="new-2", created_at=s.now,
+                                     answer={"replies": [{"text": "好的", "options": []}], "rendered": None}),
+                                dict(channel="telegram", event_key="new-3", created_at=s.now, answer=None),
+                                dict(channel="telegram", event_key="seen-1", created_at=s.now, answer={})],
     "confirm_answer": lambda s: [dict(b_channel="telegram", b_event_key="answered-1", now=s.now),
                                  dict(b_channel="wechat", b_event_key="answered-2", now=s.now)],
 }
@@ -205,20 +206,26 @@ def test_fast_path_matches_sqlalchemy(db, seed, name):
 def test_cases_reach_the_interesting_rows(db, seed):
     """The seed is what the comparison above stands on: the answers users would see from it."""
     with db.connect() as conn, conn.begin():
-        state = hot.load_state(conn, "telegram", "100")
+        state = hot.start_event(conn, "telegram", "100", None)
         assert (state.flow, state.step, state.version) == ("visit", "card", 4)
         assert state.data["标签"] == ["一", 2, None]
         assert hot.bound_cadre(conn, "telegram", "100").name == "李明"
         assert hot.bound_cadre(conn, "telegram", "200") is None  # bound to a cadre no longer active
+        again = hot.start_event(conn, "telegram", "100", "answered-1")  # a redelivery, its answer kept
+        assert again.seen == "telegram" and again.answer["replies"][0]["text"] and again.version == 4
+        fresh = hot.start_event(conn, "telegram", "100", "fresh-1")
+        assert fresh.seen is None and fresh.answer is None and fresh.cadre().name == "李明"
+        assert fresh.cadre() == hot.bound_cadre(conn, "telegram", "100")
+        assert hot.start_event(conn, "telegram", "nobody", "fresh-1") is None  # no dialogue row yet
         progress = hot.cadre_progress(conn, seed.cadre_id, seed.half)
         assert progress == hot.ProgressRow(assigned=3, visited=1, contacts=1, objects=10)
         statuses = hot.households_with_status(conn, seed.cadre_id, seed.half)
         assert [h.visited for h in statuses] == [False, False, True]
         assert [p.content for p in hot.lookback(conn, seed.visited_id)] == ["路灯不亮", "电梯常坏"]
         assert hot.open_nearby(conn, "幸福社区", seed.visited_id) == 2
-        kept = hot.stored_answer(conn, "telegram", "answered-1")
+        kept = hot.start_event(conn, "telegram", "100", "answered-1")
         assert kept.answer["replies"][0]["options"] == [[["住户1", "4.0"]]] and kept.delivered_at is None
-        assert hot.stored_answer(conn, "wechat", "answered-2").delivered_at is not None
+        assert hot.start_event(conn, "wechat", "oSupervisor", "answered-2").delivered_at is not None
         assert hot.save_state(conn, "telegram", "100", expected_version=3, flow=None, step=None, data={},
                               version=4, now=seed.now) == 0  # a lost race changes nothing
 

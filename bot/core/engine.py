@@ -41,7 +41,7 @@ from bot import metrics, texts
 from bot.config import Settings
 from bot.core.router import Router
 from bot.core.types import Inbound, Outcome, Reply
-from bot.core.unit_of_work import BeforeCommit, ConcurrentUpdate, Decline, UnitOfWork
+from bot.core.unit_of_work import BeforeCommit, ConcurrentUpdate, Decline, Redelivered, UnitOfWork
 from storage.db import Clock, make_engine, session_scope, utcnow
 
 log = logging.getLogger(__name__)
@@ -172,13 +172,19 @@ class Engine:
         now = self.clock()
         try:
             return self._inline(lambda conn: self.work.write(conn, inbound, now, before_commit, inline=True))
-        except Decline:
+        except (Decline, Redelivered):
             return None
         except ConcurrentUpdate:
             return _stale()
 
     def handle(self, inbound: Inbound, *, before_commit: BeforeCommit | None = None) -> Outcome:
         """Processes one event on this thread, waiting for the database as long as it takes."""
+        try:
+            return self._handle(inbound, before_commit)
+        except Redelivered:  # the same event, handled meanwhile by another process: its answer now
+            return self._handle(inbound, before_commit)
+
+    def _handle(self, inbound: Inbound, before_commit: BeforeCommit | None) -> Outcome:
         now = self.clock()
         try:
             if self._sqlite and self.router.reads_only(inbound):

@@ -3,15 +3,21 @@
 Every event, whichever way the core runs it (inline on the event loop, in a worker thread, or as a
 long read), goes through the same steps, in one transaction:
 
-1. record the event's key: a key seen before makes the event a redelivery, answered with the answer
-   stored for it (``Outcome.duplicate``; ``delivered`` says whether a channel confirmed sending it);
-2. load the user's dialogue row and lock it (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE has
-   taken the whole database);
-3. run the step: the router (bot/core/router.py) with the event's ``Context``;
-4. save the dialogue with a version check (a lost race is ``ConcurrentUpdate``: nothing is kept) and
-   the rendered answer with the event's key;
-5. run the channel's ``before_commit`` hook (WeChat stores its XML, queues the slow part);
+1. one statement (``hot.start_event``): the user's dialogue row, locked (FOR UPDATE on PostgreSQL;
+   SQLite's BEGIN IMMEDIATE has taken the whole database), created empty for a new user; whether the
+   event's key was recorded before, with the answer stored for it (a redelivery, answered with that:
+   ``Outcome.duplicate``; ``delivered`` says whether a channel confirmed sending it); the bound cadre;
+2. run the step: the router (bot/core/router.py) with the event's ``Context``;
+3. save the dialogue with a version check (a lost race is ``ConcurrentUpdate``: nothing is kept);
+4. run the channel's ``before_commit`` hook (WeChat stores its XML, queues the slow part);
+5. one statement (``hot.record_answer``): the event's key with the rendered answer. A key that is
+   there already was recorded by a redelivery of the same event that another process committed
+   meanwhile (the row lock of step 1 made this one wait for it): ``Redelivered``, the transaction
+   rolls back and the engine runs the event again, which then finds the answer in step 1;
 6. commit, once: the answer and the next step are stored together or not at all.
+
+Two statements of bookkeeping per event, where there were five (the key, the row, the cadre, the row
+saved, the answer): on PostgreSQL each is a round trip.
 
 An answer saved is an answer delivered: a channel that could not deliver it (the messenger down, the
 process killed after the commit) gets it back when the messenger delivers the event again, and sends
@@ -52,6 +58,11 @@ class ConcurrentUpdate(Exception):
     """The dialogue row changed under us: another event for the same user won the race."""
 
 
+class Redelivered(Exception):
+    """The event's key was recorded by another transaction while this one ran (a redelivery handled
+    in another process, PostgreSQL): roll back and run the event again, which then finds its answer."""
+
+
 # -- the stored answer -------------------------------------------------------------------------------
 
 def encode_answer(outcome: Outcome) -> dict[str, Any]:
@@ -82,7 +93,7 @@ def _key(inbound: Inbound) -> str | None:
     return inbound.event_key[:KEY_LIMIT] if inbound.event_key is not None else None
 
 
-def _dialogue(row: hot.StateRow) -> Dialogue:
+def _dialogue(row: hot.EventStart) -> Dialogue:
     # The row's data was decoded from JSON just now: a fresh object, the dialogue's own to change.
     return Dialogue(row.flow, row.step, row.data or {}, row.version)
 
@@ -122,34 +133,26 @@ class UnitOfWork:
 
     # -- the steps ---------------------------------------------------------------------------------
 
-    def record(self, conn, inbound: Inbound, now: datetime) -> Outcome | None:
-        """Step 1: records the event's key; the stored answer if it was there already (a redelivery)."""
-        key = _key(inbound)
-        if key is None or hot.record_event(conn, inbound.channel, key, now):
-            return None
-        return self.stored(conn, inbound)
-
-    def stored(self, conn, inbound: Inbound) -> Outcome:
-        key = _key(inbound)
-        row = hot.stored_answer(conn, inbound.channel, key)
+    def start(self, conn, inbound: Inbound, now: datetime) -> hot.EventStart:
+        """Steps 1 and 2 in one statement: the user's dialogue row, locked (created empty for a new
+        user), whether the event was handled before (and its answer), and the bound cadre."""
+        row = hot.start_event(conn, inbound.channel, inbound.user_id, _key(inbound))
         if row is None:
-            return Outcome(duplicate=True)
+            hot.create_state(conn, inbound.channel, inbound.user_id, now)
+            row = hot.start_event(conn, inbound.channel, inbound.user_id, _key(inbound))
+        return row
+
+    def redelivery(self, inbound: Inbound, row: hot.EventStart) -> Outcome:
+        """A redelivered event's outcome: its stored answer, to send again unless it was delivered."""
+        key = _key(inbound)
         delivered = row.delivered_at is not None or any(
             (channel, pending) == (inbound.channel, key) for channel, pending, _at in list(self.delivered))
         return decode_answer(row.answer, delivered)
 
-    @staticmethod
-    def load_state(conn, inbound: Inbound, now: datetime) -> hot.StateRow:
-        """Step 2: the user's dialogue row, locked; created empty for a new user."""
-        row = hot.load_state(conn, inbound.channel, inbound.user_id)
-        if row is None:
-            hot.create_state(conn, inbound.channel, inbound.user_id, now)
-            row = hot.load_state(conn, inbound.channel, inbound.user_id)
-        return row
-
-    def context(self, conn, sessions: _Sessions, inbound: Inbound, dialogue: Dialogue, now: datetime) -> Context:
+    def context(self, conn, sessions: _Sessions, inbound: Inbound, dialogue: Dialogue, now: datetime,
+                cadre: hot.BoundCadre | None) -> Context:
         return Context(connection=conn, open_session=sessions.opener, inbound=inbound, dialogue=dialogue,
-                       settings=self.settings, now=now, cadre=binding.bound_cadre(conn, inbound.channel, inbound.user_id))
+                       settings=self.settings, now=now, cadre=cadre)
 
     @staticmethod
     def save_state(conn, inbound: Inbound, dialogue: Dialogue, version: int, now: datetime) -> int:
@@ -172,8 +175,10 @@ class UnitOfWork:
             before_commit(ctx, outcome)
             sessions.flush()
         key = _key(ctx.inbound)
-        if key is not None and (outcome.replies or outcome.rendered is not None):
-            hot.store_answer(conn, ctx.inbound.channel, key, encode_answer(outcome))
+        if key is not None:
+            answer = encode_answer(outcome) if outcome.replies or outcome.rendered is not None else None
+            if not hot.record_answer(conn, ctx.inbound.channel, key, answer, ctx.now):
+                raise Redelivered()  # another process handled this event meanwhile: roll back, ask again
         self.mark_delivered(conn)
         return outcome
 
@@ -183,17 +188,16 @@ class UnitOfWork:
               inline: bool = False) -> Outcome:
         """The whole unit in the transaction the caller began on ``conn``. ``inline``: on the event loop,
         where a step of a long flow declines (``Decline``; the caller rolls back)."""
-        duplicate = self.record(conn, inbound, now)
-        if duplicate is not None:
-            return duplicate
-        row = self.load_state(conn, inbound, now)
+        row = self.start(conn, inbound, now)
+        if row.seen is not None:
+            return self.redelivery(inbound, row)
         if inline and row.flow in self.router.long_flows:
-            raise Decline()  # a step of a long flow: the transaction rolls back, the event key with it
+            raise Decline()  # a step of a long flow: the transaction rolls back
         dialogue = _dialogue(row)
         before = dialogue.snapshot()
         sessions = _Sessions(conn)
         try:
-            ctx = self.context(conn, sessions, inbound, dialogue, now)
+            ctx = self.context(conn, sessions, inbound, dialogue, now, row.cadre())
             self.router.route(ctx)
             version = row.version
             sessions.flush()
@@ -221,17 +225,16 @@ class UnitOfWork:
             driver = conn.connection.driver_connection
             driver.execute("PRAGMA query_only = ON")
             try:
-                key = _key(inbound)
-                if key is not None:
-                    if hot.stored_answer(conn, inbound.channel, key) is not None:
-                        return self.stored(conn, inbound)
-                row = hot.load_state(conn, inbound.channel, inbound.user_id)
+                row = hot.start_event(conn, inbound.channel, inbound.user_id, _key(inbound))
+                if row is not None and row.seen is not None:
+                    return self.redelivery(inbound, row)
                 dialogue = _dialogue(row) if row is not None else Dialogue(None, None, {}, 0)
                 if inbound.command is None and dialogue.flow is not None:
                     raise Decline()
                 before = dialogue.snapshot()
                 sessions.conn = conn
-                ctx = self.context(conn, sessions, inbound, dialogue, now)
+                cadre = row.cadre() if row is not None else binding.bound_cadre(conn, inbound.channel, inbound.user_id)
+                ctx = self.context(conn, sessions, inbound, dialogue, now, cadre)
                 self.router.route(ctx)
                 sessions.flush()  # a write here fails: query_only
             finally:
@@ -241,10 +244,10 @@ class UnitOfWork:
                 driver.execute("PRAGMA query_only = OFF")
 
         with db.connect() as conn, conn.begin():
-            duplicate = self.record(conn, inbound, now)
-            if duplicate is not None:
-                return duplicate
-            version = self.load_state(conn, inbound, now).version
+            row = self.start(conn, inbound, now)
+            if row.seen is not None:
+                return self.redelivery(inbound, row)
+            version = row.version
             changed = dialogue.snapshot() != before
             # The user's dialogue moved on meanwhile: what was said about it (a flow's question
             # shown again, buttons) is out of date. A plain export or ranking is not.
