@@ -45,6 +45,7 @@ from bench.visits import FIRST_BUTTON, VISIT, Step, count_visits, prepare_databa
 from bot import texts
 
 TARGET_RATIO = 0.5
+TARGET_RATIO_POSTGRES = 0.6  # issue 15: the production store as fast as the embedded one
 TARGET_P99_MS = 50.0
 FIRST_USER_ID = 910_001
 FIRST_PACED_USER_ID = 920_001
@@ -67,6 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--paced-users", type=int, default=32, help="cadres of the steady-load phase (default 32)")
     p.add_argument("--paced-seconds", type=float, default=25.0,
                    help="length of the steady-load phase, per bot (default 25; 0 skips it)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="processes of each bot on one port (default 1; more than 1 needs --db postgresql://…)")
     p.add_argument("--seed", type=int, default=1, help="random seed of the think times (default 1)")
     p.add_argument("--time-limit", type=float, default=300.0, help="seconds before the run gives up (default 300)")
     args = p.parse_args(argv)
@@ -74,6 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.users, args.visits, args.warmup, args.paced_users, args.paced_seconds = 4, 1, 1, 8, 5.0
     if args.users < 1 or args.visits < 1 or args.warmup < 0:
         p.error("--users and --visits must be at least 1, --warmup at least 0")
+    if args.processes < 1 or (args.processes > 1 and not (args.db or "").startswith("postgres")):
+        p.error("--processes must be at least 1, and more than 1 needs --db postgresql://… (SQLite: one process)")
     if args.paced_seconds < 0 or args.paced_users < 1 or args.rate <= 0:
         p.error("--paced-seconds must be at least 0, --paced-users at least 1, --rate above 0")
     return args
@@ -162,13 +167,13 @@ async def drive_paced(tg, visit_bot: BotProcess, echo_bot: BotProcess, users, ar
         start = time.monotonic()
         until = start + args.paced_seconds
         visit = await run_phase([visit_user(tg, to_visit, u, sent[u.id], until=until, think=think[u.id]) for u in users],
-                                deadline, visit_bot.pid)
+                                deadline, visit_bot.pids)
         walked = len(visit.samples) // len(VISIT)
         visit = _window(visit, start, args.paced_seconds)
         tg.clear_calls()
         start = time.monotonic()
         echo = await run_phase([echo_user(tg, to_echo, u, sent[u.id], think[u.id]) for u in users],
-                               deadline, echo_bot.pid)
+                               deadline, echo_bot.pids)
         echo = _window(echo, start, args.paced_seconds)
     return visit, echo, walked
 
@@ -191,14 +196,14 @@ async def drive(tg, visit_bot: BotProcess, echo_bot: BotProcess, users, args, de
             await run_phase([echo_user(tg, to_echo, u, sent[u.id]) for u in users], deadline)
         # py-spy keeps only samples holding the GIL, so the visit bot idling through the echo rounds adds none.
         with PySpy(visit_bot.pid, args.py_spy) if args.py_spy else contextlib.nullcontext(), \
-                OtherLoad(visit_bot.pid, echo_bot.pid) as others:
+                OtherLoad(visit_bot.pids, echo_bot.pids) as others:
             for _ in range(args.visits):
                 tg.clear_calls()  # the stand-in's call log is not used; keep it from growing
                 sent = {u.id: [] for u in users}
                 visit.add(await run_phase([visit_user(tg, to_visit, u, sent[u.id], visits=1) for u in users], deadline,
-                                          visit_bot.pid))
+                                          visit_bot.pids))
                 echo.add(await run_phase([echo_user(tg, to_echo, u, sent[u.id]) for u in users], deadline,
-                                         echo_bot.pid))
+                                         echo_bot.pids))
     return visit, echo, others.share
 
 
@@ -220,7 +225,8 @@ def report(args, db_kind: str, visit: Phase, echo: Phase, others: float | None,
            visits_found: int, visits_expected: int, paced: tuple[Phase, Phase] | None = None) -> int:
     print()
     print(f"bench: {args.users} users x {args.visits} timed visits (+{args.warmup} warm-up) x {len(VISIT)} updates"
-          f" per visit; {os.cpu_count()} cores; database: {db_kind}")
+          f" per visit; {os.cpu_count()} cores; database: {db_kind}"
+          + (f"; {args.processes} processes per bot" if args.processes > 1 else ""))
     if others is not None:
         print(f"  other processes took {others:.0%} of the machine's CPU during the timed rounds"
               + ("  -- noisy: the figures vary; the CPU-time ratio below varies less" if others > 0.1 else ""))
@@ -250,8 +256,8 @@ def report(args, db_kind: str, visit: Phase, echo: Phase, others: float | None,
     saturated_p99 = percentile([s.ms for s in visit.samples], 99)
     p99 = percentile([s.ms for s in paced[0].samples], 99) if paced is not None else None
     print()
-    print(f"throughput ratio visit/echo: {ratio:.2f}  (target >= {TARGET_RATIO})  "
-          f"{'PASS' if ratio >= TARGET_RATIO else 'FAIL'}")
+    target = TARGET_RATIO_POSTGRES if db_kind.startswith("postgres") else TARGET_RATIO
+    print(f"throughput ratio visit/echo: {ratio:.2f}  (target >= {target})  {'PASS' if ratio >= target else 'FAIL'}")
     if visit.bot_cpu and echo.bot_cpu:
         # Both bot processes are CPU-bound (one GIL each), so this is the ratio a quiet machine gives.
         cpu_ratio = (echo.bot_cpu / len(echo.samples)) / (visit.bot_cpu / len(visit.samples))
@@ -289,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             paced_users = [tg.user(uid, first_name=f"干部P{n}") for n, uid in enumerate(paced_ids, 1)]
             options = {"token": tg.token, "api_url": tg.url, "secret": SECRET, "database_url": url}
             print("bench: starting both bots; warm-up, then timed rounds visit bot / echo bot…", flush=True)
-            with BotProcess("visit", options) as visit_bot, BotProcess("echo", options) as echo_bot:
+            with BotProcess("visit", options, processes=args.processes) as visit_bot, \
+                    BotProcess("echo", options, processes=args.processes) as echo_bot:
                 try:
                     visit, echo, others = asyncio.run(drive(tg, visit_bot, echo_bot, users, args, deadline))
                     paced = None

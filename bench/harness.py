@@ -103,19 +103,23 @@ class BenchStandin(TelegramStandin):
 
 
 class BotProcess:
-    """The bot under test in its own process ('spawn': a fresh interpreter, its own GIL)."""
+    """The bot under test in its own process ('spawn': a fresh interpreter, its own GIL), or in
+    ``processes`` processes on one port (SO_REUSEPORT: the kernel spreads the connections over them,
+    as ``python -m bot serve --workers N`` has uvicorn do)."""
 
-    def __init__(self, kind: str, options: dict[str, Any], start_timeout: float = 60.0):
-        from bench import servers
-
-        ctx = multiprocessing.get_context("spawn")
+    def __init__(self, kind: str, options: dict[str, Any], start_timeout: float = 60.0, processes: int = 1):
         self.kind = kind
-        self._conn, child_conn = ctx.Pipe()
-        self._process = ctx.Process(target=servers.serve, args=(kind, options, child_conn),
-                                    name=f"bench-{kind}-bot", daemon=True)
+        self.options = dict(options, reuse_port=processes > 1)
+        self.processes = processes
         self._start_timeout = start_timeout
+        self._children: list[tuple[Any, Any]] = []  # (process, pipe)
         self.port: int | None = None
-        self.pid: int | None = None
+        self.pids: list[int] = []
+
+    @property
+    def pid(self) -> int | None:
+        """The first process (py-spy records that one)."""
+        return self.pids[0] if self.pids else None
 
     @property
     def webhook_url(self) -> str:
@@ -123,30 +127,44 @@ class BotProcess:
 
         return f"http://{HOST}:{self.port}{WEBHOOK_PATH}"
 
-    def __enter__(self) -> "BotProcess":
-        self._process.start()
-        if not self._conn.poll(self._start_timeout):
-            self._kill()
+    def _start_one(self, options: dict[str, Any], n: int) -> None:
+        from bench import servers
+
+        ctx = multiprocessing.get_context("spawn")
+        conn, child_conn = ctx.Pipe()
+        process = ctx.Process(target=servers.serve, args=(self.kind, options, child_conn),
+                              name=f"bench-{self.kind}-bot-{n}", daemon=True)
+        self._children.append((process, conn))
+        process.start()
+        if not conn.poll(self._start_timeout):
             raise RuntimeError(f"{self.kind} bot did not start within {self._start_timeout:.0f}s")
-        message = self._conn.recv()
+        message = conn.recv()
         if message[0] != "ready":
-            self._kill()
             raise RuntimeError(f"{self.kind} bot failed to start:\n{message[1]}")
-        _, self.port, self.pid = message
+        _, self.port, pid = message
+        self.pids.append(pid)
+
+    def __enter__(self) -> "BotProcess":
+        try:
+            self._start_one(self.options, 1)
+            for n in range(2, self.processes + 1):  # the others on the first one's port
+                self._start_one(dict(self.options, port=self.port), n)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        try:
-            self._conn.send("stop")
-        except OSError:
-            pass
-        self._process.join(15)
-        self._kill()
-
-    def _kill(self) -> None:
-        if self._process.is_alive():
-            self._process.terminate()  # this process only, by its handle
-            self._process.join(5)
+        for _process, conn in self._children:
+            try:
+                conn.send("stop")
+            except OSError:
+                pass
+        for process, _conn in self._children:
+            process.join(15)
+            if process.is_alive():
+                process.terminate()  # this process only, by its handle
+                process.join(5)
 
 
 class PySpy:
@@ -202,10 +220,14 @@ class Sample:
     at: float = 0.0  # when it was sent (time.monotonic), where the phase needs it
 
 
-def cpu_seconds(pid: int | None = None) -> float | None:
-    """User+system CPU time of a process so far (this one by default); None where /proc is missing."""
+def cpu_seconds(pid: int | list[int] | None = None) -> float | None:
+    """User+system CPU time of a process so far (this one by default; of all of them for a list);
+    None where /proc is missing."""
     if pid is None:
         return time.process_time()
+    if isinstance(pid, list):
+        times = [cpu_seconds(one) for one in pid]
+        return None if None in times else sum(times)
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -228,7 +250,7 @@ def machine_busy_seconds() -> float | None:
 class OtherLoad:
     """How much CPU processes other than ours took while the block ran (a shared machine's noise)."""
 
-    def __init__(self, *pids: int | None):
+    def __init__(self, *pids: int | list[int] | None):
         self.pids = pids
         self.share: float | None = None  # of the whole machine, 0..1
 
@@ -310,7 +332,7 @@ def http_client(users: int) -> httpx.AsyncClient:
                              limits=httpx.Limits(max_connections=users, max_keepalive_connections=users))
 
 
-async def run_phase(workers, deadline: float, bot_pid: int | None = None) -> Phase:
+async def run_phase(workers, deadline: float, bot_pid: int | list[int] | None = None) -> Phase:
     """Runs one coroutine per user at once; the phase lasts from the start to the last answer."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:

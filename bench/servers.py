@@ -60,9 +60,11 @@ def serve(kind: str, options: dict, conn) -> None:
     try:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if options.get("reuse_port"):  # several processes of one bot on one port (BotProcess)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         # As uvicorn.run's own socket gets it in production (see BenchStandin.start).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((HOST, 0))
+        sock.bind((HOST, options.get("port") or 0))
         port = sock.getsockname()[1]
         app = _build_app(kind, options, f"http://{HOST}:{port}{WEBHOOK_PATH}")
         server = uvicorn.Server(uvicorn.Config(
