@@ -363,7 +363,8 @@ def test_phones_are_masked_and_revealed_only_to_who_calls_back(browser, app, cit
     context, page = new_page(browser)
     try:
         log_in(page, app, city[WANG], then="/console/ratings")
-        assert "139****5678" in page.locator("#ratings-table").inner_text()
+        own = page.locator("#ratings-table").inner_text()
+        assert "王立新" in own and "5678" not in own  # the rated cadre: no phone of his rater, not even masked
         assert page.get_by_role("button", name="显示号码").count() == 0  # the rated cadre may not
         forced = page.request.post(f"{app.url}/console/ratings/{rating.id}/reveal",
                                    form={"csrf": page.locator("input[name=csrf]").first.get_attribute("value")})
@@ -373,6 +374,7 @@ def test_phones_are_masked_and_revealed_only_to_who_calls_back(browser, app, cit
     context, page = new_page(browser)
     try:
         log_in(page, app, city[OFFICE_HEAD], then="/console/ratings")
+        assert "139****5678" in page.locator("#ratings-table").inner_text()
         page.get_by_role("button", name="显示号码").click()
         assert page.locator(".revealed").inner_text() == "13912345678"
         shot(page, "ratings-revealed")

@@ -55,15 +55,16 @@ def county(db, clock):
     return roster
 
 
-def rate_badly(core, db, settings, cadre_id: int, user: str = "citizen", *, kind: str = TargetKind.CADRE) -> str:
+def rate_badly(core, db, settings, cadre_id: int, user: str = "citizen", *, kind: str = TargetKind.CADRE,
+               comment: str = "让我改天再来", phone: str = PHONE) -> str:
     """A citizen gives 不满意 with a reason, a comment and a phone, in chat."""
     citizen = Chat(core, user)
     citizen.say(f"/start {token_for(db, settings, kind, cadre_id)}")
     citizen.press("🙁 不满意")
     citizen.press("态度生硬")
     citizen.press(texts.RATING_REASONS_DONE)
-    citizen.say("让我改天再来")
-    return citizen.say(PHONE)
+    citizen.say(comment)
+    return citizen.say(phone)
 
 
 # -- 1. confidentiality and conflicts of interest ------------------------------------------------------
@@ -142,6 +143,64 @@ def test_a_unit_whose_only_supervisor_is_rated_sends_window_ratings_of_her_to_th
     assert problem.to_office
     assert Chat(core, "boss").say("/callbacks") == texts.CALLBACKS_NONE
     assert PHONE in Chat(core, "office").say("/callbacks")
+
+
+def test_the_rated_never_see_the_comment_of_a_bad_rating_about_them_in_digests_lists_console_or_forms(
+        core, db, settings, county, clock, tmp_path):
+    """A comment is free text the rater typed: it can name them, their door or their number. Like the
+    phone, it is never shown to the person rated (nor to those on duty at a rated window), in the digest,
+    /ratings, the console or the forms; whoever handles the item sees it."""
+    import openpyxl
+
+    from bot.core import console_views
+    from bot.core.login import Who
+    from bot.reports import forms
+    from scheduler.jobs import plan_digests
+
+    window = make_window(db, county, on_duty=[county.supervisor])
+    rate_badly(core, db, settings, county.supervisor.id, "c1", comment="我是三号楼的老张", phone="13912340001")
+    rate_badly(core, db, settings, window.id, "c2", kind=TargetKind.WINDOW, comment="我住幸福路3号", phone="13912340002")
+    rate_badly(core, db, settings, county.cadre.id, "c3", comment="窗口排队太久", phone="13912340003")
+    identifying = ("我是三号楼的老张", "我住幸福路3号", "13912340001", "13912340002", "1234****0001")
+    his = {r.id for r in rows(db, Rating) if r.cadre_id == county.cadre.id}
+
+    evening = datetime(2026, 11, 20, 10, 30, tzinfo=timezone.utc)  # 18:30: the daily digest is due
+    with session_scope(db) as s:
+        digests = {d.cadre_id: d.body for d in plan_digests(s, settings.model_copy(update={"digest_weekly_day": None}),
+                                                            evening)}
+    hers, office = digests[county.supervisor.id], digests[county.office.id]
+    assert "• 王芳（县住建局）不满意\n" in hers and "• 不动产登记窗口（县住建局）不满意\n" in hers  # the level, no more
+    assert "• 李明（县住建局）不满意：窗口排队太久" in hers  # not about her: she supervises him
+    assert not any(text in hers for text in identifying)
+    assert "• 王芳（县住建局）不满意：我是三号楼的老张" in office and "我住幸福路3号" in office
+
+    ratings = Chat(core, "boss").say("/ratings")
+    assert "窗口排队太久" in ratings and not any(text in ratings for text in identifying)
+    assert "我是三号楼的老张" in Chat(core, "office").say("/ratings")
+
+    with session_scope(db) as s:
+        me = Who(0, county.supervisor.id, "王芳", county.unit.id, Role.SUPERVISOR, clock())
+        page = console_views.ratings_page(s, settings, me, "2026H2")
+        shown = {row.target: row for row in page.rows}
+        assert not shown["王芳"].shows_rater and shown["王芳"].phone == ""
+        assert not shown["不动产登记窗口"].shows_rater and shown["不动产登记窗口"].phone == ""
+        assert shown["李明"].shows_rater and shown["李明"].phone == "139****0003"
+        own = console_views.cadre_page(s, settings, me, county.supervisor.id, "2026H2")
+        assert own.rater_hidden == {r.id for r in own.ratings}
+        cadre = Who(0, county.cadre.id, "李明", county.unit.id, Role.CADRE, clock())
+        assert console_views.cadre_page(s, settings, cadre, county.cadre.id, "2026H2").rater_hidden == his
+        office_view = console_views.ratings_page(s, settings, Who(0, county.office.id, "周长青", county.office.unit_id,
+                                                                  Role.OFFICE, clock()), "2026H2")
+        assert all(row.shows_rater for row in office_view.rows)
+
+        # The forms a unit's supervisor exports carry no rater at all (差评 are not problems of households).
+        import io
+
+        files = forms.export(s, list(forms.FORMS), "2026H2", [s.get(Unit, county.unit.id)], settings)
+        assert len(files) == len(forms.FORMS)
+        cells = [str(c) for f in files for ws in openpyxl.load_workbook(io.BytesIO(f.content)).worksheets
+                 for row in ws.iter_rows(values_only=True) for c in row if c is not None]
+        assert "县住建局" in "".join(cells) and not any(text in cell for cell in cells for text in identifying)
 
 
 # -- 2. the 作风办 oversees every unit by its role ---------------------------------------------------------

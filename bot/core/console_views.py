@@ -30,7 +30,7 @@ from bot.core import binding, ledger
 from bot.core.login import Who
 from bot.core.periods import half_bounds
 from bot.core.phones import mask
-from bot.core.scope import rating_subjects, sees_problem, unit_scope
+from bot.core.scope import rating_subjects, sees_problem, shows_rater, subjects_of, unit_scope
 from bot.core.workdays import work_calendar
 from storage import audit
 from storage.models import (AuditLog, Cadre, ChatAccount, EverydayContact, Household,
@@ -319,6 +319,7 @@ class CadrePage:
     items: list[Problem]
     households: list = field(default_factory=list)  # progress.HouseholdStatus, unvisited first
     questions: dict[str, str] = field(default_factory=dict)  # survey question id -> its short label
+    rater_hidden: set[int] = field(default_factory=set)  # ratings about the viewer: no comment shown (回避)
 
 
 def _may_see_cadre(session: Session, settings: Settings, who: Who, cadre: Cadre) -> bool:
@@ -357,8 +358,10 @@ def cadre_page(session: Session, settings: Settings, who: Who, cadre_id: int, ha
     from bot.core.survey import load_survey
 
     questions = {q.id: q.label or q.text for q in load_survey(settings.survey_file)}
+    subjects = subjects_of(session, ratings)
+    hidden = {r.id for r in ratings if not shows_rater(who.cadre_id, subjects[r.id])}
     return CadrePage(cadre, session.get(Unit, cadre.unit_id), figures, list(visits), list(contacts), list(objects),
-                     list(ratings), list(items), households_with_status(session, cadre.id, half), questions)
+                     list(ratings), list(items), households_with_status(session, cadre.id, half), questions, hidden)
 
 
 # -- 台账 ledger ---------------------------------------------------------------------------------
@@ -616,8 +619,9 @@ class RatingRow:
     rating: Rating
     target: str
     unit: str
-    phone: str  # masked
+    phone: str  # masked; empty on a rating about the viewer
     may_reveal: bool
+    shows_rater: bool  # False on a rating about the viewer: neither its phone nor its comment (回避)
 
 
 @dataclass
@@ -658,8 +662,13 @@ def ratings_page(session: Session, settings: Settings, who: Who, half: str, *, u
     from storage.models import ServiceWindow
     windows = dict(session.exec(select(ServiceWindow.id, ServiceWindow.name)).all()) if any(
         r.window_id for r in ratings) else {}
-    rows = [RatingRow(r, names.get(r.cadre_id, "") if r.target_kind == TargetKind.CADRE else windows.get(r.window_id, ""),
-                      units.get(r.unit_id, ""), mask(r.phone), may_reveal(session, settings, me, r)) for r in ratings]
+    subjects = subjects_of(session, ratings)
+    rows = []
+    for r in ratings:
+        rater = shows_rater(me.id, subjects[r.id])
+        rows.append(RatingRow(r, names.get(r.cadre_id, "") if r.target_kind == TargetKind.CADRE
+                              else windows.get(r.window_id, ""), units.get(r.unit_id, ""),
+                              mask(r.phone) if rater else "", may_reveal(session, settings, me, r), rater))
     counts = _rating_counts(session, settings, half, scope if who.role != Role.CADRE else {who.unit_id})
     per_unit = sorted(((units.get(u, "?"), t, b) for u, (t, b) in counts.items()), key=lambda x: x[0])
     if who.role == Role.CADRE:
