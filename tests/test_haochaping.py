@@ -644,6 +644,75 @@ def test_an_expired_service_qr_is_refused_and_the_card_still_works(issued, issue
     assert card.post(csrf=card.open(), level="5").status_code == 200
 
 
+def _ticket(core) -> str:
+    """The token of a one-time service QR the cadre asks for in chat (its page link's last part)."""
+    import re
+
+    said = Chat(core, "cadre").say("/serviceqr")
+    return re.search(r"/r/(s[A-Za-z0-9_-]{24})", said).group(1)
+
+
+def test_a_service_ticket_scanned_in_chat_rates_once_and_confirms_the_visit(core, db, settings, county, clock):
+    """The one-time QR's code works as a card's does in Telegram's /start and WeChat's scan: one
+    rating, stored with the visit it rates, which the household has thereby confirmed."""
+    from storage.models import Visit
+    from tests.utils import make_visit
+
+    visit_id = make_visit(db, county.cadre, county.households[1], clock())
+    token = _ticket(core)
+    assert Chat(core, "cadre").say(f"/start {token}") == texts.RATING_SELF  # not by the cadre himself
+
+    household, neighbour = Chat(core, "household"), Chat(core, "neighbour")
+    assert "您正在评价：李明（县住建局） · 本次服务（一次有效）" in household.say(f"/start {token}")
+    assert "您正在评价" in neighbour.say(f"/start {token}")  # both opened it before either rated
+    household.press("🙁 不满意")
+    household.press("态度生硬")
+    household.press(texts.RATING_REASONS_DONE)
+    household.say("跳过")
+    assert "评价编号" in household.say("跳过")
+    assert neighbour.press("非常满意") == texts.PAGE_SERVICE_USED  # the ticket was used meanwhile
+    assert Chat(core, "late").say(f"/start {token}") == texts.PAGE_SERVICE_USED
+
+    [rating] = rows(db, Rating)
+    assert (rating.level, rating.visit_id, rating.cadre_id, rating.channel) == (2, visit_id, county.cadre.id, "test")
+    [problem] = rows(db, Problem)  # a 差评 through a ticket is a 差评 like any other
+    assert problem.id == rating.problem_id
+    with session_scope(db) as s:
+        visit = s.get(Visit, visit_id)
+        assert visit.household_confirmed_at is not None and visit.evidence == "confirmed"
+
+
+def test_an_expired_or_forged_service_ticket_is_refused_in_chat_and_stores_nothing(core, db, settings, county, clock):
+    from datetime import timedelta
+
+    from storage.models import EverydayContact, Visit
+
+    with session_scope(db) as s:
+        contact = EverydayContact(cadre_id=county.cadre.id, household_id=county.households[0].id, kind="phone",
+                                  half="2026H2", contacted_at=clock(), channel="test")
+        s.add(contact)
+        s.flush()
+        contact_id = contact.id
+    late = _ticket(core)
+    clock.now += timedelta(minutes=31)
+    assert Chat(core, "household").say(f"/start {late}") == texts.PAGE_SERVICE_EXPIRED
+    assert Chat(core, "forger").say("/start s" + "A" * 24) == texts.RATING_CODE_INVALID
+
+    token = _ticket(core)  # another, for the same everyday contact (the cadre's newest service today)
+    slow = Chat(core, "slow")
+    slow.say(f"/start {token}")
+    clock.now += timedelta(minutes=31)  # opened in time, answered too late
+    assert slow.press("满意") == texts.PAGE_SERVICE_EXPIRED
+    assert rows(db, Rating) == [] and [v for v in rows(db, Visit) if v.household_confirmed_at] == []
+
+    token = _ticket(core)
+    on_time = Chat(core, "on-time")
+    on_time.say(f"/start {token}")
+    assert "感谢" in on_time.press("非常满意")
+    [rating] = rows(db, Rating)
+    assert (rating.contact_id, rating.visit_id) == (contact_id, None)
+
+
 # -- 9. cards an office would hang up ---------------------------------------------------------------------
 
 

@@ -211,6 +211,35 @@ def test_rating_started_by_a_new_followers_scan_and_by_an_existing_followers_sca
             1, ["态度生硬"], "窗口排队等了很久")
 
 
+def test_a_one_time_service_ticket_works_as_a_scene_once_and_not_after_it_expired(wx, wx_settings, db, clock):
+    """一事一评 on WeChat: the ticket's token is a scene like a card's, so a scan of it (a new follower's
+    subscribe or an existing one's SCAN) rates that visit once; expired, it is refused."""
+    from storage.models import Visit
+    from tests.utils import make_visit
+
+    roster = make_roster(db)
+    bind(db, roster.cadre, "wechat", OPENID, clock())
+    visit_id = make_visit(db, roster.cadre, roster.households[0], clock())
+    cadre = Chat(wx.follower(OPENID))
+    with running_bot(wx_settings, db, clock, wx):
+        issued = cadre.say("/serviceqr")
+        token = re.search(r"/r/(s[A-Za-z0-9_-]{24})", issued).group(1)
+        assert texts.WECHAT_FILES_NOT_SENT.format(count=1) in issued  # the link is there to open instead
+        household = Chat(wx.follower("oCitizen000000000000000000011"))
+        household.last = household.follower.subscribe(scene=token).content
+        assert "您正在评价" in household.last and "本次服务（一次有效）" in household.last
+        assert texts.RATING_THANKS in household.pick("非常满意")
+        assert wx.follower("oCitizen000000000000000000012").scan(token).content == texts.PAGE_SERVICE_USED
+
+        expiring = re.search(r"/r/(s[A-Za-z0-9_-]{24})", cadre.say("/serviceqr")).group(1)
+        clock.now += timedelta(minutes=wx_settings.service_qr_minutes + 1)
+        assert wx.follower("oCitizen000000000000000000013").scan(expiring).content == texts.PAGE_SERVICE_EXPIRED
+    with session_scope(db) as s:
+        [rating] = s.exec(select(Rating)).all()
+        assert (rating.level, rating.visit_id, rating.channel) == (5, visit_id, "wechat")
+        assert s.get(Visit, visit_id).household_confirmed_at is not None
+
+
 # -- retries ---------------------------------------------------------------------------------------
 
 def test_the_same_message_three_times_gives_one_record_and_the_same_reply(wx, wx_settings, db, clock):
