@@ -375,9 +375,10 @@ def test_an_appeal_voided_by_the_office_takes_the_rating_out_of_the_rate_and_the
     cadre = Chat(core, "cadre")
     listed = cadre.say("/appeal")
     assert f"评价号 {bad.id}：" in listed and "2026-11-27 前可申诉" in listed
-    assert cadre.say(f"/appeal {bad.id}") == texts.APPEAL_NEED_REASON
     assert Chat(core, "other").say(f"/appeal {bad.id} 不是我") == texts.APPEAL_NOT_YOURS.format(id=bad.id)
-    filed = cadre.say(f"/appeal {bad.id} 当天系统故障，已当场说明")
+    assert cadre.say(f"/appeal {bad.id}") == texts.APPEAL_ASK_REASON.format(rating=bad.id, limit=500)
+    assert texts.APPEAL_ASK_PHOTO.format(rating=bad.id) in cadre.say("当天系统故障，已当场说明")
+    filed = cadre.say("跳过")  # no photo
     [appeal_id] = [int(filed.split("申诉号 ")[1].split("，")[0])]
     assert cadre.say(f"/appeal {bad.id} 再申诉一次") == texts.APPEAL_ALREADY.format(id=bad.id)
     [notice] = [m for m in rows(db, OutboxMessage) if m.kind == "appeal"]
@@ -398,6 +399,96 @@ def test_an_appeal_voided_by_the_office_takes_the_rating_out_of_the_rate_and_the
     assert "【撤销（误评）】" in report and texts.RATINGS_VOIDED.format(count=1) in report  # kept in the history
     decided = [m for m in rows(db, OutboxMessage) if m.kind == "appeal" and m.cadre_id == county.cadre.id]
     assert len(decided) == 1 and "撤销（误评）：评价人把窗口认错了" in decided[0].body
+
+
+def _jpeg(seed: int = 1) -> bytes:
+    """A photo as a phone sends it."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (240, 180), (210, 200, 180))
+    ImageDraw.Draw(image).rectangle((40 + seed * 9, 30, 150, 170), fill=(120, 60 + seed * 10, 40))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+@pytest.fixture
+def media_core(core, settings, tmp_path):
+    """The core keeping photos under a folder of the test's own (MEDIA_DIR)."""
+    core.settings = core.work.settings = settings.model_copy(update={"media_dir": tmp_path / "media"})
+    return core
+
+
+def test_an_appeal_carries_the_cadres_own_photo_and_the_office_is_told_it_has_one(
+        media_core, db, settings, county, clock):
+    """申诉可附照片: after /appeal <评价号> <理由> the bot asks for one photo or 跳过. A forwarded photo, one
+    the channel could not fetch, or a file that is no picture is refused with the reason and changes
+    nothing; the cadre's own photo is kept by its content hash, named on the appeal, and the 作风办's
+    notice and /appeals say 附照片. Only the appellant and the 作风办 may see it."""
+    import hashlib
+
+    from bot.core import appeals
+    from storage.models import RatingAppeal
+
+    core = media_core
+    rate_badly(core, db, settings, county.cadre.id)
+    [bad] = rows(db, Rating)
+    cadre = Chat(core, "cadre")
+    assert cadre.say(f"/appeal {bad.id} 当天系统故障，有照片为证") == texts.APPEAL_ASK_PHOTO.format(rating=bad.id)
+    assert texts.SKIP in cadre.labels()
+    photo = _jpeg()
+    refused = {
+        texts.APPEAL_PHOTO_FORWARDED: dict(photo_ref="test:fwd", photo=photo, forwarded=True),
+        texts.APPEAL_PHOTO_NOT_RECEIVED: dict(photo_ref="test:lost"),  # the channel could not fetch it
+        texts.APPEAL_PHOTO_NOT_PICTURE: dict(photo_ref="test:doc", photo=b"%PDF-1.4 not a picture"),
+    }
+    for answer, sent in refused.items():
+        said = cadre._send(**sent)
+        assert said.startswith(answer) and texts.APPEAL_ASK_PHOTO.format(rating=bad.id) in said
+    assert cadre.say("照片在路上") .startswith(texts.NEED_PHOTO)
+    assert rows(db, RatingAppeal) == [] and [m for m in rows(db, OutboxMessage) if m.kind == "appeal"] == []
+    media = core.settings.media_dir
+    assert not media.exists() or list(media.iterdir()) == []  # nothing refused was kept
+
+    filed = cadre._send(photo_ref="test:own", photo=photo)
+    [appeal] = rows(db, RatingAppeal)
+    assert filed == texts.APPEAL_FILED.format(id=appeal.id, rating=bad.id) + texts.APPEAL_FILED_PHOTO
+    assert (appeal.reason, appeal.photo_ref) == ("当天系统故障，有照片为证", "test:own")
+    assert appeal.photo_sha256 == hashlib.sha256(photo).hexdigest()
+    assert (media / f"{appeal.photo_sha256}.img").read_bytes() == photo
+
+    [notice] = [m for m in rows(db, OutboxMessage) if m.kind == "appeal"]
+    assert notice.cadre_id == county.office.id and "附照片" in notice.body
+    assert f"/console/appeals#appeal-{appeal.id}" in notice.body
+    listed = Chat(core, "office").say("/appeals")
+    assert f"申诉号 {appeal.id}（评价号 {bad.id}）李明" in listed and "附照片" in listed
+
+    with session_scope(db) as s:
+        appeal = s.get(RatingAppeal, appeal.id)
+        seen = {name: appeals.may_see(s, settings, s.get(Cadre, person.id), appeal)
+                for name, person in (("office", county.office), ("cadre", county.cadre),
+                                     ("boss", county.supervisor), ("other", county.other))}
+    assert seen == {"office": True, "cadre": True, "boss": False, "other": False}
+
+
+def test_an_appeal_asks_for_its_reason_and_can_go_without_a_photo(media_core, db, settings, county, clock):
+    from storage.models import RatingAppeal
+
+    core = media_core
+    rate_badly(core, db, settings, county.cadre.id)
+    [bad] = rows(db, Rating)
+    cadre = Chat(core, "cadre")
+    assert cadre.say(f"申诉 {bad.id}") == texts.APPEAL_ASK_REASON.format(rating=bad.id, limit=500)
+    assert cadre.say("😀") .startswith(texts.TEXT_EMPTY)  # no words: asked again
+    assert cadre.say("评价人认错了人") == texts.APPEAL_ASK_PHOTO.format(rating=bad.id)
+    assert cadre.say("/appeal") .startswith(texts.RESUME.format(flow="差评申诉"))  # one appeal at a time
+    cadre.say("跳过")
+    [appeal] = rows(db, RatingAppeal)
+    assert (appeal.reason, appeal.photo_ref, appeal.photo_sha256) == ("评价人认错了人", None, None)
+    [notice] = [m for m in rows(db, OutboxMessage) if m.kind == "appeal"]
+    assert "附照片" not in notice.body and "附照片" not in Chat(core, "office").say("/appeals")
 
 
 def test_an_appeal_after_the_working_days_is_refused(core, db, settings, county, clock):
