@@ -360,6 +360,8 @@ def test_phones_are_masked_and_revealed_only_to_who_calls_back(browser, app, cit
         rating = s.exec(select(Rating)).one()
         rating.phone = "13912345678"
         s.add(rating)
+    item = make_problem(db, clock(), unit_id=unit_id(db, "市住建局"), source="hotline", raiser_name="赵女士",
+                        raiser_phone="13700001111", content="小区门口路灯不亮")
     context, page = new_page(browser)
     try:
         log_in(page, app, city[WANG], then="/console/ratings")
@@ -378,9 +380,13 @@ def test_phones_are_masked_and_revealed_only_to_who_calls_back(browser, app, cit
         page.get_by_role("button", name="显示号码").click()
         assert page.locator(".revealed").inner_text() == "13912345678"
         shot(page, "ratings-revealed")
+        page.goto(f"{app.url}/console/ledger/{item}")  # the item's raiser, in full for who assigns it: audited too
+        assert "13700001111" in page.locator("main").inner_text()
     finally:
         context.close()
-    assert [r.actor for r in audit_rows(db, "phone.reveal")] == [f"cadre:{cadre_id(db, '13800000002')}"]
+    office = f"cadre:{cadre_id(db, '13800000002')}"
+    assert [(r.actor, r.target) for r in audit_rows(db, "phone.reveal")] == [
+        (office, f"rating:{rating.id}"), (office, f"problem:{item}")]
     assert len(audit_rows(db, "phone.reveal.refused")) == 1
 
 

@@ -525,6 +525,7 @@ class ItemPage:
     deadline_days: int
     raiser_phone: str
     slip: str
+    phone_in_full: bool = False  # the raiser's full number is on the page: the handler audits the showing
 
 
 def _load_item(session: Session, settings: Settings, who: Who, problem_id: int) -> Problem:
@@ -555,13 +556,14 @@ def item_page(session: Session, settings: Settings, who: Who, problem_id: int, n
                                .order_by(Cadre.name)).all()) if chosen else []
     names = _cadre_names(session, {i for i in (p.responsible_a_id, p.responsible_b_id) if i})
     unit = session.get(Unit, p.responsible_unit_id or p.unit_id) if (p.responsible_unit_id or p.unit_id) else None
-    phone = ""
+    phone, in_full = "", False
     if p.raiser_phone:
-        phone = p.raiser_phone if roles & {ledger.RESPONSIBLE, ledger.SUPERVISOR} else mask(p.raiser_phone)
+        in_full = bool(roles & {ledger.RESPONSIBLE, ledger.SUPERVISOR})
+        phone = p.raiser_phone if in_full else mask(p.raiser_phone)
     return ItemPage(p, unit.name if unit else "—", names.get(p.responsible_a_id, ""), names.get(p.responsible_b_id, ""),
                     ledger.is_overdue(p, today), ledger.history(session, p.id), actions, units, chosen, cadres,
                     ledger.default_deadline(settings, p.source, today), settings.ledger_deadline_days.get(p.source, 10),
-                    phone, ledger.slip_number(p) if p.assigned_at else "")
+                    phone, ledger.slip_number(p) if p.assigned_at else "", in_full)
 
 
 def item_act(session: Session, settings: Settings, who: Who, problem_id: int, action: str, fields: dict[str, str],

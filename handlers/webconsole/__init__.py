@@ -313,6 +313,8 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
             raise views.NotFound(f"problem:{request.path_params['id']}")
         view = await core.run(views.item_page, settings, who, problem_id, core.clock(), int_param(request, "unit"),
                               read_only=True)
+        if view.phone_in_full:  # a full phone shown to whoever must call: each showing audited (who, when, which)
+            await core.run(views.note, who, "phone.reveal", f"problem:{problem_id}", _address(request), core.clock())
         return page(request, "item", status, who=who, view=view, error=error, done=done)
 
     async def item_act(request: Request, who, form) -> Response:
