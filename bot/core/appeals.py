@@ -1,19 +1,18 @@
 """申诉复核 (appeal and review): the rated cadre appeals a 差评, the 作风办 decides.
 
 A cadre may appeal a 差评 about themselves (rated, or on duty at the rated window) within
-``APPEAL_DAYS`` working days of the rating, with a reason and optionally a photo: ``/appeal`` lists
-what can be appealed; ``/appeal <评价号> [<理由>]`` starts a short flow (``AppealFlow``, its state in
-the dialogue table like every flow) that asks for the reason if it was not given, then for one photo
-as evidence or 跳过, and files the appeal. The photo must be the cadre's own: a forwarded one is
-refused (``Inbound.forwarded``), and so is one the channel could not fetch or that is no picture. It
-is kept under MEDIA_DIR named by its content hash (``evidence.keep_photo``, as visits' photos) and
-named on the appeal (``RatingAppeal.photo_sha256``); the console shows it to whoever may see the
-appeal (``may_see``), each showing audited. The appeal goes to the 作风办 (everyone who oversees every
-unit) through the outbox, saying 附照片 when it has one. ``/appeals`` lists the appeals waiting; ``/appeals <申诉号> 维持|误评|恶意
-<理由>`` decides: upheld, or voided as mistaken or malicious (a reason is required to void). A voided
-rating leaves every statistic, ranking and form (``Rating.voided``) but stays in the history with
-the decision; the decision goes back to the cadre through the outbox. The rater is told nothing of
-who appealed. Nobody decides an appeal about themselves.
+``APPEAL_DAYS`` working days of the rating, with a reason and optionally a photo: the dialogue is
+bot/core/flows/appeal.py (``/appeal [<评价号> [<理由>]]``), the rules are here (``check``,
+``file_appeal``). The photo is the cadre's own (a forwarded one is refused), kept under MEDIA_DIR
+by its content hash (``evidence.keep_photo``, as visits' photos) and named on the appeal
+(``RatingAppeal.photo_sha256``); the console shows it to whoever may see the appeal (``may_see``),
+each showing audited. The appeal goes to the 作风办 (everyone who oversees every unit) through the
+outbox, saying 附照片 when it has one. ``/appeals`` lists the appeals waiting; ``/appeals <申诉号>
+维持|误评|恶意 <理由>`` decides (also the console's 申诉 page): upheld, or voided as mistaken or
+malicious (a reason is required to void). A voided rating leaves every statistic, ranking and form
+(``Rating.voided``) but stays in the history with the decision; the decision goes back to the cadre
+through the outbox. The rater is told nothing of who appealed. Nobody decides an appeal about
+themselves.
 """
 
 from __future__ import annotations
@@ -24,8 +23,7 @@ from sqlmodel import Session, select
 
 from bot import texts
 from bot.config import Settings
-from bot.core import evidence
-from bot.core.dialogue import Context, Flow, InputError, Step, clean_text
+from bot.core.dialogue import Context
 from bot.core.feature import Feature
 from bot.core.evaluation import BAD_LEVELS
 from bot.core.scope import oversees_all, rating_subjects, shows_rater, subjects_of
@@ -159,91 +157,6 @@ def states_of(session: Session, rating_ids: list[int]) -> dict[int, str]:
 # -- chat commands ---------------------------------------------------------------------------------
 
 
-class AppealFlow(Flow):
-    """``/appeal``: lists what can be appealed; ``/appeal <评价号> [<理由>]``: the reason (unless given),
-    then one photo as evidence or 跳过, then the appeal is filed."""
-
-    name = "appeal"
-
-    def __init__(self):
-        steps = [
-            Step("reason", "text", lambda c: texts.APPEAL_ASK_REASON.format(rating=c.data["rating"], limit=REASON_LIMIT),
-                 self._on_reason, max_len=REASON_LIMIT),
-            Step("photo", "photo", lambda c: texts.APPEAL_ASK_PHOTO.format(rating=c.data["rating"]), self._on_photo,
-                 optional=True),
-        ]
-        self.steps = {step.key: step for step in steps}
-
-    def start(self, ctx: Context) -> None:
-        number, _, reason = ctx.inbound.args.strip().partition(" ")
-        number = number.lstrip("#")
-        if not number:
-            return self._list(ctx)
-        if not number.isdigit() or len(number) > 9:
-            return ctx.say(texts.APPEAL_USAGE)
-        try:
-            check(ctx.session, ctx.settings, ctx.cadre, int(number), ctx.now)
-        except AppealError as exc:
-            return ctx.say(str(exc))
-        data = {"rating": int(number)}
-        step = "reason"
-        if reason.strip():
-            try:
-                data["reason"], step = clean_text(reason, REASON_LIMIT), "photo"
-            except InputError as exc:
-                ctx.say(str(exc))
-        ctx.start_flow(self.name, step, data)
-        self.prompt(ctx)
-
-    @staticmethod
-    def _list(ctx: Context) -> None:
-        today = ctx.now.astimezone(ctx.settings.tz).date()
-        ratings = appealable(ctx.session, ctx.settings, ctx.cadre, today)
-        if not ratings:
-            return ctx.say(texts.APPEAL_NONE)
-        lines = [texts.APPEAL_LIST_HEADER.format(days=ctx.settings.appeal_days)]
-        for r in ratings:
-            lines.append(texts.APPEAL_LIST_LINE.format(
-                id=r.id, date=r.rated_at.astimezone(ctx.settings.tz).strftime("%m-%d"),
-                level=texts.RATING_LEVELS[r.level], reasons="、".join(r.reasons) or "—",
-                until=deadline(ctx.settings, r).isoformat()))
-        lines.append(texts.APPEAL_USAGE)
-        ctx.say("\n".join(lines))
-
-    @staticmethod
-    def _on_reason(ctx: Context, value: str) -> str:
-        ctx.data["reason"] = value
-        return "photo"
-
-    @staticmethod
-    def _on_photo(ctx: Context, value: str | None) -> None:
-        """The cadre's own photo (not forwarded, fetched by the channel, a picture), kept by its hash."""
-        ctx.data.pop("photo", None)
-        if value is None:
-            return None
-        if ctx.inbound.forwarded:
-            raise InputError(texts.APPEAL_PHOTO_FORWARDED)
-        content = ctx.inbound.photo
-        if not content:
-            raise InputError(texts.APPEAL_PHOTO_NOT_RECEIVED)
-        if evidence.picture_type(content) is None:
-            raise InputError(texts.APPEAL_PHOTO_NOT_PICTURE)
-        facts = evidence.keep_photo(content, ctx.settings)
-        ctx.data["photo"] = {"ref": value, "sha256": facts.sha256}
-        return None
-
-    def finish(self, ctx: Context) -> None:
-        d = ctx.data
-        photo = d.get("photo") or {}
-        try:
-            appeal = file_appeal(ctx.session, ctx.settings, ctx.cadre, d["rating"], d.get("reason", ""), ctx.now,
-                                 photo_ref=photo.get("ref"), photo_sha256=photo.get("sha256"))
-        except AppealError as exc:  # became impossible meanwhile (the deadline passed): said, and the flow ends
-            return ctx.say(str(exc))
-        ctx.say(texts.APPEAL_FILED.format(id=appeal.id, rating=appeal.rating_id)
-                + (texts.APPEAL_FILED_PHOTO if appeal.photo_sha256 else ""))
-
-
 def cmd_appeals(ctx: Context) -> None:
     """The 作风办's review: lists waiting appeals, or decides one: /appeals <申诉号> 维持|误评|恶意 <理由>."""
     if not oversees_all(ctx.session, ctx.cadre, ctx.settings):
@@ -280,7 +193,4 @@ def cmd_appeals(ctx: Context) -> None:
     ctx.say(texts.APPEAL_DECIDED_OK.format(id=appeal.id, decision=texts.APPEAL_STATES[decision]))
 
 
-FLOW = AppealFlow()
-APPEAL = Feature("appeal", Role.CADRE, texts.FLOW_NAMES["appeal"], help=texts.HELP_APPEAL, words=("申诉",),
-                 flow=lambda settings: FLOW)
 APPEALS = Feature("appeals", Role.SUPERVISOR, "申诉复核", help=texts.HELP_APPEALS, words=("复核",), run=cmd_appeals)
