@@ -53,7 +53,11 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
     with_worker = settings.scheduler_in_run if with_worker is None else with_worker
     webhook = bool(settings.telegram_webhook_url)
     telegram = TelegramChannel(core, settings, webhook=webhook) if settings.telegram_enabled else None
-    wechat = WeChatChannel(core, settings) if settings.wechat_enabled else None
+    # WeChat: the channel fetches the pictures users send through the API (one client for the app, the
+    # worker's sender included).
+    wechat_api = WeChatApi(settings, core.db, clock=core.clock) if settings.wechat_enabled else None
+    wechat = (WeChatChannel(core, settings, media=wechat_api.media if wechat_api else None)
+              if settings.wechat_enabled else None)
     # WeCom: the app sends the answers its callbacks wrote to the outbox at once (the reply pump),
     # through the same transport (and per-member limits) as the worker in this process.
     wecom = wecom_api = wecom_transport = None
@@ -61,7 +65,7 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
         wecom_api = WeComApi(settings, core.db, clock=core.clock)
         wecom_transport = WeComTransport(wecom_api, settings, core.db, core.clock)
         pump = ReplyPump(core.db, settings, wecom_transport, clock=core.clock)
-        wecom = WeComChannel(core, settings, pump=pump.run_once)
+        wecom = WeComChannel(core, settings, pump=pump.run_once, media=wecom_api.media)
 
     async def health(request: Request) -> Response:
         """Liveness: 200 while this process serves (systemd's and the container's restart check)."""
@@ -138,13 +142,12 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
     async def lifespan(app: Starlette):
         if telegram is not None:
             await telegram.start()
-        worker = wechat_api = None
+        worker = None
         if with_worker:
             # The channel's limiter: its direct replies and the outbox share one budget per bot.
             transports = ({"telegram": TelegramTransport(telegram.application.bot, settings, telegram.limiter)}
                           if telegram else {})
-            if wechat is not None:
-                wechat_api = WeChatApi(settings, core.db, clock=core.clock)
+            if wechat_api is not None:
                 transports["wechat"] = WeChatTransport(wechat_api, settings, core.db, core.clock)
             if wecom_transport is not None:
                 transports["wecom"] = wecom_transport

@@ -87,7 +87,7 @@ FLOW_BUSY = "您有未完成的{flow}，请先完成或发送 /cancel 取消。"
 RESUME = "继续未完成的{flow}："
 
 FLOW_NAMES = {"visit": "入户走访", "contact": "日常走访登记", "object": "联系服务对象", "ledger": "问题台账", "todo": "台账办理", "mine": "我的反映", "report": "反映问题", "rating": "服务评价",
-              "spotcheck": "电话随机访问"}
+              "spotcheck": "电话随机访问", "appeal": "差评申诉"}
 ROLE_NAMES = {"cadre": "干部", "supervisor": "主管（作风办）", "office": "作风办", "admin": "管理员"}
 
 # Visit (四个一)
@@ -178,6 +178,7 @@ RATING_TARGET_WINDOW = "{name}（{unit}）"
 RATING_CODE_INVALID = "这个评价码无效或已停用（卡片可能已挂失重印），请扫描工作人员现在出示的二维码。"
 RATING_SELF = "您不能评价自己（或自己在岗的窗口）。"
 RATING_ASK_LEVEL = "您正在评价：{target}\n请对本次服务作出评价："
+RATING_SERVICE_TARGET = "{target} · 本次服务（一次有效）"
 RATING_ASK_REASONS = "很抱歉让您不满意。请选择原因（可多选，选好后点“{done}”）："
 RATING_REASONS_DONE = "选好了 ▶"
 RATING_PICKED = "☑ "
@@ -505,7 +506,7 @@ SPOT_NOTICE_DISPUTED = ("📞 电话抽查：{household}（{address}）表示 {d
                         "这次走访暂不计入进度、报表和排名，待主管裁定；如有走访照片等佐证，请向主管说明。")
 SPOT_NOTICE_RULED = "⚖ 您对 {household} 的走访，经抽查复核裁定：{ruling}。"
 APPEAL_STATES = {"pending": "待复核", "upheld": "维持评价", "mistaken": "撤销（误评）", "malicious": "撤销（恶意评价）"}
-APPEAL_USAGE = "申诉请发送：/appeal 评价号 申诉理由（例如 /appeal 12 当天系统故障，已当场说明）"
+APPEAL_USAGE = "申诉请发送：/appeal 评价号 申诉理由（例如 /appeal 12 当天系统故障，已当场说明），之后可附一张照片作为佐证"
 APPEAL_NONE = "没有可申诉的差评（差评须在评价后规定的工作日内申诉）。"
 APPEAL_LIST_HEADER = "⚖ 可申诉的差评（评价后 {days} 个工作日内）："
 APPEAL_LIST_LINE = "• 评价号 {id}：{date} {level}，原因：{reasons}；{until} 前可申诉"
@@ -514,6 +515,14 @@ APPEAL_NOT_YOURS = "评价号 {id} 不是针对您的差评，不能申诉。"
 APPEAL_ALREADY = "评价号 {id} 已申诉过，请等待作风办复核结果。"
 APPEAL_TOO_LATE = "评价号 {id} 已超过申诉期限（评价后 {days} 个工作日，截至 {date}）。"
 APPEAL_FILED = "已提交申诉（申诉号 {id}，评价号 {rating}），作风办复核后会通知您。评价人不会得知申诉人。"
+APPEAL_FILED_PHOTO = "\n📎 佐证照片已随申诉提交。"
+APPEAL_ASK_REASON = "请写明对评价号 {rating} 的申诉理由（{limit} 字以内）："
+APPEAL_ASK_PHOTO = ("如有佐证，可发送一张照片（请直接拍摄或从相册选择；转发的照片不能作为佐证），"
+                    "或回复“跳过”直接提交评价号 {rating} 的申诉。")
+APPEAL_PHOTO_FORWARDED = "转发的照片不能作为佐证：请发送您自己拍摄的照片，或回复“跳过”。"
+APPEAL_PHOTO_NOT_RECEIVED = "这张照片没能收到，请重新发送，或回复“跳过”。"
+APPEAL_PHOTO_NOT_PICTURE = "收到的不是可识别的图片，请发送一张照片（JPG、PNG 等），或回复“跳过”。"
+APPEAL_NOTICE_PHOTO = "📎 附照片 1 张（申诉人本人拍摄提交），请在控制台查看：{url}"
 APPEAL_NOTICE_FILED = ("⚖ 新的差评申诉：申诉号 {id}（评价号 {rating}），申诉人 {cadre}，原评价“{level}”。\n"
                        "申诉理由：{reason}\n发送 /appeals 查看并复核。")
 APPEAL_NOTICE_DECIDED = "⚖ 您的申诉（申诉号 {id}，评价号 {rating}）复核结果：{decision}{note}。"
@@ -525,6 +534,8 @@ APPEAL_NEED_DECISION_REASON = "撤销评价须写明理由，例如：/appeals 3
 APPEALS_NONE = "没有待复核的申诉。"
 APPEALS_HEADER = "⚖ 待复核的申诉 {count} 条："
 APPEALS_LINE = "• 申诉号 {id}（评价号 {rating}）{cadre}：原评价“{level}”，原因：{reasons}；说明：{comment}\n  申诉理由：{reason}"
+CONSOLE_APPEAL_PICK = "请选择复核结果：维持、误评或恶意（撤销须写理由）。"
+APPEALS_PHOTO = "\n  📎 附照片，请在控制台查看：{url}"
 APPEALS_USAGE = "复核请发送：/appeals 申诉号 维持|误评|恶意 理由（撤销须写理由）"
 APPEAL_DECIDED_OK = "已复核申诉号 {id}：{decision}。已通知申诉人。"
 RATINGS_APPEAL_MARK = "【{state}】"
@@ -556,6 +567,7 @@ PAGE_PRIVACY_LINES = (
 SERVICE_QR_ISSUED = ("📱 一事一评：{service}的评价二维码（一次有效，{minutes} 分钟内、{until} 前）。\n"
                      "请群众用自己的手机扫码，或打开链接评价：{url}\n"
                      "请勿代为评价，也不要诱导评价内容。")
+SERVICE_QR_TELEGRAM = "在 Telegram 中评价：{link}"
 SERVICE_QR_FOR_VISIT = "对 {household} 的本次走访"
 SERVICE_QR_FOR_CONTACT = "本次日常走访"
 SERVICE_QR_WALK_IN = "本次服务"
@@ -595,7 +607,7 @@ LOGIN_CODE_OK = "✅ 已确认，{name}。请回到电脑上的登录页，点�
 LOGIN_CODE_WRONG = "验证码不对或已过期（{minutes} 分钟内有效）。请刷新登录页获取新的验证码再发送。"
 LOGIN_TOO_MANY = "错误次数过多，请 {minutes} 分钟后再试。"
 CONSOLE_TITLE = "干部作风建设控制台"
-CONSOLE_NAV = {"overview": "总览", "units": "单位", "ledger": "台账", "ratings": "评价", "reports": "报表",
+CONSOLE_NAV = {"overview": "总览", "units": "单位", "ledger": "台账", "ratings": "评价", "appeals": "申诉", "reports": "报表",
                "admin": "管理", "audit": "审计", "sessions": "我的登录", "spotchecks": "抽查"}
 CONSOLE_LOGIN_INTRO = "本系统不设密码：用已绑定的聊天账号确认身份。"
 CONSOLE_LOGIN_WAYS = ("方法一：在 Telegram 或微信中向机器人发送 /login（登录），打开它回复的链接。",

@@ -25,7 +25,7 @@ from bot.core.evaluation import BAD_LEVELS
 from bot.core.periods import half_of
 from bot.core.phones import mask
 from bot.core.progress import unit_progress, unvisited_by_cadre
-from bot.core.scope import in_scope, rating_subjects, unit_scope
+from bot.core.scope import in_scope, shows_rater, subjects_of, unit_scope
 from bot.fonts import FontNotFound
 from scheduler.outbox import SEND_CHANNELS, Attachment, enqueue_for_cadre, existing_keys
 from storage.db import session_scope
@@ -248,7 +248,8 @@ def plan_digests(session: Session, settings: Settings, now: datetime, chart=None
         for supervisor in (s for s in recipients if s.id in waiting):
             scope = unit_scope(session, supervisor, settings)
             mine = [p for p in progress if in_scope(scope, p.cadre.unit_id)]
-            body = _digest_body(kind, point, settings, mine, visits_in_period, units) + "\n" + ratings.text(scope)
+            body = (_digest_body(kind, point, settings, mine, visits_in_period, units) + "\n"
+                    + ratings.text(scope, supervisor.id))
             point_digests.append((supervisor, mine, body + "\n" + texts.DIGEST_MUTE_HINT))
         pictures = _charts(chart, [mine for _s, mine, _b in point_digests], units, half)
         if pictures is None:
@@ -333,13 +334,27 @@ def digest_chart(progress, units: dict[int, Unit], half: str) -> bytes:
 
 
 @dataclass
+class BadLine:
+    """One 差评 of a digest: its unit, the cadres it is about, and its line with and without the
+    rater's comment (the comment is free text that may identify the rater: never shown to a subject)."""
+
+    unit_id: int
+    subjects: set[int]
+    line: str
+    without_comment: str
+
+    def for_viewer(self, viewer_id: int) -> str:
+        return self.line if shows_rater(viewer_id, self.subjects) else self.without_comment
+
+
+@dataclass
 class PeriodRatings:
     """Ratings of a period, grouped once, then cut to each supervisor's scope."""
 
     counts: dict[int, Counter]  # unit id -> level -> count (misuse left out)
-    bad: list[tuple[int, str]]  # (unit id, line) for each 差评, newest first
+    bad: list[BadLine]  # each 差评, newest first
 
-    def text(self, scope: set[int] | None) -> str:
+    def text(self, scope: set[int] | None, viewer_id: int) -> str:
         levels = Counter()
         for unit_id, counter in self.counts.items():
             if in_scope(scope, unit_id):
@@ -351,7 +366,7 @@ class PeriodRatings:
         line = texts.DIGEST_RATINGS.format(
             total=total, rate=f"{100 * good / total:.1f}",
             levels="，".join(f"{texts.RATING_LEVELS[level]} {levels[level]}" for level in (5, 4, 3, 2, 1)))
-        bad = [text for unit_id, text in self.bad if in_scope(scope, unit_id)]
+        bad = [item.for_viewer(viewer_id) for item in self.bad if in_scope(scope, item.unit_id)]
         if bad:
             line += "\n" + texts.DIGEST_BAD.format(count=len(bad)) + "\n" + "\n".join(bad[:5])
         return line
@@ -371,12 +386,18 @@ def _ratings_in(session: Session, since: datetime, until: datetime, cadre_names:
     listed = session.exec(select(Rating).where(*window, Rating.level.in_(BAD_LEVELS))
                           .order_by(Rating.rated_at.desc()).limit(200)).all()
     states = appeals.states_of(session, [r.id for r in listed])  # 申诉复核: an appeal under review says so
+    subjects = subjects_of(session, listed)  # 回避: whom each is about, who never sees its comment
+    others = {r.cadre_id for r in listed if r.cadre_id and r.cadre_id not in cadre_names}  # supervisors rated
+    if others:
+        cadre_names = {**cadre_names, **dict(session.exec(select(Cadre.id, Cadre.name)
+                                                          .where(Cadre.id.in_(sorted(others)))).all())}
     for r in listed:
         who = cadre_names.get(r.cadre_id) if r.cadre_id else windows.get(r.window_id)
         unit = units[r.unit_id].name if r.unit_id in units else ""
         comment = f"：{r.comment[:30]}" if r.comment else ""
         mark = texts.RATINGS_APPEAL_MARK.format(state=texts.APPEAL_STATES[states[r.id]]) if r.id in states else ""
-        bad.append((r.unit_id, f"• {who or '?'}（{unit}）{texts.RATING_LEVELS[r.level]}{comment}{mark}"))
+        head = f"• {who or '?'}（{unit}）{texts.RATING_LEVELS[r.level]}"
+        bad.append(BadLine(r.unit_id, subjects[r.id], f"{head}{comment}{mark}", f"{head}{mark}"))
     return PeriodRatings(counts, bad)
 
 
@@ -404,7 +425,7 @@ def remind_callbacks(session: Session, settings: Settings, now: datetime) -> int
                         .order_by(CallbackTask.due_on, CallbackTask.id)).all()
     if not rows:
         return 0
-    subjects = {rating.id: rating_subjects(session, rating) for _t, _o, rating in rows}
+    subjects = subjects_of(session, [rating for _t, _o, rating in rows])
     written = 0
     for head in heads:
         if head.id not in waiting:

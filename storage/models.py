@@ -598,7 +598,10 @@ class RatingAppeal(SQLModel, table=True):
     rating_id: int = Field(foreign_key="rating.id", unique=True)
     cadre_id: int = Field(foreign_key="cadre.id", index=True)  # who appealed
     reason: str = Field(max_length=500)
-    photo_ref: Optional[str] = Field(default=None, max_length=300)
+    photo_ref: Optional[str] = Field(default=None, max_length=300)  # the channel's own reference, kept as is
+    # The picture itself, kept under MEDIA_DIR as <sha256>.img (bot.core.evidence.keep_photo): what the
+    # 作风办 sees in the console. Only the appellant's own photo: a forwarded one is refused.
+    photo_sha256: Optional[str] = Field(default=None, max_length=64)
     filed_at: datetime
     state: str = Field(default=AppealState.PENDING, max_length=20, index=True)
     decided_by_id: Optional[int] = Field(default=None, foreign_key="cadre.id")

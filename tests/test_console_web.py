@@ -360,10 +360,13 @@ def test_phones_are_masked_and_revealed_only_to_who_calls_back(browser, app, cit
         rating = s.exec(select(Rating)).one()
         rating.phone = "13912345678"
         s.add(rating)
+    item = make_problem(db, clock(), unit_id=unit_id(db, "市住建局"), source="hotline", raiser_name="赵女士",
+                        raiser_phone="13700001111", content="小区门口路灯不亮")
     context, page = new_page(browser)
     try:
         log_in(page, app, city[WANG], then="/console/ratings")
-        assert "139****5678" in page.locator("#ratings-table").inner_text()
+        own = page.locator("#ratings-table").inner_text()
+        assert "王立新" in own and "5678" not in own  # the rated cadre: no phone of his rater, not even masked
         assert page.get_by_role("button", name="显示号码").count() == 0  # the rated cadre may not
         forced = page.request.post(f"{app.url}/console/ratings/{rating.id}/reveal",
                                    form={"csrf": page.locator("input[name=csrf]").first.get_attribute("value")})
@@ -373,13 +376,96 @@ def test_phones_are_masked_and_revealed_only_to_who_calls_back(browser, app, cit
     context, page = new_page(browser)
     try:
         log_in(page, app, city[OFFICE_HEAD], then="/console/ratings")
+        assert "139****5678" in page.locator("#ratings-table").inner_text()
         page.get_by_role("button", name="显示号码").click()
         assert page.locator(".revealed").inner_text() == "13912345678"
         shot(page, "ratings-revealed")
+        page.goto(f"{app.url}/console/ledger/{item}")  # the item's raiser, in full for who assigns it: audited too
+        assert "13700001111" in page.locator("main").inner_text()
     finally:
         context.close()
-    assert [r.actor for r in audit_rows(db, "phone.reveal")] == [f"cadre:{cadre_id(db, '13800000002')}"]
+    office = f"cadre:{cadre_id(db, '13800000002')}"
+    assert [(r.actor, r.target) for r in audit_rows(db, "phone.reveal")] == [
+        (office, f"rating:{rating.id}"), (office, f"problem:{item}")]
     assert len(audit_rows(db, "phone.reveal.refused")) == 1
+
+
+def _photo() -> bytes:
+    """A JPEG as a phone camera sends it."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (320, 240), (190, 200, 210))
+    ImageDraw.Draw(image).rectangle((60, 40, 200, 220), fill=(150, 80, 40))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def test_an_appeals_photo_is_shown_to_whoever_may_decide_it_each_time_audited(browser, app, city, db, clock):
+    """A cadre appeals a 差评 on Telegram with his own photo (a forwarded one is refused); the 作风办
+    sees the appeal with 附照片 in the console, opens the photo (audited) and rules on it there; a unit's
+    supervisor gets 404 for the photo (audited as a refused access), the appellant sees his own."""
+    from storage.models import RatingAppeal
+
+    with session_scope(db) as s:
+        wang = s.exec(select(Cadre).where(Cadre.mobile == "13800000003")).one()
+    make_rating(db, wang, 2, clock() - timedelta(hours=1))
+    with session_scope(db) as s:
+        rating = s.exec(select(Rating)).one()
+    photo = _photo()
+    cadre = city[WANG]
+    asked = "\n".join(m.get("text") or "" for m in cadre.command_wait("/appeal", f"{rating.id} 当天系统故障，照片为证"))
+    assert texts.APPEAL_ASK_PHOTO.format(rating=rating.id) in asked
+    forwarded = "\n".join(m.get("text") or "" for m in cadre.photo_wait(content=photo, forwarded_from=city[CHEN]))
+    assert texts.APPEAL_PHOTO_FORWARDED in forwarded
+    filed = "\n".join(m.get("text") or "" for m in cadre.photo_wait(content=photo))
+    assert texts.APPEAL_FILED_PHOTO.strip() in filed
+    with session_scope(db) as s:
+        appeal = s.exec(select(RatingAppeal)).one()
+    link = f"/console/appeals/{appeal.id}/photo"
+
+    context, page = new_page(browser)
+    try:
+        log_in(page, app, city[OFFICE_HEAD], then="/console/appeals")
+        row = page.locator(f"#appeal-{appeal.id}").inner_text()
+        assert "王立新" in row and "当天系统故障，照片为证" in row and "待复核" in row
+        assert page.get_by_role("link", name="附照片（查看）").get_attribute("href") == link
+        shot(page, "appeals")
+        shown = page.request.get(app.url + link)
+        assert shown.status == 200 and shown.body() == photo and shown.headers["content-type"] == "image/jpeg"
+        page.get_by_role("combobox", name="复核结果").select_option("误评")
+        page.get_by_role("button", name="复核").click()  # voiding needs a reason: refused, nothing changed
+        assert texts.APPEAL_NEED_DECISION_REASON in page.locator("[role=alert]").inner_text()
+        page.get_by_role("combobox", name="复核结果").select_option("误评")
+        page.get_by_role("textbox", name="理由").fill("评价人认错了窗口")
+        page.get_by_role("button", name="复核").click()
+        assert "撤销（误评）" in page.locator("[role=status]").inner_text()
+    finally:
+        context.close()
+    with session_scope(db) as s:
+        assert s.get(Rating, rating.id).voided and s.get(RatingAppeal, appeal.id).state == "mistaken"
+
+    context, page = new_page(browser)
+    try:
+        log_in(page, app, city[TOWN_HEAD], then="/console/appeals")
+        assert "暂无申诉" in page.locator("#appeals-table").inner_text()
+        assert page.request.get(app.url + link).status == 404
+    finally:
+        context.close()
+    context, page = new_page(browser)
+    try:
+        log_in(page, app, cadre, then="/console/appeals")
+        assert "撤销（误评）：评价人认错了窗口" in page.locator(f"#appeal-{appeal.id}").inner_text()
+        assert page.request.get(app.url + link).body() == photo
+    finally:
+        context.close()
+
+    office, appellant = cadre_id(db, "13800000002"), cadre_id(db, "13800000003")
+    assert [(a.actor, a.target) for a in audit_rows(db, "appeal.photo")] == [
+        (f"cadre:{office}", f"appeal:{appeal.id}"), (f"cadre:{appellant}", f"appeal:{appeal.id}")]
+    refused = [a for a in audit_rows(db, "access.refused") if a.target == f"appeal:{appeal.id}"]
+    assert [a.actor for a in refused] == [f"cadre:{cadre_id(db, '13800000099')}"]
+    assert [a.detail for a in audit_rows(db, "appeal.decide")] == ["mistaken"]
 
 
 # -- admin ---------------------------------------------------------------------------------------------

@@ -55,15 +55,16 @@ def county(db, clock):
     return roster
 
 
-def rate_badly(core, db, settings, cadre_id: int, user: str = "citizen", *, kind: str = TargetKind.CADRE) -> str:
+def rate_badly(core, db, settings, cadre_id: int, user: str = "citizen", *, kind: str = TargetKind.CADRE,
+               comment: str = "让我改天再来", phone: str = PHONE) -> str:
     """A citizen gives 不满意 with a reason, a comment and a phone, in chat."""
     citizen = Chat(core, user)
     citizen.say(f"/start {token_for(db, settings, kind, cadre_id)}")
     citizen.press("🙁 不满意")
     citizen.press("态度生硬")
     citizen.press(texts.RATING_REASONS_DONE)
-    citizen.say("让我改天再来")
-    return citizen.say(PHONE)
+    citizen.say(comment)
+    return citizen.say(phone)
 
 
 # -- 1. confidentiality and conflicts of interest ------------------------------------------------------
@@ -142,6 +143,64 @@ def test_a_unit_whose_only_supervisor_is_rated_sends_window_ratings_of_her_to_th
     assert problem.to_office
     assert Chat(core, "boss").say("/callbacks") == texts.CALLBACKS_NONE
     assert PHONE in Chat(core, "office").say("/callbacks")
+
+
+def test_the_rated_never_see_the_comment_of_a_bad_rating_about_them_in_digests_lists_console_or_forms(
+        core, db, settings, county, clock, tmp_path):
+    """A comment is free text the rater typed: it can name them, their door or their number. Like the
+    phone, it is never shown to the person rated (nor to those on duty at a rated window), in the digest,
+    /ratings, the console or the forms; whoever handles the item sees it."""
+    import openpyxl
+
+    from bot.core import console_views
+    from bot.core.login import Who
+    from bot.reports import forms
+    from scheduler.jobs import plan_digests
+
+    window = make_window(db, county, on_duty=[county.supervisor])
+    rate_badly(core, db, settings, county.supervisor.id, "c1", comment="我是三号楼的老张", phone="13912340001")
+    rate_badly(core, db, settings, window.id, "c2", kind=TargetKind.WINDOW, comment="我住幸福路3号", phone="13912340002")
+    rate_badly(core, db, settings, county.cadre.id, "c3", comment="窗口排队太久", phone="13912340003")
+    identifying = ("我是三号楼的老张", "我住幸福路3号", "13912340001", "13912340002", "1234****0001")
+    his = {r.id for r in rows(db, Rating) if r.cadre_id == county.cadre.id}
+
+    evening = datetime(2026, 11, 20, 10, 30, tzinfo=timezone.utc)  # 18:30: the daily digest is due
+    with session_scope(db) as s:
+        digests = {d.cadre_id: d.body for d in plan_digests(s, settings.model_copy(update={"digest_weekly_day": None}),
+                                                            evening)}
+    hers, office = digests[county.supervisor.id], digests[county.office.id]
+    assert "• 王芳（县住建局）不满意\n" in hers and "• 不动产登记窗口（县住建局）不满意\n" in hers  # the level, no more
+    assert "• 李明（县住建局）不满意：窗口排队太久" in hers  # not about her: she supervises him
+    assert not any(text in hers for text in identifying)
+    assert "• 王芳（县住建局）不满意：我是三号楼的老张" in office and "我住幸福路3号" in office
+
+    ratings = Chat(core, "boss").say("/ratings")
+    assert "窗口排队太久" in ratings and not any(text in ratings for text in identifying)
+    assert "我是三号楼的老张" in Chat(core, "office").say("/ratings")
+
+    with session_scope(db) as s:
+        me = Who(0, county.supervisor.id, "王芳", county.unit.id, Role.SUPERVISOR, clock())
+        page = console_views.ratings_page(s, settings, me, "2026H2")
+        shown = {row.target: row for row in page.rows}
+        assert not shown["王芳"].shows_rater and shown["王芳"].phone == ""
+        assert not shown["不动产登记窗口"].shows_rater and shown["不动产登记窗口"].phone == ""
+        assert shown["李明"].shows_rater and shown["李明"].phone == "139****0003"
+        own = console_views.cadre_page(s, settings, me, county.supervisor.id, "2026H2")
+        assert own.rater_hidden == {r.id for r in own.ratings}
+        cadre = Who(0, county.cadre.id, "李明", county.unit.id, Role.CADRE, clock())
+        assert console_views.cadre_page(s, settings, cadre, county.cadre.id, "2026H2").rater_hidden == his
+        office_view = console_views.ratings_page(s, settings, Who(0, county.office.id, "周长青", county.office.unit_id,
+                                                                  Role.OFFICE, clock()), "2026H2")
+        assert all(row.shows_rater for row in office_view.rows)
+
+        # The forms a unit's supervisor exports carry no rater at all (差评 are not problems of households).
+        import io
+
+        files = forms.export(s, list(forms.FORMS), "2026H2", [s.get(Unit, county.unit.id)], settings)
+        assert len(files) == len(forms.FORMS)
+        cells = [str(c) for f in files for ws in openpyxl.load_workbook(io.BytesIO(f.content)).worksheets
+                 for row in ws.iter_rows(values_only=True) for c in row if c is not None]
+        assert "县住建局" in "".join(cells) and not any(text in cell for cell in cells for text in identifying)
 
 
 # -- 2. the 作风办 oversees every unit by its role ---------------------------------------------------------
@@ -316,9 +375,10 @@ def test_an_appeal_voided_by_the_office_takes_the_rating_out_of_the_rate_and_the
     cadre = Chat(core, "cadre")
     listed = cadre.say("/appeal")
     assert f"评价号 {bad.id}：" in listed and "2026-11-27 前可申诉" in listed
-    assert cadre.say(f"/appeal {bad.id}") == texts.APPEAL_NEED_REASON
     assert Chat(core, "other").say(f"/appeal {bad.id} 不是我") == texts.APPEAL_NOT_YOURS.format(id=bad.id)
-    filed = cadre.say(f"/appeal {bad.id} 当天系统故障，已当场说明")
+    assert cadre.say(f"/appeal {bad.id}") == texts.APPEAL_ASK_REASON.format(rating=bad.id, limit=500)
+    assert texts.APPEAL_ASK_PHOTO.format(rating=bad.id) in cadre.say("当天系统故障，已当场说明")
+    filed = cadre.say("跳过")  # no photo
     [appeal_id] = [int(filed.split("申诉号 ")[1].split("，")[0])]
     assert cadre.say(f"/appeal {bad.id} 再申诉一次") == texts.APPEAL_ALREADY.format(id=bad.id)
     [notice] = [m for m in rows(db, OutboxMessage) if m.kind == "appeal"]
@@ -339,6 +399,96 @@ def test_an_appeal_voided_by_the_office_takes_the_rating_out_of_the_rate_and_the
     assert "【撤销（误评）】" in report and texts.RATINGS_VOIDED.format(count=1) in report  # kept in the history
     decided = [m for m in rows(db, OutboxMessage) if m.kind == "appeal" and m.cadre_id == county.cadre.id]
     assert len(decided) == 1 and "撤销（误评）：评价人把窗口认错了" in decided[0].body
+
+
+def _jpeg(seed: int = 1) -> bytes:
+    """A photo as a phone sends it."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (240, 180), (210, 200, 180))
+    ImageDraw.Draw(image).rectangle((40 + seed * 9, 30, 150, 170), fill=(120, 60 + seed * 10, 40))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+@pytest.fixture
+def media_core(core, settings, tmp_path):
+    """The core keeping photos under a folder of the test's own (MEDIA_DIR)."""
+    core.settings = core.work.settings = settings.model_copy(update={"media_dir": tmp_path / "media"})
+    return core
+
+
+def test_an_appeal_carries_the_cadres_own_photo_and_the_office_is_told_it_has_one(
+        media_core, db, settings, county, clock):
+    """申诉可附照片: after /appeal <评价号> <理由> the bot asks for one photo or 跳过. A forwarded photo, one
+    the channel could not fetch, or a file that is no picture is refused with the reason and changes
+    nothing; the cadre's own photo is kept by its content hash, named on the appeal, and the 作风办's
+    notice and /appeals say 附照片. Only the appellant and the 作风办 may see it."""
+    import hashlib
+
+    from bot.core import appeals
+    from storage.models import RatingAppeal
+
+    core = media_core
+    rate_badly(core, db, settings, county.cadre.id)
+    [bad] = rows(db, Rating)
+    cadre = Chat(core, "cadre")
+    assert cadre.say(f"/appeal {bad.id} 当天系统故障，有照片为证") == texts.APPEAL_ASK_PHOTO.format(rating=bad.id)
+    assert texts.SKIP in cadre.labels()
+    photo = _jpeg()
+    refused = {
+        texts.APPEAL_PHOTO_FORWARDED: dict(photo_ref="test:fwd", photo=photo, forwarded=True),
+        texts.APPEAL_PHOTO_NOT_RECEIVED: dict(photo_ref="test:lost"),  # the channel could not fetch it
+        texts.APPEAL_PHOTO_NOT_PICTURE: dict(photo_ref="test:doc", photo=b"%PDF-1.4 not a picture"),
+    }
+    for answer, sent in refused.items():
+        said = cadre._send(**sent)
+        assert said.startswith(answer) and texts.APPEAL_ASK_PHOTO.format(rating=bad.id) in said
+    assert cadre.say("照片在路上") .startswith(texts.NEED_PHOTO)
+    assert rows(db, RatingAppeal) == [] and [m for m in rows(db, OutboxMessage) if m.kind == "appeal"] == []
+    media = core.settings.media_dir
+    assert not media.exists() or list(media.iterdir()) == []  # nothing refused was kept
+
+    filed = cadre._send(photo_ref="test:own", photo=photo)
+    [appeal] = rows(db, RatingAppeal)
+    assert filed == texts.APPEAL_FILED.format(id=appeal.id, rating=bad.id) + texts.APPEAL_FILED_PHOTO
+    assert (appeal.reason, appeal.photo_ref) == ("当天系统故障，有照片为证", "test:own")
+    assert appeal.photo_sha256 == hashlib.sha256(photo).hexdigest()
+    assert (media / f"{appeal.photo_sha256}.img").read_bytes() == photo
+
+    [notice] = [m for m in rows(db, OutboxMessage) if m.kind == "appeal"]
+    assert notice.cadre_id == county.office.id and "附照片" in notice.body
+    assert f"/console/appeals#appeal-{appeal.id}" in notice.body
+    listed = Chat(core, "office").say("/appeals")
+    assert f"申诉号 {appeal.id}（评价号 {bad.id}）李明" in listed and "附照片" in listed
+
+    with session_scope(db) as s:
+        appeal = s.get(RatingAppeal, appeal.id)
+        seen = {name: appeals.may_see(s, settings, s.get(Cadre, person.id), appeal)
+                for name, person in (("office", county.office), ("cadre", county.cadre),
+                                     ("boss", county.supervisor), ("other", county.other))}
+    assert seen == {"office": True, "cadre": True, "boss": False, "other": False}
+
+
+def test_an_appeal_asks_for_its_reason_and_can_go_without_a_photo(media_core, db, settings, county, clock):
+    from storage.models import RatingAppeal
+
+    core = media_core
+    rate_badly(core, db, settings, county.cadre.id)
+    [bad] = rows(db, Rating)
+    cadre = Chat(core, "cadre")
+    assert cadre.say(f"申诉 {bad.id}") == texts.APPEAL_ASK_REASON.format(rating=bad.id, limit=500)
+    assert cadre.say("😀") .startswith(texts.TEXT_EMPTY)  # no words: asked again
+    assert cadre.say("评价人认错了人") == texts.APPEAL_ASK_PHOTO.format(rating=bad.id)
+    assert cadre.say("/appeal") .startswith(texts.RESUME.format(flow="差评申诉"))  # one appeal at a time
+    cadre.say("跳过")
+    [appeal] = rows(db, RatingAppeal)
+    assert (appeal.reason, appeal.photo_ref, appeal.photo_sha256) == ("评价人认错了人", None, None)
+    [notice] = [m for m in rows(db, OutboxMessage) if m.kind == "appeal"]
+    assert "附照片" not in notice.body and "附照片" not in Chat(core, "office").say("/appeals")
 
 
 def test_an_appeal_after_the_working_days_is_refused(core, db, settings, county, clock):
@@ -583,6 +733,75 @@ def test_an_expired_service_qr_is_refused_and_the_card_still_works(issued, issue
     assert forged.client.get(f"/r/s{'A' * 24}").status_code == 404
     card = Rater(issued, token_for(db, issued.settings, TargetKind.CADRE, county.cadre.id))
     assert card.post(csrf=card.open(), level="5").status_code == 200
+
+
+def _ticket(core) -> str:
+    """The token of a one-time service QR the cadre asks for in chat (its page link's last part)."""
+    import re
+
+    said = Chat(core, "cadre").say("/serviceqr")
+    return re.search(r"/r/(s[A-Za-z0-9_-]{24})", said).group(1)
+
+
+def test_a_service_ticket_scanned_in_chat_rates_once_and_confirms_the_visit(core, db, settings, county, clock):
+    """The one-time QR's code works as a card's does in Telegram's /start and WeChat's scan: one
+    rating, stored with the visit it rates, which the household has thereby confirmed."""
+    from storage.models import Visit
+    from tests.utils import make_visit
+
+    visit_id = make_visit(db, county.cadre, county.households[1], clock())
+    token = _ticket(core)
+    assert Chat(core, "cadre").say(f"/start {token}") == texts.RATING_SELF  # not by the cadre himself
+
+    household, neighbour = Chat(core, "household"), Chat(core, "neighbour")
+    assert "您正在评价：李明（县住建局） · 本次服务（一次有效）" in household.say(f"/start {token}")
+    assert "您正在评价" in neighbour.say(f"/start {token}")  # both opened it before either rated
+    household.press("🙁 不满意")
+    household.press("态度生硬")
+    household.press(texts.RATING_REASONS_DONE)
+    household.say("跳过")
+    assert "评价编号" in household.say("跳过")
+    assert neighbour.press("非常满意") == texts.PAGE_SERVICE_USED  # the ticket was used meanwhile
+    assert Chat(core, "late").say(f"/start {token}") == texts.PAGE_SERVICE_USED
+
+    [rating] = rows(db, Rating)
+    assert (rating.level, rating.visit_id, rating.cadre_id, rating.channel) == (2, visit_id, county.cadre.id, "test")
+    [problem] = rows(db, Problem)  # a 差评 through a ticket is a 差评 like any other
+    assert problem.id == rating.problem_id
+    with session_scope(db) as s:
+        visit = s.get(Visit, visit_id)
+        assert visit.household_confirmed_at is not None and visit.evidence == "confirmed"
+
+
+def test_an_expired_or_forged_service_ticket_is_refused_in_chat_and_stores_nothing(core, db, settings, county, clock):
+    from datetime import timedelta
+
+    from storage.models import EverydayContact, Visit
+
+    with session_scope(db) as s:
+        contact = EverydayContact(cadre_id=county.cadre.id, household_id=county.households[0].id, kind="phone",
+                                  half="2026H2", contacted_at=clock(), channel="test")
+        s.add(contact)
+        s.flush()
+        contact_id = contact.id
+    late = _ticket(core)
+    clock.now += timedelta(minutes=31)
+    assert Chat(core, "household").say(f"/start {late}") == texts.PAGE_SERVICE_EXPIRED
+    assert Chat(core, "forger").say("/start s" + "A" * 24) == texts.RATING_CODE_INVALID
+
+    token = _ticket(core)  # another, for the same everyday contact (the cadre's newest service today)
+    slow = Chat(core, "slow")
+    slow.say(f"/start {token}")
+    clock.now += timedelta(minutes=31)  # opened in time, answered too late
+    assert slow.press("满意") == texts.PAGE_SERVICE_EXPIRED
+    assert rows(db, Rating) == [] and [v for v in rows(db, Visit) if v.household_confirmed_at] == []
+
+    token = _ticket(core)
+    on_time = Chat(core, "on-time")
+    on_time.say(f"/start {token}")
+    assert "感谢" in on_time.press("非常满意")
+    [rating] = rows(db, Rating)
+    assert (rating.contact_id, rating.visit_id) == (contact_id, None)
 
 
 # -- 9. cards an office would hang up ---------------------------------------------------------------------

@@ -211,6 +211,74 @@ def test_rating_started_by_a_new_followers_scan_and_by_an_existing_followers_sca
             1, ["态度生硬"], "窗口排队等了很久")
 
 
+def test_a_one_time_service_ticket_works_as_a_scene_once_and_not_after_it_expired(wx, wx_settings, db, clock):
+    """一事一评 on WeChat: the ticket's token is a scene like a card's, so a scan of it (a new follower's
+    subscribe or an existing one's SCAN) rates that visit once; expired, it is refused."""
+    from storage.models import Visit
+    from tests.utils import make_visit
+
+    roster = make_roster(db)
+    bind(db, roster.cadre, "wechat", OPENID, clock())
+    visit_id = make_visit(db, roster.cadre, roster.households[0], clock())
+    cadre = Chat(wx.follower(OPENID))
+    with running_bot(wx_settings, db, clock, wx):
+        issued = cadre.say("/serviceqr")
+        token = re.search(r"/r/(s[A-Za-z0-9_-]{24})", issued).group(1)
+        assert texts.WECHAT_FILES_NOT_SENT.format(count=1) in issued  # the link is there to open instead
+        household = Chat(wx.follower("oCitizen000000000000000000011"))
+        household.last = household.follower.subscribe(scene=token).content
+        assert "您正在评价" in household.last and "本次服务（一次有效）" in household.last
+        assert texts.RATING_THANKS in household.pick("非常满意")
+        assert wx.follower("oCitizen000000000000000000012").scan(token).content == texts.PAGE_SERVICE_USED
+
+        expiring = re.search(r"/r/(s[A-Za-z0-9_-]{24})", cadre.say("/serviceqr")).group(1)
+        clock.now += timedelta(minutes=wx_settings.service_qr_minutes + 1)
+        assert wx.follower("oCitizen000000000000000000013").scan(expiring).content == texts.PAGE_SERVICE_EXPIRED
+    with session_scope(db) as s:
+        [rating] = s.exec(select(Rating)).all()
+        assert (rating.level, rating.visit_id, rating.channel) == (5, visit_id, "wechat")
+        assert s.get(Visit, visit_id).household_confirmed_at is not None
+
+
+def _jpeg() -> bytes:
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (200, 150), (180, 190, 200))
+    ImageDraw.Draw(image).ellipse((40, 30, 160, 120), fill=(30, 120, 60))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
+def test_an_appeal_photo_sent_on_wechat_is_fetched_by_the_api_and_kept_with_the_appeal(wx, wx_settings, db, clock):
+    """The channel fetches the picture a follower sends (media/get, the shared access token), so an
+    appeal's photo works on WeChat; a picture WeChat no longer gives is said to be missing."""
+    import hashlib
+
+    from storage.models import RatingAppeal
+    from tests.utils import make_rating
+
+    roster = make_roster(db)
+    bind(db, roster.cadre, "wechat", OPENID, clock())
+    make_rating(db, roster.cadre, 2, clock())
+    with session_scope(db) as s:
+        rating = s.exec(select(Rating)).one()
+    photo = _jpeg()
+    cadre = Chat(wx.follower(OPENID))
+    with running_bot(wx_settings, db, clock, wx):
+        asked = cadre.say(f"/appeal {rating.id} 当天系统故障，照片为证")
+        assert texts.APPEAL_ASK_PHOTO.format(rating=rating.id) in asked and f". {texts.SKIP}" in asked
+        assert cadre.follower.image("MEDIA-GONE").content.startswith(texts.APPEAL_PHOTO_NOT_RECEIVED)
+        filed = cadre.follower.image("MEDIA-OWN", content=photo).content
+        assert texts.APPEAL_FILED_PHOTO.strip() in filed
+    with session_scope(db) as s:
+        appeal = s.exec(select(RatingAppeal)).one()
+    assert (appeal.photo_ref, appeal.photo_sha256) == ("wechat:MEDIA-OWN", hashlib.sha256(photo).hexdigest())
+    assert [c.params["media_id"] for c in wx.calls if c.path == "/cgi-bin/media/get"] == ["MEDIA-GONE", "MEDIA-OWN"]
+
+
 # -- retries ---------------------------------------------------------------------------------------
 
 def test_the_same_message_three_times_gives_one_record_and_the_same_reply(wx, wx_settings, db, clock):

@@ -565,3 +565,33 @@ def rendered_answers(db) -> int:
     with session_scope(db) as s:
         return sum(1 for e in s.exec(select(ProcessedInbound)).all() if e.answer and e.answer.get("rendered") is not None)
 
+
+
+def test_an_appeal_photo_sent_in_wecom_is_fetched_by_the_api_and_kept_with_the_appeal(wc, wc_settings, db, clock):
+    """A member's picture is fetched (media/get) so a cadre on WeCom can appeal with a photo."""
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    from storage.models import Rating, RatingAppeal
+    from tests.utils import bind, make_rating
+
+    roster = make_roster(db)
+    bind(db, roster.cadre, "wecom", "LiMing", clock())
+    make_rating(db, roster.cadre, 1, clock())
+    with session_scope(db) as s:
+        rating = s.exec(select(Rating)).one()
+    out = io.BytesIO()
+    Image.new("RGB", (160, 120), (90, 140, 200)).save(out, "PNG")
+    photo = out.getvalue()
+    talk = Talk(wc, db, "LiMing")
+    with running_bot(wc_settings, db, clock, wc):
+        assert texts.APPEAL_ASK_REASON.format(rating=rating.id, limit=500) in talk.say(f"/appeal {rating.id}")
+        assert texts.APPEAL_ASK_PHOTO.format(rating=rating.id) in talk.say("评价人认错了人")
+        assert texts.APPEAL_FILED_PHOTO.strip() in talk._after(talk.member.image("MEDIA-APPEAL", content=photo))
+    with session_scope(db) as s:
+        appeal = s.exec(select(RatingAppeal)).one()
+    assert (appeal.reason, appeal.photo_ref) == ("评价人认错了人", "wecom:MEDIA-APPEAL")
+    assert appeal.photo_sha256 == hashlib.sha256(photo).hexdigest()
+    assert [c.params["media_id"] for c in wc.calls if c.path == "/cgi-bin/media/get"] == ["MEDIA-APPEAL"]

@@ -1,13 +1,18 @@
 """申诉复核 (appeal and review): the rated cadre appeals a 差评, the 作风办 decides.
 
 A cadre may appeal a 差评 about themselves (rated, or on duty at the rated window) within
-``APPEAL_DAYS`` working days of the rating, with a reason: ``/appeal`` lists what can be appealed,
-``/appeal <评价号> <理由>`` files it. The appeal goes to the 作风办 (everyone who oversees every
-unit) through the outbox. ``/appeals`` lists the appeals waiting; ``/appeals <申诉号> 维持|误评|恶意
-<理由>`` decides: upheld, or voided as mistaken or malicious (a reason is required to void). A voided
-rating leaves every statistic, ranking and form (``Rating.voided``) but stays in the history with
-the decision; the decision goes back to the cadre through the outbox. The rater is told nothing of
-who appealed. Nobody decides an appeal about themselves.
+``APPEAL_DAYS`` working days of the rating, with a reason and optionally a photo: the dialogue is
+bot/core/flows/appeal.py (``/appeal [<评价号> [<理由>]]``), the rules are here (``check``,
+``file_appeal``). The photo is the cadre's own (a forwarded one is refused), kept under MEDIA_DIR
+by its content hash (``evidence.keep_photo``, as visits' photos) and named on the appeal
+(``RatingAppeal.photo_sha256``); the console shows it to whoever may see the appeal (``may_see``),
+each showing audited. The appeal goes to the 作风办 (everyone who oversees every unit) through the
+outbox, saying 附照片 when it has one. ``/appeals`` lists the appeals waiting; ``/appeals <申诉号>
+维持|误评|恶意 <理由>`` decides (also the console's 申诉 page): upheld, or voided as mistaken or
+malicious (a reason is required to void). A voided rating leaves every statistic, ranking and form
+(``Rating.voided``) but stays in the history with the decision; the decision goes back to the cadre
+through the outbox. The rater is told nothing of who appealed. Nobody decides an appeal about
+themselves.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from bot.config import Settings
 from bot.core.dialogue import Context
 from bot.core.feature import Feature
 from bot.core.evaluation import BAD_LEVELS
-from bot.core.scope import oversees_all, rating_subjects
+from bot.core.scope import oversees_all, rating_subjects, shows_rater, subjects_of
 from bot.core.workdays import work_calendar
 from bot.core.outbox import SEND_CHANNELS, enqueue_for_cadre
 from storage.models import AppealState, Cadre, Rating, RatingAppeal, Role, WindowDuty
@@ -57,14 +62,8 @@ def office_heads(session: Session, settings: Settings) -> list[Cadre]:
     return [p for p in people if p.role != Role.ADMIN and oversees_all(session, p, settings)]
 
 
-def file_appeal(session: Session, settings: Settings, cadre: Cadre, rating_id: int, reason: str, now: datetime,
-                photo_ref: str | None = None) -> RatingAppeal:
-    """Files the appeal and tells the 作风办; raises ``AppealError`` (nothing changed) when not allowed."""
-    reason = (reason or "").strip()
-    if not reason:
-        raise AppealError(texts.APPEAL_NEED_REASON)
-    if len(reason) > REASON_LIMIT:
-        raise AppealError(texts.TEXT_TOO_LONG.format(length=len(reason), limit=REASON_LIMIT))
+def check(session: Session, settings: Settings, cadre: Cadre, rating_id: int, now: datetime) -> Rating:
+    """The 差评 ``cadre`` may appeal now; raises ``AppealError`` saying why not."""
     rating = session.get(Rating, rating_id)
     if rating is None or rating.level not in BAD_LEVELS or cadre.id not in rating_subjects(session, rating):
         raise AppealError(texts.APPEAL_NOT_YOURS.format(id=rating_id))
@@ -73,11 +72,26 @@ def file_appeal(session: Session, settings: Settings, cadre: Cadre, rating_id: i
     last = deadline(settings, rating)
     if now.astimezone(settings.tz).date() > last:
         raise AppealError(texts.APPEAL_TOO_LATE.format(id=rating_id, days=settings.appeal_days, date=last.isoformat()))
-    appeal = RatingAppeal(rating_id=rating.id, cadre_id=cadre.id, reason=reason, photo_ref=photo_ref, filed_at=now)
+    return rating
+
+
+def file_appeal(session: Session, settings: Settings, cadre: Cadre, rating_id: int, reason: str, now: datetime,
+                photo_ref: str | None = None, photo_sha256: str | None = None) -> RatingAppeal:
+    """Files the appeal and tells the 作风办; raises ``AppealError`` (nothing changed) when not allowed."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise AppealError(texts.APPEAL_NEED_REASON)
+    if len(reason) > REASON_LIMIT:
+        raise AppealError(texts.TEXT_TOO_LONG.format(length=len(reason), limit=REASON_LIMIT))
+    rating = check(session, settings, cadre, rating_id, now)
+    appeal = RatingAppeal(rating_id=rating.id, cadre_id=cadre.id, reason=reason, photo_ref=photo_ref,
+                          photo_sha256=photo_sha256, filed_at=now)
     session.add(appeal)
     session.flush()
     body = texts.APPEAL_NOTICE_FILED.format(id=appeal.id, rating=rating.id, cadre=cadre.name,
                                             level=texts.RATING_LEVELS[rating.level], reason=reason)
+    if photo_sha256:
+        body += "\n" + texts.APPEAL_NOTICE_PHOTO.format(url=console_link(settings, appeal.id))
     for head in office_heads(session, settings):
         if head.id != cadre.id:
             enqueue_for_cadre(session, head.id, key=f"appeal:{appeal.id}:filed", kind="appeal", body=body, now=now,
@@ -115,6 +129,23 @@ def decide(session: Session, settings: Settings, by: Cadre, appeal_id: int, deci
     return appeal
 
 
+def console_link(settings: Settings, appeal_id: int) -> str:
+    """Where the console shows an appeal (and its photo) to those who may see it."""
+    return f"{settings.public_url}/console/appeals#appeal-{appeal_id}"
+
+
+def may_see(session: Session, settings: Settings, cadre: Cadre, appeal: RatingAppeal) -> bool:
+    """Who may see an appeal and its photo: the cadre who filed it, and whoever may decide it (oversees
+    every unit, and is neither the appellant nor a subject of the rating: 回避). The one place this rule
+    lives, for the chat and the console."""
+    if cadre.id == appeal.cadre_id:
+        return True
+    if not oversees_all(session, cadre, settings):
+        return False
+    rating = session.get(Rating, appeal.rating_id)
+    return rating is not None and cadre.id not in rating_subjects(session, rating)
+
+
 def states_of(session: Session, rating_ids: list[int]) -> dict[int, str]:
     """The appeal state of each rating that has one (for the lists in /ratings and the digests)."""
     if not rating_ids:
@@ -124,32 +155,6 @@ def states_of(session: Session, rating_ids: list[int]) -> dict[int, str]:
 
 
 # -- chat commands ---------------------------------------------------------------------------------
-
-
-def cmd_appeal(ctx: Context) -> None:
-    """Lists the cadre's 差评 that can still be appealed, or files an appeal: /appeal <评价号> <理由>."""
-    number, _, reason = ctx.inbound.args.strip().partition(" ")
-    number = number.lstrip("#")
-    if not number:
-        today = ctx.now.astimezone(ctx.settings.tz).date()
-        ratings = appealable(ctx.session, ctx.settings, ctx.cadre, today)
-        if not ratings:
-            return ctx.say(texts.APPEAL_NONE)
-        lines = [texts.APPEAL_LIST_HEADER.format(days=ctx.settings.appeal_days)]
-        for r in ratings:
-            lines.append(texts.APPEAL_LIST_LINE.format(
-                id=r.id, date=r.rated_at.astimezone(ctx.settings.tz).strftime("%m-%d"),
-                level=texts.RATING_LEVELS[r.level], reasons="、".join(r.reasons) or "—",
-                until=deadline(ctx.settings, r).isoformat()))
-        lines.append(texts.APPEAL_USAGE)
-        return ctx.say("\n".join(lines))
-    if not number.isdigit():
-        return ctx.say(texts.APPEAL_USAGE)
-    try:
-        appeal = file_appeal(ctx.session, ctx.settings, ctx.cadre, int(number), reason, ctx.now)
-    except AppealError as exc:
-        return ctx.say(str(exc))
-    ctx.say(texts.APPEAL_FILED.format(id=appeal.id, rating=appeal.rating_id))
 
 
 def cmd_appeals(ctx: Context) -> None:
@@ -166,10 +171,15 @@ def cmd_appeals(ctx: Context) -> None:
         if not rows:
             return ctx.say(texts.APPEALS_NONE)
         lines = [texts.APPEALS_HEADER.format(count=len(rows))]
+        subjects = subjects_of(ctx.session, [rating for _a, rating, _c in rows])
         for appeal, rating, cadre in rows:
+            rater = shows_rater(ctx.cadre.id, subjects[rating.id])  # 回避: no comment of a rating about oneself
             lines.append(texts.APPEALS_LINE.format(
                 id=appeal.id, rating=rating.id, cadre=cadre.name, level=texts.RATING_LEVELS[rating.level],
-                reasons="、".join(rating.reasons) or "—", comment=rating.comment or "—", reason=appeal.reason))
+                reasons="、".join(rating.reasons) or "—", comment=(rating.comment if rater else None) or "—",
+                reason=appeal.reason))
+            if appeal.photo_sha256:
+                lines[-1] += texts.APPEALS_PHOTO.format(url=console_link(ctx.settings, appeal.id))
         lines.append(texts.APPEALS_USAGE)
         return ctx.say("\n".join(lines))
     number, decision = words[0].lstrip("#"), DECISIONS.get(words[1]) if len(words) > 1 else None
@@ -183,5 +193,4 @@ def cmd_appeals(ctx: Context) -> None:
     ctx.say(texts.APPEAL_DECIDED_OK.format(id=appeal.id, decision=texts.APPEAL_STATES[decision]))
 
 
-APPEAL = Feature("appeal", Role.CADRE, "差评申诉", help=texts.HELP_APPEAL, words=("申诉",), run=cmd_appeal)
 APPEALS = Feature("appeals", Role.SUPERVISOR, "申诉复核", help=texts.HELP_APPEALS, words=("复核",), run=cmd_appeals)

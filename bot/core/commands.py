@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlmodel import select
 
 from bot import texts
-from bot.core import binding, evaluation, evidence
+from bot.core import binding, evaluation, evidence, service_qr
 from bot.core.dialogue import Context
 from bot.core.feature import RANK, Feature, Menu, rank
 from bot.core.flows import rating
@@ -44,11 +44,12 @@ def cmd_help(ctx: Context) -> None:
 
 
 def cmd_start(ctx: Context) -> None:
-    """Greets the user; a payload (deep link) may carry a binding code or an evaluation code."""
+    """Greets the user; a payload (deep link, or a WeChat QR scene) may carry a binding code, a card's
+    evaluation code or a one-time service ticket (一事一评)."""
     payload = ctx.inbound.args.strip()
     if payload.startswith(binding.START_PREFIX):
         return _bind_with(ctx, payload[len(binding.START_PREFIX):])
-    if evaluation.looks_like_token(payload):
+    if evaluation.looks_like_token(payload) or service_qr.looks_like_token(payload):
         return rating.FLOW.start(ctx, payload)
     if ctx.cadre is None:
         ctx.say(texts.WELCOME_UNBOUND if ctx.inbound.share_contact else texts.WELCOME_UNBOUND_TYPED,

@@ -26,16 +26,16 @@ from sqlmodel import Session, select
 
 from bot import texts
 from bot.config import Settings
-from bot.core import binding, ledger
+from bot.core import appeals, binding, evidence, ledger
 from bot.core.login import Who
 from bot.core.periods import half_bounds
 from bot.core.phones import mask
-from bot.core.scope import rating_subjects, sees_problem, unit_scope
+from bot.core.scope import rating_subjects, sees_problem, shows_rater, subjects_of, unit_scope
 from bot.core.workdays import work_calendar
 from storage import audit
-from storage.models import (AuditLog, Cadre, ChatAccount, EverydayContact, Household,
-                            OutboxMessage, OutboxState, Problem, ProblemStatus, Rating, Role, ServiceObject,
-                            TargetKind, Unit, Visit)
+from storage.models import (AppealState, AuditLog, Cadre, ChatAccount, EverydayContact, Household,
+                            OutboxMessage, OutboxState, Problem, ProblemStatus, Rating, RatingAppeal, Role,
+                            ServiceObject, TargetKind, Unit, Visit)
 
 S = ProblemStatus
 
@@ -319,6 +319,7 @@ class CadrePage:
     items: list[Problem]
     households: list = field(default_factory=list)  # progress.HouseholdStatus, unvisited first
     questions: dict[str, str] = field(default_factory=dict)  # survey question id -> its short label
+    rater_hidden: set[int] = field(default_factory=set)  # ratings about the viewer: no comment shown (回避)
 
 
 def _may_see_cadre(session: Session, settings: Settings, who: Who, cadre: Cadre) -> bool:
@@ -357,8 +358,10 @@ def cadre_page(session: Session, settings: Settings, who: Who, cadre_id: int, ha
     from bot.core.survey import load_survey
 
     questions = {q.id: q.label or q.text for q in load_survey(settings.survey_file)}
+    subjects = subjects_of(session, ratings)
+    hidden = {r.id for r in ratings if not shows_rater(who.cadre_id, subjects[r.id])}
     return CadrePage(cadre, session.get(Unit, cadre.unit_id), figures, list(visits), list(contacts), list(objects),
-                     list(ratings), list(items), households_with_status(session, cadre.id, half), questions)
+                     list(ratings), list(items), households_with_status(session, cadre.id, half), questions, hidden)
 
 
 # -- 台账 ledger ---------------------------------------------------------------------------------
@@ -522,6 +525,7 @@ class ItemPage:
     deadline_days: int
     raiser_phone: str
     slip: str
+    phone_in_full: bool = False  # the raiser's full number is on the page: the handler audits the showing
 
 
 def _load_item(session: Session, settings: Settings, who: Who, problem_id: int) -> Problem:
@@ -552,13 +556,14 @@ def item_page(session: Session, settings: Settings, who: Who, problem_id: int, n
                                .order_by(Cadre.name)).all()) if chosen else []
     names = _cadre_names(session, {i for i in (p.responsible_a_id, p.responsible_b_id) if i})
     unit = session.get(Unit, p.responsible_unit_id or p.unit_id) if (p.responsible_unit_id or p.unit_id) else None
-    phone = ""
+    phone, in_full = "", False
     if p.raiser_phone:
-        phone = p.raiser_phone if roles & {ledger.RESPONSIBLE, ledger.SUPERVISOR} else mask(p.raiser_phone)
+        in_full = bool(roles & {ledger.RESPONSIBLE, ledger.SUPERVISOR})
+        phone = p.raiser_phone if in_full else mask(p.raiser_phone)
     return ItemPage(p, unit.name if unit else "—", names.get(p.responsible_a_id, ""), names.get(p.responsible_b_id, ""),
                     ledger.is_overdue(p, today), ledger.history(session, p.id), actions, units, chosen, cadres,
                     ledger.default_deadline(settings, p.source, today), settings.ledger_deadline_days.get(p.source, 10),
-                    phone, ledger.slip_number(p) if p.assigned_at else "")
+                    phone, ledger.slip_number(p) if p.assigned_at else "", in_full)
 
 
 def item_act(session: Session, settings: Settings, who: Who, problem_id: int, action: str, fields: dict[str, str],
@@ -616,8 +621,9 @@ class RatingRow:
     rating: Rating
     target: str
     unit: str
-    phone: str  # masked
+    phone: str  # masked; empty on a rating about the viewer
     may_reveal: bool
+    shows_rater: bool  # False on a rating about the viewer: neither its phone nor its comment (回避)
 
 
 @dataclass
@@ -658,8 +664,13 @@ def ratings_page(session: Session, settings: Settings, who: Who, half: str, *, u
     from storage.models import ServiceWindow
     windows = dict(session.exec(select(ServiceWindow.id, ServiceWindow.name)).all()) if any(
         r.window_id for r in ratings) else {}
-    rows = [RatingRow(r, names.get(r.cadre_id, "") if r.target_kind == TargetKind.CADRE else windows.get(r.window_id, ""),
-                      units.get(r.unit_id, ""), mask(r.phone), may_reveal(session, settings, me, r)) for r in ratings]
+    subjects = subjects_of(session, ratings)
+    rows = []
+    for r in ratings:
+        rater = shows_rater(me.id, subjects[r.id])
+        rows.append(RatingRow(r, names.get(r.cadre_id, "") if r.target_kind == TargetKind.CADRE
+                              else windows.get(r.window_id, ""), units.get(r.unit_id, ""),
+                              mask(r.phone) if rater else "", may_reveal(session, settings, me, r), rater))
     counts = _rating_counts(session, settings, half, scope if who.role != Role.CADRE else {who.unit_id})
     per_unit = sorted(((units.get(u, "?"), t, b) for u, (t, b) in counts.items()), key=lambda x: x[0])
     if who.role == Role.CADRE:
@@ -685,6 +696,83 @@ def reveal_phone(session: Session, settings: Settings, who: Who, rating_id: int,
         return None
     note(session, who, "phone.reveal", f"rating:{rating.id}", address, now)
     return rating, rating.phone
+
+
+# -- 申诉复核 appeals ------------------------------------------------------------------------------
+
+@dataclass
+class AppealRow:
+    appeal: RatingAppeal
+    rating: Rating
+    appellant: str
+    target: str
+    unit: str
+    comment: str | None  # the rater's comment; None on a rating about the viewer (回避)
+    may_decide: bool
+
+
+def appeals_page(session: Session, settings: Settings, who: Who) -> list[AppealRow]:
+    """The appeals this user may see (``appeals.may_see``): the 作风办 every appeal it does not have to
+    step aside from, anyone else their own; waiting ones first. A photo is only named here: it is
+    served (and audited) one by one, by ``appeal_photo``."""
+    me = _cadre(session, who)
+    query = (select(RatingAppeal, Rating, Cadre).join(Rating, Rating.id == RatingAppeal.rating_id)
+             .join(Cadre, Cadre.id == RatingAppeal.cadre_id))
+    office = appeals.oversees_all(session, me, settings)
+    if not office:
+        query = query.where(RatingAppeal.cadre_id == me.id)
+    found = session.exec(query.order_by((RatingAppeal.state != AppealState.PENDING), RatingAppeal.filed_at.desc(),
+                                        RatingAppeal.id.desc()).limit(200)).all()
+    subjects = subjects_of(session, [rating for _a, rating, _c in found])
+    targets = _cadre_names(session, {r.cadre_id for _a, r, _c in found if r.cadre_id})
+    from storage.models import ServiceWindow
+    windows = dict(session.exec(select(ServiceWindow.id, ServiceWindow.name)).all()) if any(
+        r.window_id for _a, r, _c in found) else {}
+    units = dict(session.exec(select(Unit.id, Unit.name)).all())
+    rows = []
+    for appeal, rating, appellant in found:
+        if appeal.cadre_id != me.id and me.id in subjects[rating.id]:
+            continue  # 回避: an appeal about oneself is not the viewer's to see
+        rows.append(AppealRow(appeal, rating, appellant.name,
+                              targets.get(rating.cadre_id, "") if rating.cadre_id else windows.get(rating.window_id, ""),
+                              units.get(rating.unit_id, ""),
+                              rating.comment if shows_rater(me.id, subjects[rating.id]) else None,
+                              office and appeal.state == AppealState.PENDING and appeal.cadre_id != me.id))
+    return rows
+
+
+def _load_appeal(session: Session, settings: Settings, who: Who, appeal_id: int) -> RatingAppeal:
+    appeal = session.get(RatingAppeal, appeal_id)
+    if appeal is None or not appeals.may_see(session, settings, _cadre(session, who), appeal):
+        raise NotFound(f"appeal:{appeal_id}")
+    return appeal
+
+
+def appeal_photo(session: Session, settings: Settings, who: Who, appeal_id: int, address: str | None,
+                 now: datetime) -> tuple[bytes, str]:
+    """An appeal's photo (bytes, MIME type) for whoever may see the appeal, each showing written to the
+    audit log (``appeal.photo``); ``NotFound`` otherwise, or when it has none."""
+    appeal = _load_appeal(session, settings, who, appeal_id)
+    path = evidence.photo_path(settings, appeal.photo_sha256) if appeal.photo_sha256 else None
+    content = path.read_bytes() if path is not None and path.is_file() else None
+    kind = evidence.picture_type(content) if content else None
+    if kind is None:
+        raise NotFound(f"appeal-photo:{appeal_id}")
+    note(session, who, "appeal.photo", f"appeal:{appeal.id}", address, now)
+    return content, kind
+
+
+def appeal_decide(session: Session, settings: Settings, who: Who, appeal_id: int, decision: str, text: str,
+                  address: str | None, now: datetime) -> str:
+    """The 作风办's ruling from the console, by ``appeals.decide`` (the chat's rules, its outbox notice to the
+    cadre); ``appeals.AppealError`` for a refusal."""
+    _load_appeal(session, settings, who, appeal_id)
+    state = appeals.DECISIONS.get(decision)
+    if state is None:
+        raise appeals.AppealError(texts.CONSOLE_APPEAL_PICK)
+    appeals.decide(session, settings, _cadre(session, who), appeal_id, state, text, now)
+    note(session, who, "appeal.decide", f"appeal:{appeal_id}", address, now, state)
+    return texts.APPEAL_DECIDED_OK.format(id=appeal_id, decision=texts.APPEAL_STATES[state])
 
 
 # -- 报表 forms and rankings ---------------------------------------------------------------------
@@ -911,5 +999,5 @@ def audit_csv(page: AuditPage, tz) -> bytes:
 
 
 __all__ = ["NotFound", "Forbidden", "overview", "unit_page", "cadre_page", "ledger_page", "item_page", "item_act",
-           "ratings_page", "reveal_phone", "may_reveal", "export_form", "ranking_view", "import_roster",
+           "ratings_page", "reveal_phone", "may_reveal", "appeals_page", "appeal_photo", "appeal_decide", "export_form", "ranking_view", "import_roster",
            "issue_binding_code", "revoke_card", "outbox_view", "audit_rows", "audit_csv", "refuse", "note"]

@@ -89,13 +89,30 @@ class PhotoFacts:
     phash: str | None  # None when the bytes are not a picture Pillow can read
 
 
+def picture_type(content: bytes) -> str | None:
+    """The MIME type of a picture Pillow can read (image/jpeg, image/png ...), else None: what an
+    appeal's photo must be, and what the console serves it as."""
+    try:
+        with Image.open(io.BytesIO(content)) as picture:
+            kind = Image.MIME.get(picture.format or "")
+            picture.verify()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    return kind if kind and kind.startswith("image/") else None
+
+
+def photo_path(settings: Settings, sha256: str):
+    """Where ``keep_photo`` put the picture with this content hash (a name it made, never user input)."""
+    return settings.media_dir / f"{sha256}.img"
+
+
 def keep_photo(content: bytes, settings: Settings) -> PhotoFacts:
     """Stores the picture under MEDIA_DIR named by its content hash (written once) and returns its
     hashes; the perceptual one survives re-encoding and resizing."""
     sha = hashlib.sha256(content).hexdigest()
     folder = settings.media_dir
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{sha}.img"
+    path = photo_path(settings, sha)
     if not path.exists():
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(content)

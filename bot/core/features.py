@@ -12,7 +12,7 @@ from __future__ import annotations
 from bot import texts
 from bot.core import commands
 from bot.core.feature import CONTROL, RANK, Feature, rank
-from bot.core.flows import contact, ledger, rating, service_object, spotcheck, visit
+from bot.core.flows import appeal, contact, ledger, rating, service_object, spotcheck, visit
 from bot.core import appeals, evaluation, evidence_views, login, rating_views, service_qr
 from bot.reports import commands as reports
 
@@ -28,7 +28,7 @@ FEATURES: tuple[Feature, ...] = (
     ledger.MINE,
     evaluation.STATUS,
     service_qr.SERVICE_QR,
-    appeals.APPEAL,
+    appeal.FEATURE,
     commands.UNIT,
     commands.MUTE,
     commands.UNMUTE,

@@ -21,9 +21,9 @@ from bot.core.feature import Feature
 from bot.core.evaluation import BAD_LEVELS, LEVELS
 from bot.core.periods import half_label
 from bot.core.phones import mask
-from bot.core.scope import overseen_problems, unit_scope
+from bot.core.scope import overseen_problems, shows_rater, subjects_of, unit_scope
 from storage import audit
-from storage.models import Cadre, CallbackStatus, CallbackTask, Problem, Rating, Role, ServiceWindow, Unit, WindowDuty
+from storage.models import Cadre, CallbackStatus, CallbackTask, Problem, Rating, Role, ServiceWindow, Unit
 
 BAD_LIST_LIMIT = 10
 
@@ -104,37 +104,32 @@ def _target_key(rating: Rating) -> tuple[str, int]:
     return ("cadre", rating.cadre_id) if rating.cadre_id else ("window", rating.window_id)
 
 
-def about_viewer(session: Session, viewer: Cadre | None):
-    """A test of whether a rating is about ``viewer`` (rated, or on duty at the rated window)."""
-    if viewer is None:
-        return lambda rating: False
-    windows = set(session.exec(select(WindowDuty.window_id).where(WindowDuty.cadre_id == viewer.id)).all())
-    return lambda rating: rating.cadre_id == viewer.id or (rating.window_id is not None and rating.window_id in windows)
-
-
-def bad_lines(ratings: list[Rating], names: dict, tz, limit: int = BAD_LIST_LIMIT,
-              about_me=lambda rating: False, session: Session | None = None) -> list[str]:
-    """The newest 差评 (misuse left out), phones masked; none at all on a 差评 about the viewer. A 差评
-    under appeal, or decided on appeal, says so (a voided one stays listed, marked, out of the counts)."""
+def bad_lines(session: Session, ratings: list[Rating], names: dict, tz, viewer: Cadre,
+              limit: int = BAD_LIST_LIMIT) -> list[str]:
+    """The newest 差评 (misuse left out), phones masked; on a 差评 about the viewer neither the phone
+    (not even masked) nor the comment (``scope.shows_rater``). A 差评 under appeal, or decided on
+    appeal, says so (a voided one stays listed, marked, out of the counts)."""
     bad = [r for r in ratings if r.level in BAD_LEVELS and not r.misuse][:limit]
     if not bad:
         return []
-    states = appeals.states_of(session, [r.id for r in bad]) if session is not None else {}
+    states = appeals.states_of(session, [r.id for r in bad])
+    subjects = subjects_of(session, bad)
     lines = [texts.RATINGS_BAD_HEADER.format(count=len(bad))]
     for r in bad:
+        rater = shows_rater(viewer.id, subjects[r.id])
         lines.append(texts.RATINGS_BAD_LINE.format(
             date=r.rated_at.astimezone(tz).strftime("%m-%d %H:%M"), target=names.get(_target_key(r), "?"),
             level=texts.RATING_LEVELS[r.level],
             reasons=f"（{'、'.join(r.reasons)}）" if r.reasons else "",
-            comment=f"：{_short(r.comment)}" if r.comment else "",
-            phone=f"，电话 {mask(r.phone)}" if r.phone and not about_me(r) else "",
+            comment=f"：{_short(r.comment)}" if r.comment and rater else "",
+            phone=f"，电话 {mask(r.phone)}" if r.phone and rater else "",
             problem=f"，问题 #{r.problem_id}" if r.problem_id else ""))
         if r.id in states:
             lines[-1] += texts.RATINGS_APPEAL_MARK.format(state=texts.APPEAL_STATES[states[r.id]])
     return lines
 
 
-def unit_report(session: Session, unit: Unit, since: datetime, tz, about_me=lambda rating: False) -> list[str]:
+def unit_report(session: Session, unit: Unit, since: datetime, tz, viewer: Cadre) -> list[str]:
     """One unit: its totals, each rated cadre and window, and its newest 差评."""
     ratings = ratings_since(session, since, unit.id)
     total = LevelCounts()
@@ -149,7 +144,7 @@ def unit_report(session: Session, unit: Unit, since: datetime, tz, about_me=lamb
                               key=lambda item: (item[1].satisfaction is None, item[1].satisfaction or 0)):
         lines.append(texts.RATINGS_TARGET_LINE.format(name=names.get(key, "?"), total=counts.total,
                                                       rate=counts.rate_text(), bad=counts.bad))
-    lines += bad_lines(ratings, names, tz, about_me=about_me, session=session)
+    lines += bad_lines(session, ratings, names, tz, viewer)
     if total.misuse:
         lines.append(texts.RATINGS_MISUSE.format(count=total.misuse))
     if total.voided:
@@ -157,7 +152,7 @@ def unit_report(session: Session, unit: Unit, since: datetime, tz, about_me=lamb
     return lines
 
 
-def cadre_report(session: Session, cadre: Cadre, since: datetime, tz, about_me=lambda rating: False) -> list[str]:
+def cadre_report(session: Session, cadre: Cadre, since: datetime, tz, viewer: Cadre) -> list[str]:
     ratings = [r for r in ratings_since(session, since) if r.cadre_id == cadre.id]
     counts = LevelCounts()
     for rating in ratings:
@@ -167,7 +162,7 @@ def cadre_report(session: Session, cadre: Cadre, since: datetime, tz, about_me=l
     if not ratings:
         return lines + [texts.RATINGS_NONE]
     lines.append(counts.levels_text())
-    lines += bad_lines(ratings, {("cadre", cadre.id): cadre.name}, tz, about_me=about_me, session=session)
+    lines += bad_lines(session, ratings, {("cadre", cadre.id): cadre.name}, tz, viewer)
     if counts.misuse:
         lines.append(texts.RATINGS_MISUSE.format(count=counts.misuse))
     if counts.voided:
@@ -180,7 +175,6 @@ def cmd_ratings(ctx: Context) -> None:
     session, tz = ctx.session, ctx.settings.tz
     since = half_start(ctx.now, tz)
     everyone = _oversees_all(ctx)
-    about_me = about_viewer(session, ctx.cadre)
     lines = [texts.RATINGS_HEADER.format(half_label=half_label(ctx.half))]
     query = ctx.inbound.args.strip()[:50]
     own = session.get(Unit, ctx.cadre.unit_id)
@@ -192,8 +186,8 @@ def cmd_ratings(ctx: Context) -> None:
             return ctx.say(texts.RATINGS_UNKNOWN.format(query=query))
         if not everyone and (unit.id if unit else cadre.unit_id) != own.id:
             return ctx.say(texts.RATINGS_FORBIDDEN_UNIT)
-        lines += (unit_report(session, unit, since, tz, about_me) if unit
-                  else cadre_report(session, cadre, since, tz, about_me))
+        lines += (unit_report(session, unit, since, tz, ctx.cadre) if unit
+                  else cadre_report(session, cadre, since, tz, ctx.cadre))
     elif everyone:
         ratings = ratings_since(session, since)
         per_unit = counts_by(ratings, lambda r: r.unit_id)
@@ -205,7 +199,7 @@ def cmd_ratings(ctx: Context) -> None:
             counts = per_unit.get(unit.id, LevelCounts())
             lines.append(texts.RATINGS_UNIT_LINE.format(name=unit.name, total=counts.total, rate=counts.rate_text(),
                                                         bad=counts.bad))
-        lines += bad_lines(ratings, _names(session, ratings), tz, about_me=about_me, session=session)
+        lines += bad_lines(session, ratings, _names(session, ratings), tz, ctx.cadre)
         misuse = sum(c.misuse for c in per_unit.values())
         if misuse:
             lines.append(texts.RATINGS_MISUSE.format(count=misuse))
@@ -213,7 +207,7 @@ def cmd_ratings(ctx: Context) -> None:
         if voided:
             lines.append(texts.RATINGS_VOIDED.format(count=voided))
     else:
-        lines += unit_report(session, own, since, tz, about_me)
+        lines += unit_report(session, own, since, tz, ctx.cadre)
     lines.append(texts.RATINGS_RATE_NOTE)
     ctx.say("\n".join(lines))
 

@@ -6,9 +6,11 @@ supervisor sees their own unit, or every unit when their unit is named in ``SUPE
 
 Conflicts of interest (回避): a 差评 is about a cadre (the one rated, or the cadres on duty at the
 rated window). Those cadres are its *subjects*: they do not act as its supervisor, may not be its A岗
-or B岗, and are never shown its rater's name or phone, wherever the item is listed. A 差评 whose
-subject is a supervisor, or whose unit has no other supervisor, is marked ``to_office``: only
-those who oversee every unit handle it (the 作风办).
+or B岗, and are never shown what identifies its rater, wherever the rating is listed (chat, digests,
+the console): the rater's name and phone (not even masked), and the comment, which is free text the
+rater typed and may name them, their address or their number (``shows_rater`` is that rule, for
+every view). A 差评 whose subject is a supervisor, or whose unit has no other supervisor, is marked
+``to_office``: only those who oversee every unit handle it (the 作风办).
 """
 
 from __future__ import annotations
@@ -48,6 +50,23 @@ def rating_subjects(session: Session, rating: Rating) -> set[int]:
     if rating.window_id is None:
         return set()
     return set(session.exec(select(WindowDuty.cadre_id).where(WindowDuty.window_id == rating.window_id)).all())
+
+
+def subjects_of(session: Session, ratings) -> dict[int, set[int]]:
+    """``rating_subjects`` of many ratings (by rating id), the windows' duty rosters read in one query."""
+    windows = {r.window_id for r in ratings if r.cadre_id is None and r.window_id is not None}
+    duty: dict[int, set[int]] = {}
+    if windows:
+        for window_id, cadre_id in session.exec(select(WindowDuty.window_id, WindowDuty.cadre_id)
+                                                .where(WindowDuty.window_id.in_(sorted(windows)))).all():
+            duty.setdefault(window_id, set()).add(cadre_id)
+    return {r.id: {r.cadre_id} if r.cadre_id is not None else set(duty.get(r.window_id, ())) for r in ratings}
+
+
+def shows_rater(viewer_id: int, subjects: set[int]) -> bool:
+    """Whether a viewer may be shown what identifies a rating's rater (phone, even masked; comment):
+    never when the rating is about them (``subjects``: ``rating_subjects`` or ``subjects_of``)."""
+    return viewer_id not in subjects
 
 
 def problem_subjects(session: Session, problem_id: int | None) -> set[int]:

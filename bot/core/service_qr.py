@@ -9,7 +9,11 @@ ordinary rating page. The rating is stored with the service it rates (``Rating.v
 (``Visit.household_confirmed_at``). The card's QR (per cadre or window) stays for walk-in services.
 
 The token is ``s`` and the URL-safe Base64 of the ticket's id (4 bytes) and an HMAC of it (14 bytes)
-under EVALUATION_SECRET: 25 characters, like a card's token, so it fits the same /r/<token> page.
+under EVALUATION_SECRET: 25 characters, like a card's token, so it fits the same /r/<token> page, a
+Telegram deep link (``t.me/<bot>?start=<token>``, at most 64 characters) and a WeChat QR scene string,
+and it works wherever a card's token does: the rating page, Telegram's /start and WeChat's scan
+(subscribe / SCAN events are /start <scene>), through the same rating flow (bot.core.flows.rating).
+The QR encodes what the cards encode (``CARD_ENCODE``): the page, or with ``telegram`` the deep link.
 """
 
 from __future__ import annotations
@@ -144,10 +148,19 @@ def qr_png(url: str) -> bytes:
     return out.getvalue()
 
 
+def telegram_link(settings: Settings, token: str) -> str | None:
+    """The ticket's Telegram deep link, when the bot's username is known."""
+    if not settings.telegram_bot_username:
+        return None
+    return f"https://t.me/{settings.telegram_bot_username.lstrip('@')}?start={token}"
+
+
 def cmd_serviceqr(ctx: Context) -> None:
     """Gives the cadre a one-time rating QR and link for the service just given (一事一评)."""
     ticket, token = issue(ctx.session, ctx.settings, ctx.cadre, ctx.now)
     url = f"{ctx.settings.public_url}/r/{token}"
+    deep_link = telegram_link(ctx.settings, token)
+    encoded = deep_link if ctx.settings.card_encode == "telegram" and deep_link else url
     if ticket.visit_id is not None:
         household = ctx.session.exec(select(Household).join(Visit, Visit.household_id == Household.id)
                                      .where(Visit.id == ticket.visit_id)).one()
@@ -157,9 +170,11 @@ def cmd_serviceqr(ctx: Context) -> None:
     else:
         service = texts.SERVICE_QR_WALK_IN
     until = ticket.expires_at.astimezone(ctx.settings.tz).strftime("%H:%M")
-    ctx.say(texts.SERVICE_QR_ISSUED.format(service=service, url=url, minutes=ctx.settings.service_qr_minutes,
-                                           until=until),
-            files=[File(f"service-qr-{ticket.id}.png", "image/png", qr_png(url))])
+    text = texts.SERVICE_QR_ISSUED.format(service=service, url=url, minutes=ctx.settings.service_qr_minutes,
+                                          until=until)
+    if deep_link:
+        text += "\n" + texts.SERVICE_QR_TELEGRAM.format(link=deep_link)
+    ctx.say(text, files=[File(f"service-qr-{ticket.id}.png", "image/png", qr_png(encoded))])
 
 
 SERVICE_QR = Feature("serviceqr", Role.CADRE, "一事一评", help=texts.HELP_SERVICE_QR, words=("服务评价码", "一事一评"),

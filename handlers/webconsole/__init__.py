@@ -37,7 +37,7 @@ import bot
 from bot import texts
 from bot.config import Settings
 from bot.core import console_views as views
-from bot.core import ledger, login
+from bot.core import appeals, ledger, login
 from bot.core.engine import Engine
 from bot.core.periods import half_label, half_of, parse_half
 
@@ -313,6 +313,8 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
             raise views.NotFound(f"problem:{request.path_params['id']}")
         view = await core.run(views.item_page, settings, who, problem_id, core.clock(), int_param(request, "unit"),
                               read_only=True)
+        if view.phone_in_full:  # a full phone shown to whoever must call: each showing audited (who, when, which)
+            await core.run(views.note, who, "phone.reveal", f"problem:{problem_id}", _address(request), core.clock())
         return page(request, "item", status, who=who, view=view, error=error, done=done)
 
     async def item_act(request: Request, who, form) -> Response:
@@ -350,6 +352,32 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         half = half_from(request)
         view = await core.run(_ratings, who, half, None, True, read_only=True)
         return page(request, "ratings", who=who, view=view, revealed=(rating_id, result[1]))
+
+    async def appeals_list(request: Request, who, error: str | None = None, done: str | None = None,
+                           status: int = 200) -> Response:
+        """申诉复核: the appeals this user may see, a photo named by a link, the 作风办's ruling form."""
+        rows = await core.run(views.appeals_page, settings, who, read_only=True)
+        return page(request, "appeals", status, who=who, rows=rows, error=error, done=done,
+                    decisions=tuple(appeals.DECISIONS))
+
+    async def appeal_photo(request: Request, who) -> Response:
+        """One appeal's photo, only for whoever may see the appeal; each showing is audited."""
+        appeal_id = int_param(request, "id")
+        if appeal_id is None:
+            raise views.NotFound(f"appeal:{request.path_params['id']}")
+        content, kind = await core.run(views.appeal_photo, settings, who, appeal_id, _address(request), core.clock())
+        return Response(content, media_type=kind, headers={**HEADERS, "Content-Disposition": "inline"})
+
+    async def appeal_decide(request: Request, who, form) -> Response:
+        appeal_id = int_param(request, "id")
+        if appeal_id is None:
+            raise views.NotFound(f"appeal:{request.path_params['id']}")
+        try:
+            done = await core.run(views.appeal_decide, settings, who, appeal_id, str(form.get("decision", ""))[:10],
+                                  str(form.get("note", ""))[:600], _address(request), core.clock())
+        except appeals.AppealError as refused:
+            return await appeals_list(request, who, error=str(refused), status=400)
+        return await appeals_list(request, who, done=done)
 
     async def reports(request: Request, who) -> Response:
         """报表: the forms to download and a ranking with its chart."""
@@ -508,6 +536,9 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         Route("/console/ledger/{id}/{action}", post(item_act), methods=["POST"]),
         Route("/console/ratings", get(ratings)),
         Route("/console/ratings/{id}/reveal", post(reveal), methods=["POST"]),
+        Route("/console/appeals", get(appeals_list)),
+        Route("/console/appeals/{id}/photo", get(appeal_photo)),
+        Route("/console/appeals/{id}/decide", post(appeal_decide), methods=["POST"]),
         Route("/console/reports", get(reports)),
         Route("/console/reports/form/{form}", get(form_download)),
         Route("/console/spotchecks", get(spotchecks)),

@@ -3,7 +3,7 @@
 Why not wechatpy's client: it is synchronous ``requests`` with a per-process token cache, every
 process refreshes on its own (and each refresh invalidates the others' tokens after five minutes),
 its automatic retry on an expired token refreshes in every process at once, and its base URL is a
-class attribute. The bot needs five endpoints; they are here, against WECHAT_API_BASE_URL (an
+class attribute. The bot needs six endpoints; they are here, against WECHAT_API_BASE_URL (an
 egress proxy, or the tests' stand-in).
 
 The token lives in the ``wechat_access_token`` row of the app id. ``access_token`` returns the
@@ -51,7 +51,8 @@ class WeChatApiError(ServiceError):
 
 
 class WeChatApi:
-    """The account's API: customer-service and template messages, scene QR codes, the custom menu."""
+    """The account's API: customer-service and template messages, scene QR codes, the custom menu, and
+    the pictures users send (``media``)."""
 
     def __init__(self, settings: Settings, db: DbEngine, *, clock: Callable[[], datetime] = system_clock,
                  http: httpx.Client | None = None, timeout: float = 10.0):
@@ -83,6 +84,37 @@ class WeChatApi:
 
     def create_menu(self, buttons: list[dict[str, Any]]) -> None:
         self.call("/cgi-bin/menu/create", {"button": buttons})
+
+    def media(self, media_id: str, limit: int) -> bytes:
+        """A temporary media file (the picture a user sent) by ``media/get``, at most ``limit`` bytes; the
+        same call on WeChat and WeCom. ``WeChatApiError`` for an error answer or a file too large."""
+        for attempt in (1, 2):
+            token = self.access_token()
+            with self.http.stream("GET", f"{self.base}/cgi-bin/media/get",
+                                  params={"access_token": token, "media_id": media_id}) as response:
+                if response.status_code >= 400:
+                    raise WeChatApiError(None, "media/get failed", status=response.status_code)
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise WeChatApiError(None, "media too large", status=response.status_code)
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        raise WeChatApiError(None, "media too large", status=response.status_code)
+                kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind not in ("application/json", "text/plain"):
+                return bytes(body)
+            try:  # an error comes as JSON instead of the file
+                data = json.loads(bytes(body))
+            except ValueError:
+                raise WeChatApiError(None, "media/get: not a file and not JSON") from None
+            code = int(data.get("errcode") or 0) if isinstance(data, dict) else -1
+            if code in TOKEN_ERRORS and attempt == 1:
+                self._expire(token)
+                continue
+            raise WeChatApiError(code, str(data.get("errmsg", "")) if isinstance(data, dict) else "")
+        raise AssertionError("unreachable")
 
     # -- calls ---------------------------------------------------------------------------------
 

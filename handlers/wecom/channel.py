@@ -44,7 +44,7 @@ from bot.config import Settings
 from bot.core.dialogue import Context
 from bot.core.engine import Engine
 from bot.core.types import Inbound, Location, Outcome
-from handlers.wechat.channel import _text, pack
+from handlers.wechat.channel import _text, fetch_photo, pack
 from handlers.wecom import render
 from handlers.wecom.crypto import MAX_BODY_BYTES, Cipher, Refused, button_reply, check_timestamp, parse_xml, text_reply
 from bot.core import outbox
@@ -116,10 +116,12 @@ class _Answer:
 
 class WeComChannel:
     """The callback URL of one WeCom app, bound to the core. ``pump``: delivers the outbox's due
-    WeCom rows now (the app wires it to an outbox sender); without it the worker sends them."""
+    WeCom rows now (the app wires it to an outbox sender); without it the worker sends them. ``media``:
+    fetches a picture a member sent (``WeComApi.media``), so the core gets the photo itself."""
 
-    def __init__(self, core: Engine, settings: Settings, *, pump: Callable[[], Awaitable[int]] | None = None):
-        self.core, self.settings, self.pump = core, settings, pump
+    def __init__(self, core: Engine, settings: Settings, *, pump: Callable[[], Awaitable[int]] | None = None,
+                 media: Callable[[str, int], bytes] | None = None):
+        self.core, self.settings, self.pump, self.media = core, settings, pump, media
         self.corp_id = settings.wecom_corp_id or ""
         self.agent_id = int(settings.wecom_agent_id or 0)
         self.cipher = Cipher(settings.wecom_token.get_secret_value(), settings.wecom_aes_key.get_secret_value(),
@@ -195,6 +197,7 @@ class WeComChannel:
             return None
         if isinstance(inbound, Unsupported):
             return self._passive(fields["FromUserName"], texts.WECOM_UNSUPPORTED)
+        inbound = await fetch_photo(self.media, inbound)
         answer = _Answer()
         hook = partial(self._settle, inbound=inbound, code=code, answer=answer)
         job = asyncio.ensure_future(self.core.dispatch(inbound, before_commit=hook))

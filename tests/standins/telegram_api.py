@@ -479,11 +479,16 @@ class SimUser:
         return self._send("message", self._message(contact=contact), deliver)
 
     def photo(self, file_id: str | None = None, *, caption: str | None = None,
-              content: bytes = _FAKE_JPEG, deliver: bool = True) -> Delivered:
+              content: bytes = _FAKE_JPEG, forwarded_from: "SimUser | None" = None,
+              deliver: bool = True) -> Delivered:
+        """A photo; ``forwarded_from``: forwarded from another user's message (``forward_origin``)."""
         sizes = self.standin._register_photo(content, file_id=file_id)
         fields: dict[str, Any] = {"photo": sizes}
         if caption is not None:
             fields["caption"] = caption
+        if forwarded_from is not None:
+            fields["forward_origin"] = {"type": "user", "date": int(time.time()) - 3600,
+                                        "sender_user": forwarded_from.as_user()}
         return self._send("message", self._message(**fields), deliver)
 
     def location(self, latitude: float, longitude: float, *, deliver: bool = True) -> Delivered:
@@ -539,9 +544,10 @@ class SimUser:
                      quiet: float = 0.15, timeout: float = 10.0):
         return self._and_wait(self.contact, phone, user_id, quiet=quiet, timeout=timeout)
 
-    def photo_wait(self, file_id: str | None = None, *, caption: str | None = None,
-                   quiet: float = 0.15, timeout: float = 10.0):
-        return self._and_wait(self.photo, file_id, caption=caption, quiet=quiet, timeout=timeout)
+    def photo_wait(self, file_id: str | None = None, *, caption: str | None = None, content: bytes = _FAKE_JPEG,
+                   forwarded_from: "SimUser | None" = None, quiet: float = 0.15, timeout: float = 10.0):
+        return self._and_wait(self.photo, file_id, caption=caption, content=content, forwarded_from=forwarded_from,
+                              quiet=quiet, timeout=timeout)
 
     def location_wait(self, latitude: float, longitude: float, *, quiet: float = 0.15,
                       timeout: float = 10.0):

@@ -3,7 +3,8 @@
 Two halves, both speaking the published formats over real HTTP on loopback:
 
 * ``WeChatStandin`` serves the API endpoints the bot uses — ``/cgi-bin/token``,
-  ``message/custom/send``, ``message/template/send``, ``qrcode/create``, ``menu/create`` — checks
+  ``message/custom/send``, ``message/template/send``, ``qrcode/create``, ``menu/create``, ``media/get``
+  (the pictures followers sent, as ``Follower.image(content=...)`` registered them) — checks
   what it gets as WeChat does (app id and secret, access token, field shapes and sizes), records
   every call, and fails on demand (``fail_next``, ``expire_tokens``, ``out_of_window``).
 * ``Follower`` is a WeChat user as the bot's webhook sees them: it builds the XML WeChat pushes
@@ -117,6 +118,7 @@ class WeChatStandin:
         self.token_delay = 0.0  # seconds /cgi-bin/token takes, to make refreshes overlap
         self.menu: list[dict] | None = None
         self.out_of_window: set[str] = set()  # openids whose 48 hours are over, as WeChat sees it
+        self.media: dict[str, bytes] = {}  # media_id -> the picture a follower sent (temporary media)
         self._failures: dict[str, list[_Failure]] = {}
         self._counter = 0
         self._lock = threading.Lock()
@@ -126,6 +128,7 @@ class WeChatStandin:
             Route("/cgi-bin/message/template/send", self._template_send, methods=["POST"]),
             Route("/cgi-bin/qrcode/create", self._qrcode_create, methods=["POST"]),
             Route("/cgi-bin/menu/create", self._menu_create, methods=["POST"]),
+            Route("/cgi-bin/media/get", self._media_get, methods=["GET"]),
         ]))
 
     # -- life ----------------------------------------------------------------------------------
@@ -275,6 +278,27 @@ class WeChatStandin:
             return {"errcode": 0, "errmsg": "ok"}
         return await self._api("/cgi-bin/menu/create", request, check)
 
+    async def _media_get(self, request: Request) -> Response:
+        """A temporary media file: the bytes (image/jpeg), or a JSON error as WeChat answers one."""
+        path = "/cgi-bin/media/get"
+        failure = self._injected(path)
+        if failure is not None:
+            return self._record(path, request, None, _error(failure), failure.status)
+        token = request.query_params.get("access_token", "")
+        with self._lock:
+            known = token in self.tokens
+            content = self.media.get(request.query_params.get("media_id", ""))
+        if not token:
+            return self._record(path, request, None, {"errcode": 41001, "errmsg": "access_token missing"})
+        if not known:
+            return self._record(path, request, None, {"errcode": 42001, "errmsg": "access_token expired"})
+        if content is None:
+            return self._record(path, request, None, {"errcode": 40007, "errmsg": "invalid media_id"})
+        with self._lock:
+            self.calls.append(Call(path, dict(request.query_params), None, {"bytes": len(content)}))
+        return Response(content, media_type="image/jpeg",
+                        headers={"Content-Disposition": f'attachment; filename="{request.query_params["media_id"]}.jpg"'})
+
     # -- the push side ---------------------------------------------------------------------------
 
     def follower(self, openid: str) -> "Follower":
@@ -365,7 +389,11 @@ class Follower:
     def text(self, content: str) -> Answer:
         return self.send(self.xml_text(content))
 
-    def image(self, media_id: str = "MEDIA_ID_1") -> Answer:
+    def image(self, media_id: str = "MEDIA_ID_1", content: bytes | None = None) -> Answer:
+        """A picture; with ``content``, the stand-in serves it at media/get under ``media_id``."""
+        if content is not None:
+            with self.standin._lock:
+                self.standin.media[media_id] = content
         return self.send(message_xml(self._fields("image", PicUrl="http://mmbiz.qpic.cn/x", MediaId=media_id,
                                                   MsgId=_msg_id())))
 

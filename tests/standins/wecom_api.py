@@ -3,7 +3,8 @@
 Two halves, both in the published formats over real HTTP on loopback:
 
 * ``WeComStandin`` serves ``/cgi-bin/gettoken``, ``message/send``, ``message/update_template_card``,
-  ``department/list``, ``user/list_id``, ``user/get``, ``menu/create`` and ``media/upload``; checks
+  ``department/list``, ``user/list_id``, ``user/get``, ``menu/create``, ``media/upload`` and
+  ``media/get`` (also the pictures members sent, as ``Member.image(content=...)`` registered them); checks
   what it gets as WeCom does (corp id and secret, the access token, agent id, message shapes: a
   button card has 1-6 buttons with keys and a task id unique in the app), records every call and
   every message a member received. Like WeCom it **drops silently** (answers ok, delivers nothing)
@@ -118,6 +119,7 @@ class WeComStandin:
             Route("/cgi-bin/user/get", self._user_get, methods=["GET"]),
             Route("/cgi-bin/menu/create", self._menu_create, methods=["POST"]),
             Route("/cgi-bin/media/upload", self._media_upload, methods=["POST"]),
+            Route("/cgi-bin/media/get", self._media_get, methods=["GET"]),
         ]))
 
     # -- life ----------------------------------------------------------------------------------
@@ -349,6 +351,21 @@ class WeComStandin:
         return self._record(path, request, {"filename": upload.filename}, {
             "errcode": 0, "errmsg": "ok", "type": request.query_params["type"], "media_id": media_id})
 
+    async def _media_get(self, request: Request) -> Response:
+        """A temporary media file (uploaded, or a picture a member sent): its bytes, or a JSON error."""
+        path = "/cgi-bin/media/get"
+        error = self._token_error(request)
+        if error:
+            return self._record(path, request, None, error)
+        with self._lock:
+            content = self.media.get(request.query_params.get("media_id", ""))
+        if content is None:
+            return self._record(path, request, None, {"errcode": 40007, "errmsg": "invalid media_id"})
+        with self._lock:
+            self.calls.append(Call(path, dict(request.query_params), None, {"bytes": len(content)}))
+        return Response(content, media_type="image/jpeg",
+                        headers={"Content-Disposition": f'attachment; filename="{request.query_params["media_id"]}.jpg"'})
+
     # -- the callback side -----------------------------------------------------------------------
 
     def post(self, xml: str, *, timestamp: int | None = None, nonce: str | None = None,
@@ -431,7 +448,11 @@ class Member:
     def text(self, content: str) -> str | None:
         return self.send(self.xml_text(content))
 
-    def image(self, media_id: str = "MEDIA_1") -> str | None:
+    def image(self, media_id: str = "MEDIA_1", content: bytes | None = None) -> str | None:
+        """A picture; with ``content``, the stand-in serves it at media/get under ``media_id``."""
+        if content is not None:
+            with self.standin._lock:
+                self.standin.media[media_id] = content
         return self.send(message_xml(self._fields("image", PicUrl="https://wework.qpic.cn/x", MediaId=media_id,
                                                   MsgId=_msg_id())))
 

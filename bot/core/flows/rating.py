@@ -4,6 +4,11 @@ Steps: level (非常满意 … 非常不满意); for a 差评 only: reasons (sev
 a phone for the call-back, the last two optional, except that a 差评 with no reason needs the
 comment. Open to anyone (``requires_cadre = False``); the rating itself is stored by
 bot.core.evaluation, exactly as from the web page.
+
+The token may also be a one-time service ticket's (一事一评, bot.core.service_qr): the same steps, and
+the rating is stored by ``service_qr.submit``, tied to the visit or contact it rates, once per ticket
+whoever finishes first; a ticket used or expired is refused at the scan and again at the end, as on
+the web page.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot import texts
-from bot.core import evaluation
+from bot.core import evaluation, service_qr
 from bot.core.dialogue import Context, Flow, InputError, Step
 from bot.core.feature import Feature
 from bot.core.phones import normalize_phone
@@ -36,15 +41,25 @@ class RatingFlow(Flow):
         self.steps = {step.key: step for step in steps}
 
     def start(self, ctx: Context, token: str) -> None:
-        """Opens the rating of the token's target, unless the token is bad or names the user."""
-        target = evaluation.resolve(ctx.session, ctx.settings.evaluation_key, token)
+        """Opens the rating of the token's target (a card's, or a one-time service ticket's), unless the
+        token is bad, used or expired, or names the user."""
+        label = None
+        if service_qr.looks_like_token(token):
+            found = service_qr.resolve(ctx.session, ctx.settings, token, ctx.now)
+            if found is not None and found.state != service_qr.OK:
+                return ctx.say(texts.PAGE_SERVICE_USED if found.state == service_qr.USED else texts.PAGE_SERVICE_EXPIRED)
+            target = found.target if found is not None else None
+            if target is not None:
+                label = texts.RATING_SERVICE_TARGET.format(target=target.label)
+        else:
+            target = evaluation.resolve(ctx.session, ctx.settings.evaluation_key, token)
         if target is None:
             return ctx.say(texts.RATING_CODE_INVALID)
         if evaluation.rates_self(target, ctx.cadre):
             return ctx.say(texts.RATING_SELF)
         if ctx.dialogue.flow is not None:
             return ctx.say(texts.RATING_BUSY.format(flow=texts.FLOW_NAMES.get(ctx.dialogue.flow, "")))
-        ctx.start_flow(self.name, "level", {"token": token, "target": target.label, "reasons": []})
+        ctx.start_flow(self.name, "level", {"token": token, "target": label or target.label, "reasons": []})
         self.prompt(ctx)
 
     @staticmethod
@@ -90,7 +105,12 @@ class RatingFlow(Flow):
 
     def finish(self, ctx: Context) -> None:
         d = ctx.data
-        target = evaluation.resolve(ctx.session, ctx.settings.evaluation_key, d["token"])
+        token = d["token"]
+        if service_qr.looks_like_token(token):
+            found = service_qr.resolve(ctx.session, ctx.settings, token, ctx.now)
+            target = found.target if found is not None else None
+        else:
+            target = evaluation.resolve(ctx.session, ctx.settings.evaluation_key, token)
         if target is None:  # revoked while the rater was answering
             ctx.end_flow()
             return ctx.say(texts.RATING_CODE_INVALID)
@@ -98,8 +118,17 @@ class RatingFlow(Flow):
             ctx.end_flow()
             return ctx.say(texts.RATING_SELF)
         given = evaluation.check_input(d["level"], d.get("reasons", []), d.get("comment"), d.get("phone"))
-        submitted = evaluation.submit_rating(ctx.session, ctx.settings, target, given, channel=ctx.inbound.channel,
-                                             rater=ctx.inbound.user_id, now=ctx.now)
+        if service_qr.looks_like_token(token):
+            # 一事一评: one rating for this service, under the ticket's lock; the visit household-confirmed.
+            state, submitted = service_qr.submit(ctx.session, ctx.settings, token, given, channel=ctx.inbound.channel,
+                                                 now=ctx.now)
+            if submitted is None:
+                ctx.end_flow()
+                return ctx.say({service_qr.USED: texts.PAGE_SERVICE_USED,
+                                service_qr.EXPIRED: texts.PAGE_SERVICE_EXPIRED}.get(state, texts.RATING_CODE_INVALID))
+        else:
+            submitted = evaluation.submit_rating(ctx.session, ctx.settings, target, given,
+                                                 channel=ctx.inbound.channel, rater=ctx.inbound.user_id, now=ctx.now)
         ctx.say(evaluation.thanks_text(given, submitted, ctx.settings))
 
 
