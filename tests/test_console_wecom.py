@@ -22,7 +22,7 @@ from sqlmodel import select
 from bot import texts
 from bot.app import create_app
 from bot.core.engine import Engine
-from handlers.wecom import WeComApi
+from handlers.wecom import WeComApi, WeComApiError
 from handlers.wecom.directory import sync_directory
 from storage.db import session_scope
 from storage.models import AuditLog, ConsoleSession
@@ -242,9 +242,15 @@ def test_an_unknown_member_is_told_to_ask_the_admin_and_a_binding_lets_them_in(b
         assert texts.CONSOLE_BACK_TO_LOGIN in content
         shot(page, "login-wecom-unknown")
         assert not sessions(db)
-        assert [r.detail for r in audit(db, "login.refused")] == ["wecom unknown member ZhangWei"]
+        wc.login_as = "openid:oOutsider"  # someone outside the organisation: WeCom gives no userid
+        page.goto(app.url + "/console/login")
+        page.get_by_role("link", name=texts.CONSOLE_WECOM_LOGIN).click()
+        assert texts.CONSOLE_WECOM_NOT_MEMBER in page.content() and not sessions(db)
+        assert [r.detail for r in audit(db, "login.refused")] == ["wecom unknown member ZhangWei",
+                                                                  "wecom not a member of the organisation"]
 
         bind(db, roster.admin, "wecom", "ZhangWei", clock())  # the admin's binding code, sent from the app
+        wc.login_as = "ZhangWei"
         page.goto(app.url + "/console/login")
         page.get_by_role("link", name=texts.CONSOLE_WECOM_LOGIN).click()
         page.wait_for_url("**/console/overview")
@@ -299,3 +305,16 @@ def test_the_stand_ins_getuserinfo_checks_the_token_and_spends_a_code_once(wc):
                                                             "agentid": AGENT_ID, "redirect_uri": "http://evil.example/",
                                                             "state": "s"})
     assert page.status_code == 400  # not the app's trusted domain: WeCom refuses to send a code there
+
+
+def test_an_older_private_deployment_is_asked_by_the_older_name(wc, settings, db):
+    wc.older_version = True  # no auth/getuserinfo there, only user/getuserinfo
+    api = WeComApi(wecom_settings(settings, wc), db)
+    try:
+        assert api.login_userid(wc.issue_login_code("LiMing")) == "LiMing"
+        with pytest.raises(WeComApiError) as refused:
+            api.login_userid("forged")
+        assert refused.value.errcode == 40029
+        assert api.login_userid(wc.issue_login_code("openid:oAbc")) is None  # not a member
+    finally:
+        api.close()

@@ -119,6 +119,7 @@ class WeComStandin:
         self.login_declined = False  # the member refused: back to redirect_uri with the state only
         self.trusted_domain: str | None = None  # the app's 可信域名: redirect_uri must be on it (host:port)
         self.code_ttl = 300.0  # a login code is valid five minutes
+        self.older_version = False  # an older private deployment: no auth/getuserinfo (404), only user/getuserinfo
         self.login_pages: list[tuple[str, dict[str, str]]] = []  # (path, query) of each login page served
         self.login_codes: dict[str, list] = {}  # code -> [userid, issued at, spent]
         self.login_redirects: list[str] = []  # where the login pages sent the browser back
@@ -438,6 +439,8 @@ class WeComStandin:
                                                   fields[1]: f"ticket{secrets.token_hex(8)}"})
 
     async def _getuserinfo(self, request: Request) -> Response:
+        if self.older_version:
+            return Response("not found", status_code=404)
         return self._userinfo(request, "/cgi-bin/auth/getuserinfo", ("userid", "user_ticket"))
 
     async def _getuserinfo_old(self, request: Request) -> Response:
