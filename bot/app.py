@@ -130,7 +130,7 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
         return PlainTextResponse("ok")
 
     routes = [Route("/healthz", health), Route("/readyz", ready), Route("/metrics", metrics_page),
-              *rating_routes(core), *console_routes(core, settings)]
+              *rating_routes(core), *console_routes(core, settings, wecom_api)]
     if telegram is not None and webhook:
         routes.append(Route(webhook_path(settings), telegram_webhook, methods=["POST"]))
     if wechat is not None:

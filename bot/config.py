@@ -425,6 +425,13 @@ class Settings(BaseSettings):
     wecom_member_per_minute: int = Field(default=30, ge=1, le=30)  # WeCom drops the excess silently
     wecom_member_per_hour: int = Field(default=1000, ge=1, le=1000)
     wecom_daily_quota: int = Field(default=20_000, ge=1)  # the app's member-messages a day (成员数 × 200)
+    # The length of WeCom's per-member "minute" in seconds: 60. Shorter only for tests against a
+    # stand-in that keeps the same window (a wave then need not wait whole minutes); refused in production.
+    wecom_member_minute_seconds: int = Field(default=60, ge=1, le=60)
+    # Web login into the console (企业微信网页登录 / OAuth2): the QR login page's host and the OAuth2
+    # authorize host; 政务微信's private deployments have their own.
+    wecom_login_base_url: str = "https://login.work.weixin.qq.com"
+    wecom_oauth_base_url: str = "https://open.weixin.qq.com"
 
     @field_validator("wecom_corp_id", "wecom_agent_id", "wecom_secret", "wecom_token", "wecom_aes_key",
                      mode="before")
@@ -472,6 +479,14 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.wecom_api_base_url):
             raise SettingsError(f"WECOM_API_BASE_URL={self.wecom_api_base_url!r} 不是网址，例如 https://qyapi.weixin.qq.com"
                                 "（政务微信填其私有部署的接口地址）")
+        for name, example in (("wecom_login_base_url", "https://login.work.weixin.qq.com"),
+                              ("wecom_oauth_base_url", "https://open.weixin.qq.com")):
+            if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", getattr(self, name)):
+                raise SettingsError(f"{name.upper()}={getattr(self, name)!r} 不是网址，例如 {example}"
+                                    "（政务微信填其私有部署的登录地址）")
+        if self.environment == "production" and self.wecom_member_minute_seconds != 60:
+            raise SettingsError(f"WECOM_MEMBER_MINUTE_SECONDS={self.wecom_member_minute_seconds} 只用于测试：企业微信按 60 秒"
+                                "计每成员每分钟的条数，生产环境请删去这一设置。")
 
 
 def _readable_file(name: str, configured: Path, fix: str) -> Path:

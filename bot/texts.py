@@ -613,6 +613,20 @@ CONSOLE_LOGIN_INTRO = "本系统不设密码：用已绑定的聊天账号确认
 CONSOLE_LOGIN_WAYS = ("方法一：在 Telegram 或微信中向机器人发送 /login（登录），打开它回复的链接。",
                       "方法二：点击下方按钮获取 6 位验证码，把“登录 验证码”发给机器人，再回到本页点击进入。")
 CONSOLE_GET_CODE = "获取验证码"
+CONSOLE_WECOM_LOGIN = "企业微信登录"
+CONSOLE_WECOM_WAY = "企业微信（政务微信）成员：点击“企业微信登录”，用企业微信扫码，或在企业微信中打开本页直接确认，无需验证码。"
+CONSOLE_WECOM_TITLE = "企业微信登录未完成"
+CONSOLE_WECOM_STATE_INVALID = ("企业微信登录请求无效、已过期或已使用（须从本浏览器的登录页发起，{minutes} 分钟内完成，只能使用一次）。"
+                               "请返回登录页重新点击“企业微信登录”。")
+CONSOLE_WECOM_CODE_INVALID = "企业微信未能确认您的身份：登录凭据无效、已过期或已使用。请返回登录页重新点击“企业微信登录”。"
+CONSOLE_WECOM_CANCELLED = "没有收到企业微信的授权（可能已取消）。请返回登录页重新点击“企业微信登录”。"
+CONSOLE_WECOM_NOT_MEMBER = "只有本单位企业微信（政务微信）通讯录中的成员可以用企业微信登录。"
+CONSOLE_WECOM_UNKNOWN_TITLE = "企业微信账号尚未关联干部"
+CONSOLE_WECOM_UNKNOWN = ("您的企业微信账号（{userid}）还没有与名册中的干部关联，因此无法登录。",
+                         "请联系管理员：运行 python -m bot wecom-sync 同步通讯录（按手机号与名册匹配）；通讯录未提供您的手机号时，"
+                         "请管理员为您生成绑定码，在企业微信应用中发送“绑定 绑定码”后再登录。")
+CONSOLE_WECOM_UNAVAILABLE = "暂时无法连接企业微信，未能完成登录。请稍后再试，或用本页的其他方法登录。"
+CONSOLE_BACK_TO_LOGIN = "返回登录页"
 CONSOLE_CODE_SHOWN = "请在 {minutes} 分钟内向机器人发送：登录 {code}"
 CONSOLE_CODE_ENTER = "我已发送，进入控制台"
 CONSOLE_CODE_WAITING = "还没有收到确认：请先把“登录 {code}”发给机器人。"

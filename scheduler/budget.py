@@ -27,6 +27,13 @@ and counted when fewer than ``limit`` hits fell in the last ``window`` seconds. 
 use the ``limits`` library's moving window; PostgreSQL keeps one row per hit under an advisory
 lock per key (``limits`` has no PostgreSQL storage).
 
+``take_windows``/``finish_windows``: several sliding windows taken in one atomic step, each a
+count of places (``Window``: at most ``limit`` in any ``seconds``, this take costing ``cost``), held
+while in flight and counted from the answer as above: WeCom's limits (the app's calls a second, a
+member's 30 messages a minute and 1,000 an hour, ``handlers.wecom.transport.MemberLimiter``). A take
+waits until the oldest counted places that keep a window full have left it. ``spend``: a counter
+per period (the app's daily quota), refused once a period's count would pass its limit.
+
 Why not ``limits`` for the sends as well: its strategies count a hit when it is made and answer
 yes or no per key; a send must hold its place until the platform's answer says when it counted,
 and take the overall and the per-chat budget in one atomic step.
@@ -35,6 +42,8 @@ and take the overall and the per-chat budget in one atomic step.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import hashlib
 import logging
 import math
 import threading
@@ -57,6 +66,25 @@ class Taken:
     wait: float = 0.0  # refused: seconds to wait before asking again
     ticket: str = ""  # granted: hand back to ``finish``
     at: float = 0.0  # granted: the store's clock at the start
+
+
+@dataclass(frozen=True)
+class Window:
+    """A sliding window shared by processes: at most ``limit`` places in any ``seconds``; one take
+    costs ``cost`` places (one per message). Windows longer than ``WINDOW_HORIZON`` are not kept."""
+
+    key: str
+    limit: int
+    seconds: float
+    cost: int = 1
+
+    @property
+    def places(self) -> int:
+        """What a take costs: never more than the limit (else it could never pass)."""
+        return max(0, min(self.cost, self.limit))
+
+
+WINDOW_HORIZON = 86400.0  # counted places older than this are cleared whatever their window
 
 
 @dataclass(frozen=True)
@@ -93,6 +121,12 @@ class Store(Protocol):
 
     def hit(self, key: str, limit: int, window: float) -> bool: ...
 
+    def take_windows(self, windows: list[Window], pause: str | None = None, ttl: float = FLIGHT_TTL) -> Taken: ...
+
+    def finish_windows(self, windows: list[Window], taken: Taken) -> None: ...
+
+    def spend(self, key: str, period: str, amount: int, limit: int) -> bool: ...
+
     def ping(self) -> bool: ...
 
 
@@ -107,6 +141,22 @@ def _verdict(now: float, rule: Rule, chat: str, capacity: int, sent: list[float]
     if chat_busy:
         waits.append(BUSY_POLL)
     waits.append(chat_last + rule.interval(chat) - now)
+    wait = max(waits)
+    return wait if wait > 0 else 0.0
+
+
+def _windows_verdict(now: float, checks: list[tuple[Window, list[float], int]], paused_until: float) -> float:
+    """0 when a take of every window may start now, else how long to wait before asking again.
+    ``checks``: each window with its counted places (times, oldest first) and places in flight."""
+    waits = [paused_until - now]
+    for window, sent, flying in checks:
+        over = len(sent) + flying + window.places - window.limit  # that many must leave the window first
+        if over <= 0:
+            continue
+        if over <= len(sent):  # places in flight count from their answer, later than any counted one
+            waits.append(sent[over - 1] + window.seconds - now)
+        else:  # the window is held by places in flight: they count once answered; look again then
+            waits.append(max(BUSY_POLL, sent[-1] + window.seconds - now) if sent else BUSY_POLL)
     wait = max(waits)
     return wait if wait > 0 else 0.0
 
@@ -126,6 +176,60 @@ class MemoryStore:
         self._paused: dict[str, float] = {}
         self._lock = threading.Lock()
         self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        self._wsent: dict[str, list[float]] = {}  # window key -> counted places' times, sorted
+        self._wflight: dict[str, dict[str, tuple[float, int]]] = {}  # window key -> ticket -> (expiry, places)
+        self._wseconds: dict[str, float] = {}
+        self._periods: dict[str, tuple[str, int]] = {}  # spend key -> (period, used)
+
+    def take_windows(self, windows, pause=None, ttl=FLIGHT_TTL):
+        with self._lock:
+            now = self.clock()
+            checks = []
+            for window in windows:
+                sent = self._wsent.get(window.key, [])
+                cut = bisect.bisect_right(sent, now - window.seconds)
+                sent = self._wsent[window.key] = sent[cut:]
+                flight = {t: v for t, v in self._wflight.get(window.key, {}).items() if v[0] > now}
+                self._wflight[window.key] = flight
+                self._wseconds[window.key] = window.seconds
+                checks.append((window, sent, sum(places for _, places in flight.values())))
+            wait = _windows_verdict(now, checks, self._paused.get(pause, 0.0) if pause else 0.0)
+            if wait:
+                return Taken(False, wait)
+            ticket = uuid.uuid4().hex[:16]
+            for window in windows:
+                self._wflight[window.key][ticket] = (now + ttl, window.places)
+            if len(self._wsent) > 10_000:
+                self._forget_windows(now)
+            return Taken(True, ticket=ticket, at=now)
+
+    def finish_windows(self, windows, taken):
+        with self._lock:
+            counted = max(taken.at, self.clock())
+            for window in windows:
+                held = self._wflight.get(window.key, {}).pop(taken.ticket, None)
+                sent = self._wsent.setdefault(window.key, [])
+                for _ in range(held[1] if held else window.places):
+                    bisect.insort(sent, counted)
+
+    def _forget_windows(self, now: float) -> None:
+        """Windows with nothing counted or in flight any more (members not written to lately)."""
+        for key in list(self._wsent):
+            seconds = self._wseconds.get(key, WINDOW_HORIZON)
+            if (not any(t > now - seconds for t in self._wsent[key][-1:])
+                    and not any(v[0] > now for v in self._wflight.get(key, {}).values())):
+                self._wsent.pop(key, None)
+                self._wflight.pop(key, None)
+                self._wseconds.pop(key, None)
+
+    def spend(self, key, period, amount, limit):
+        with self._lock:
+            held, used = self._periods.get(key, (period, 0))
+            used = used if held == period else 0
+            if used > 0 and used + amount > limit:
+                return False
+            self._periods[key] = (period, used + amount)
+            return True
 
     def take(self, rule, chat, capacity):
         with self._lock:
@@ -218,6 +322,71 @@ end
 return 1
 """
 
+# Several sliding windows in one step. KEYS: per window its counted places (zset, score = counted
+# time) and its places in flight (zset, score = expiry); last, the pause (may be absent).
+# ARGV: n, flight ttl, busy poll, ticket, then per window: limit, seconds, places.
+_TAKE_WINDOWS_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local n, ttl, busy, ticket = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local wait = 0
+if #KEYS > 2 * n then wait = tonumber(redis.call('GET', KEYS[2 * n + 1]) or '0') - now end
+for i = 1, n do
+  local sent, flight = KEYS[2 * i - 1], KEYS[2 * i]
+  local limit, seconds, places = tonumber(ARGV[2 + 3 * i]), tonumber(ARGV[3 + 3 * i]), tonumber(ARGV[4 + 3 * i])
+  redis.call('ZREMRANGEBYSCORE', sent, '-inf', now - seconds)
+  redis.call('ZREMRANGEBYSCORE', flight, '-inf', now)
+  local s, f = redis.call('ZCARD', sent), redis.call('ZCARD', flight)
+  local over = s + f + places - limit
+  if over > 0 then
+    local w = busy
+    if over <= s then
+      w = tonumber(redis.call('ZRANGE', sent, over - 1, over - 1, 'WITHSCORES')[2]) + seconds - now
+    elseif s > 0 then
+      w = math.max(busy, tonumber(redis.call('ZRANGE', sent, -1, -1, 'WITHSCORES')[2]) + seconds - now)
+    end
+    if w > wait then wait = w end
+  end
+end
+if wait > 0 then return {0, tostring(wait), ''} end
+for i = 1, n do
+  for j = 1, tonumber(ARGV[4 + 3 * i]) do
+    redis.call('ZADD', KEYS[2 * i], now + ttl, ticket .. ':' .. j)
+  end
+  redis.call('PEXPIRE', KEYS[2 * i], math.ceil(ttl * 1000) + 1000)
+end
+return {1, tostring(now), ticket}
+"""
+
+# KEYS: per window, counted and in flight. ARGV: n, ticket, start time, then per window: seconds, places.
+_FINISH_WINDOWS_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local n, ticket = tonumber(ARGV[1]), ARGV[2]
+local counted = math.max(tonumber(ARGV[3]), now)
+for i = 1, n do
+  local seconds, places = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
+  for j = 1, places do
+    redis.call('ZREM', KEYS[2 * i], ticket .. ':' .. j)
+    redis.call('ZADD', KEYS[2 * i - 1], counted, ticket .. ':' .. j)
+  end
+  redis.call('PEXPIRE', KEYS[2 * i - 1], math.ceil(seconds * 1000) + 1000)
+end
+return 1
+"""
+
+# KEYS: the counter of the period. ARGV: amount, limit, ttl seconds.
+_SPEND_LUA = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local amount, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+if used > 0 and used + amount > limit then return 0 end
+redis.call('INCRBY', KEYS[1], amount)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
+
+SPEND_TTL = 3 * 86400  # a period's counter (a day's quota) is kept this long in Redis
+
 
 class RedisStore:
     """Shared through Redis (``REDIS_URL``); keys start with ``zf:``."""
@@ -232,6 +401,9 @@ class RedisStore:
         self._take = self.client.register_script(_TAKE_LUA)
         self._finish = self.client.register_script(_FINISH_LUA)
         self._pause = self.client.register_script(_PAUSE_LUA)
+        self._take_windows = self.client.register_script(_TAKE_WINDOWS_LUA)
+        self._finish_windows = self.client.register_script(_FINISH_WINDOWS_LUA)
+        self._spend = self.client.register_script(_SPEND_LUA)
         self._limiter = strategies.MovingWindowRateLimiter(storage.RedisStorage(url, key_prefix="zf-limits"))
 
     @staticmethod
@@ -256,6 +428,32 @@ class RedisStore:
 
     def hit(self, key, limit, window):
         return self._limiter.hit(_item(limit, window), key)
+
+    @staticmethod
+    def _window_keys(windows) -> list[str]:
+        keys = []
+        for window in windows:
+            keys += [f"{KEY_PREFIX}w:{window.key}:sent", f"{KEY_PREFIX}w:{window.key}:flight"]
+        return keys
+
+    def take_windows(self, windows, pause=None, ttl=FLIGHT_TTL):
+        keys = self._window_keys(windows) + ([f"{KEY_PREFIX}{pause}:pause"] if pause else [])
+        args = [len(windows), repr(ttl), repr(BUSY_POLL), uuid.uuid4().hex[:16]]
+        for window in windows:
+            args += [window.limit, repr(window.seconds), window.places]
+        granted, value, ticket = self._take_windows(keys=keys, args=args)
+        if not granted:
+            return Taken(False, float(value))
+        return Taken(True, ticket=ticket.decode() if isinstance(ticket, bytes) else ticket, at=float(value))
+
+    def finish_windows(self, windows, taken):
+        args = [len(windows), taken.ticket, repr(taken.at)]
+        for window in windows:
+            args += [repr(window.seconds), window.places]
+        self._finish_windows(keys=self._window_keys(windows), args=args)
+
+    def spend(self, key, period, amount, limit):
+        return bool(self._spend(keys=[f"{KEY_PREFIX}q:{key}:{period}"], args=[amount, limit, SPEND_TTL]))
 
     def ping(self):
         try:
@@ -342,6 +540,85 @@ class PostgresStore:
             conn.execute(text("INSERT INTO rate_hit (key, at) VALUES (:key, :at)"), {"key": key, "at": now})
             return True
 
+    # -- windows (WeCom) ------------------------------------------------------------------------
+    # Counted places are ``rate_hit`` rows under ``zf:w:<key>:sent`` at their counted time, places
+    # in flight rows under ``zf:w:<key>:flight:<ticket>`` at their expiry; the windows' keys are
+    # locked (advisory, in the order of their lock ids, so two takes never wait on each other in a
+    # circle) for the step.
+
+    @staticmethod
+    def _lock_windows(conn, keys) -> None:
+        from sqlalchemy import text
+
+        for lock in sorted({_lock_id(key) for key in keys}):
+            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock})
+
+    def take_windows(self, windows, pause=None, ttl=FLIGHT_TTL):
+        from sqlalchemy import text
+
+        with self.engine.begin() as conn:
+            self._lock_windows(conn, [w.key for w in windows])
+            now = self._now(conn)
+            checks = []
+            for window in windows:
+                base = f"{KEY_PREFIX}w:{window.key}"
+                flight = _like_prefix(f"{base}:flight:")
+                conn.execute(text("DELETE FROM rate_hit WHERE (key = :sent AND at <= :old) "
+                                  "OR (key LIKE :flight ESCAPE '\\' AND at <= :now)"),
+                             {"sent": f"{base}:sent", "old": now - window.seconds, "flight": flight, "now": now})
+                rows = conn.execute(text("SELECT key, at FROM rate_hit WHERE key = :sent "
+                                         "OR key LIKE :flight ESCAPE '\\'"),
+                                    {"sent": f"{base}:sent", "flight": flight}).all()
+                sent = sorted(at for key, at in rows if key == f"{base}:sent")
+                checks.append((window, sent, len(rows) - len(sent)))
+            paused = 0.0
+            if pause:
+                paused = conn.execute(text("SELECT next_free FROM rate_budget WHERE key = :key"),
+                                      {"key": f"{KEY_PREFIX}{pause}:pause"}).scalar() or 0.0
+            wait = _windows_verdict(now, checks, paused)
+            if wait:
+                return Taken(False, wait)
+            ticket = uuid.uuid4().hex[:16]
+            rows = [{"key": f"{KEY_PREFIX}w:{w.key}:flight:{ticket}", "at": now + ttl}
+                    for w in windows for _ in range(w.places)]
+            if rows:
+                conn.execute(text("INSERT INTO rate_hit (key, at) VALUES (:key, :at)"), rows)
+            return Taken(True, ticket=ticket, at=now)
+
+    def finish_windows(self, windows, taken):
+        from sqlalchemy import text
+
+        with self.engine.begin() as conn:
+            self._lock_windows(conn, [w.key for w in windows])
+            counted = max(taken.at, self._now(conn))
+            for window in windows:
+                base = f"{KEY_PREFIX}w:{window.key}"
+                conn.execute(text("DELETE FROM rate_hit WHERE key = :key"), {"key": f"{base}:flight:{taken.ticket}"})
+            rows = [{"key": f"{KEY_PREFIX}w:{w.key}:sent", "at": counted} for w in windows for _ in range(w.places)]
+            if rows:
+                conn.execute(text("INSERT INTO rate_hit (key, at) VALUES (:key, :at)"), rows)
+            if int(taken.ticket[:4], 16) % 256 == 0:  # windows of members not written to lately
+                conn.execute(text("DELETE FROM rate_hit WHERE key LIKE :all ESCAPE '\\' AND at < :old"),
+                             {"all": _like_prefix(f"{KEY_PREFIX}w:"), "old": counted - WINDOW_HORIZON})
+
+    def spend(self, key, period, amount, limit):
+        from sqlalchemy import text
+
+        name = f"{KEY_PREFIX}q:{key}:"
+        with self.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _lock_id(name)})
+            used = conn.execute(text("SELECT next_free FROM rate_budget WHERE key = :key"),
+                                {"key": name + period}).scalar()
+            if used is None:  # a new period: the counters of the ones before say nothing any more
+                conn.execute(text("DELETE FROM rate_budget WHERE key LIKE :all ESCAPE '\\'"),
+                             {"all": _like_prefix(name)})
+                used = 0
+            if used > 0 and used + amount > limit:
+                return False
+            conn.execute(text("INSERT INTO rate_budget (key, next_free) VALUES (:key, :used) ON CONFLICT (key) "
+                              "DO UPDATE SET next_free = EXCLUDED.next_free"), {"key": name + period, "used": used + amount})
+            return True
+
     def ping(self):
         from sqlalchemy import text
 
@@ -351,6 +628,16 @@ class PostgresStore:
             return True
         except Exception:
             return False
+
+
+def _lock_id(key: str) -> int:
+    """A PostgreSQL advisory lock id (a signed 64-bit integer) for ``key``."""
+    return int.from_bytes(hashlib.sha256(f"{KEY_PREFIX}{key}".encode()).digest()[:8], "big", signed=True)
+
+
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern (escape character backslash) matching what starts with ``prefix``."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 _stores: dict[str, Store] = {}

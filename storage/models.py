@@ -652,8 +652,9 @@ class LoginCode(SQLModel, table=True):
     ``kind`` "link": made by /login in chat for the bound cadre (``cadre_id`` set at once), redeemed by
     opening the link in a browser. ``kind`` "code": the 6-digit code a login page shows; the cadre is
     known once a bound chat account sends it to the bot (``confirmed_at``), and only the browser that
-    asked for it (``browser_hash``, a hash of its cookie) turns it into a session. Both expire after
-    5 minutes and are spent once (``used_at``).
+    asked for it (``browser_hash``, a hash of its cookie) turns it into a session. ``kind`` "wecom":
+    the ``state`` of one WeCom web login (企业微信登录), the hash of its nonce, spent by the browser
+    it was made for when WeCom sends it back. All expire after 5 minutes and are spent once (``used_at``).
     """
 
     __tablename__ = "login_code"
@@ -685,4 +686,4 @@ class ConsoleSession(SQLModel, table=True):
     ended_at: Optional[datetime] = None
     address: Optional[str] = Field(default=None, max_length=64)
     user_agent: Optional[str] = Field(default=None, max_length=200)
-    how: str = Field(max_length=10)  # "link" or "code"
+    how: str = Field(max_length=10)  # "link", "code" or "wecom" (WeCom's web login)

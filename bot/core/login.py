@@ -9,6 +9,18 @@ Two ways in, both single use and valid ``CONSOLE_LOGIN_MINUTES`` (5):
   ``登录 123456`` to the bot, which ties the code to the account's cadre; the browser that asked for it
   (and only that one) then turns it into a session.
 
+A third way for WeCom / 政务微信 members, with no code at all (**企业微信登录**, WeCom's web login):
+the login page's button sends the browser to WeCom's QR login page (or, inside the WeCom client,
+its OAuth2 authorize page) with a ``state`` made here: one-time, valid ``CONSOLE_LOGIN_MINUTES``,
+an HMAC under a key derived from EVALUATION_SECRET of a random nonce and the browser's pre-login
+cookie, the nonce's hash kept as a ``LoginCode`` of kind "wecom" (so it is spent once, by that
+browser only). WeCom sends the browser back with the state and a code, which the web console
+turns into the member's userid with WeCom's API; the userid is the cadre of the member's WeCom
+binding, or of the directory's member (``WeComMember``: matched by mobile at the last
+``wecom-sync``). A forged, foreign, replayed or stale state, a code WeCom refuses, and a member no
+cadre matches are each refused and written to the audit log (``login.refused``), and count
+against the address like any refused login.
+
 Wrong codes are limited per chat account and refused logins per client address
 (``CONSOLE_WRONG_CODE_LIMIT`` within ``CONSOLE_WRONG_CODE_MINUTES``). The limits count rows of the
 audit log (``login.wrong_code``, ``login.refused``), which records every login anyway, so they hold
@@ -22,6 +34,7 @@ Only hashes of secrets are stored.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,9 +47,9 @@ from bot.config import Settings
 from bot.core.dialogue import Context
 from bot.core.feature import Feature
 from storage import audit
-from storage.models import AuditLog, Cadre, ConsoleSession, LoginCode, Role
+from storage.models import AuditLog, Cadre, ChatAccount, ConsoleSession, LoginCode, Role, WeComMember
 
-LINK, CODE = "link", "code"
+LINK, CODE, WECOM = "link", "code", "wecom"
 CODE_DIGITS = 6
 TOUCH_SECONDS = 60  # last_seen_at is written at most once a minute per session
 
@@ -210,6 +223,82 @@ def redeem_page_code(session: Session, settings: Settings, browser: str, address
     row.used_at = now
     session.add(row)
     return _start(session, cadre, CODE, address, agent, now)
+
+
+# -- WeCom's web login (企业微信登录) ----------------------------------------------------------------
+
+def _state_mac(settings: Settings, nonce: str, browser: str) -> str:
+    key = hashlib.sha256(b"console-wecom-state:" + settings.evaluation_key).digest()
+    return hmac.new(key, f"{nonce}:{digest(browser)}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def start_wecom(session: Session, settings: Settings, browser: str, address: str | None, now: datetime) -> str:
+    """A fresh ``state`` for WeCom's login page, tied to this browser's cookie (64 hex digits: WeCom
+    takes letters and digits only, at most 128); raises ``TooMany``."""
+    if _address_blocked(session, settings, now, address):
+        raise TooMany()
+    started = session.exec(select(func.count()).select_from(LoginCode).where(
+        LoginCode.kind == WECOM, LoginCode.address == address, LoginCode.created_at >= _window(settings, now))).one()
+    if address and started >= 10 * settings.console_wrong_code_limit:
+        raise TooMany()  # states asked for in bulk from one address
+    nonce = secrets.token_hex(16)
+    session.add(LoginCode(kind=WECOM, secret_hash=digest(nonce), browser_hash=digest(browser), created_at=now,
+                          expires_at=now + timedelta(minutes=settings.console_login_minutes), address=address))
+    return nonce + _state_mac(settings, nonce, browser)
+
+
+def spend_wecom_state(session: Session, settings: Settings, state: str, browser: str, address: str | None,
+                      now: datetime) -> bool:
+    """True, spending it, when ``state`` is one this browser was given, unused and unexpired; else
+    False and an audit row. ``TooMany`` when this address was refused too often lately."""
+    if _address_blocked(session, settings, now, address):
+        raise TooMany()
+    row = None
+    if len(state) == 64 and all(c in "0123456789abcdef" for c in state) and browser:
+        nonce, mac = state[:32], state[32:]
+        if hmac.compare_digest(mac, _state_mac(settings, nonce, browser)):
+            row = session.exec(select(LoginCode).where(LoginCode.secret_hash == digest(nonce), LoginCode.kind == WECOM)
+                               .with_for_update()).first()
+    if row is None or row.used_at is not None or row.expires_at <= now or row.browser_hash != digest(browser):
+        refuse_wecom(session, address, now, "state")
+        return False
+    row.used_at = now
+    session.add(row)
+    return True
+
+
+def refuse_wecom(session: Session, address: str | None, now: datetime, detail: str) -> None:
+    """A refused WeCom login (the state, WeCom's answer to the code, an unknown member), audited."""
+    _refuse(session, address, now, f"wecom {detail}"[:300])
+
+
+def wecom_cadre(session: Session, userid: str) -> Cadre | None:
+    """The active cadre of a WeCom member: their WeCom binding, else the directory's member (matched
+    by mobile at the last sync, or by the mobile it shows matching a cadre added since)."""
+    account = session.exec(select(ChatAccount).where(ChatAccount.channel == WECOM,
+                                                     ChatAccount.external_user_id == userid)).first()
+    candidates = [account.cadre_id] if account is not None else []
+    member = session.get(WeComMember, userid)
+    if member is not None and member.cadre_id is not None:
+        candidates.append(member.cadre_id)
+    for cadre_id in candidates:
+        cadre = session.get(Cadre, cadre_id)
+        if cadre is not None and cadre.active:
+            return cadre
+    if member is not None and member.mobile:
+        return session.exec(select(Cadre).where(Cadre.mobile == member.mobile, Cadre.active == True)).first()  # noqa: E712
+    return None
+
+
+def redeem_wecom(session: Session, settings: Settings, userid: str, address: str | None, agent: str | None,
+                 now: datetime) -> Started | None:
+    """A session for the cadre of the WeCom member WeCom vouched for; None (and an audit row) when
+    no active cadre matches."""
+    cadre = wecom_cadre(session, userid)
+    if cadre is None:
+        refuse_wecom(session, address, now, f"unknown member {userid}")
+        return None
+    return _start(session, cadre, WECOM, address, agent, now)
 
 
 @dataclass(frozen=True)

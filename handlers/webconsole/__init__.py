@@ -7,7 +7,9 @@ Jinja2 (bot/templates/console, autoescaped). It opens no session, runs no SQL an
 What the open web needs, and where it is done here:
 
 - **login** without passwords (bot/core/login.py): the chat's one-time link or the login page's
-  6-digit code; the session cookie ``zf_console`` is HttpOnly, SameSite=Lax, Secure when
+  6-digit code, and with WeCom set up 企业微信登录 (``wecom_start``, ``wecom_callback``: WeCom's QR
+  login or OAuth2 page, then its code turned into the member's userid by the WeCom API, called in
+  the thread pool as the rating page calls its limiter); the session cookie ``zf_console`` is HttpOnly, SameSite=Lax, Secure when
   PUBLIC_BASE_URL is https; a request without a live session is sent to the login page;
 - **CSRF**: every form carries a token, an HMAC of the browser's cookie (the session's, or before
   login the ``zf_console_pre`` cookie) under a key derived from EVALUATION_SECRET; a POST without
@@ -22,13 +24,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import tempfile
 from datetime import date, datetime, time
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
+import httpx
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -40,6 +45,10 @@ from bot.core import console_views as views
 from bot.core import appeals, ledger, login
 from bot.core.engine import Engine
 from bot.core.periods import half_label, half_of, parse_half
+from handlers.wecom import weblogin
+from handlers.wecom.api import WeComApi, WeComApiError
+
+log = logging.getLogger(__name__)
 
 COOKIE = "zf_console"
 PRE_COOKIE = "zf_console_pre"
@@ -60,8 +69,9 @@ def _address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def console_routes(core: Engine, settings: Settings) -> list[Route]:
-    """The console's routes, served by the same ASGI app as the webhooks and the rating page."""
+def console_routes(core: Engine, settings: Settings, wecom: WeComApi | None = None) -> list[Route]:
+    """The console's routes, served by the same ASGI app as the webhooks and the rating page;
+    ``wecom``: the WeCom app's API when WeCom is set up (the login page then offers 企业微信登录)."""
     key = hashlib.sha256(b"console-csrf:" + settings.evaluation_key).digest()
     secure = settings.public_url.startswith("https://")
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
@@ -175,7 +185,8 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
             return RedirectResponse("/console", status_code=303)
         expired = request.query_params.get("expired") == "1"
         return page(request, "login", code=None, next=request.query_params.get("next", ""),
-                    notice=texts.CONSOLE_EXPIRED if expired else None, minutes=settings.console_login_minutes)
+                    notice=texts.CONSOLE_EXPIRED if expired else None, minutes=settings.console_login_minutes,
+                    wecom=wecom is not None)
 
     def safe_next(value: str) -> str:
         return value if value.startswith("/console") and "//" not in value and "\\" not in value else "/console"
@@ -198,7 +209,7 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
             return message(request, 429, texts.CONSOLE_TOO_MANY_TITLE,
                            texts.CONSOLE_TOO_MANY.format(minutes=settings.console_wrong_code_minutes))
         return page(request, "login", code=code, next=str(form.get("next", "")), notice=None,
-                    minutes=settings.console_login_minutes)
+                    minutes=settings.console_login_minutes, wecom=wecom is not None)
 
     async def login_enter(request: Request) -> Response:
         """The user says the code was sent: a session if the bot confirmed it."""
@@ -217,7 +228,7 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         code = str(form.get("code", ""))[:6]
         notice = texts.CONSOLE_CODE_WAITING.format(code=code) if result == "waiting" else texts.CONSOLE_CODE_EXPIRED
         return page(request, "login", 400, code=code if result == "waiting" else None, next=str(form.get("next", "")),
-                    notice=notice, minutes=settings.console_login_minutes)
+                    notice=notice, minutes=settings.console_login_minutes, wecom=wecom is not None)
 
     async def link_page(request: Request) -> Response:
         """The chat's login link: one press to log in (a link preview fetches this page, never posts)."""
@@ -239,6 +250,69 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
             return message(request, 400, texts.CONSOLE_ERROR_TITLE,
                            texts.CONSOLE_LINK_INVALID.format(minutes=settings.console_login_minutes))
         return logged_in(started, "/console")
+
+    async def wecom_start(request: Request) -> Response:
+        """企业微信登录: a one-time state for this browser, then WeCom's login page (its OAuth2 page
+        when the browser is the WeCom client's own)."""
+        if wecom is None:
+            return Response("not found", status_code=404)
+        pre_cookie(request)
+        try:
+            state = await core.run(login.start_wecom, settings, request.state.pre, _address(request), core.clock())
+        except login.TooMany:
+            return message(request, 429, texts.CONSOLE_TOO_MANY_TITLE,
+                           texts.CONSOLE_TOO_MANY.format(minutes=settings.console_wrong_code_minutes))
+        callback = login.console_url(settings, "/login/wecom/callback")
+        next_path = safe_next(request.query_params.get("next", ""))
+        if next_path != "/console":
+            callback += "?" + urlencode({"next": next_path})
+        target = weblogin.login_url(settings, callback, state,
+                                    in_client=weblogin.in_wecom_client(request.headers.get("user-agent")))
+        response = RedirectResponse(target, status_code=303, headers=HEADERS)
+        if request.state.new_pre:
+            response.set_cookie(PRE_COOKIE, request.state.pre, httponly=True, samesite="lax", secure=secure,
+                                path="/console")
+        return response
+
+    async def wecom_callback(request: Request) -> Response:
+        """WeCom sends the browser back with the state and a code: the state spent (this browser's,
+        once), the code turned into the member's userid, the member's cadre logged in."""
+        if wecom is None:
+            return Response("not found", status_code=404)
+        pre_cookie(request)
+        address, now = _address(request), core.clock()
+        state, code = request.query_params.get("state", "")[:200], request.query_params.get("code", "")[:600]
+
+        def refused(status: int, *lines: str, title: str = texts.CONSOLE_WECOM_TITLE) -> Response:
+            return page(request, "message", status, title=title, lines=lines, back=("/console/login",
+                                                                                      texts.CONSOLE_BACK_TO_LOGIN))
+        try:
+            if not await core.run(login.spend_wecom_state, settings, state, request.state.pre, address, now):
+                return refused(400, texts.CONSOLE_WECOM_STATE_INVALID.format(minutes=settings.console_login_minutes))
+        except login.TooMany:
+            return message(request, 429, texts.CONSOLE_TOO_MANY_TITLE,
+                           texts.CONSOLE_TOO_MANY.format(minutes=settings.console_wrong_code_minutes))
+        if not code:  # the member declined, or closed WeCom's page
+            return refused(400, texts.CONSOLE_WECOM_CANCELLED)
+        try:
+            userid = await run_in_threadpool(wecom.login_userid, code)
+        except WeComApiError as exc:
+            if exc.errcode is None or exc.errcode == -1:  # WeCom (or the way there) failed, not the code
+                log.warning("企业微信登录：接口不可用：%s", exc)
+                return refused(502, texts.CONSOLE_WECOM_UNAVAILABLE)
+            await core.run(login.refuse_wecom, address, now, f"code refused by WeCom (errcode {exc.errcode})")
+            return refused(400, texts.CONSOLE_WECOM_CODE_INVALID)
+        except httpx.HTTPError as exc:
+            log.warning("企业微信登录：无法连接企业微信：%s", exc)
+            return refused(502, texts.CONSOLE_WECOM_UNAVAILABLE)
+        if userid is None:
+            await core.run(login.refuse_wecom, address, now, "not a member of the organisation")
+            return refused(403, texts.CONSOLE_WECOM_NOT_MEMBER)
+        started = await core.run(login.redeem_wecom, settings, userid, address, request.headers.get("user-agent"), now)
+        if started is None:
+            return refused(403, *[line.format(userid=userid) for line in texts.CONSOLE_WECOM_UNKNOWN],
+                           title=texts.CONSOLE_WECOM_UNKNOWN_TITLE)
+        return logged_in(started, request.query_params.get("next", ""))
 
     async def logout(request: Request, who, form) -> Response:
         await core.run(login.end_session, who.cadre_id, who.session_id, _address(request), core.clock())
@@ -521,6 +595,8 @@ def console_routes(core: Engine, settings: Settings) -> list[Route]:
         Route("/console/login", login_page, methods=["GET"]),
         Route("/console/login/code", login_code, methods=["POST"]),
         Route("/console/login/enter", login_enter, methods=["POST"]),
+        Route("/console/login/wecom", wecom_start, methods=["GET"]),
+        Route("/console/login/wecom/callback", wecom_callback, methods=["GET"]),
         Route("/console/login/{token}", link_page, methods=["GET"]),
         Route("/console/login/{token}", link_redeem, methods=["POST"]),
         Route("/console/logout", post(logout), methods=["POST"]),

@@ -5,7 +5,8 @@ channel's (``handlers.wechat.api.WeChatApi``, whose locking and refresh this cla
 stored in ``wechat_access_token`` under ``wecom:<corp id>:<agent id>``, only ``gettoken`` differs.
 A token WeCom refuses (40014, 42001) is marked expired and the call tried once more.
 
-Endpoints: ``message/send`` (text, image and button-card messages, with ``enable_duplicate_check``),
+Endpoints: ``auth/getuserinfo`` (the web console's 企业微信登录: a login code to the member's userid),
+``message/send`` (text, image and button-card messages, with ``enable_duplicate_check``),
 ``message/update_template_card`` (a pressed card's button greyed out with the choice),
 ``department/list``, ``user/list_id`` and ``user/get`` (the directory sync), ``menu/create``
 and ``media/upload`` (a digest's chart sent as an image). Calls are synchronous: the CLI uses them
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 WeComApiError = WeChatApiError  # the same shape: errcode and errmsg from the JSON, or the HTTP status
 NOT_A_MEMBER = 81013  # every userid invalid or outside the app's visible range
+INVALID_CODE = 40029  # a login code invalid, spent or expired
 
 
 def token_key(settings: Settings) -> str:
@@ -75,6 +77,21 @@ class WeComApi(WeChatApi):
     def create_menu(self, buttons: list[dict[str, Any]]) -> None:
         self._request("POST", "/cgi-bin/menu/create", params={"agentid": str(self.agent_id)},
                       content=json.dumps({"button": buttons}, ensure_ascii=False).encode())
+
+    # -- web login -------------------------------------------------------------------------------
+
+    def login_userid(self, code: str) -> str | None:
+        """The userid of the member WeCom gave this login code to (valid five minutes, once); None for
+        someone outside the organisation (WeCom answers an openid). Raises ``WeComApiError``, errcode
+        ``INVALID_CODE`` for a code invalid, spent or expired. Older private deployments know only the
+        older name ``user/getuserinfo`` (answering ``UserId``): asked when the first is not there."""
+        try:
+            data = self._request("GET", "/cgi-bin/auth/getuserinfo", params={"code": code})
+        except WeComApiError as exc:
+            if exc.errcode is not None or exc.status != 404:
+                raise
+            data = self._request("GET", "/cgi-bin/user/getuserinfo", params={"code": code})
+        return str(data.get("userid") or data.get("UserId") or "") or None
 
     # -- the directory --------------------------------------------------------------------------
 

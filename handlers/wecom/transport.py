@@ -2,16 +2,21 @@
 silently (the API still answers "ok"): so the sender must never pass them.
 
 * per member at most WECOM_MEMBER_PER_MINUTE (30) messages a minute and WECOM_MEMBER_PER_HOUR
-  (1,000) an hour: ``MemberLimiter`` counts each member's sends from when WeCom's answer came
-  back (WeCom counts arrivals, and an arrival comes before its answer), sends in flight included;
+  (1,000) an hour: ``MemberLimiter`` counts each member's messages from when WeCom's answer came
+  back (WeCom counts arrivals, and an arrival comes before its answer), those in flight included;
 * the app's daily quota (WECOM_DAILY_QUOTA, 成员数 × 200 person-messages a day): counted per local
   day; once used up a row waits until the next day (not an attempt, the reason in last_error);
-* API calls per second for the whole app (WECOM_RATE_GLOBAL), through the sender's RateLimiter.
+* API calls per second for the whole app (WECOM_RATE_GLOBAL).
+
+All three are kept where every process sees them (``scheduler.budget``: Redis when REDIS_URL is
+set, else PostgreSQL's tables; one process on SQLite keeps them in memory), so web processes
+answering callbacks and any number of workers never pass them together. A row's places are taken
+at once, as many as it sends messages (a reply may be a text and a card, a digest its text and its
+chart), before its first call: a row is never sent half.
 
 Every message/send carries ``enable_duplicate_check`` with an interval twice the outbox lease: a
 row whose sender died with the send in flight is claimed again when the lease ends and sent again,
-and WeCom drops the repeat, so a crash costs no duplicate. The counts live in this process: the
-web app's reply pump and the worker share one transport when they run in one process (``bot run``).
+and WeCom drops the repeat, so a crash costs no duplicate.
 
 A row is either a reply prepared by the channel (``payload["wecom"]``: the API calls in order, see
 ``handlers.wecom.render``) or a proactive message (a reminder, a digest): its body as a text
@@ -23,8 +28,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable
 
 import httpx
@@ -37,7 +42,8 @@ from handlers.wecom.api import NOT_A_MEMBER, WeComApi, WeComApiError
 from handlers.wecom.render import SEND, UPDATE_CARD, text_message
 from scheduler import outbox
 from scheduler.outbox import Claimed
-from scheduler.sender import SENT, Delivery, OutboxSender, RateLimiter
+from scheduler.budget import MemoryStore, Rule, Taken, Window, budget_store
+from scheduler.sender import SENT, Delivery, OutboxSender
 from storage.db import session_scope
 from storage.models import OutboxState
 from storage.wecom import CHANNEL
@@ -47,66 +53,120 @@ log = logging.getLogger(__name__)
 UNREACHABLE = {NOT_A_MEMBER: texts.WECOM_NOT_A_MEMBER, 60111: "成员 userid 不存在", 60011: "应用无权限访问该成员"}
 APP_LIMITS = {45009: 60.0, 45033: 1.0, 45011: 60.0}  # calls too frequent, too many at once: the channel waits
 RETRY = {-1, 40014, 42001, 40001}  # system busy; a token refused twice
+FLIGHT_SECONDS = 120.0  # places of a row whose sender died are given back after this long
 
 
 class MemberLimiter:
-    """The sender's limiter for WeCom: the app's calls per second, and each member's sends per minute
-    and per hour (``minute`` and ``hour`` are the windows' lengths in seconds)."""
+    """WeCom's limits on the app's sends: API calls a second for the app, and each member's
+    messages a minute and an hour (``minute`` and ``hour`` are the windows' lengths in seconds),
+    held in ``store`` (scheduler.budget): Redis or PostgreSQL, shared by every process of the
+    deployment, or this process's ``MemoryStore`` (one process on SQLite).
+
+    ``acquire(member, sends=, calls=)`` takes the places of one outbox row at once (its messages to
+    the member, its API calls) and waits until every window has room; ``done`` counts them from
+    when WeCom's answer came back. ``pause`` holds the app's sends back in every process (WeCom said
+    the app calls too often). The app's daily quota is a counter per local day (``spend_quota``).
+    """
 
     def __init__(self, per_second: float, per_minute: int, per_hour: int, *, minute: float = 60.0,
-                 hour: float = 3600.0, margin: float = 0.05, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
-        self.app = RateLimiter(per_second, per_chat=1000.0, margin=0.0, clock=clock, sleep=sleep)
+                 hour: float = 3600.0, margin: float = 0.05, store=None, app: str = "wecom",
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 offload=None):
+        self.store = store if store is not None else MemoryStore(clock=clock)
+        self.app = app
+        self.per_call = max(1, int(per_second))
+        self.call_window = max(1.0, self.per_call / per_second) + margin
         self.per_minute, self.per_hour = per_minute, per_hour
         self.minute, self.hour = minute + margin, hour + margin
-        self.clock, self.sleep = clock, sleep
-        self.sent: dict[str, deque[float]] = {}  # member -> when their sends counted, oldest first
-        self.in_flight: dict[str, int] = {}
+        self.sleep = sleep
+        self.offload = offload or (_inline if self.store.kind == "memory" else asyncio.to_thread)
+        self.rule = Rule(app, self.per_call, self.call_window, 0.0, 0.0)  # for the pause only
 
-    def pause(self, seconds: float) -> None:
-        self.app.pause(seconds)
+    @classmethod
+    def for_settings(cls, settings: Settings, engine=None, app: str | None = None) -> "MemberLimiter":
+        """The deployment's limiter: through the shared store, or one of this transport's own."""
+        store = budget_store(settings, engine)
+        return cls(settings.wecom_rate_global, settings.wecom_member_per_minute, settings.wecom_member_per_hour,
+                   minute=float(settings.wecom_member_minute_seconds),
+                   store=None if store.kind == "memory" else store,
+                   app=app or f"wecom:{settings.wecom_corp_id}:{settings.wecom_agent_id}")
 
-    def _wait(self, member: str, now: float) -> float:
-        """Seconds until one more send to ``member`` keeps both windows within their limits."""
-        sent = self.sent.get(member)
-        flying = self.in_flight.get(member, 0)
-        if sent:
-            while sent and sent[0] <= now - self.hour:
-                sent.popleft()
-        counted = list(sent or ())
-        waits = [0.0]
-        for window, limit in ((self.minute, self.per_minute), (self.hour, self.per_hour)):
-            times = [t for t in counted if t > now - window]
-            if len(times) + flying < limit:
-                continue
-            if flying:  # one in flight comes back first: look again shortly
-                waits.append(0.01)
-            else:  # the oldest send that keeps the window full leaves it
-                waits.append(times[len(times) - limit] + window - now)
-        return max(waits)
+    def windows(self, member: str, sends: int = 1, calls: int | None = None) -> list[Window]:
+        calls = sends if calls is None else calls
+        out = [Window(f"{self.app}:calls", self.per_call, self.call_window, calls)] if calls else []
+        if sends:
+            out += [Window(f"{self.app}:m:{member}:minute", self.per_minute, self.minute, sends),
+                    Window(f"{self.app}:m:{member}:hour", self.per_hour, self.hour, sends)]
+        return out
 
-    async def acquire(self, member: str) -> float:
+    async def _ask(self, what: str, call, *args):
+        """One step of the store; an unreachable store is asked again (with a warning), never skipped:
+        nothing goes out unlimited."""
+        failures = 0
         while True:
-            wait = self._wait(member, self.clock())
-            if wait <= 0:
-                break
-            await self.sleep(wait)
-        self.in_flight[member] = self.in_flight.get(member, 0) + 1
-        try:
-            return await self.app.acquire(member)
-        except BaseException:
-            self.in_flight[member] -= 1
-            raise
+            try:
+                return await self.offload(call, *args)
+            except Exception as exc:
+                failures += 1
+                wait = min(30.0, 2.0 ** (failures - 1))
+                log.warning("共享限流（%s）不可用（%s，连续第 %d 次）：%s；%.0f 秒后重试", self.store.kind, what, failures,
+                            " ".join(str(exc).split())[:200], wait)
+                await self.sleep(wait)
 
-    def done(self, member: str, ticket: float) -> None:
-        self.app.done(member, ticket)
-        now = self.clock()
-        self.in_flight[member] -= 1
-        if not self.in_flight[member]:
-            del self.in_flight[member]
-        self.sent.setdefault(member, deque()).append(now)
-        if len(self.sent) > 10_000:
-            self.sent = {m: q for m, q in self.sent.items() if q and q[-1] > now - self.hour}
+    async def acquire(self, member: str, *, sends: int = 1, calls: int | None = None) -> "Held":
+        """Waits until ``sends`` messages to ``member`` (and ``calls`` API calls) keep every window
+        within its limit, in every process together; hand what it returns to ``done``."""
+        windows = self.windows(member, sends, calls)
+        while True:
+            taken = await self._ask("take", self.store.take_windows, windows, self.app, FLIGHT_SECONDS)
+            if taken.granted:
+                return Held(windows, taken)
+            await self.sleep(taken.wait)
+
+    async def done(self, member: str, held: "Held") -> None:
+        """WeCom's answer is in: the places count from now (a failure to say so leaves them in flight
+        until they expire, which only holds the member back a little longer)."""
+        try:
+            await self.offload(self.store.finish_windows, held.windows, held.taken)
+        except Exception as exc:
+            log.warning("共享限流（%s）未能记下一次发送：%s", self.store.kind, " ".join(str(exc).split())[:200])
+
+    async def pause(self, seconds: float) -> None:
+        await self._ask("pause", self.store.pause, self.rule, seconds)
+
+    async def spend_quota(self, day: str, amount: int, quota: int) -> bool:
+        """Counts ``amount`` messages against ``day``'s quota; False (nothing counted) when it is used up."""
+        return await self._ask("quota", self.store.spend, f"{self.app}:quota", day, amount, quota)
+
+
+@dataclass(frozen=True)
+class Held:
+    """The places one row took: handed back to ``MemberLimiter.done``."""
+
+    windows: list[Window]
+    taken: Taken
+
+
+async def _inline(call, *args):
+    return call(*args)
+
+
+class _RowGate:
+    """What the outbox sender holds around each row: nothing of its own. WeCom's places are taken
+    by the transport, which knows how many messages and calls a row makes; the sender's pause
+    (WeCom said the app calls too often) goes to the shared limiter."""
+
+    def __init__(self, members: MemberLimiter):
+        self.members = members
+
+    async def acquire(self, chat: str, *, reply: bool = False) -> float:
+        return 0.0
+
+    def done(self, chat: str, ticket: float) -> None:
+        return None
+
+    def pause(self, seconds: float):
+        return self.members.pause(seconds)
 
 
 class WeComTransport:
@@ -117,47 +177,44 @@ class WeComTransport:
     def __init__(self, api: WeComApi, settings: Settings, db: DbEngine | None = None,
                  clock: Callable[[], datetime] = system_clock, limiter: MemberLimiter | None = None):
         self.api, self.settings, self.db, self.clock = api, settings, db, clock
-        self.limiter = limiter or MemberLimiter(settings.wecom_rate_global, settings.wecom_member_per_minute,
-                                                settings.wecom_member_per_hour)
+        self.members = limiter or MemberLimiter.for_settings(settings, db)
+        self.limiter = _RowGate(self.members)
         self.quota = settings.wecom_daily_quota
-        self._day: date | None = None
-        self._used = 0
 
     async def deliver(self, message: Claimed) -> Delivery:
-        return await asyncio.to_thread(self._deliver, message)
+        """Takes the row's places (the daily quota, then the app's and the member's windows), sends
+        its calls in a thread (the API is synchronous), and counts the places from the answer."""
+        calls = self._calls(message)
+        sends = sum(1 for call in calls if call["path"] == SEND) + len(message.attachments)
+        api_calls = len(calls) + 2 * len(message.attachments)  # an attachment is uploaded, then sent
+        if sends:
+            local = self.clock().astimezone(self.settings.tz)
+            if not await self.members.spend_quota(local.date().isoformat(), sends, self.quota):
+                tomorrow = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(),
+                                            tzinfo=self.settings.tz)
+                return Delivery("wait", retry_after=max(60.0, (tomorrow - local).total_seconds()),
+                                error=texts.WECOM_QUOTA_WAIT.format(quota=self.quota))
+        held = await self.members.acquire(message.recipient, sends=sends, calls=api_calls)
+        try:
+            return await asyncio.to_thread(self._deliver, message, calls)
+        finally:
+            await self.members.done(message.recipient, held)
 
-    def _take_quota(self) -> Delivery | None:
-        """Counts one message against today's quota; a "wait" until tomorrow when it is used up."""
-        local = self.clock().astimezone(self.settings.tz)
-        if local.date() != self._day:
-            self._day, self._used = local.date(), 0
-        if self._used >= self.quota:
-            tomorrow = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=self.settings.tz)
-            return Delivery("wait", retry_after=max(60.0, (tomorrow - local).total_seconds()),
-                            error=texts.WECOM_QUOTA_WAIT.format(quota=self.quota))
-        self._used += 1
-        return None
-
-    def _deliver(self, message: Claimed) -> Delivery:
+    def _calls(self, message: Claimed) -> list[dict[str, Any]]:
         calls: Any = (message.payload or {}).get("wecom")
         if calls is None:  # a proactive message: its body as text
-            calls = [{"path": SEND, "body": text_message(message.recipient, self.api.agent_id, message.body,
-                                                         self.settings.wecom_duplicate_check_seconds)}]
-        elif isinstance(calls, dict):
-            calls = [calls]
+            return [{"path": SEND, "body": text_message(message.recipient, self.api.agent_id, message.body,
+                                                        self.settings.wecom_duplicate_check_seconds)}]
+        return [calls] if isinstance(calls, dict) else list(calls)
+
+    def _deliver(self, message: Claimed, calls: list[dict[str, Any]]) -> Delivery:
         try:
             for call in calls:
                 if call["path"] == UPDATE_CARD:
                     self._grey_out(call["body"])
                     continue
-                held = self._take_quota()
-                if held is not None:
-                    return held
                 self.api.send(call["body"])
             for attachment in message.attachments:
-                held = self._take_quota()
-                if held is not None:
-                    return held
                 kind = "image" if attachment.content_type.startswith("image/") else "file"
                 media = self.api.upload_media(kind, attachment.filename, attachment.content, attachment.content_type)
                 self.api.send({"touser": message.recipient, "agentid": self.api.agent_id, "msgtype": kind,

@@ -12,6 +12,12 @@ Two halves, both in the published formats over real HTTP on loopback:
   can assert there were none), and a message identical to one the member got within the
   ``duplicate_check_interval`` when ``enable_duplicate_check`` is set (``duplicates``).
   ``send_delay`` holds every send's answer after delivering it (a sender killed while waiting).
+  It also plays WeCom's web login: the QR login page (``/wwlogin/sso/login``) and the OAuth2
+  authorize page (``/connect/oauth2/authorize``) check their parameters as WeCom does and, once
+  ``login_as`` names the member who scans (or opens the page in the client), send the browser back
+  to ``redirect_uri`` with a code and the state; ``auth/getuserinfo`` (and the older
+  ``user/getuserinfo``) checks the access token and turns a code into the userid once, within
+  ``code_ttl`` seconds, answering errcode 40029 for a code unknown, spent or expired.
 * ``Member`` is a WeCom member as our callback URL sees them: it builds the XML WeCom pushes (text,
   image, location, menu click, template_card_event), encrypts it with the corp id inside (AES
   written from the published algorithm in tests/standins/wechat_api.py, not wechatpy), signs it,
@@ -24,6 +30,7 @@ import asyncio
 import json
 import re
 import secrets
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -34,13 +41,14 @@ from typing import Any, Callable
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from .server import ServedApp
 from .wechat_api import aes_decrypt, aes_encrypt, cdata, message_xml, sign
 
 _TASK_ID = re.compile(r"[A-Za-z0-9_\-@]{1,128}")
+_STATE = re.compile(r"[A-Za-z0-9]{0,128}")
 
 
 @dataclass
@@ -108,6 +116,14 @@ class WeComStandin:
         self._task_ids: set[str] = set()
         self._codes: dict[str, bool] = {}  # response codes issued -> spent
         self._by_member: dict[str, list[float]] = defaultdict(list)  # arrivals per member
+        self.login_as: str | None = None  # the member who scans the QR code (or is in the client); None: nobody yet
+        self.login_declined = False  # the member refused: back to redirect_uri with the state only
+        self.trusted_domain: str | None = None  # the app's 可信域名: redirect_uri must be on it (host:port)
+        self.code_ttl = 300.0  # a login code is valid five minutes
+        self.older_version = False  # an older private deployment: no auth/getuserinfo (404), only user/getuserinfo
+        self.login_pages: list[tuple[str, dict[str, str]]] = []  # (path, query) of each login page served
+        self.login_codes: dict[str, list] = {}  # code -> [userid, issued at, spent]
+        self.login_redirects: list[str] = []  # where the login pages sent the browser back
         self._counter = 0
         self._lock = threading.Lock()
         self._served = ServedApp(Starlette(routes=[
@@ -120,6 +136,10 @@ class WeComStandin:
             Route("/cgi-bin/menu/create", self._menu_create, methods=["POST"]),
             Route("/cgi-bin/media/upload", self._media_upload, methods=["POST"]),
             Route("/cgi-bin/media/get", self._media_get, methods=["GET"]),
+            Route("/cgi-bin/auth/getuserinfo", self._getuserinfo, methods=["GET"]),
+            Route("/cgi-bin/user/getuserinfo", self._getuserinfo_old, methods=["GET"]),
+            Route("/wwlogin/sso/login", self._qr_login, methods=["GET"]),
+            Route("/connect/oauth2/authorize", self._oauth_authorize, methods=["GET"]),
         ]))
 
     # -- life ----------------------------------------------------------------------------------
@@ -365,6 +385,83 @@ class WeComStandin:
             self.calls.append(Call(path, dict(request.query_params), None, {"bytes": len(content)}))
         return Response(content, media_type="image/jpeg",
                         headers={"Content-Disposition": f'attachment; filename="{request.query_params["media_id"]}.jpg"'})
+
+    # -- web login ------------------------------------------------------------------------------
+
+    def issue_login_code(self, userid: str) -> str:
+        """A code as WeCom's login pages hand one out for ``userid`` (tests forge with it too)."""
+        code = secrets.token_urlsafe(32)
+        with self._lock:
+            self.login_codes[code] = [userid, time.monotonic(), False]
+        return code
+
+    def _login_page_error(self, query: dict[str, str], *, oauth: bool) -> str | None:
+        if query.get("appid") != self.corp_id:
+            return "appid 参数错误"
+        if query.get("agentid") != str(self.agent_id):
+            return "agentid 参数错误"
+        if oauth and (query.get("response_type") != "code" or query.get("scope") not in ("snsapi_base", "snsapi_privateinfo")):
+            return "response_type / scope 参数错误"
+        if not oauth and query.get("login_type") != "CorpApp":
+            return "login_type 参数错误"
+        redirect = urlsplit(query.get("redirect_uri", ""))
+        if redirect.scheme not in ("http", "https") or not redirect.netloc:
+            return "redirect_uri 参数错误"
+        if self.trusted_domain is not None and redirect.netloc != self.trusted_domain:
+            return "redirect_uri 与配置的授权完成回跳域名不一致"
+        if not _STATE.fullmatch(query.get("state", "")):
+            return "state 参数错误"
+        return None
+
+    def _login_page(self, request: Request, *, oauth: bool) -> Response:
+        query = dict(request.query_params)
+        with self._lock:
+            self.login_pages.append((request.url.path, query))
+        error = self._login_page_error(query, oauth=oauth)
+        if error:
+            return HTMLResponse(f"<html><body><p>{error}</p></body></html>", status_code=400)
+        if self.login_as is None and not self.login_declined:
+            return HTMLResponse("<html><body><p>请使用企业微信扫描二维码登录</p></body></html>")
+        back = {"state": query.get("state", "")}
+        if not self.login_declined:
+            back = {"code": self.issue_login_code(self.login_as), **back}
+        parts = urlsplit(query["redirect_uri"])
+        target = urlunsplit(parts._replace(query=urlencode(parse_qsl(parts.query) + list(back.items()))))
+        with self._lock:
+            self.login_redirects.append(target)
+        return RedirectResponse(target, status_code=302)
+
+    async def _qr_login(self, request: Request) -> Response:
+        return self._login_page(request, oauth=False)
+
+    async def _oauth_authorize(self, request: Request) -> Response:
+        return self._login_page(request, oauth=True)
+
+    def _userinfo(self, request: Request, path: str, fields: tuple[str, str]) -> Response:
+        error = self._token_error(request)
+        if error:
+            return self._record(path, request, None, error)
+        code = request.query_params.get("code", "")
+        with self._lock:
+            issued = self.login_codes.get(code)
+            fresh = issued is not None and not issued[2] and time.monotonic() - issued[1] < self.code_ttl
+            if fresh:
+                issued[2] = True
+        if not fresh:
+            return self._record(path, request, None, {"errcode": 40029, "errmsg": "invalid code"})
+        userid = issued[0]
+        if userid.startswith("openid:"):  # someone outside the organisation
+            return self._record(path, request, None, {"errcode": 0, "errmsg": "ok", "openid": userid[7:]})
+        return self._record(path, request, None, {"errcode": 0, "errmsg": "ok", fields[0]: userid,
+                                                  fields[1]: f"ticket{secrets.token_hex(8)}"})
+
+    async def _getuserinfo(self, request: Request) -> Response:
+        if self.older_version:
+            return Response("not found", status_code=404)
+        return self._userinfo(request, "/cgi-bin/auth/getuserinfo", ("userid", "user_ticket"))
+
+    async def _getuserinfo_old(self, request: Request) -> Response:
+        return self._userinfo(request, "/cgi-bin/user/getuserinfo", ("UserId", "DeviceId"))
 
     # -- the callback side -----------------------------------------------------------------------
 
