@@ -792,7 +792,7 @@ def import_roster(session: Session, settings: Settings, who: Who, path: str, fil
     _admin(who)
     report = roster.import_into(session, roster.read_roster(path), filename, minimum=settings.service_object_minimum,
                                 max_deactivate_share=settings.roster_max_deactivate_share,
-                                supervision_units=tuple(settings.supervision_units))
+                                supervision_units=tuple(settings.supervision_units), settings=settings)
     note(session, who, "roster.import", filename[:130], address, now, detail=report.summary()[:500])
     return report
 

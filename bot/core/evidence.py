@@ -110,7 +110,7 @@ def keep_photo(content: bytes, settings: Settings) -> PhotoFacts:
 
 # -- when the visit is confirmed ----------------------------------------------------------------------
 
-def level(visit: Visit, household: Household | None, settings: Settings) -> str:
+def level(visit: Visit, settings: Settings) -> str:
     if visit.household_confirmed_at is not None:
         return CONFIRMED
     if (visit.latitude is not None and visit.location_note is None and visit.distance_m is not None
@@ -131,7 +131,7 @@ def on_confirmed(session: Session, visit: Visit, household: Household, settings:
     """The visit's evidence level and its flags, as it is confirmed (it is flushed, so it has an id).
     The cadre's visits of the half-year are read once (``storage.hot.cadre_visits``, a dozen rows) for
     the trip from the previous one, the burst and the identical surveys."""
-    visit.evidence = level(visit, household, settings)
+    visit.evidence = level(visit, settings)
     session.add(visit)
     if visit.photo_phash:
         _same_photo(session, visit, now)
@@ -205,6 +205,22 @@ def household_confirmed(session: Session, visit: Visit, settings: Settings, now:
             and visit.location_note is None):
         household.latitude, household.longitude, household.coord_source = visit.latitude, visit.longitude, "learned"
         session.add(household)
+
+
+def relocate(session: Session, household_ids: list[int], settings: Settings) -> int:
+    """The households' coordinates changed (a roster import surveyed them): each of their visits with a
+    location gets its distance and evidence level again (a confirmed visit stays confirmed). Returns
+    how many visits were looked at. Flags stay as they were found when each visit was confirmed."""
+    homes = {h.id: h for h in session.exec(select(Household).where(Household.id.in_(sorted(household_ids)))).all()}
+    visits = session.exec(select(Visit).where(Visit.household_id.in_(sorted(homes)),
+                                              Visit.latitude.is_not(None))).all()
+    for visit in visits:
+        home = homes[visit.household_id]
+        visit.distance_m = (None if home.latitude is None else
+                            distance_m(Point(visit.latitude, visit.longitude), Point(home.latitude, home.longitude)))
+        visit.evidence = level(visit, settings)
+        session.add(visit)
+    return len(visits)
 
 
 # -- the supervisors' views ---------------------------------------------------------------------------
