@@ -312,12 +312,18 @@ SPOT_MENU = ("📞 电话随机访问（{half_label}）：已抽取 {drawn} 条�
 SPOT_ITEM_LABEL = "{mark}{household}（{cadre}）"
 SPOT_RETRY_MARK = "↻ "
 SPOT_ITEM = ("☎ 核实走访：\n住户：{household}\n住址：{address}\n电话：{phone}\n走访干部：{cadre}（{unit}）\n"
-             "走访时间：{date}\n\n请拨打电话，询问是否有干部上门走访（四个一），然后选择结果。")
+             "走访时间：{date}\n抽取原因：{why}\n\n请拨打电话，询问是否有干部上门走访（四个一），然后选择结果。")
 SPOT_ITEM_GONE = "这条抽查记录已不存在或不在您的范围内。"
 SPOT_ASK_NOTE = "请简要记录对方的说法（选填，{limit}字以内）："
 SPOT_RECORDED = "已记录：{household} — {outcome}。"
 SPOT_DRAWN = "已抽取 {new} 条新的走访记录（随机种子 {seed}）{again}。"
 SPOT_DRAWN_AGAIN = "，另有 {count} 条此前已抽过"
+SPOT_DRAWN_REASONS = "抽取原因：{parts}（凭证越弱、有走过场标记的走访越容易被抽到）。"
+# Why a visit was drawn (bot/reports/spotcheck.py): the short names count a draw, the long ones an item.
+SPOT_REASON_SHORT = {"flags": "有走过场标记", "none": "无佐证", "photo": "仅照片", "random": "随机"}
+SPOT_REASONS = {"none": "无佐证", "photo": "仅照片", "random": "随机"}
+SPOT_REASON_FLAGS = "有走过场标记：{kinds}"
+SPOT_REASON_LEVEL = "（{level}）"
 SPOT_NOTHING_TO_DRAW = "本半年范围内没有可抽查的走访记录。"
 SPOT_NONE_OPEN = "没有待核实的抽查记录。"
 SPOT_SUMMARY_HEADER = "📊 电话随机访问汇总（{half_label}）：抽查 {drawn} 条，已核实 {confirmed}，未接通 {not_reached}，否认 {denied}，待核实 {pending}。"
@@ -325,7 +331,7 @@ SPOT_SUMMARY_FLAGGED = "需关注的干部（否认走访或尚未核实）："
 SPOT_SUMMARY_LINE = "• {cadre}（{unit}）：抽查 {drawn}，否认 {denied}，未核实 {unverified}"
 SPOT_SUMMARY_CLEAN = "所有抽查均已核实，无否认走访。"
 SPOT_LIST_HEADER = "抽查名单（{count} 条，电话未打码，仅供核实拨打）："
-SPOT_LIST_LINE = "#{id} {cadre}（{unit}）→ {household}，{address}，{phone}，{date} 走访{outcome}"
+SPOT_LIST_LINE = "#{id} {cadre}（{unit}）→ {household}，{address}，{phone}，{date} 走访{outcome}；抽取原因：{why}"
 
 HOTLINE_CATEGORY = "热线"
 HOTLINE_IMPORT_ACTOR = "热线导入"

@@ -317,6 +317,9 @@ class SpotCheck(SQLModel, table=True):
     ruling: Optional[str] = Field(default=None, max_length=20)
     ruled_by_id: Optional[int] = Field(default=None, foreign_key="cadre.id")
     ruled_at: Optional[datetime] = None
+    # Why the visit was drawn (bot/reports/spotcheck.py): "flags:<kinds>", "none", "photo" or "random";
+    # None for rows drawn before the draw was weighted by evidence.
+    reason: Optional[str] = Field(default=None, max_length=100)
 
 
 class OutboxState(StrEnum):

@@ -442,14 +442,24 @@ def test_spot_checks_are_drawn_and_their_calls_recorded(browser, app, city, db, 
     with session_scope(db) as s:
         wang = s.exec(select(Cadre).where(Cadre.mobile == "13800000003")).one()
         households = s.exec(select(Household).where(Household.cadre_id == wang.id)).all()
-    for household in households:
-        make_visit(db, wang, household, clock() - timedelta(days=3))
+    from storage.models import VisitFlag
+
+    visits = [make_visit(db, wang, household, clock() - timedelta(days=3)) for household in households]
+    with session_scope(db) as s:  # one visit flagged as a reused photo: the draw's weight goes there
+        s.add(VisitFlag(visit_id=visits[1], cadre_id=wang.id, kind="same_photo", reason="照片与第 1 号走访的照片相同",
+                        created_at=clock()))
     context, page = new_page(browser)
     try:
         log_in(page, app, city[OFFICE_HEAD], then="/console/spotchecks")
         page.get_by_role("button", name="抽取本半年的走访记录").click()
         assert "已抽取 1 条" in page.locator(".done").inner_text()
+        assert "抽取原因：" in page.locator(".done").inner_text()
         row = page.locator("#spot-table tbody tr").first
+        with session_scope(db) as s:
+            [drawn] = s.exec(select(SpotCheck)).all()
+        # Why it was drawn, as stored with the draw: its flag, or its lack of evidence.
+        expected = "有走过场标记：重复照片" if drawn.visit_id == visits[1] else "无佐证"
+        assert row.locator("td.reason").inner_text() == expected
         row.locator("select[name=outcome]").select_option(label="否认走访")
         row.locator("input[name=note]").fill("住户称无人来访")
         row.get_by_role("button", name="记录").click()

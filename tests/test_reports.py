@@ -340,9 +340,9 @@ def test_a_draw_is_reproducible_takes_at_least_one_per_cadre_and_never_a_visit_t
         assert sorted(c.cadre_id for c in rows) == sorted([city.roster.cadre.id, city.town_cadre.id])
         assert {c.half for c in rows} == {"2026H2"} and {c.seed for c in rows} == {42}
     # The same seed on another database with the same data draws the same visits.
-    assert spotcheck.sample(list(range(1, 11)), 0.3, 42, "2026H2", 7) == spotcheck.sample(
-        list(range(10, 0, -1)), 0.3, 42, "2026H2", 7)
-    assert len(spotcheck.sample(list(range(1, 11)), 0.3, 42, "2026H2", 7)) == 3
+    visits = [spotcheck.Candidate(n) for n in range(1, 11)]
+    assert spotcheck.sample(visits, 0.3, 42, "2026H2", 7) == spotcheck.sample(visits[::-1], 0.3, 42, "2026H2", 7)
+    assert len(spotcheck.sample(visits, 0.3, 42, "2026H2", 7)) == 3
     with session_scope(db) as s:
         more = spotcheck.draw(s, "2026H2", 0.5, clock.now, seed=7)
         total = len(s.exec(select(SpotCheck)).all())

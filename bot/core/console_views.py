@@ -755,7 +755,7 @@ def spotcheck_draw(session: Session, settings: Settings, who: Who, half: str, ad
     if not result.drawn:
         return texts.SPOT_NOTHING_TO_DRAW
     again = texts.SPOT_DRAWN_AGAIN.format(count=result.again) if result.again else ""
-    return texts.SPOT_DRAWN.format(new=result.new, seed=result.seed, again=again)
+    return texts.SPOT_DRAWN.format(new=result.new, seed=result.seed, again=again) + result.reasons_text()
 
 
 def spotcheck_record(session: Session, settings: Settings, who: Who, check_id: int, outcome: str, text: str,
