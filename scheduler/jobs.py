@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 
 from bot import texts
 from bot.config import Settings
-from bot.core import appeals
+from bot.core import appeals, evidence
 from bot.core.evaluation import BAD_LEVELS
 from bot.core.periods import half_of
 from bot.core.phones import mask
@@ -244,11 +244,14 @@ def plan_digests(session: Session, settings: Settings, now: datetime, chart=None
             select(Visit.cadre_id, func.count()).where(Visit.visited_at > since, Visit.visited_at <= point)
             .group_by(Visit.cadre_id)).all())
         ratings = _ratings_in(session, since, point, {c.id: c.name for c in cadres}, units)
+        proof = evidence.summary(session, half)  # stored levels and flags, grouped once for every cadre
         point_digests = []
         for supervisor in (s for s in recipients if s.id in waiting):
             scope = unit_scope(session, supervisor, settings)
             mine = [p for p in progress if in_scope(scope, p.cadre.unit_id)]
-            body = _digest_body(kind, point, settings, mine, visits_in_period, units) + "\n" + ratings.text(scope)
+            body = (_digest_body(kind, point, settings, mine, visits_in_period, units) + "\n"
+                    + evidence_text([row for row in proof if in_scope(scope, row.unit_id)], units) + "\n"
+                    + ratings.text(scope))
             point_digests.append((supervisor, mine, body + "\n" + texts.DIGEST_MUTE_HINT))
         pictures = _charts(chart, [mine for _s, mine, _b in point_digests], units, half)
         if pictures is None:
@@ -308,6 +311,33 @@ def _digest_body(kind, point, settings, progress, visits_in_period, units) -> st
             lines.append(texts.DIGEST_MORE.format(count=len(behind) - 10))
     else:
         lines.append(texts.DIGEST_ALL_DONE)
+    return "\n".join(lines)
+
+
+DIGEST_WEAKEST = 5  # cadres named in a digest for weak evidence or flags
+
+
+def evidence_text(rows: list[evidence.CadreEvidence], units: dict[int, Unit]) -> str:
+    """The half-year's visits in scope by strength of evidence, the flags (走过场), and the cadres whose
+    visits are flagged or mostly without evidence, worst first, each with their shares."""
+    counts = Counter()
+    for row in rows:
+        counts.update(row.counts)
+    if not counts:
+        return texts.DIGEST_EVIDENCE_NONE
+    flagged = [row for row in rows if row.flags]
+    lines = [texts.DIGEST_EVIDENCE.format(total=sum(counts.values()), shares=evidence.percentages(counts))
+             + (texts.DIGEST_EVIDENCE_FLAGS.format(count=sum(r.flags for r in flagged), cadres=len(flagged))
+                if flagged else "")]
+    weak = [row for row in rows if row.flags or row.share(evidence.NONE) >= 0.5]
+    weak.sort(key=lambda r: (-r.flags, -r.share(evidence.NONE), r.name))
+    if weak:
+        lines.append(texts.DIGEST_EVIDENCE_WEAK.format(count=len(weak)))
+        lines += [texts.DIGEST_EVIDENCE_LINE.format(
+            name=r.name, unit=units[r.unit_id].name if r.unit_id in units else "", shares=r.percentages(),
+            flagged=texts.FLAGS_FLAGGED.format(count=r.flags) if r.flags else "") for r in weak[:DIGEST_WEAKEST]]
+        if len(weak) > DIGEST_WEAKEST:
+            lines.append(texts.DIGEST_MORE.format(count=len(weak) - DIGEST_WEAKEST))
     return "\n".join(lines)
 
 

@@ -241,6 +241,19 @@ class CadreEvidence:
         """确认 2 · 位置 5 · 照片 1 · 无 4 (the levels a cadre has, strongest first)."""
         return " · ".join(f"{texts.EVIDENCE_NAMES[lv]} {self.counts[lv]}" for lv in LEVELS if self.counts[lv])
 
+    def percentages(self) -> str:
+        return percentages(self.counts)
+
+    def share(self, level: str) -> float:
+        return self.counts[level] / self.total if self.total else 0.0
+
+
+def percentages(counts: Counter, separator: str = "、") -> str:
+    """住户确认 20%、位置相符 40%、无凭证 40%: the share of visits at each level they have, strongest first."""
+    total = sum(counts.values())
+    return separator.join(f"{texts.EVIDENCE_NAMES[lv]} {100 * counts[lv] / total:.0f}%"
+                          for lv in LEVELS if counts[lv]) if total else ""
+
 
 def summary(session: Session, half: str, unit_ids: list[int] | None = None) -> list[CadreEvidence]:
     """Per cadre, how many of the half-year's visits have each level of evidence, and how many are
