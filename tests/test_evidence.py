@@ -321,3 +321,27 @@ def test_a_supervisor_sees_why_each_visit_was_drawn_in_chat_and_in_the_cli(core,
     lines = [line for line in out.splitlines() if line.startswith("#")]
     assert len(lines) == 10 and sum(line.endswith("抽取原因：无佐证") for line in lines) == 9
     assert sum(line.endswith("抽取原因：有走过场标记：重复照片") for line in lines) == 1
+
+
+def test_same_photo_is_found_by_a_shared_byte_and_then_compared_exactly(db, clock):
+    """Hashes six bits apart, each bit in a different byte, still share two bytes in place: the
+    database returns the candidate and the exact comparison flags it; seven bits apart is another
+    picture. The earliest visit with the same photo is the one named."""
+    roster = make_roster(db, households=4)
+    base = 0x0123456789ABCDEF
+    six = base ^ sum(1 << (8 * byte + byte % 8) for byte in (0, 1, 2, 3, 4, 5))  # bytes 6 and 7 untouched
+    seven = base ^ sum(1 << (8 * byte + 7 - byte % 8) for byte in range(7))
+    ids = _recorded_visits(db, roster, [(evidence.PHOTO, ())] * 4)
+    with session_scope(db) as s:
+        for visit_id, value in zip(ids, (base, base, six, seven)):
+            visit = s.get(Visit, visit_id)
+            visit.photo_phash = f"{value:016x}"
+            s.add(visit)
+    with session_scope(db) as s:
+        for visit_id in ids[2:]:
+            evidence._same_photo(s, s.get(Visit, visit_id), clock())
+    with session_scope(db) as s:
+        found = s.exec(select(VisitFlag)).all()
+    assert [(f.visit_id, f.kind) for f in found] == [(ids[2], "same_photo")]
+    assert f"第 {ids[0]} 号走访" in found[0].reason
+
