@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 
 from bot import texts
 from bot.config import Settings
-from bot.core import appeals, evidence
+from bot.core import appeals, evidence, evidence_views
 from bot.core.evaluation import BAD_LEVELS
 from bot.core.periods import half_of
 from bot.core.phones import mask
@@ -318,27 +318,10 @@ DIGEST_WEAKEST = 5  # cadres named in a digest for weak evidence or flags
 
 
 def evidence_text(rows: list[evidence.CadreEvidence], units: dict[int, Unit]) -> str:
-    """The half-year's visits in scope by strength of evidence, the flags (走过场), and the cadres whose
-    visits are flagged or mostly without evidence, worst first, each with their shares."""
-    counts = Counter()
-    for row in rows:
-        counts.update(row.counts)
-    if not counts:
-        return texts.DIGEST_EVIDENCE_NONE
-    flagged = [row for row in rows if row.flags]
-    lines = [texts.DIGEST_EVIDENCE.format(total=sum(counts.values()), shares=evidence.percentages(counts))
-             + (texts.DIGEST_EVIDENCE_FLAGS.format(count=sum(r.flags for r in flagged), cadres=len(flagged))
-                if flagged else "")]
-    weak = [row for row in rows if row.flags or row.share(evidence.NONE) >= 0.5]
-    weak.sort(key=lambda r: (-r.flags, -r.share(evidence.NONE), r.name))
-    if weak:
-        lines.append(texts.DIGEST_EVIDENCE_WEAK.format(count=len(weak)))
-        lines += [texts.DIGEST_EVIDENCE_LINE.format(
-            name=r.name, unit=units[r.unit_id].name if r.unit_id in units else "", shares=r.percentages(),
-            flagged=texts.FLAGS_FLAGGED.format(count=r.flags) if r.flags else "") for r in weak[:DIGEST_WEAKEST]]
-        if len(weak) > DIGEST_WEAKEST:
-            lines.append(texts.DIGEST_MORE.format(count=len(weak) - DIGEST_WEAKEST))
-    return "\n".join(lines)
+    """The digest's evidence of visits (bot.core.evidence_views.overview_lines, as /flags gives it for
+    a large scope), naming the five cadres with the weakest or flagged visits."""
+    return "\n".join(evidence_views.overview_lines(rows, {u: unit.name for u, unit in units.items()},
+                                                   DIGEST_WEAKEST))
 
 
 def digest_chart(progress, units: dict[int, Unit], half: str) -> bytes:

@@ -345,3 +345,42 @@ def test_same_photo_is_found_by_a_shared_byte_and_then_compared_exactly(db, cloc
     assert [(f.visit_id, f.kind) for f in found] == [(ids[2], "same_photo")]
     assert f"第 {ids[0]} 号走访" in found[0].reason
 
+
+def test_the_office_gets_the_totals_and_the_weakest_cadres_not_two_thousand_lines(core, db, clock):
+    """/flags for a scope of more cadres than a message can list: the shares of the whole scope, the
+    flags, and the cadres with flagged or mostly unevidenced visits, worst first, at most 40."""
+    from datetime import datetime, timezone
+
+    from storage.models import Cadre as CadreRow, Role
+
+    roster = make_roster(db, households=4)
+    at = datetime(2026, 9, 1, 2, tzinfo=timezone.utc)
+    with session_scope(db) as s:
+        office = CadreRow(name="周主任", unit_id=roster.unit.id, mobile="13800000099", role=Role.OFFICE)
+        s.add(office)
+        for n in range(50):  # fifty cadres: the first 45 each with one visit without evidence, the rest located
+            cadre = CadreRow(name=f"干部{n:02d}", unit_id=roster.unit.id, mobile=f"139000001{n:02d}", role=Role.CADRE)
+            s.add(cadre)
+            s.flush()
+            visit = Visit(cadre_id=cadre.id, household_id=roster.households[0].id, half="2026H2", visited_at=at,
+                          card_left=True, survey={}, leaflet_given=True, channel="test",
+                          evidence=evidence.NONE if n < 45 else evidence.LOCATION)
+            s.add(visit)
+            s.flush()
+            if n == 7:
+                s.add(VisitFlag(visit_id=visit.id, cadre_id=cadre.id, kind="burst", reason="10 分钟内确认了 4 次走访",
+                                created_at=at))
+        s.flush()
+        office_id = office.id
+    with session_scope(db) as s:
+        office = s.get(CadreRow, office_id)
+    bind(db, office, "test", "office", clock())
+    answer = Chat(core, "office").say("/flags")
+    lines = answer.splitlines()
+    assert lines[0] == "🔍 走访凭证（2026年下半年），50 名干部："
+    assert lines[1] == "本半年走访 50 次的凭证：位置相符 10%、无凭证 90%。疑似走过场 1 次，涉及 1 名干部（/flags 查看原因）。"
+    assert lines[2] == "凭证偏弱或有走过场标记的干部 45 名（⚠ 为疑似走过场次数）："
+    assert lines[3] == "• 干部07（市住建局）无凭证 100% ⚠ 1"  # the flagged one first
+    assert lines[4] == "• 干部00（市住建局）无凭证 100%" and len([l for l in lines if l.startswith("• ")]) == 40
+    assert "…… 另有 5 名" in answer and "干部45" not in answer  # the located ones are not named
+    assert "集中确认：10 分钟内确认了 4 次走访" in answer  # and the flags list follows
