@@ -230,16 +230,19 @@ def relocate(session: Session, household_ids: list[int], settings: Settings) -> 
     """The households' coordinates changed (a roster import surveyed them): each of their visits with a
     location gets its distance and evidence level again (a confirmed visit stays confirmed). Returns
     how many visits were looked at. Flags stay as they were found when each visit was confirmed."""
-    homes = {h.id: h for h in session.exec(select(Household).where(Household.id.in_(sorted(household_ids)))).all()}
-    visits = session.exec(select(Visit).where(Visit.household_id.in_(sorted(homes)),
-                                              Visit.latitude.is_not(None))).all()
-    for visit in visits:
-        home = homes[visit.household_id]
-        visit.distance_m = (None if home.latitude is None else
-                            distance_m(Point(visit.latitude, visit.longitude), Point(home.latitude, home.longitude)))
-        visit.evidence = level(visit, settings)
-        session.add(visit)
-    return len(visits)
+    ids, seen = sorted(set(household_ids)), 0
+    for start in range(0, len(ids), 500):  # a roster that surveys a whole city at once: bounded IN lists
+        chunk = ids[start:start + 500]
+        homes = {h.id: h for h in session.exec(select(Household).where(Household.id.in_(chunk))).all()}
+        visits = session.exec(select(Visit).where(Visit.household_id.in_(chunk), Visit.latitude.is_not(None))).all()
+        for visit in visits:
+            home = homes[visit.household_id]
+            visit.distance_m = (None if home.latitude is None else distance_m(
+                Point(visit.latitude, visit.longitude), Point(home.latitude, home.longitude)))
+            visit.evidence = level(visit, settings)
+            session.add(visit)
+        seen += len(visits)
+    return seen
 
 
 # -- the supervisors' views ---------------------------------------------------------------------------
