@@ -13,7 +13,7 @@ import sqlmodel
 
 
 revision: str = '0017'
-down_revision: Union[str, None] = '0009'
+down_revision: Union[str, None] = '0016'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
