@@ -11,7 +11,12 @@ What it writes (fixed random seed, so two runs give the same rows):
     behind plan (what the digests and the 附件1-2 reminder list);
   * 50,000 ratings (好差评) of cadres and of one service window per unit, 2,500 of them 差评,
     each with its problem on the ledger and, when the rater left a phone, a call-back task;
-  * 5,000 problems: those 2,500 plus 2,500 raised on visits (a visit with a difficulty).
+  * 5,000 problems: those 2,500 plus 2,500 raised on visits (a visit with a difficulty);
+  * evidence of visits (issue 14, ``evidence=True``, the default): four households in five with
+    surveyed coordinates; a third of the visits with a location (most at the doorstep, some
+    kilometres off, a few vague), a tenth with a photo (some of them the same picture again), one in
+    twelve confirmed by the household; each visit's level as bot.core.evidence.level gives it, and
+    flags (reused photo, too fast, burst, far, forwarded) on a few percent of the visits.
 
 How: SQLAlchemy Core ``insert`` with lists of dicts in chunks (executemany, one transaction),
 primary keys assigned here so no row has to be read back. On SQLite it takes a few seconds.
@@ -28,6 +33,7 @@ import random
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -35,12 +41,19 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Engine
 
+from types import SimpleNamespace
+
+from bot import texts
+from bot.config import Settings
+from bot.core import evidence as proof
+from bot.core.geo import Point, distance_m
 from bot.core.periods import half_of
 from bot.core.survey import CATEGORIES
 from bot.texts import RATING_REASONS
 from storage.db import make_engine, upgrade
 from storage.models import (Cadre, CallbackTask, ChatAccount, EvaluationCode, Household, Problem, ProblemSource,
-                            ProblemStatus, Rating, Role, ServiceObject, ServiceWindow, TargetKind, Unit, Visit)
+                            ProblemStatus, Rating, Role, ServiceObject, ServiceWindow, TargetKind, Unit, Visit,
+                            VisitFlag)
 
 SEED = 20260610
 TZ = ZoneInfo("Asia/Shanghai")
@@ -126,7 +139,8 @@ def _prepare(engine: Engine) -> None:
 
 def generate(engine: Engine, seed: int = SEED, *, today: date | None = None, units: int = 100, cadres: int = 2_000,
              households: int = 10_000, visits: int = 100_000, ratings: int = 50_000, bad_ratings: int = 2_500,
-             visit_problems: int = 2_500, office_supervisors: int = 5, progress: bool = True) -> dict:
+             visit_problems: int = 2_500, office_supervisors: int = 5, progress: bool = True,
+             evidence: bool = True) -> dict:
     """Writes the city into an empty (or unmigrated) database; returns a summary of what it wrote.
 
     ``today`` (local date, default: today in Asia/Shanghai) ends the current half-year's visits.
@@ -188,6 +202,11 @@ def generate(engine: Engine, seed: int = SEED, *, today: date | None = None, uni
                                "phone": f"137{h:08d}", "area_kind": area, "area_name": area_name,
                                "cadre_id": cadre["id"], "active": True})
             owner[h + 1] = cadre
+        # Coordinates and evidence from a generator of their own: the rows above and below stay as they
+        # were before the city had evidence.
+        evidence_rng = random.Random(seed + 14)
+        if evidence:
+            _coordinates(evidence_rng, house_rows)
         w.insert(Household, house_rows)
 
         # Service objects: ten per cadre, one cadre in twenty short of the minimum.
@@ -214,7 +233,9 @@ def generate(engine: Engine, seed: int = SEED, *, today: date | None = None, uni
                              "household_id": h["id"], "visit_id": v["id"], "raised_by_cadre_id": v["cadre_id"],
                              "unit_id": owner[h["id"]]["unit_id"], "raiser_name": h["name"], "raiser_phone": h["phone"],
                              "created_at": v["visited_at"], "updated_at": v["visited_at"]})
+        flag_rows = _evidence(evidence_rng, house_rows, visit_rows) if evidence else []
         w.insert(Visit, visit_rows)
+        w.insert(VisitFlag, flag_rows)
 
         # Evaluation codes: every cadre and one service window per unit.
         w.insert(ServiceWindow, [{"id": u, "name": "综合窗口", "unit_id": u, "active": True} for u in range(1, units + 1)])
@@ -272,8 +293,72 @@ def generate(engine: Engine, seed: int = SEED, *, today: date | None = None, uni
     return {"seconds": round(seconds, 2), "today": today.isoformat(), "half": half_of(now, TZ),
             "units": units + 1, "cadres": cadres, "supervisors": supervisors, "office_supervisors": office_supervisors,
             "chat_accounts": len(people), "households": households, "service_objects": len(objects),
-            "visits": visits, "ratings": ratings, "bad_ratings": bad_ratings, "problems": len(problems),
+            "visits": visits, "visit_flags": len(flag_rows),
+            "visits_by_evidence": dict(sorted(Counter(v.get("evidence", "none") for v in visit_rows).items())),
+            "ratings": ratings, "bad_ratings": bad_ratings, "problems": len(problems),
             "callback_tasks": len(callbacks), "rows": sum(w.counts.values())}
+
+
+CENTRE = Point(30.2741, 120.1551)  # the city's centre (WGS-84); households lie within about 30 km
+
+
+def _coordinates(rng: random.Random, house_rows: list[dict]) -> None:
+    """Four households in five surveyed (WGS-84, as the roster stores them); the rest have none."""
+    for h in house_rows:
+        if rng.random() < 0.8:
+            h.update(latitude=CENTRE.latitude + rng.uniform(-0.25, 0.25),
+                     longitude=CENTRE.longitude + rng.uniform(-0.3, 0.3), coord_source="surveyed")
+        else:
+            h.update(latitude=None, longitude=None, coord_source=None)
+
+
+def _evidence(rng: random.Random, house_rows: list[dict], visit_rows: list[dict]) -> list[dict]:
+    """Gives the visits their evidence, as the visit flow and bot.core.evidence would have stored it,
+    and returns the flags found: a third with a location, a tenth with a photo, one in twelve
+    confirmed by the household."""
+    settings = Settings.model_construct()
+    homes = {h["id"]: h for h in house_rows}
+    flags, photos = [], []
+
+    def flag(visit: dict, kind: str, reason: str) -> None:
+        flags.append({"id": len(flags) + 1, "visit_id": visit["id"], "cadre_id": visit["cadre_id"], "kind": kind,
+                      "reason": reason, "created_at": visit["visited_at"]})
+
+    for v in visit_rows:
+        home = homes[v["household_id"]]
+        v.update(location_accuracy=None, location_note=None, distance_m=None, photo_sha256=None, photo_phash=None,
+                 photo_forwarded=False, household_confirmed_at=None, evidence=proof.NONE)
+        if rng.random() < 1 / 3:
+            near = home["latitude"] is not None and rng.random() < 0.85
+            meters = rng.uniform(5, 200) if near else rng.uniform(500, 12_000)
+            base = Point(home["latitude"], home["longitude"]) if home["latitude"] is not None else CENTRE
+            here = Point(base.latitude + meters / 111_195, base.longitude)
+            v.update(latitude=here.latitude, longitude=here.longitude,
+                     location_accuracy=rng.choice((5.0, 10.0, 20.0, 35.0, 65.0, 1_500.0)),
+                     location_note="forwarded" if rng.random() < 0.01 else None)
+            if home["latitude"] is not None:
+                v["distance_m"] = distance_m(here, Point(home["latitude"], home["longitude"]))
+        if rng.random() < 0.1:
+            again = photos and rng.random() < 0.03
+            phash = (f"{int(rng.choice(photos), 16) ^ (1 << rng.randrange(64)):016x}" if again
+                     else f"{rng.getrandbits(64):016x}")
+            v.update(photo_ref=f"telegram:photo-{v['id']}", photo_sha256=f"{rng.getrandbits(256):064x}",
+                     photo_phash=phash)
+            if again:
+                flag(v, "same_photo", texts.FLAG_SAME_PHOTO.format(other=v["id"] - 1, date="2026-01-01"))
+            photos.append(phash)
+        if rng.random() < 1 / 12:
+            v["household_confirmed_at"] = v["visited_at"] + timedelta(minutes=rng.randrange(5, 120))
+        v["evidence"] = proof.level(SimpleNamespace(**v), settings)
+        if v["location_note"] == "forwarded":
+            flag(v, "forwarded", texts.FLAG_FORWARDED)
+        if v["distance_m"] is not None and v["distance_m"] > settings.visit_far_km * 1000:
+            flag(v, "far", texts.FLAG_FAR.format(distance=f"{v['distance_m'] / 1000:.1f} 公里"))
+        if rng.random() < 0.01:
+            flag(v, "too_fast", texts.FLAG_TOO_FAST.format(other=v["id"] - 1, distance="20.0 公里", minutes=5))
+        elif rng.random() < 0.005:
+            flag(v, "burst", texts.FLAG_BURST.format(count=4, minutes=10))
+    return flags
 
 
 LEDGER_STATES = (ProblemStatus.NEW, ProblemStatus.ASSIGNED, ProblemStatus.IN_PROGRESS, ProblemStatus.CLOSED,

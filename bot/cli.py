@@ -69,7 +69,7 @@ def load_example_if_empty(engine, settings: Settings) -> bool:
         path = Path(folder) / "roster.xlsx"
         write_example_workbook(path)
         report = import_roster(engine, path, minimum=settings.service_object_minimum,
-                               supervision_units=tuple(settings.supervision_units))
+                               supervision_units=tuple(settings.supervision_units), settings=settings)
     print("数据库为空，已载入示例花名册：\n" + report.summary(), file=sys.stderr)
     return True
 
@@ -218,7 +218,7 @@ def cmd_import_roster(args, settings: Settings) -> int:
     try:
         report = import_roster(engine, Path(args.file), minimum=settings.service_object_minimum,
                                supervision_units=tuple(settings.supervision_units),
-                               progress=not args.quiet, max_deactivate_share=share)
+                               progress=not args.quiet, max_deactivate_share=share, settings=settings)
     except RosterError as exc:
         # One header, then one line per issue (the exception's own header would say it twice).
         print(f"导入失败，未写入任何数据。名册有 {len(exc.issues)} 处错误：", file=sys.stderr)

@@ -151,6 +151,9 @@ class Settings(BaseSettings):
     visit_burst_minutes: int = Field(default=10, ge=1)  # ... these minutes: flagged
     visit_same_answers_minimum: int = Field(default=5, ge=2)  # identical surveys in all of this many visits: flagged
     media_dir: Path = Path("./data/media")  # visit photos, named by their content's hash
+    # The datum of the roster's 经度/纬度 where its 坐标系 column is blank (or missing): wgs84 (GPS,
+    # 天地图/CGCS2000), gcj02 (高德, 腾讯 and WeChat maps), bd09 (百度). Empty: every row must say.
+    roster_coord_datum: Literal["", "wgs84", "gcj02", "bd09"] = ""
     report_contact_phone: str = "3222889"  # the work-style office's number in the forms' notes
 
     # Hardening: wrong binding codes (绑定码) in a row, per chat account and per client address

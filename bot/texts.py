@@ -264,6 +264,10 @@ REPORT_UNIT_LINE = "单位(公章)：{unit}"
 REPORT_PARTS = {"村": "村民", "居": "居民", "行业领域": "行业领域", "公共方面": "公共方面"}
 REPORT_DATE = "{month}月{day}日"
 REPORT_VISITED_BY = "{cadre} {date}走访"
+REPORT_EVIDENCE = "凭证：{level}"  # the strongest evidence of the household's visits (附件1 备注)
+REPORT_FLAGGED = "⚠ 疑似走过场：{kinds}"
+REPORT_CADRE_EVIDENCE = "{cadre}本半年走访凭证：{shares}{flagged}"
+REPORT_CADRE_FLAGGED = "，疑似走过场 {count} 次"
 REPORT_CONTACT_CADRE = "联系干部：{cadre}"
 REPORT_SUMMARY_SHEET = "汇总"
 REPORT_SUMMARY_TITLE = "附件{form} {title} · 各单位汇总"
@@ -313,12 +317,18 @@ SPOT_MENU = ("📞 电话随机访问（{half_label}）：已抽取 {drawn} 条�
 SPOT_ITEM_LABEL = "{mark}{household}（{cadre}）"
 SPOT_RETRY_MARK = "↻ "
 SPOT_ITEM = ("☎ 核实走访：\n住户：{household}\n住址：{address}\n电话：{phone}\n走访干部：{cadre}（{unit}）\n"
-             "走访时间：{date}\n\n请拨打电话，询问是否有干部上门走访（四个一），然后选择结果。")
+             "走访时间：{date}\n抽取原因：{why}\n\n请拨打电话，询问是否有干部上门走访（四个一），然后选择结果。")
 SPOT_ITEM_GONE = "这条抽查记录已不存在或不在您的范围内。"
 SPOT_ASK_NOTE = "请简要记录对方的说法（选填，{limit}字以内）："
 SPOT_RECORDED = "已记录：{household} — {outcome}。"
 SPOT_DRAWN = "已抽取 {new} 条新的走访记录（随机种子 {seed}）{again}。"
 SPOT_DRAWN_AGAIN = "，另有 {count} 条此前已抽过"
+SPOT_DRAWN_REASONS = "抽取原因：{parts}（凭证越弱、有走过场标记的走访越容易被抽到）。"
+# Why a visit was drawn (bot/reports/spotcheck.py): the short names count a draw, the long ones an item.
+SPOT_REASON_SHORT = {"flags": "有走过场标记", "none": "无佐证", "photo": "仅照片", "random": "随机"}
+SPOT_REASONS = {"none": "无佐证", "photo": "仅照片", "random": "随机"}
+SPOT_REASON_FLAGS = "有走过场标记：{kinds}"
+SPOT_REASON_LEVEL = "（{level}）"
 SPOT_NOTHING_TO_DRAW = "本半年范围内没有可抽查的走访记录。"
 SPOT_NONE_OPEN = "没有待核实的抽查记录。"
 SPOT_SUMMARY_HEADER = "📊 电话随机访问汇总（{half_label}）：抽查 {drawn} 条，已核实 {confirmed}，未接通 {not_reached}，否认 {denied}，待核实 {pending}。"
@@ -326,7 +336,7 @@ SPOT_SUMMARY_FLAGGED = "需关注的干部（否认走访或尚未核实）："
 SPOT_SUMMARY_LINE = "• {cadre}（{unit}）：抽查 {drawn}，否认 {denied}，未核实 {unverified}"
 SPOT_SUMMARY_CLEAN = "所有抽查均已核实，无否认走访。"
 SPOT_LIST_HEADER = "抽查名单（{count} 条，电话未打码，仅供核实拨打）："
-SPOT_LIST_LINE = "#{id} {cadre}（{unit}）→ {household}，{address}，{phone}，{date} 走访{outcome}"
+SPOT_LIST_LINE = "#{id} {cadre}（{unit}）→ {household}，{address}，{phone}，{date} 走访{outcome}；抽取原因：{why}"
 
 HOTLINE_CATEGORY = "热线"
 HOTLINE_IMPORT_ACTOR = "热线导入"
@@ -351,6 +361,12 @@ DIGEST_MORE = "…… 另有 {count} 名"
 DIGEST_ALL_DONE = "所辖干部本半年走访均已完成。"
 DIGEST_MUTE_HINT = "（发送 /mute 可暂停日报周报，截止提醒不受影响）"
 DIGEST_NO_RATINGS = "本期无群众评价。"
+EVIDENCE_TOTAL = "本半年走访 {total} 次的凭证：{shares}。"
+EVIDENCE_FLAGGED_TOTAL = "疑似走过场 {count} 次，涉及 {cadres} 名干部（/flags 查看原因）。"
+EVIDENCE_WEAK_HEADER = "凭证偏弱或有走过场标记的干部 {count} 名（⚠ 为疑似走过场次数）："
+EVIDENCE_WEAK_LINE = "• {name}（{unit}）{shares}{flagged}"
+EVIDENCE_NO_VISITS = "本半年尚无走访记录。"
+EVIDENCE_WEAK_MORE = "…… 另有 {count} 名，全部干部见管理后台（控制台）的单位页面"
 DIGEST_RATINGS = "本期群众评价 {total} 条，满意率 {rate}%（{levels}）。"
 DIGEST_BAD = "差评 {count} 条："
 CALLBACKS_DUE = "📞 {count} 项差评回访今明两天到期或已逾期："
@@ -473,12 +489,13 @@ FLAG_NAMES = {"same_photo": "重复照片", "too_fast": "行程过快", "burst":
               "far": "位置过远", "same_answers": "答案雷同"}
 HELP_FLAGS = "/flags — 走访凭证与疑似走过场的记录"
 FLAGS_HEADER = "🔍 走访凭证（{half_label}）：每名干部的走访按凭证强弱计数，⚠ 为疑似走过场的次数"
+FLAGS_HEADER_MANY = "🔍 走访凭证（{half_label}），{cadres} 名干部："
 FLAGS_CADRE_LINE = "• {name}：{shares}{flagged}"
 FLAGS_FLAGGED = " ⚠ {count}"
 FLAGS_LIST_HEADER = "⚠ 疑似走过场（按干部）："
 FLAGS_LIST_LINE = "  {name} 第{visit}号走访（{date}）{kind}：{reason}"
 FLAGS_NONE = "本半年还没有走访记录。"
-FLAGS_MORE = "……另有 {count} 条，请在管理后台查看全部。"
+FLAGS_MORE = "……另有 {count} 条，请在管理后台（控制台）的单位页面查看全部。"
 UNIT_EVIDENCE = "    凭证：{shares}"
 
 # --- The domain in one voice (ledger creation history, roster import safety) ---

@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 
 from bot import texts
 from bot.config import Settings
-from bot.core import appeals
+from bot.core import appeals, evidence, evidence_views
 from bot.core.evaluation import BAD_LEVELS
 from bot.core.periods import half_of
 from bot.core.phones import mask
@@ -244,11 +244,13 @@ def plan_digests(session: Session, settings: Settings, now: datetime, chart=None
             select(Visit.cadre_id, func.count()).where(Visit.visited_at > since, Visit.visited_at <= point)
             .group_by(Visit.cadre_id)).all())
         ratings = _ratings_in(session, since, point, {c.id: c.name for c in cadres}, units)
+        proof = evidence.summary(session, half)  # stored levels and flags, grouped once for every cadre
         point_digests = []
         for supervisor in (s for s in recipients if s.id in waiting):
             scope = unit_scope(session, supervisor, settings)
             mine = [p for p in progress if in_scope(scope, p.cadre.unit_id)]
             body = (_digest_body(kind, point, settings, mine, visits_in_period, units) + "\n"
+                    + evidence_text([row for row in proof if in_scope(scope, row.unit_id)], units) + "\n"
                     + ratings.text(scope, supervisor.id))
             point_digests.append((supervisor, mine, body + "\n" + texts.DIGEST_MUTE_HINT))
         pictures = _charts(chart, [mine for _s, mine, _b in point_digests], units, half)
@@ -310,6 +312,16 @@ def _digest_body(kind, point, settings, progress, visits_in_period, units) -> st
     else:
         lines.append(texts.DIGEST_ALL_DONE)
     return "\n".join(lines)
+
+
+DIGEST_WEAKEST = 5  # cadres named in a digest for weak evidence or flags
+
+
+def evidence_text(rows: list[evidence.CadreEvidence], units: dict[int, Unit]) -> str:
+    """The digest's evidence of visits (bot.core.evidence_views.overview_lines, as /flags gives it for
+    a large scope), naming the five cadres with the weakest or flagged visits."""
+    return "\n".join(evidence_views.overview_lines(rows, {u: unit.name for u, unit in units.items()},
+                                                   DIGEST_WEAKEST))
 
 
 def digest_chart(progress, units: dict[int, Unit], half: str) -> bytes:

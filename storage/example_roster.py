@@ -32,6 +32,10 @@ WINDOWS = [
     ("便民服务中心综合窗口", "城关街道", "13800000005、13800000006"),
 ]
 
+# Where each village and community lies (GCJ-02, as 高德 or 腾讯 maps show it): the households' 经度/纬度.
+_AREA_COORDS = {"东门社区": (120.1620, 30.2745), "东岭村": (120.2010, 30.3050), "南苑社区": (120.1750, 30.2580),
+                "西坡村": (120.1300, 30.2400)}
+
 # Each cadre's households: (村/居, 村(社区)名称, 住址前缀)
 _AREAS = {
     "13800000003": [("居", "东门社区", "城关街道东门社区人民路"), ("村", "东岭村", "城关街道东岭村")],
@@ -67,14 +71,14 @@ _OBJECT_KINDS = [
 HEADERS = {
     "单位": ["单位名称", "类型"],
     "干部": ["姓名", "单位", "手机号", "角色", "职务", "职责"],
-    "联户": ["住址", "姓名", "联系电话", "村/居", "村(社区)名称", "干部手机号"],
+    "联户": ["住址", "姓名", "联系电话", "村/居", "村(社区)名称", "干部手机号", "经度", "纬度", "坐标系"],
     "服务对象": ["姓名", "工作单位(住址)", "联系电话", "干部手机号", "备注"],
     "窗口": ["窗口名称", "单位", "在岗干部手机号"],
 }
 _WIDTHS = {
     "单位": [20, 12],
     "干部": [10, 14, 15, 8, 16, 40],
-    "联户": [34, 10, 15, 8, 14, 15],
+    "联户": [34, 10, 15, 8, 14, 15, 12, 12, 10],
     "服务对象": [10, 30, 15, 15, 16],
     "窗口": [24, 14, 30],
 }
@@ -103,6 +107,10 @@ _GUIDE = [
     ("联户", "村/居", "必填", "村 或 居（也可写 社区、居委会、行政村）；村、居分开统计"),
     ("联户", "村(社区)名称", "选填", "所在的村或社区"),
     ("联户", "干部手机号", "必填", "负责联系这一户的干部的手机号，须在“干部”表中"),
+    ("联户", "经度", "选填", "该户的经度（度，如 120.1620）；与纬度同填或同空。干部走访时发送的位置与之相距不超过 300 米即为“位置相符”"),
+    ("联户", "纬度", "选填", "该户的纬度（度，如 30.2745）。未填坐标的户，在住户第一次扫码确认走访时以当时的位置为准（记为“走访得出”）"),
+    ("联户", "坐标系", "选填", "WGS-84（GPS、天地图）、GCJ-02（高德、腾讯、微信地图）或 BD-09（百度地图）；"
+                             "留空时按设置 ROSTER_COORD_DATUM，未设置则有坐标的行必须填写"),
     ("服务对象", "姓名", "必填", "服务对象（非公务人员）的姓名或企业名称"),
     ("服务对象", "工作单位(住址)", "必填", "工作单位或住址"),
     ("服务对象", "联系电话", "必填", "手机号或固定电话；同一单位内 姓名 + 电话 不能重复"),
@@ -127,7 +135,13 @@ def example_rows() -> dict[str, list[list[str]]]:
             house = 10 + person * 3  # distinct per household, so no two families share an address
             address = f"{prefix}{n + 3}组{house}号" if kind == "村" else f"{prefix}{house}号{n + 1}单元{201 + n}室"
             name = _SURNAMES[person % len(_SURNAMES)] + _HOUSEHOLD_GIVEN[person % len(_HOUSEHOLD_GIVEN)]
-            households.append([address, name, f"139{person + 1:08d}", kind, area, mobile])
+            row = [address, name, f"139{person + 1:08d}", kind, area, mobile]
+            if n < 4:  # the fifth household of each cadre has no coordinates: they are optional
+                lng, lat = _AREA_COORDS[area]
+                row += [round(lng + 0.0004 * person, 6), round(lat + 0.0003 * n, 6), "GCJ-02"]
+            else:
+                row += ["", "", ""]
+            households.append(row)
             person += 1
     index = 0
     for mobile, count in _OBJECT_COUNTS.items():

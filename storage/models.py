@@ -176,7 +176,10 @@ class Visit(SQLModel, table=True):
 
     __table_args__ = (Index("ix_visit_cadre_half", "cadre_id", "half"),
                       # The console's households-visited count looks visits up by household (covering).
-                      Index("ix_visit_household_cadre_half", "household_id", "cadre_id", "half"))
+                      Index("ix_visit_household_cadre_half", "household_id", "cadre_id", "half"),
+                      # The evidence per cadre of a half-year (bot/core/evidence.py summary) counts from the
+                      # index alone: 0.23 s -> 0.02 s for the city's 50,000 visits of a half (bench/evidence.py).
+                      Index("ix_visit_half_cadre_evidence", "half", "cadre_id", "evidence"))
 
     id: Optional[int] = Field(default=None, primary_key=True)
     cadre_id: int = Field(foreign_key="cadre.id")
@@ -317,6 +320,9 @@ class SpotCheck(SQLModel, table=True):
     ruling: Optional[str] = Field(default=None, max_length=20)
     ruled_by_id: Optional[int] = Field(default=None, foreign_key="cadre.id")
     ruled_at: Optional[datetime] = None
+    # Why the visit was drawn (bot/reports/spotcheck.py): "flags:<kinds>", "none", "photo" or "random";
+    # None for rows drawn before the draw was weighted by evidence.
+    reason: Optional[str] = Field(default=None, max_length=100)
 
 
 class OutboxState(StrEnum):

@@ -528,14 +528,24 @@ def test_spot_checks_are_drawn_and_their_calls_recorded(browser, app, city, db, 
     with session_scope(db) as s:
         wang = s.exec(select(Cadre).where(Cadre.mobile == "13800000003")).one()
         households = s.exec(select(Household).where(Household.cadre_id == wang.id)).all()
-    for household in households:
-        make_visit(db, wang, household, clock() - timedelta(days=3))
+    from storage.models import VisitFlag
+
+    visits = [make_visit(db, wang, household, clock() - timedelta(days=3)) for household in households]
+    with session_scope(db) as s:  # one visit flagged as a reused photo: the draw's weight goes there
+        s.add(VisitFlag(visit_id=visits[1], cadre_id=wang.id, kind="same_photo", reason="照片与第 1 号走访的照片相同",
+                        created_at=clock()))
     context, page = new_page(browser)
     try:
         log_in(page, app, city[OFFICE_HEAD], then="/console/spotchecks")
         page.get_by_role("button", name="抽取本半年的走访记录").click()
         assert "已抽取 1 条" in page.locator(".done").inner_text()
+        assert "抽取原因：" in page.locator(".done").inner_text()
         row = page.locator("#spot-table tbody tr").first
+        with session_scope(db) as s:
+            [drawn] = s.exec(select(SpotCheck)).all()
+        # Why it was drawn, as stored with the draw: its flag, or its lack of evidence.
+        expected = "有走过场标记：重复照片" if drawn.visit_id == visits[1] else "无佐证"
+        assert row.locator("td.reason").inner_text() == expected
         row.locator("select[name=outcome]").select_option(label="否认走访")
         row.locator("input[name=note]").fill("住户称无人来访")
         row.get_by_role("button", name="记录").click()
@@ -551,6 +561,47 @@ def test_spot_checks_are_drawn_and_their_calls_recorded(browser, app, city, db, 
     with session_scope(db) as s:
         [check] = s.exec(select(SpotCheck)).all()
         assert (check.outcome, check.note, check.checked_by_id) == ("denied", "住户称无人来访", head)
+
+
+def test_unit_and_cadre_pages_show_the_evidence_of_visits_and_every_flag(browser, app, city, db, clock):
+    """The unit page: each cadre's share of visits at each level of evidence and the count of flagged
+    visits, then every flag of the unit with its reason; the cadre page: the same line, and per visit
+    its evidence and flags. All from what was stored when the visits were confirmed."""
+    from zoneinfo import ZoneInfo
+
+    from storage.models import Household, Visit, VisitFlag
+    from tests.utils import make_visit
+
+    with session_scope(db) as s:
+        wang = s.exec(select(Cadre).where(Cadre.mobile == "13800000003")).one()
+        households = s.exec(select(Household).where(Household.cadre_id == wang.id).order_by(Household.id)).all()
+    visits = [make_visit(db, wang, h, clock() - timedelta(days=3 - n)) for n, h in enumerate(households[:4])]
+    with session_scope(db) as s:
+        for visit_id, level in zip(visits, ("confirmed", "location", "none", "none")):
+            visit = s.get(Visit, visit_id)
+            visit.evidence = level
+            s.add(visit)
+        s.add(VisitFlag(visit_id=visits[3], cadre_id=wang.id, kind="too_fast",
+                        reason="与上一次走访（第 3 号）相距约 20.0 公里，仅隔 5 分钟", created_at=clock()))
+    context, page = new_page(browser)
+    try:
+        log_in(page, app, city[OFFICE_HEAD], then=f"/console/units/{unit_id(db, '市住建局')}")
+        row = page.locator("#cadres-table tbody tr", has_text="王立新")
+        assert row.locator("td.evidence").inner_text() == "住户确认 25%、位置相符 25%、无凭证 50% ⚠ 1"
+        flags = page.locator("#flags-table tbody tr")
+        assert flags.count() == 1
+        assert flags.first.inner_text().split("\t") == [
+            "王立新", str(visits[3]), clock().astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M"),
+            "行程过快", "与上一次走访（第 3 号）相距约 20.0 公里，仅隔 5 分钟"]
+        shot(page, "unit-evidence")
+        page.goto(f"{app.url}/console/cadres/{wang.id}")
+        assert page.locator("#evidence-line").inner_text() == (
+            "走访凭证（4 次）：住户确认 25%、位置相符 25%、无凭证 50%；⚠ 疑似走过场 1 次。")
+        cells = page.locator("#visits-table tbody tr td.evidence").all_inner_texts()
+        assert cells == ["无凭证\n⚠ 行程过快：与上一次走访（第 3 号）相距约 20.0 公里，仅隔 5 分钟", "无凭证", "位置相符",
+                         "住户确认"]  # newest first
+    finally:
+        context.close()
 
 
 def test_an_admin_downloads_a_units_cards_and_revokes_one(browser, app, city, db):

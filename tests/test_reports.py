@@ -109,11 +109,25 @@ def test_forms_have_the_seed_titles_columns_and_notes(settings):
     assert "6月5日、12月5日" in forms.note(4, settings) and "6月1日、12月1日" in forms.note(5, settings)
 
 
+def _evidence(db, visit_id: int, level: str, *flags: str) -> None:
+    """Gives a visit the evidence level and flags that bot.core.evidence stores when it is confirmed."""
+    from storage.models import Visit, VisitFlag
+
+    with session_scope(db) as s:
+        visit = s.get(Visit, visit_id)
+        visit.evidence = level
+        s.add(visit)
+        s.add_all([VisitFlag(visit_id=visit_id, cadre_id=visit.cadre_id, kind=kind, reason="…",
+                             created_at=visit.visited_at) for kind in flags])
+
+
 def test_form1_lists_the_visited_households_village_and_community_apart(db, settings, city):
     r = city.roster
     make_visit(db, r.cadre, r.households[0], utc(2026, 9, 3, 2))
-    make_visit(db, r.cadre, r.households[0], utc(2026, 10, 1, 2))  # visited twice: listed once, first date
-    make_visit(db, r.cadre, city.village, utc(2026, 8, 15, 17))  # 01:00 on the 16th, local time
+    # Visited twice: listed once, the first date, the stronger evidence of the two.
+    _evidence(db, make_visit(db, r.cadre, r.households[0], utc(2026, 10, 1, 2)), "location")
+    # 01:00 on the 16th, local time; a photo used before
+    _evidence(db, make_visit(db, r.cadre, city.village, utc(2026, 8, 15, 17)), "photo", "same_photo")
     make_visit(db, r.cadre, r.households[1], utc(2026, 3, 1, 2))  # the other half-year
     make_visit(db, city.town_cadre, city.town_households[0], utc(2026, 9, 9, 2))  # another unit
     with session_scope(db) as s:
@@ -127,8 +141,11 @@ def test_form1_lists_the_visited_households_village_and_community_apart(db, sett
         assert sheet.title == seed["title"] and sheet.header == seed["columns"]
         assert sheet.unit_line == "单位(公章)：市住建局"
         assert sheet.note == forms.note(1, settings)
-    assert village.rows == [("红旗村5号", "村户甲", "13911110000", "李明 8月16日走访")]
-    assert community.rows == [("幸福路1号", "住户1", "13900000000", "李明 9月3日走访")]
+    # 备注: who, when, the household's evidence and flags, and the cadre's evidence of the half-year.
+    cadre = "李明本半年走访凭证：位置相符 33%、照片 33%、无凭证 33%，疑似走过场 1 次"
+    assert village.rows == [("红旗村5号", "村户甲", "13911110000",
+                             f"李明 8月16日走访；凭证：照片；⚠ 疑似走过场：重复照片；{cadre}")]
+    assert community.rows == [("幸福路1号", "住户1", "13900000000", f"李明 9月3日走访；凭证：位置相符；{cadre}")]
 
 
 def test_an_empty_half_year_gives_valid_empty_forms(db, settings, city):
@@ -203,7 +220,8 @@ def test_all_units_in_one_workbook_per_form_one_sheet_each(db, settings, city):
     summary = [tuple(row) for row in wb["汇总"].iter_rows(min_row=3, values_only=True)]
     assert summary == [("单位", "村民", "居民", "合计"), ("市住建局", 0, 0, 0), ("市作风办", 0, 0, 0),
                        ("第一镇", 1, 0, 1), ("全部单位", 1, 0, 1)]
-    assert read_form(wb["第一镇-村民"]).rows == [("东山村1号", "东山户1", "0535-88880001", "张伟 9月9日走访")]
+    assert read_form(wb["第一镇-村民"]).rows == [("东山村1号", "东山户1", "0535-88880001",
+                                                   "张伟 9月9日走访；凭证：无凭证；张伟本半年走访凭证：无凭证 100%")]
     assert read_form(wb["第一镇-村民"]).unit_line == "单位(公章)：第一镇"
     assert file.filename == "附件1_走访村民(居民)情况统计表_2026H2.xlsx"
 
@@ -340,9 +358,9 @@ def test_a_draw_is_reproducible_takes_at_least_one_per_cadre_and_never_a_visit_t
         assert sorted(c.cadre_id for c in rows) == sorted([city.roster.cadre.id, city.town_cadre.id])
         assert {c.half for c in rows} == {"2026H2"} and {c.seed for c in rows} == {42}
     # The same seed on another database with the same data draws the same visits.
-    assert spotcheck.sample(list(range(1, 11)), 0.3, 42, "2026H2", 7) == spotcheck.sample(
-        list(range(10, 0, -1)), 0.3, 42, "2026H2", 7)
-    assert len(spotcheck.sample(list(range(1, 11)), 0.3, 42, "2026H2", 7)) == 3
+    visits = [spotcheck.Candidate(n) for n in range(1, 11)]
+    assert spotcheck.sample(visits, 0.3, 42, "2026H2", 7) == spotcheck.sample(visits[::-1], 0.3, 42, "2026H2", 7)
+    assert len(spotcheck.sample(visits, 0.3, 42, "2026H2", 7)) == 3
     with session_scope(db) as s:
         more = spotcheck.draw(s, "2026H2", 0.5, clock.now, seed=7)
         total = len(s.exec(select(SpotCheck)).all())

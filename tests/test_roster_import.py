@@ -319,14 +319,14 @@ def test_headers_are_matched_by_name_order_and_width_free(engine, rows, tmp_path
     headers = dict(HEADERS)
     headers["联户"] = [" 干部手机号 ", "村（社区）名称", "村/居", "联系电话", "姓名", "住址*"]
     headers["服务对象"] = ["姓名", "工作单位（住址）", "联系电话", "干部手机号"]  # no 备注: optional
-    rows["联户"] = [list(reversed(r)) for r in rows["联户"]]
+    rows["联户"] = [list(reversed(r[:6])) for r in rows["联户"]]  # and no 经度, 纬度, 坐标系: optional
     rows["服务对象"] = [r[:4] for r in rows["服务对象"]]
     rows["联户"].insert(3, [""] * 6)  # a blank row is skipped, later rows keep their numbers
     report = import_roster(engine, write_book(tmp_path / "shuffled.xlsx", rows, headers))
     assert counts(report)["联户"] == (20, 0, 0, 0)
-    # The same rows again with 备注 present: the notes fill in, nothing else moves.
+    # The same rows again with 备注 and the coordinates present: they fill in, nothing else moves.
     report = import_roster(engine, EXAMPLE)
-    assert counts(report)["联户"] == (0, 0, 20, 0)
+    assert counts(report)["联户"] == (0, 16, 4, 0)  # four of the twenty have no coordinates
     assert counts(report)["服务对象"][0] == 0 and counts(report)["服务对象"][3] == 0
 
 
@@ -509,3 +509,132 @@ def test_a_share_outside_0_to_1_is_an_operator_error(engine, tmp_path, monkeypat
     monkeypatch.setenv("ROSTER_MAX_DEACTIVATE_SHARE", "1.5")
     assert _cli(monkeypatch, database_url, "import-roster", "--quiet", str(EXAMPLE)) == 2
     assert "roster_max_deactivate_share" in capsys.readouterr().err.lower()
+
+
+# ---------------------------------------------------------------------------------------------
+# Coordinates: 经度, 纬度, 坐标系 (optional), stored in WGS-84
+
+
+def _household(engine, row: list) -> Household:
+    with session_scope(engine) as session:
+        return session.exec(select(Household).where(Household.address == row[0], Household.name == row[1])).one()
+
+
+def test_coordinates_are_stored_in_wgs84_whatever_the_datum(engine, rows, tmp_path):
+    from bot.core.geo import BD09, GCJ02, Point, distance_m, to_wgs84
+
+    gcj, wgs, bd, blank = rows["联户"][0], rows["联户"][1], rows["联户"][2], rows["联户"][4]
+    wgs[6:9] = [121.4737, 31.2304, "WGS-84"]
+    bd[6:9] = ["116.404", "39.915", "百度坐标"]
+    import_roster(engine, write_book(tmp_path / "datums.xlsx", rows))
+    stored = _household(engine, gcj)
+    assert gcj[8] == "GCJ-02" and stored.coord_source == "surveyed"
+    expected = to_wgs84(gcj[7], gcj[6], GCJ02)
+    assert (stored.latitude, stored.longitude) == (pytest.approx(expected.latitude), pytest.approx(expected.longitude))
+    assert distance_m(Point(stored.latitude, stored.longitude), Point(gcj[7], gcj[6])) > 300  # converted
+    assert (_household(engine, wgs).latitude, _household(engine, wgs).longitude) == (31.2304, 121.4737)
+    assert _household(engine, bd).latitude == pytest.approx(to_wgs84(39.915, 116.404, BD09).latitude)
+    assert (_household(engine, blank).latitude, _household(engine, blank).coord_source) == (None, None)
+
+
+def test_bad_coordinates_are_reported_in_place_and_nothing_is_written(engine, rows, tmp_path):
+    import_roster(engine, EXAMPLE)
+    before = snapshot(engine)
+    households = rows["联户"]
+    households[0][6] = "东经120度"  # row 2: not a number
+    households[1][6] = ""  # row 3: a latitude without longitude
+    households[2][6:9] = [2.3522, 48.8566, "WGS-84"]  # row 4: Paris
+    households[3][6:9] = [30.2745, 120.162, "GCJ-02"]  # row 5: latitude and longitude swapped
+    households[5][8] = "北京54"  # row 7: no such datum here
+    households[6][8] = ""  # row 8: no datum, and no ROSTER_COORD_DATUM
+    households[7][6] = "nan"  # row 9: a number, but not one
+    with pytest.raises(RosterError) as caught:
+        import_roster(engine, write_book(tmp_path / "bad.xlsx", rows))
+    reasons = {(i.sheet, i.row, i.column): i.reason for i in caught.value.issues}
+    assert set(reasons) == {("联户", 2, "经度"), ("联户", 3, "经度"), ("联户", 4, "经度"), ("联户", 5, "经度"),
+                            ("联户", 7, "坐标系"), ("联户", 8, "坐标系"), ("联户", 9, "经度")}
+    assert reasons[("联户", 2, "经度")] == "不是以度为单位的数字（“东经120度”），例如 121.4737"
+    assert reasons[("联户", 3, "经度")].startswith("填写了纬度，也须填写经度")
+    assert reasons[("联户", 4, "经度")] == "坐标不在中国境内（经度 2.3522，纬度 48.8566）"
+    assert reasons[("联户", 5, "经度")].startswith("经度、纬度可能填反了")
+    assert reasons[("联户", 7, "坐标系")] == "只能填 WGS-84、GCJ-02 或 BD-09（“北京54”）"
+    assert "ROSTER_COORD_DATUM" in reasons[("联户", 8, "坐标系")]
+    assert "联户 第4行 经度：坐标不在中国境内" in str(caught.value)
+    assert snapshot(engine) == before
+
+
+def test_the_datum_setting_serves_rows_that_leave_it_blank(engine, rows, tmp_path):
+    from bot.config import Settings
+    from bot.core.geo import GCJ02, to_wgs84
+
+    for row in rows["联户"]:
+        row[8] = ""
+    book = write_book(tmp_path / "no-datum.xlsx", rows)
+    with pytest.raises(RosterError) as caught:
+        import_roster(engine, book)
+    assert {(i.row, i.column) for i in caught.value.issues} == {(n, "坐标系") for n in (2, 3, 4, 5, 7, 8, 9, 10, 12,
+                                                                                     13, 14, 15, 17, 18, 19, 20)}
+    import_roster(engine, book, settings=Settings.model_construct(roster_coord_datum="gcj02"))
+    first = rows["联户"][0]
+    assert _household(engine, first).latitude == pytest.approx(to_wgs84(first[7], first[6], GCJ02).latitude)
+
+
+def test_learned_coordinates_give_way_to_surveyed_ones_and_never_the_reverse(engine, rows, tmp_path, settings):
+    """A household without coordinates learns them from its first household-confirmed visit with a
+    location; a roster with coordinates replaces learned ones (and the visits are checked again); a
+    roster without them leaves learned ones alone; a confirmed visit never moves surveyed ones."""
+    from datetime import datetime, timezone
+
+    from bot.core import evidence
+    from bot.core.geo import GCJ02, Point, distance_m, to_gcj02
+    from storage.models import Visit
+
+    import_roster(engine, EXAMPLE)
+    bare, surveyed = rows["联户"][4], rows["联户"][0]  # 王立新's fifth household has no coordinates
+    home = _household(engine, bare)
+    assert home.latitude is None
+    doorstep, elsewhere = Point(30.2801, 120.1702), Point(30.2981, 120.1702)  # WGS-84, 2 km apart
+    at = datetime(2026, 9, 1, 2, tzinfo=timezone.utc)
+    with session_scope(engine) as s:
+        visits = [Visit(cadre_id=home.cadre_id, household_id=home.id, half="2026H2", visited_at=at, card_left=True,
+                        survey={}, leaflet_given=True, channel="test", latitude=p.latitude, longitude=p.longitude)
+                  for p in (doorstep, elsewhere)]
+        other = _household(engine, surveyed)
+        visits.append(Visit(cadre_id=other.cadre_id, household_id=other.id, half="2026H2", visited_at=at,
+                            card_left=True, survey={}, leaflet_given=True, channel="test",
+                            latitude=elsewhere.latitude, longitude=elsewhere.longitude))
+        s.add_all(visits)
+        s.flush()
+        ids = [v.id for v in visits]
+    with session_scope(engine) as s:
+        evidence.household_confirmed(s, s.get(Visit, ids[0]), settings, at)
+        evidence.household_confirmed(s, s.get(Visit, ids[2]), settings, at)  # has surveyed coordinates
+    learned = _household(engine, bare)
+    assert (learned.latitude, learned.longitude, learned.coord_source) == (doorstep.latitude, doorstep.longitude,
+                                                                           "learned")
+    assert _household(engine, surveyed).coord_source == "surveyed"
+    assert _household(engine, surveyed).latitude != elsewhere.latitude  # a visit never moves a surveyed home
+
+    # The roster again, this household's cells still blank: the learned coordinates stay.
+    report = import_roster(engine, write_book(tmp_path / "same.xlsx", rows))
+    assert counts(report)["联户"] == (0, 0, 20, 0)
+    assert _household(engine, bare).coord_source == "learned"
+
+    # Surveyed 40 m from the learned spot, typed from a Chinese map (GCJ-02): they replace the learned.
+    lat, lng = to_gcj02(Point(elsewhere.latitude + 40 / 111_195, elsewhere.longitude))
+    bare[6:9] = [lng, lat, "GCJ-02"]
+    report = import_roster(engine, write_book(tmp_path / "surveyed.xlsx", rows))
+    assert counts(report)["联户"] == (0, 1, 19, 0) and report.relocated == 2
+    assert "重新核对 2 次走访" in report.summary()
+    home = _household(engine, bare)
+    assert home.coord_source == "surveyed"
+    assert distance_m(Point(home.latitude, home.longitude), elsewhere) == pytest.approx(40, abs=1)
+    with session_scope(engine) as s:
+        first, second = s.get(Visit, ids[0]), s.get(Visit, ids[1])
+        assert first.evidence == evidence.CONFIRMED  # the household's own scan stays the strongest
+        assert second.distance_m == pytest.approx(40, abs=1) and second.evidence == evidence.LOCATION
+
+    # Blank cells now take back the roster's own coordinates (no visit had taught them).
+    bare[6:9] = ["", "", ""]
+    import_roster(engine, write_book(tmp_path / "cleared.xlsx", rows))
+    assert (_household(engine, bare).latitude, _household(engine, bare).coord_source) == (None, None)

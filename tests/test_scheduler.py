@@ -229,6 +229,37 @@ def test_digest_counts_ratings_of_the_scope_without_misuse(db, settings, clock):
     assert "差评 1 条：\n• 乙（市住建局）非常不满意：办事拖拉，态度冷淡" in body
 
 
+def test_digest_gives_the_evidence_of_visits_and_names_the_cadres_with_weak_or_flagged_visits(db, settings, clock):
+    """Per the digest's scope: the share of the half-year's visits at each level of evidence, the
+    flags, and the cadres whose visits are flagged or mostly without evidence, from the stored levels."""
+    from storage.models import VisitFlag
+
+    city = City(db, clock())
+    day = local(2026, 6, 15, 12).astimezone(timezone.utc)
+    for cadre in (city.a, city.b, city.c):
+        city.visit_all(db, cadre, day)
+    with session_scope(db) as s:
+        visits = {v.id: v for v in s.exec(select(Visit).order_by(Visit.id)).all()}
+        levels = {city.a.id: ["confirmed", "location", "location"], city.b.id: ["photo", "none"],
+                  city.c.id: ["none"]}
+        for visit in visits.values():
+            visit.evidence = levels[visit.cadre_id].pop()
+            s.add(visit)
+        [c_visit] = [v for v in visits.values() if v.cadre_id == city.c.id]
+        s.add(VisitFlag(visit_id=c_visit.id, cadre_id=city.c.id, kind="burst", reason="…", created_at=day))
+    daily = settings.model_copy(update={"digest_weekly_day": None})
+    simulate(db, daily, clock, local(2026, 6, 15, 18), local(2026, 6, 15, 18))
+    with session_scope(db) as s:
+        body = s.exec(select(OutboxMessage).where(
+            OutboxMessage.idempotency_key == f"digest:daily:2026-06-15:c{city.office.id}")).one().body
+    assert "本半年走访 6 次的凭证：住户确认 17%、位置相符 33%、照片 17%、无凭证 33%。" in body
+    assert "疑似走过场 1 次，涉及 1 名干部" in body
+    # 丙 first (flagged), then 乙 (half without evidence); 甲's visits are all evidenced: not named.
+    assert ("凭证偏弱或有走过场标记的干部 2 名（⚠ 为疑似走过场次数）：\n• 丙（市住建局）无凭证 100% ⚠ 1\n"
+            "• 乙（市住建局）照片 50%、无凭证 50%") in body
+    assert "• 甲" not in body
+
+
 def test_callback_reminders_due_and_overdue_masked(db, settings, clock):
     from storage.models import CallbackTask
 

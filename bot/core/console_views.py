@@ -35,7 +35,7 @@ from bot.core.workdays import work_calendar
 from storage import audit
 from storage.models import (AppealState, AuditLog, Cadre, ChatAccount, EverydayContact, Household,
                             OutboxMessage, OutboxState, Problem, ProblemStatus, Rating, RatingAppeal, Role,
-                            ServiceObject, TargetKind, Unit, Visit)
+                            ServiceObject, TargetKind, Unit, Visit, VisitFlag)
 
 S = ProblemStatus
 
@@ -294,17 +294,22 @@ class UnitPage:
     unit: Unit
     cadres: list[CadreFigures]
     minimum: int
+    proof: dict[int, evidence.CadreEvidence] = field(default_factory=dict)  # per cadre id, as stored
+    flags: list = field(default_factory=list)  # (cadre, visit id, visited at, kind, reason): every flag
 
 
 def unit_page(session: Session, settings: Settings, who: Who, unit_id: int, half: str) -> UnitPage:
-    """A unit's cadres, the furthest behind first (households left, then service objects short)."""
+    """A unit's cadres, the furthest behind first (households left, then service objects short), each
+    with the share of visits at each level of evidence; then every visit flagged as possibly in name
+    only (走过场), with its reason: the console is where /flags sends supervisors for the full list."""
     if who.role == Role.CADRE:
         raise NotFound(f"unit:{unit_id}")
     unit = _check_unit(session, settings, who, unit_id)
     minimum = settings.service_object_minimum
     cadres = [c for c in cadre_figures(session, half, {unit.id}) if c.assigned or c.role == Role.CADRE]
     cadres.sort(key=lambda c: (tuple(-x for x in c.shortfall(minimum)), c.name))
-    return UnitPage(unit, cadres, minimum)
+    proof = {row.cadre_id: row for row in evidence.summary(session, half, [unit.id])}
+    return UnitPage(unit, cadres, minimum, proof, list(evidence.flags_of(session, half, [unit.id])))
 
 
 @dataclass
@@ -320,6 +325,8 @@ class CadrePage:
     households: list = field(default_factory=list)  # progress.HouseholdStatus, unvisited first
     questions: dict[str, str] = field(default_factory=dict)  # survey question id -> its short label
     rater_hidden: set[int] = field(default_factory=set)  # ratings about the viewer: no comment shown (回避)
+    proof: evidence.CadreEvidence | None = None  # the half-year's visits by level, as stored
+    visit_flags: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # visit id -> (kind, reason)
 
 
 def _may_see_cadre(session: Session, settings: Settings, who: Who, cadre: Cadre) -> bool:
@@ -360,8 +367,15 @@ def cadre_page(session: Session, settings: Settings, who: Who, cadre_id: int, ha
     questions = {q.id: q.label or q.text for q in load_survey(settings.survey_file)}
     subjects = subjects_of(session, ratings)
     hidden = {r.id for r in ratings if not shows_rater(who.cadre_id, subjects[r.id])}
+    [proof] = [row for row in evidence.summary(session, half, [cadre.unit_id]) if row.cadre_id == cadre.id] or [None]
+    flags: dict[int, list[tuple[str, str]]] = {}
+    for visit_id, kind, reason in session.exec(
+            select(VisitFlag.visit_id, VisitFlag.kind, VisitFlag.reason)
+            .where(VisitFlag.visit_id.in_([v.id for v, _h in visits])).order_by(VisitFlag.visit_id, VisitFlag.kind)):
+        flags.setdefault(visit_id, []).append((kind, reason))
     return CadrePage(cadre, session.get(Unit, cadre.unit_id), figures, list(visits), list(contacts), list(objects),
-                     list(ratings), list(items), households_with_status(session, cadre.id, half), questions, hidden)
+                     list(ratings), list(items), households_with_status(session, cadre.id, half), questions,
+                     hidden, proof, flags)
 
 
 # -- 台账 ledger ---------------------------------------------------------------------------------
@@ -843,7 +857,7 @@ def spotcheck_draw(session: Session, settings: Settings, who: Who, half: str, ad
     if not result.drawn:
         return texts.SPOT_NOTHING_TO_DRAW
     again = texts.SPOT_DRAWN_AGAIN.format(count=result.again) if result.again else ""
-    return texts.SPOT_DRAWN.format(new=result.new, seed=result.seed, again=again)
+    return texts.SPOT_DRAWN.format(new=result.new, seed=result.seed, again=again) + result.reasons_text()
 
 
 def spotcheck_record(session: Session, settings: Settings, who: Who, check_id: int, outcome: str, text: str,
@@ -880,7 +894,7 @@ def import_roster(session: Session, settings: Settings, who: Who, path: str, fil
     _admin(who)
     report = roster.import_into(session, roster.read_roster(path), filename, minimum=settings.service_object_minimum,
                                 max_deactivate_share=settings.roster_max_deactivate_share,
-                                supervision_units=tuple(settings.supervision_units))
+                                supervision_units=tuple(settings.supervision_units), settings=settings)
     note(session, who, "roster.import", filename[:130], address, now, detail=report.summary()[:500])
     return report
 

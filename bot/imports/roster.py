@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import math
 import re
 import sys
 import zipfile
@@ -32,6 +33,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from tqdm import tqdm
 
+from bot.config import Settings
+from bot.core import evidence
+from bot.core.geo import BD09, GCJ02, WGS84, in_china, to_wgs84
 from bot.core.phones import normalize_mobile, normalize_phone
 from bot.errors import CommandInputError  # moves out with the roster import (issue 10, item 5)
 from storage.db import session_scope
@@ -50,7 +54,8 @@ COLUMNS: dict[str, tuple[tuple[str, bool, bool], ...]] = {
     CADRES: (("姓名", True, True), ("单位", True, True), ("手机号", True, True), ("角色", True, False),
              ("职务", False, False), ("职责", False, False)),
     HOUSEHOLDS: (("住址", True, True), ("姓名", True, True), ("联系电话", True, True), ("村/居", True, True),
-                 ("村(社区)名称", False, False), ("干部手机号", True, True)),
+                 ("村(社区)名称", False, False), ("干部手机号", True, True),
+                 ("经度", False, False), ("纬度", False, False), ("坐标系", False, False)),
     OBJECTS: (("姓名", True, True), ("工作单位(住址)", True, True), ("联系电话", True, True),
               ("干部手机号", True, True), ("备注", False, False)),
     WINDOWS: (("窗口名称", True, True), ("单位", True, True), ("在岗干部手机号", True, False)),
@@ -78,6 +83,15 @@ _AREA_KINDS = {
     "村": "村", "村委会": "村", "行政村": "村",
     "居": "居", "社区": "居", "居委会": "居", "居委": "居",
 }
+# Datum names as typed into 坐标系 (lower case, without spaces, dashes, 坐标(系) or 地图). CGCS2000, the
+# datum of 天地图 and of surveyors, differs from WGS-84 by centimetres.
+_DATUM_NAMES = {
+    "wgs84": WGS84, "gps": WGS84, "cgcs2000": WGS84, "天地图": WGS84,
+    "gcj02": GCJ02, "火星": GCJ02, "国测局": GCJ02, "高德": GCJ02, "腾讯": GCJ02, "微信": GCJ02,
+    "bd09": BD09, "百度": BD09,
+}
+SURVEYED, LEARNED = "surveyed", "learned"  # Household.coord_source
+CLEAR = "clear"  # the coordinate cells are blank: surveyed coordinates go, learned ones stay
 _UNIT_KINDS = {
     "市直部门": "市直部门", "市直单位": "市直部门", "部门": "市直部门",
     "镇街区": "镇街区", "镇街": "镇街区", "镇": "镇街区", "街道": "镇街区", "乡镇": "镇街区",
@@ -195,6 +209,9 @@ class HouseholdRow:
     area_kind: str
     area_name: str | None
     cadre_mobile: str
+    longitude: str | None = None  # 经度, 纬度, 坐标系 as typed (None: the column is not there)
+    latitude: str | None = None
+    datum: str | None = None
 
 
 @dataclass(frozen=True)
@@ -387,7 +404,8 @@ def read_roster(path: str | Path) -> RosterData:
                 data.windows.append(WindowRow(number, c["窗口名称"], c["单位"], c["在岗干部手机号"] or ""))
             elif sheet == HOUSEHOLDS:
                 data.households.append(HouseholdRow(number, c["住址"], c["姓名"], c["联系电话"], c["村/居"],
-                                                    c["村(社区)名称"], c["干部手机号"]))
+                                                    c["村(社区)名称"], c["干部手机号"], c["经度"], c["纬度"],
+                                                    c["坐标系"]))
             else:
                 data.objects.append(ServiceObjectRow(number, c["姓名"], c["工作单位(住址)"], c["联系电话"],
                                                      c["干部手机号"], c["备注"]))
@@ -466,10 +484,28 @@ def _edit_distance(a: str, b: str) -> int:
     return previous[-1]
 
 
+def _datum(text: str) -> str | None:
+    """WGS-84, GCJ-02, BD-09 as people write them (also 高德, 百度地图, 火星坐标, CGCS2000...); None if unknown."""
+    key = re.sub(r"[\s_\-]", "", text.lower())
+    for suffix in ("坐标系", "坐标", "地图"):
+        key = key.removesuffix(suffix)
+    return _DATUM_NAMES.get(key)
+
+
+def _degrees(text: str) -> float | None:
+    """Decimal degrees; None for anything else (degrees-minutes-seconds, a comma, NaN)."""
+    try:
+        value = float(text.replace("°", "").strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 class _Checker:
     def __init__(self, data: RosterData, existing: _Existing, minimum: int, bar: tqdm,
-                 supervision_units: tuple[str, ...] = SUPERVISION_UNITS):
+                 supervision_units: tuple[str, ...] = SUPERVISION_UNITS, datum: str = ""):
         self.data, self.existing, self.minimum, self.bar = data, existing, minimum, bar
+        self.datum = datum  # ROSTER_COORD_DATUM: for rows whose 坐标系 is blank
         self.supervision_units = tuple(supervision_units)
         self.plan = _Plan(errors=list(data.issues))
         self.cadre_units: dict[str, str] = {}  # cadre mobile -> unit name, for the per-unit check
@@ -638,8 +674,53 @@ class _Checker:
             fields = {"phone": phone, "area_kind": area_kind, "cadre": cadre}
             if r.area_name is not None:
                 fields["area_name"] = _optional(r.area_name)
+            coords = self.coordinates(r)
+            if coords is not None:
+                fields["coords"] = coords
             self.plan.households[key] = fields
         return households_of
+
+    def coordinates(self, r: HouseholdRow) -> tuple[float, float] | str | None:
+        """The household's surveyed coordinates in WGS-84 as (latitude, longitude); CLEAR when the
+        columns are there and both cells blank; None when the columns are missing or the row is wrong
+        (reported)."""
+        if r.longitude is None and r.latitude is None:
+            return None
+        if (r.longitude is None) != (r.latitude is None):
+            if r is self.data.households[0]:  # a header problem, reported once
+                have, lack = ("经度", "纬度") if r.latitude is None else ("纬度", "经度")
+                self.error(HOUSEHOLDS, 1, lack, f"有“{have}”列时也须有“{lack}”列")
+            return None
+        if not r.longitude and not r.latitude:
+            return CLEAR
+        ok = True
+        for column, text, other in (("经度", r.longitude, "纬度"), ("纬度", r.latitude, "经度")):
+            if not text:
+                self.error(HOUSEHOLDS, r.row, column, f"填写了{other}，也须填写{column}（两者都空则不记坐标）")
+                ok = False
+            elif _degrees(text) is None:
+                self.error(HOUSEHOLDS, r.row, column, f"不是以度为单位的数字（“{text}”），例如 121.4737")
+                ok = False
+        datum = _datum(r.datum) if r.datum else (self.datum or None)
+        if r.datum and datum is None:
+            self.error(HOUSEHOLDS, r.row, "坐标系", f"只能填 WGS-84、GCJ-02 或 BD-09（“{r.datum}”）")
+            ok = False
+        elif datum is None and ok:
+            self.error(HOUSEHOLDS, r.row, "坐标系", "有经纬度时须注明坐标系：WGS-84（GPS、天地图）、GCJ-02（高德、腾讯、"
+                                                  "微信地图）或 BD-09（百度地图）；也可用设置 ROSTER_COORD_DATUM 统一指定")
+            ok = False
+        if not ok:
+            return None
+        longitude, latitude = _degrees(r.longitude), _degrees(r.latitude)
+        if not in_china(latitude, longitude):
+            if in_china(longitude, latitude):
+                reason = f"经度、纬度可能填反了（经度 {r.longitude}，纬度 {r.latitude}）：国内经度约 73–135，纬度约 4–54"
+            else:
+                reason = f"坐标不在中国境内（经度 {r.longitude}，纬度 {r.latitude}）"
+            self.error(HOUSEHOLDS, r.row, "经度", reason)
+            return None
+        point = to_wgs84(latitude, longitude, datum)
+        return point.latitude, point.longitude
 
     def check_objects(self, households_of: dict[str, dict[tuple[str, str], int]]) -> dict[str, int]:
         seen: dict[tuple[str, str, str], int] = {}
@@ -729,12 +810,12 @@ def _bar(total: int, desc: str, progress: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="行", file=sys.stderr, disable=not progress, leave=False)
 
 
-def validate(data: RosterData, session: Session, *, minimum: int = 10,
-             progress: bool = False) -> tuple[list[RosterIssue], list[str]]:
+def validate(data: RosterData, session: Session, *, minimum: int = 10, progress: bool = False,
+             datum: str = "") -> tuple[list[RosterIssue], list[str]]:
     """Every error (sorted by sheet, then row) and every warning, checked against the database."""
     existing = _Existing.load(session)
     with _bar(data.row_count, "校验名册", progress) as bar:
-        plan = _Checker(data, existing, minimum, bar).run()
+        plan = _Checker(data, existing, minimum, bar, datum=datum).run()
     return sorted(plan.errors, key=_issue_order), plan.warnings
 
 
@@ -759,6 +840,7 @@ class ImportReport:
     service_objects: KindCounts = field(default_factory=KindCounts)
     windows: KindCounts = field(default_factory=KindCounts)
     warnings: list[str] = field(default_factory=list)
+    relocated: int = 0  # visits whose evidence was checked again against their household's new coordinates
 
     @property
     def by_sheet(self) -> dict[str, KindCounts]:
@@ -773,6 +855,8 @@ class ImportReport:
         lines = [f"名册导入完成：{self.source}" if self.changed else f"名册导入完成（无变化）：{self.source}"]
         for sheet, c in self.by_sheet.items():
             lines.append(f"{sheet}：新增 {c.created}，更新 {c.updated}，未变 {c.unchanged}，停用 {c.deactivated}")
+        if self.relocated:
+            lines.append(f"住户坐标有变：已按新坐标重新核对 {self.relocated} 次走访的位置凭证")
         if self.warnings:
             lines.append(f"提醒 {len(self.warnings)} 条：")
             lines += [f"  {w}" for w in self.warnings[:max_warnings]]
@@ -811,7 +895,9 @@ def _deactivate(existing: dict, present: set, counts: KindCounts) -> None:
             counts.deactivated += 1
 
 
-def _write(session: Session, plan: _Plan, existing: _Existing, report: ImportReport, bar: tqdm) -> None:
+def _write(session: Session, plan: _Plan, existing: _Existing, report: ImportReport, bar: tqdm,
+           settings: Settings) -> None:
+    moved: list[int] = []
     for name, fields in plan.units.items():
         _upsert(session, existing.units, name, Unit, {"name": name}, fields, report.units)
         bar.update()
@@ -832,12 +918,25 @@ def _write(session: Session, plan: _Plan, existing: _Existing, report: ImportRep
     cadre_ids = {mobile: cadre.id for mobile, cadre in existing.cadres.items()}
 
     for (address, name), fields in plan.households.items():
-        values = {k: v for k, v in fields.items() if k != "cadre"}
+        values = {k: v for k, v in fields.items() if k not in ("cadre", "coords")}
         values["cadre_id"] = cadre_ids[fields["cadre"]]
-        _upsert(session, existing.households, (address, name), Household, {"address": address, "name": name},
-                values, report.households)
+        before = existing.households.get((address, name))
+        where = None if before is None else (before.latitude, before.longitude)
+        coords = fields.get("coords")
+        if coords == CLEAR:  # the roster takes back its own coordinates, not those learned from visits
+            if before is not None and before.coord_source == SURVEYED:
+                values.update(latitude=None, longitude=None, coord_source=None)
+        elif coords is not None:  # surveyed coordinates replace learned ones, and older surveyed ones
+            values.update(latitude=coords[0], longitude=coords[1], coord_source=SURVEYED)
+        row = _upsert(session, existing.households, (address, name), Household, {"address": address, "name": name},
+                      values, report.households)
+        if where is not None and where != (row.latitude, row.longitude):
+            moved.append(row.id)
         bar.update()
     _deactivate(existing.households, plan.households.keys(), report.households)
+    if moved:  # the visits of a household whose coordinates changed: distance and evidence again
+        session.flush()
+        report.relocated = evidence.relocate(session, moved, settings)
 
     present = set()
     for (unit_name, name, phone), fields in plan.objects.items():
@@ -886,34 +985,40 @@ def _active_counts(existing: _Existing) -> dict[str, int]:
 
 def import_roster(engine: Engine, path: str | Path, *, minimum: int = 10, progress: bool = False,
                   max_deactivate_share: float | None = 0.5,
-                  supervision_units: tuple[str, ...] = SUPERVISION_UNITS) -> ImportReport:
+                  supervision_units: tuple[str, ...] = SUPERVISION_UNITS,
+                  settings: Settings | None = None) -> ImportReport:
     """Reads, checks and imports the roster in one transaction. Raises ``RosterError`` listing every
     problem, having written nothing, when the file has any error; ``RosterDeactivationRefused``,
     having written nothing, when it would deactivate more than ``max_deactivate_share`` of a sheet's
-    active rows (None: any share, the operator confirmed)."""
+    active rows (None: any share, the operator confirmed). ``settings`` gives the datum of
+    coordinates whose 坐标系 is blank (ROSTER_COORD_DATUM) and the evidence radius (the defaults when
+    None)."""
     data = read_roster(path)
     with session_scope(engine) as session:
         return import_into(session, data, str(path), minimum=minimum, progress=progress,
-                           max_deactivate_share=max_deactivate_share, supervision_units=supervision_units)
+                           max_deactivate_share=max_deactivate_share, supervision_units=supervision_units,
+                           settings=settings)
 
 
 def import_into(session: Session, data: RosterData, source: str, *, minimum: int = 10, progress: bool = False,
                 max_deactivate_share: float | None = 0.5,
-                supervision_units: tuple[str, ...] = SUPERVISION_UNITS) -> ImportReport:
+                supervision_units: tuple[str, ...] = SUPERVISION_UNITS,
+                settings: Settings | None = None) -> ImportReport:
     """Checks and imports roster data in the caller's transaction (the console's upload runs it in the
     core's session); ``RosterError`` with every problem, having written nothing, when there is any;
     ``RosterDeactivationRefused`` when it would deactivate more than ``max_deactivate_share`` of a
     sheet's active rows (the caller's transaction must then roll back)."""
+    settings = settings or Settings.model_construct()  # the defaults, without reading the environment
     report = ImportReport(source=source)
     existing = _Existing.load(session)
     active_before = _active_counts(existing)
     with _bar(data.row_count, "校验名册", progress) as bar:
-        plan = _Checker(data, existing, minimum, bar, supervision_units).run()
+        plan = _Checker(data, existing, minimum, bar, supervision_units, settings.roster_coord_datum).run()
     if plan.errors:
         raise RosterError(plan.errors)
     plan.windows_listed = data.windows_listed
     with _bar(plan.row_count, "写入数据库", progress) as bar:
-        _write(session, plan, existing, report, bar)
+        _write(session, plan, existing, report, bar, settings)
     if max_deactivate_share is not None:
         over = [(sheet, counts.deactivated, active_before[sheet]) for sheet, counts in report.by_sheet.items()
                 if counts.deactivated and counts.deactivated > max_deactivate_share * active_before[sheet]]

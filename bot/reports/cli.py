@@ -158,13 +158,14 @@ def cmd_spot_check(args, settings: Settings) -> int:
         print(texts.SPOT_NOTHING_TO_DRAW)
         return 0
     again = texts.SPOT_DRAWN_AGAIN.format(count=result.again) if result.again else ""
-    print(texts.SPOT_DRAWN.format(new=result.new, seed=result.seed, again=again))
+    print(texts.SPOT_DRAWN.format(new=result.new, seed=result.seed, again=again) + result.reasons_text())
     print(texts.SPOT_LIST_HEADER.format(count=len(drawn)))
     for item in drawn:
         outcome = "" if item.outcome == spotcheck.PENDING else f"（{texts.SPOT_OUTCOMES[item.outcome]}）"
         print(texts.SPOT_LIST_LINE.format(
             id=item.id, cadre=item.cadre, unit=item.unit, household=item.household, address=item.address,
-            phone=item.phone, date=item.visited_at.astimezone(settings.tz).strftime("%Y-%m-%d"), outcome=outcome))
+            phone=item.phone, date=item.visited_at.astimezone(settings.tz).strftime("%Y-%m-%d"), outcome=outcome,
+            why=item.why))
     return 0
 
 

@@ -10,7 +10,10 @@ needs to compile (分类汇总) and assign, instead of a hundred attachments, wi
 counting each unit's rows (who reported what, and who nothing).
 
 What goes into each form, for a half-year:
-  附件1  the households visited (集中入户走访) by the unit's cadres; 备注: who visited, when.
+  附件1  the households visited (集中入户走访) by the unit's cadres; 备注: who visited, when, the
+         strongest evidence of the household's visits and their flags (走过场), and the visiting
+         cadre's share of visits at each level of evidence in the half-year: all as stored when each
+         visit was confirmed (bot/core/evidence.py), counted here, never worked out again.
   附件2  problems raised by households (visits, everyday contacts) that are not 行业领域, taken in
          by the unit; 备注: the item's state on the ledger, and its own 备注.
   附件3  the unit's active service objects (a roster, not a half-year's events); 备注: the object's
@@ -34,15 +37,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Sequence
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlmodel import Session
 
 from bot import texts
 from bot.config import Settings
+from bot.core import evidence
 from bot.core.periods import half_bounds, half_label
 from bot.core.types import File
 from bot.imports.hotline import handling
-from storage.models import AreaKind, Cadre, Household, Problem, ProblemSource, ServiceObject, Unit, Visit
+from storage.models import AreaKind, Cadre, Household, Problem, ProblemSource, ServiceObject, Unit, Visit, VisitFlag
 
 FORMS = (1, 2, 3, 4, 5)
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -53,7 +57,7 @@ PARTS: dict[int, tuple[str, ...]] = {1: (AreaKind.VILLAGE, AreaKind.COMMUNITY), 
 DEADLINES = {1: "deadline_form12", 2: "deadline_form12", 3: "deadline_form34", 4: "deadline_form34",
              5: "deadline_form5"}
 # Column widths in characters, per form (the content columns wide, phones fit 0571-87654321).
-WIDTHS = {1: (36, 14, 16, 30), 2: (12, 30, 16, 10, 48, 20), 3: (16, 34, 16, 30), 4: (16, 30, 16, 10, 48, 20),
+WIDTHS = {1: (36, 14, 16, 48), 2: (12, 30, 16, 10, 48, 20), 3: (16, 34, 16, 30), 4: (16, 30, 16, 10, 48, 20),
           5: (12, 16, 48, 30, 18, 20)}
 
 Row = tuple[str, ...]
@@ -127,17 +131,35 @@ def form_rows(session: Session, form: int, half: str, unit_ids: Sequence[int],
     if not unit_ids:
         return out
     if form == 1:
+        counted = (Visit.half == half, _in_units(Cadre.unit_id, unit_ids),
+                   Visit.disputed_at.is_(None))  # a visit its household denied is not reported
+        strongest = func.min(case({level: n for n, level in enumerate(evidence.LEVELS)}, value=Visit.evidence,
+                                  else_=len(evidence.LEVELS) - 1))
         query = (select(Cadre.unit_id, Household.area_kind, Household.address, Household.name, Household.phone,
-                        func.min(Visit.visited_at), func.min(Cadre.name))
+                        func.min(Visit.visited_at), func.min(Cadre.name), func.min(Visit.cadre_id), strongest,
+                        Household.id)
                  .join(Household, Household.id == Visit.household_id).join(Cadre, Cadre.id == Visit.cadre_id)
-                 .where(Visit.half == half, _in_units(Cadre.unit_id, unit_ids),
-                        Visit.disputed_at.is_(None))  # a visit its household denied is not reported
+                 .where(*counted)
                  .group_by(Cadre.unit_id, Household.id, Household.area_kind, Household.address, Household.name,
                            Household.phone)
                  .order_by(Cadre.unit_id, Household.address, Household.name))
-        for unit_id, kind, address, name, phone, first, cadre in session.execute(query):
+        flagged: dict[int, set[str]] = defaultdict(set)
+        for household_id, kind in session.execute(
+                select(Visit.household_id, VisitFlag.kind).join(Visit, Visit.id == VisitFlag.visit_id)
+                .join(Cadre, Cadre.id == Visit.cadre_id).where(*counted).distinct()):
+            flagged[household_id].add(kind)
+        shares = {row.cadre_id: row for row in evidence.summary(session, half, list(unit_ids))}
+        for unit_id, kind, address, name, phone, first, cadre, cadre_id, rank, household_id in session.execute(query):
             visited = texts.REPORT_VISITED_BY.format(cadre=cadre, date=_local_date(first, settings))
-            out[(unit_id, _kind(kind))].append((address, name, phone, visited))
+            proof = texts.REPORT_EVIDENCE.format(level=texts.EVIDENCE_NAMES[evidence.LEVELS[rank]])
+            flags = flagged.get(household_id)
+            warn = texts.REPORT_FLAGGED.format(kinds="、".join(texts.FLAG_NAMES.get(k, k) for k in sorted(flags))) \
+                if flags else None
+            mine = shares.get(cadre_id)
+            share = texts.REPORT_CADRE_EVIDENCE.format(
+                cadre=mine.name, shares=mine.percentages(),
+                flagged=texts.REPORT_CADRE_FLAGGED.format(count=mine.flags) if mine.flags else "") if mine else None
+            out[(unit_id, _kind(kind))].append((address, name, phone, _remark(visited, proof, warn, share)))
     elif form == 2:
         query = (select(Problem.unit_id, Household.area_kind, func.coalesce(Problem.raiser_name, Household.name),
                         Household.address, func.coalesce(Problem.raiser_phone, Household.phone), Problem.category,

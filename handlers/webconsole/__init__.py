@@ -356,7 +356,7 @@ def console_routes(core: Engine, settings: Settings, wecom: WeComApi | None = No
         if unit_id is None:
             raise views.NotFound(f"unit:{request.path_params['id']}")
         view = await core.run(views.unit_page, settings, who, unit_id, half, read_only=True)
-        return page(request, "unit", who=who, view=view, half=half)
+        return page(request, "unit", who=who, view=view, half=half, radius=settings.visit_radius_meters)
 
     async def cadre(request: Request, who) -> Response:
         half = half_from(request)

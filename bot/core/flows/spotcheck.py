@@ -82,7 +82,7 @@ class SpotCheckFlow(Flow):
         if not result.drawn:
             return ctx.say(texts.SPOT_NOTHING_TO_DRAW)
         again = texts.SPOT_DRAWN_AGAIN.format(count=result.again) if result.again else ""
-        ctx.say(texts.SPOT_DRAWN.format(new=result.new, seed=result.seed, again=again))
+        ctx.say(texts.SPOT_DRAWN.format(new=result.new, seed=result.seed, again=again) + result.reasons_text())
 
     # -- the list --------------------------------------------------------------------------------
 
@@ -140,7 +140,7 @@ class SpotCheckFlow(Flow):
         if item is None:
             return texts.SPOT_ITEM_GONE
         text = texts.SPOT_ITEM.format(household=item.household, address=item.address, phone=item.phone,
-                                      cadre=item.cadre, unit=item.unit,
+                                      cadre=item.cadre, unit=item.unit, why=item.why,
                                       date=item.visited_at.astimezone(ctx.settings.tz).strftime("%Y-%m-%d"))
         return text + "\n" + texts.SPOT_HOUSEHOLD_CONFIRMED if item.household_confirmed_at else text
 
