@@ -578,12 +578,19 @@ def cmd_restore(args, settings: Settings) -> int:
         restore(engine, settings.sqlalchemy_url, Path(args.file), force=args.force)
         upgrade(engine)  # a backup of an older version gets the newer tables and columns
         counts = row_counts(engine)
+        try:
+            _check_keys(engine)
+            unreadable = None
+        except SettingsError as exc:  # restored all the same; the bot will not start until the key is set
+            unreadable = str(exc)
     except BackupError as exc:
         print(str(exc), file=sys.stderr)
         return exc.exit_code
     finally:
         engine.dispose()
     print(f"已从 {args.file} 恢复：{len(counts)} 张表，共 {sum(counts.values())} 行。")
+    if unreadable:
+        print(f"提醒：{unreadable}", file=sys.stderr)
     return 0
 
 

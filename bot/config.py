@@ -319,13 +319,16 @@ class Settings(BaseSettings):
                "并与数据库备份分开妥善保管：丢失后加密的电话号码无法恢复")
         if self.data_key is None:
             if self.environment == "production":
-                raise SettingsError(f"DATA_KEY 缺失：生产环境必须设置电话号码的加密密钥（至少 {MIN_KEY_LENGTH} 位随机串），{how}。")
+                raise SettingsError(f"DATA_KEY 缺失：生产环境必须设置电话号码的加密密钥（至少 {MIN_KEY_LENGTH} 位随机串），{how}。"
+                                    "此前未设置时用开发密钥加密的号码：把开发密钥（storage/crypto.py 的 "
+                                    "DEVELOPMENT_DATA_KEY）写入 DATA_KEY_OLD 后运行 python -m bot rotate-key。")
         else:
             key = self.data_key.get_secret_value().strip()
             if key == DEVELOPMENT_DATA_KEY:
                 if self.environment == "production":
                     raise SettingsError(f"DATA_KEY 是公开的开发密钥：生产环境必须换成自己的随机串，{how}；"
-                                        "已用开发密钥加密的号码，把它写入 DATA_KEY_OLD 后运行 python -m bot rotate-key。")
+                                        "此前用开发密钥加密的号码：把开发密钥（storage/crypto.py 的 DEVELOPMENT_DATA_KEY）"
+                                        "写入 DATA_KEY_OLD 后运行 python -m bot rotate-key。")
             elif _PLACEHOLDER.match(key) or len(key) < MIN_KEY_LENGTH:
                 raise SettingsError(f"DATA_KEY 仍是占位值或太短：请填入至少 {MIN_KEY_LENGTH} 位的随机串，{how}。")
         for old in self.data_keys_old:

@@ -5,6 +5,10 @@ PostgreSQL; local dates (Asia/Shanghai) are derived where shown. Enumerations (r
 sources) are ``StrEnum``s stored in plain string columns: a member *is* its stored string (``Role.CADRE
 == "cadre"``), rows read back compare equal to the members, and adding a value needs no migration. Alembic migrations in storage/migrations create these tables; ``create_all`` is not
 used outside tests.
+
+Citizens' phone numbers are ``EncryptedString`` columns, each with a ``*_hash`` column beside it that
+the ORM keeps (storage/crypto.py): read and written in clear here, stored encrypted. Staff mobiles
+(``Cadre.mobile``, ``WeComMember.mobile``) identify and bind staff and stay in clear.
 """
 
 from __future__ import annotations

@@ -447,3 +447,23 @@ def test_the_migration_encrypts_an_existing_database_and_downgrade_decrypts(data
             with admin.begin() as conn:
                 conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
             admin.dispose()
+
+
+def test_a_backup_restored_under_another_key_says_which_key_it_needs(db, settings, database_url, monkeypatch,
+                                                                     capsys, tmp_path):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the PostgreSQL round trip is tests/test_backup.py's; the key check is the same")
+    crypto.configure(Keyring(KEY_A))
+    make_roster(db)
+    _configure(monkeypatch, settings, KEY_A)
+    assert cli_main(["backup", str(tmp_path / "backup.db")]) == 0
+    capsys.readouterr()
+    _configure(monkeypatch, settings, KEY_B)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'restored.db'}")
+    assert cli_main(["restore", str(tmp_path / "backup.db")]) == 0  # restored all the same
+    err = capsys.readouterr().err
+    assert err.startswith("提醒：") and f"编号 {Keyring(KEY_A).current.kid}" in err and "DATA_KEY_OLD" in err
+    _configure(monkeypatch, settings, KEY_A)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'restored.db'}")
+    assert cli_main(["migrate"]) == 0  # with the key it was made under, it opens
+    get_settings.cache_clear()
