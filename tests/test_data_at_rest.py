@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from pathlib import Path
 
 import openpyxl
