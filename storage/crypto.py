@@ -29,9 +29,11 @@ hashes too. ``rotate-key`` rewrites each hash with its ciphertext, and lookups d
 **Sealed free text**: a phone number also reaches rest inside text: a flow's state while the user
 is still answering (dialogue_state.data), the answer kept with an event for redelivery
 (processed_inbound.answer: a supervisor's call-back list shows full numbers), a reply queued in the
-outbox. ``SealedJSON`` and ``SealedText`` store such a value sealed whole (``{"$sealed": token}``,
-or the token) when it carries anything shaped like a phone number (``carries_phone``), and as it is
-otherwise: nothing to pay on the events that carry none.
+outbox (its body, and the WeCom API calls in its payload). ``SealedJSON`` and ``SealedText`` store
+such a value sealed whole (``{"$sealed": token}``, or the token) when it carries anything shaped
+like a phone number (``carries_phone``), and as it is otherwise: nothing to pay on the events that
+carry none. Outbox attachments (``SealedBytes``) are always sealed: an exported form sent by chat
+lists every number of a unit, inside a compressed workbook no pattern can look into.
 
 **Where the key comes from**: the program installs the keyring built from its settings
 (``configure``, by bot.cli before anything touches the database). Unconfigured (tests, a bare
@@ -57,7 +59,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import JSON, String, Text, event, inspect
+from sqlalchemy import JSON, LargeBinary, String, Text, event, inspect
 from sqlalchemy.sql import operators
 from sqlalchemy.types import TypeDecorator
 
@@ -184,6 +186,25 @@ class Keyring:
         if not phone or not phone.strip():
             return ()
         return tuple(_mac(mac, phone) for mac in self._macs)
+
+    def encrypt_bytes(self, data: bytes | None) -> bytes | None:
+        """Bytes sealed under the current key: ``v1:<key id>:`` then nonce, ciphertext and tag, raw."""
+        if not data:
+            return data
+        return self.prefix.encode() + self.current.seal(data)
+
+    def decrypt_bytes(self, blob: bytes | None) -> bytes | None:
+        """What ``encrypt_bytes`` sealed; bytes without the prefix (from before 0018) as they are."""
+        if not blob or not blob.startswith(b"v1:"):
+            return blob
+        _version, kid, body = (bytes(blob).split(b":", 2) + [b"", b""])[:3]
+        key = self._keys.get(kid.decode("ascii", "replace"))
+        if key is None:
+            raise DataKeyError(unknown_key_message(kid.decode("ascii", "replace")))
+        try:
+            return key.open(body)
+        except (InvalidTag, ValueError) as exc:
+            raise DataKeyError(f"密钥编号 {kid.decode('ascii', 'replace')} 的密文无法通过校验（数据已损坏，或密钥不对）。") from exc
 
     def seal_json(self, value: Any) -> Any:
         return {SEAL: self.encrypt(json.dumps(value, ensure_ascii=False, separators=(",", ":")))}
@@ -328,6 +349,20 @@ class SealedText(TypeDecorator):
         return keyring().decrypt(value)
 
 
+class SealedBytes(TypeDecorator):
+    """A file at rest, always sealed (``encrypt_bytes``): an outbox attachment may be an exported form
+    with every household's number in it, and a compressed workbook cannot be searched for one."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return keyring().encrypt_bytes(value)
+
+    def process_result_value(self, value, dialect):
+        return keyring().decrypt_bytes(value)
+
+
 def keep_hash(model, attribute: str, hash_attribute: str) -> None:
     """Keeps ``model.<hash_attribute>`` the keyed hash of ``model.<attribute>`` on every ORM insert and
     update. Core statements that write the number give the hash themselves (``keyring().hash``)."""
@@ -356,7 +391,7 @@ class PhoneColumn:
 class SealedColumn:
     table: str
     column: str
-    json: bool  # SealedJSON, else SealedText
+    kind: str  # "json" (SealedJSON), "text" (SealedText) or "bytes" (SealedBytes)
 
 
 PHONE_COLUMNS: tuple[PhoneColumn, ...] = (
@@ -367,9 +402,11 @@ PHONE_COLUMNS: tuple[PhoneColumn, ...] = (
     PhoneColumn("callback_task", "phone", "phone_hash"),
 )
 SEALED_COLUMNS: tuple[SealedColumn, ...] = (
-    SealedColumn("dialogue_state", "data", True),
-    SealedColumn("processed_inbound", "answer", True),
-    SealedColumn("outbox", "body", False),
+    SealedColumn("dialogue_state", "data", "json"),
+    SealedColumn("processed_inbound", "answer", "json"),
+    SealedColumn("outbox", "body", "text"),
+    SealedColumn("outbox", "payload", "json"),  # a WeCom reply's API calls carry its text
+    SealedColumn("outbox_attachment", "content", "bytes"),
 )
 
 

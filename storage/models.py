@@ -17,11 +17,11 @@ from datetime import date, datetime
 from enum import StrEnum, nonmember
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlalchemy import false as sa_false
 from sqlmodel import Field, SQLModel
 
-from storage.crypto import HASH_LENGTH, EncryptedString, SealedJSON, SealedText, keep_hash
+from storage.crypto import HASH_LENGTH, EncryptedString, SealedBytes, SealedJSON, SealedText, keep_hash
 
 
 class Role(StrEnum):
@@ -358,7 +358,8 @@ class OutboxMessage(SQLModel, table=True):
     recipient: str = Field(max_length=100)  # the channel's user id
     cadre_id: Optional[int] = Field(default=None, foreign_key="cadre.id", index=True)
     body: str = Field(sa_column=Column(SealedText, nullable=False))  # at most 4096 characters; sealed if it shows a phone
-    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # A WeCom reply's API calls carry its text: sealed like the body when they show a phone number.
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(SealedJSON, nullable=False))
     state: str = Field(default=OutboxState.PENDING, max_length=20)
     attempts: int = 0
     next_attempt_at: datetime
@@ -403,7 +404,7 @@ class OutboxAttachment(SQLModel, table=True):
     message_id: int = Field(foreign_key="outbox.id", index=True)
     filename: str = Field(max_length=100)
     content_type: str = Field(max_length=50)
-    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    content: bytes = Field(sa_column=Column(SealedBytes, nullable=False))  # sealed at rest: it may be a form
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from sqlalchemy import JSON, Integer, String, Text, and_, column, func, not_, or_, select, table, tuple_, update
+from sqlalchemy import (JSON, Integer, LargeBinary, String, Text, and_, column, func, not_, or_, select, table, tuple_,
+                        update)
 from sqlalchemy.engine import Connection
 
 from storage.crypto import (PHONE_COLUMNS, SEAL, SEALED_COLUMNS, VERSION, DataKeyError, Keyring, PhoneColumn,
@@ -42,9 +43,14 @@ def _phone_table(spec: PhoneColumn):
     return table(spec.table, column("id", Integer), column(spec.column, String), column(spec.hash_column, String))
 
 
+_TYPES = {"json": JSON, "text": Text, "bytes": LargeBinary}
+_FILE_BATCH = 50  # attachments are files (a chart, a workbook): fewer of them at a time
+
+
 def _sealed_table(spec: SealedColumn):
     keys = _KEYS.get(spec.table, ("id",))
-    columns = [column(name, String) for name in keys] + [column(spec.column, JSON if spec.json else Text)]
+    columns = [column(name, Integer if name == "id" else String) for name in keys] + [column(spec.column,
+                                                                                          _TYPES[spec.kind])]
     if spec.table in _VERSIONED:
         columns.append(column(_VERSIONED[spec.table], Integer))
     return table(spec.table, *columns), keys
@@ -74,11 +80,16 @@ def pending(conn: Connection, keyring: Keyring, phone_columns: Sequence[PhoneCol
 def _sealed_filter(t, spec: SealedColumn, keyring: Keyring | None = None):
     """Rows holding a sealed value; given a keyring, only those not sealed under its current key."""
     value = t.c[spec.column]
-    if spec.json:
+    if spec.kind == "json":
         found = value.cast(Text).like(f'%"{SEAL}"%')
         return and_(found, not_(value.cast(Text).like(f'%"{keyring.prefix}%'))) if keyring else found
-    found = value.like(f"{VERSION}:%")
-    return and_(found, not_(value.startswith(keyring.prefix))) if keyring else found
+    if spec.kind == "text":
+        found = value.like(f"{VERSION}:%")
+        return and_(found, not_(value.startswith(keyring.prefix))) if keyring else found
+    found = func.substr(value, 1, len(VERSION) + 1) == f"{VERSION}:".encode()
+    if keyring is None:
+        return found
+    return and_(found, func.substr(value, 1, len(keyring.prefix)) != keyring.prefix.encode())
 
 
 def reencrypt(conn: Connection, keyring: Keyring, *, batch: int = 500,
@@ -117,10 +128,11 @@ def reencrypt(conn: Connection, keyring: Keyring, *, batch: int = 500,
         version = t.c[_VERSIONED[spec.table]] if spec.table in _VERSIONED else None
         value, last = t.c[spec.column], None
         where = [] if seal_clear else [_sealed_filter(t, spec, keyring)]
+        size = min(batch, _FILE_BATCH) if spec.kind == "bytes" else batch
         while True:
             after = [] if last is None else [tuple_(*key_columns) > tuple_(*last)]
             fetched = [*key_columns, value] + ([version] if version is not None else [])
-            rows = conn.execute(select(*fetched).where(*where, *after).order_by(*key_columns).limit(batch)).all()
+            rows = conn.execute(select(*fetched).where(*where, *after).order_by(*key_columns).limit(size)).all()
             if not rows:
                 break
             for row in rows:
@@ -142,10 +154,15 @@ _SAME = object()
 
 def _resealed(keyring: Keyring, spec: SealedColumn, raw, seal_clear: bool):
     """The value to write back, or ``_SAME``."""
-    if spec.json:
+    if spec.kind == "json":
         if type(raw) is dict and SEAL in raw and len(raw) == 1:
             return _SAME if keyring.is_current(raw[SEAL]) else keyring.seal_json(keyring.open_json(raw))
         return keyring.seal_json(raw) if seal_clear and raw is not None and carries_phone(raw) else _SAME
+    if spec.kind == "bytes":  # files are always sealed
+        raw = bytes(raw) if raw is not None else None
+        if raw and raw.startswith(f"{VERSION}:".encode()):
+            return _SAME if raw.startswith(keyring.prefix.encode()) else keyring.encrypt_bytes(keyring.decrypt_bytes(raw))
+        return keyring.encrypt_bytes(raw) if seal_clear and raw else _SAME
     if token_key_id(raw) is not None:
         return _SAME if keyring.is_current(raw) else keyring.encrypt(keyring.decrypt(raw))
     return keyring.encrypt(raw) if seal_clear and raw and carries_phone(raw) else _SAME
@@ -171,7 +188,8 @@ def decrypt_all(conn: Connection, keyring: Keyring, phone_columns: Sequence[Phon
         key_columns = [t.c[k] for k in keys]
         for row in conn.execute(select(*key_columns, t.c[spec.column]).where(_sealed_filter(t, spec))).all():
             raw = row[len(keys)]
-            clear = keyring.open_json(raw) if spec.json else keyring.decrypt(raw)
+            clear = (keyring.open_json(raw) if spec.kind == "json" else
+                     keyring.decrypt_bytes(bytes(raw)) if spec.kind == "bytes" else keyring.decrypt(raw))
             conn.execute(update(t).where(*(c == v for c, v in zip(key_columns, row[:len(keys)])))
                          .values({spec.column: clear}))
 

@@ -22,6 +22,7 @@ from sqlmodel import SQLModel, select
 from bot import texts
 from bot.cli import main as cli_main
 from bot.config import Settings, get_settings
+from bot.core import outbox
 from bot.core.engine import Engine
 from bot.core.types import Inbound
 from bot.imports.hotline import import_hotline
@@ -31,8 +32,8 @@ from storage import crypto, rekey
 from storage.crypto import DataKeyError, Keyring
 from storage.db import make_engine, migrate, session_scope, upgrade
 from storage.example_roster import CADRES, write_example_workbook
-from storage.models import (AuditLog, CallbackTask, Cadre, DialogueState, Household, Problem, ProcessedInbound, Rating,
-                            Role, ServiceObject, TargetKind)
+from storage.models import (AuditLog, CallbackTask, Cadre, DialogueState, Household, OutboxAttachment, OutboxMessage,
+                            Problem, ProcessedInbound, Rating, Role, ServiceObject, TargetKind)
 from tests.utils import Chat, bind, make_roster, token_for
 
 KEY_A = "a-test-data-key-of-forty-characters-0001"
@@ -154,6 +155,23 @@ def test_the_database_holds_no_citizen_phone_in_clear(store, settings, clock, tm
             [form3] = forms.export(s, [3], "2026H2", units, settings)
             an_object = s.exec(select(ServiceObject).order_by(ServiceObject.id)).first().phone
         assert CALLER in _cells(form5.content) and an_object in _cells(form3.content)
+
+        # The same form sent by chat (WeCom sends files from the outbox): body, API calls and file sealed.
+        with session_scope(store) as s:
+            outbox.enqueue(s, key="reply:form5", kind="reply", channel="wecom", recipient="head", now=clock(),
+                           body=f"附件5 已生成；回访电话 {CALLER}", settings=settings,
+                           payload={"wecom": [{"path": "/cgi-bin/message/send", "body": {"text": {"content": CALLER}}}]},
+                           # (the XLSX type itself, 65 characters, does not fit the column's 50 on PostgreSQL)
+                           attachments=[outbox.Attachment("附件5.xlsx", "application/octet-stream", form5.content)])
+        with session_scope(store) as s:
+            message = s.exec(select(OutboxMessage).where(OutboxMessage.idempotency_key == "reply:form5")).one()
+            [attachment] = s.exec(select(OutboxAttachment).where(OutboxAttachment.message_id == message.id)).all()
+            assert CALLER in message.body and message.payload["wecom"][0]["body"]["text"]["content"] == CALLER
+            assert attachment.content == form5.content  # read back whole
+        with store.connect() as conn:
+            raw_file = conn.execute(text("SELECT content FROM outbox_attachment")).scalar_one()
+        assert bytes(raw_file).startswith(f"v1:{crypto.keyring().current.kid}:".encode())
+        assert in_clear(store, phones) == []
     finally:
         core.close()
 
@@ -415,6 +433,11 @@ def test_the_migration_encrypts_an_existing_database_and_downgrade_decrypts(data
                 t=clock(), a=f'{{"replies": [{{"text": "回访电话 {RATER}"}}]}}')
             run("INSERT INTO processed_inbound (channel, event_key, created_at, answer) VALUES ('test', 'e2', :t, :a)",
                 t=clock(), a='{"replies": [{"text": "你好"}]}')
+            run("INSERT INTO outbox (id, idempotency_key, kind, channel, recipient, body, payload, state, attempts, "
+                "next_attempt_at, created_at, interrupted) VALUES (1, 'k1', 'reply', 'wecom', 'head', :b, :p, 'pending', "
+                "0, :t, :t, 0)", b=f"回访电话 {RATER}", p=f'{{"wecom": [{{"text": "{RATER}"}}]}}', t=clock())
+            run("INSERT INTO outbox_attachment (message_id, filename, content_type, content) "
+                "VALUES (1, 'a.txt', 'text/plain', :c)", c=f"住户 {REPORTER}".encode())
         old = ["13900001000", "13900001001", "13900001002", "0571-86660001", RATER, REPORTER]
         assert in_clear(engine, old) == old
 
@@ -429,6 +452,9 @@ def test_the_migration_encrypts_an_existing_database_and_downgrade_decrypts(data
             assert s.get(DialogueState, ("test", "r")).data == {"phone": REPORTER}
             assert s.get(ProcessedInbound, ("test", "e1")).answer["replies"][0]["text"] == f"回访电话 {RATER}"
             assert s.get(ProcessedInbound, ("test", "e2")).answer == {"replies": [{"text": "你好"}]}
+            message = s.get(OutboxMessage, 1)
+            assert (message.body, message.payload) == (f"回访电话 {RATER}", {"wecom": [{"text": RATER}]})
+            assert s.exec(select(OutboxAttachment)).one().content == f"住户 {REPORTER}".encode()
             s.add(ServiceObject(name="对象2", workplace="x", phone="13700000001", cadre_id=1, unit_id=1))
         with pytest.raises(IntegrityError):  # uniqueness moved to the hash
             with session_scope(engine) as s:
@@ -439,6 +465,8 @@ def test_the_migration_encrypts_an_existing_database_and_downgrade_decrypts(data
             assert sorted(conn.execute(text("SELECT phone FROM household")).scalars()) == old[:3]
             assert conn.execute(text("SELECT phone FROM callback_task")).scalar_one() == RATER
             assert REPORTER in conn.execute(text("SELECT CAST(data AS TEXT) FROM dialogue_state")).scalar_one()
+            assert bytes(conn.execute(text("SELECT content FROM outbox_attachment")).scalar_one()) == \
+                f"住户 {REPORTER}".encode()
     finally:
         engine.dispose()
         if schema:

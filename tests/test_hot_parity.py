@@ -129,7 +129,8 @@ CASES = {
         dict(channel="wecom", key="wecom-reply:new", recipient="zhangsan", body="again", payload={}, state="pending",
              attempts=0, interrupted=0, now=s.now, created_at=s.now),
         dict(channel="wecom", key="wecom-reply:phone", recipient="zhangsan", body="回访电话 13912345678",  # sealed
-             payload={}, state="pending", attempts=0, interrupted=0, now=s.now, created_at=s.now)],
+             payload={"wecom": [{"body": {"text": {"content": "回访电话 13912345678"}}}]}, state="pending", attempts=0,
+             interrupted=0, now=s.now, created_at=s.now)],
     "cadre_visits": lambda s: [dict(cadre_id=s.cadre_id, half=s.half), dict(cadre_id=s.cadre_id, half="2020H1"),
                                dict(cadre_id=s.other_cadre_id, half=s.half)],
     "stored_answer": lambda s: [dict(channel="telegram", event_key="answered-1"),

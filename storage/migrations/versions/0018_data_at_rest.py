@@ -1,7 +1,8 @@
 """data at rest: citizens' phone numbers encrypted, a keyed hash beside each, sealed free text
 
 Widens the phone columns for their tokens, adds the hash columns, encrypts every number already
-there and seals the dialogue states, kept answers and outbox bodies that carry one, with the key of
+there and seals the dialogue states, kept answers and outbox messages that carry one (and every
+outbox attachment: a chart, or an exported form full of numbers), with the key of
 the environment at migration time (DATA_KEY, or the one bot.cli configured from the settings;
 without one, the public development key). The service objects' uniqueness moves to the hash.
 On SQLite, secure_delete is on while the rows are rewritten, so the clear numbers do not linger in
@@ -30,8 +31,9 @@ depends_on: Union[str, Sequence[str], None] = None
 PHONES = (PhoneColumn("household", "phone", "phone_hash"), PhoneColumn("serviceobject", "phone", "phone_hash"),
           PhoneColumn("problem", "raiser_phone", "raiser_phone_hash"), PhoneColumn("rating", "phone", "phone_hash"),
           PhoneColumn("callback_task", "phone", "phone_hash"))
-SEALED = (SealedColumn("dialogue_state", "data", True), SealedColumn("processed_inbound", "answer", True),
-          SealedColumn("outbox", "body", False))
+SEALED = (SealedColumn("dialogue_state", "data", "json"), SealedColumn("processed_inbound", "answer", "json"),
+          SealedColumn("outbox", "body", "text"), SealedColumn("outbox", "payload", "json"),
+          SealedColumn("outbox_attachment", "content", "bytes"))
 NULLABLE = {"problem": True, "rating": True}
 
 
