@@ -295,6 +295,10 @@ def test_rotate_key_round_trip_a_crash_half_way_and_a_wrong_key(db, settings, cl
     finally:
         core.close()
     import_hotline(db, hotline_book(tmp_path / "h.xlsx", roster.unit.name), now=clock())
+    with session_scope(db) as s:  # a queued reply with a file
+        outbox.enqueue(s, key="reply:1", kind="reply", channel="wecom", recipient="head", now=clock(),
+                       body=f"回访电话 {RATER}", settings=settings, payload={"text": RATER},
+                       attachments=[outbox.Attachment("a.csv", "text/csv", f"号码,{RATER}".encode())])
     before = _citizen_phones(db)
     assert _kids(db) == {Keyring(KEY_A).current.kid}
 
@@ -326,6 +330,11 @@ def test_rotate_key_round_trip_a_crash_half_way_and_a_wrong_key(db, settings, cl
     out = capsys.readouterr().out
     assert "已用新密钥重新加密" in out and "删去 DATA_KEY_OLD" in out
     assert _kids(db) == {Keyring(KEY_B).current.kid}
+    with db.connect() as conn:
+        raw = conn.execute(text("SELECT o.body, CAST(o.payload AS TEXT), a.content FROM outbox o "
+                                "JOIN outbox_attachment a ON a.message_id = o.id")).one()
+    prefix = f"v1:{Keyring(KEY_B).current.kid}:"
+    assert raw[0].startswith(prefix) and f'"{prefix}' in raw[1] and bytes(raw[2]).startswith(prefix.encode())
     assert cli_main(["rotate-key", "--quiet"]) == 0
     assert "无需轮换" in capsys.readouterr().out
 
@@ -335,6 +344,9 @@ def test_rotate_key_round_trip_a_crash_half_way_and_a_wrong_key(db, settings, cl
     capsys.readouterr()
     crypto.configure(Keyring(KEY_B))
     assert _citizen_phones(db) == before
+    with session_scope(db) as s:
+        assert s.exec(select(OutboxAttachment)).one().content == f"号码,{RATER}".encode()
+        assert s.exec(select(OutboxMessage)).one().payload == {"text": RATER}
     with session_scope(db) as s:
         assert s.exec(select(Household).where(Household.phone_hash.in_(crypto.keyring().hashes("13900000003")))).one()
     assert import_hotline(db, hotline_book(tmp_path / "h.xlsx", roster.unit.name), now=clock()).created == 0
