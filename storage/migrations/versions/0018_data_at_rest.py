@@ -24,7 +24,7 @@ from storage import crypto, rekey
 from storage.crypto import PhoneColumn, SealedColumn
 
 revision: str = '0018'
-down_revision: Union[str, None] = '0009'
+down_revision: Union[str, None] = '0017'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
