@@ -50,6 +50,7 @@ from bot.core.geo import Point, distance_m
 from bot.core.periods import half_of
 from bot.core.survey import CATEGORIES
 from bot.texts import RATING_REASONS
+from storage import crypto
 from storage.db import make_engine, upgrade
 from storage.models import (Cadre, CallbackTask, ChatAccount, EvaluationCode, Household, Problem, ProblemSource,
                             ProblemStatus, Rating, Role, ServiceObject, ServiceWindow, TargetKind, Unit, Visit,
@@ -109,6 +110,11 @@ class _Writer:
 
     def insert(self, model, rows: list[dict]) -> None:
         table = model.__table__
+        # A Core insert: the phone columns encrypt through their type, their keyed hashes are ours to give.
+        for spec in crypto.PHONE_COLUMNS:
+            if spec.table == table.name:
+                keys = crypto.keyring()
+                rows = [{**row, spec.hash_column: keys.hash(row.get(spec.column))} for row in rows]
         keys = set().union(*(row.keys() for row in rows)) if rows else set()
         # executemany takes its columns from the first row: every row gets every key.
         rows = [row if len(row) == len(keys) else {k: row.get(k) for k in keys} for row in rows]

@@ -19,19 +19,45 @@ from sqlmodel import select
 
 from bot.config import DEVELOPMENT_EVALUATION_KEY, Settings, get_settings
 from bot.errors import OperatorError, SettingFileError, SettingsError, settings_error
+from storage.crypto import DataKeyError
 from storage.db import make_engine, session_scope, upgrade
 
 log = logging.getLogger("bot")
 
 
+def install_keys(settings: Settings) -> None:
+    """Makes the settings' DATA_KEY the process's key for the phone numbers at rest (storage/crypto.py),
+    before anything reads or writes them (the migrations included)."""
+    from storage import crypto
+
+    try:
+        crypto.configure(settings.data_keyring)
+    except crypto.DataKeyError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
+def _check_keys(engine) -> None:
+    """The configured keys open every phone number in the database; else the key ids are named (exit 2)."""
+    from storage import crypto, rekey
+
+    with engine.connect() as conn:
+        try:
+            rekey.check_keys(conn, crypto.keyring())
+        except crypto.DataKeyError as exc:
+            raise SettingsError(str(exc)) from exc
+
+
 def _engine(settings: Settings):
-    """The database of DATABASE_URL, migrated; a database that cannot be opened or reached is the
-    operator's to fix, and the error says so (SettingsError, exit code 2)."""
+    """The database of DATABASE_URL, migrated, its phone numbers readable with DATA_KEY; a database
+    that cannot be opened or reached, or a key that does not open it, is the operator's to fix, and
+    the error says so (SettingsError, exit code 2)."""
     from sqlalchemy.exc import DatabaseError
 
+    install_keys(settings)
     try:
         engine = make_engine(settings.sqlalchemy_url)
         upgrade(engine)
+        _check_keys(engine)
     except OSError as exc:  # the SQLite file's folder could not be created
         raise SettingFileError(f"设置 DATABASE_URL：无法创建 {exc.filename or '数据库文件的目录'}（{exc.strerror}）。"
                                "请改为可写目录下的文件，例如 sqlite:///./data/bot.db。") from exc
@@ -91,6 +117,13 @@ def _print_addresses(core, settings: Settings) -> None:
                 print(f"评价页（示例：{cadre.name}）：{settings.public_url}/r/{token}", file=sys.stderr)
     if settings.evaluation_secret is None:
         print("提醒：未设置 EVALUATION_SECRET，评价码使用公开的开发密钥，切勿据此印制评价卡。", file=sys.stderr)
+    _warn_development_data_key(settings)
+
+
+def _warn_development_data_key(settings: Settings) -> None:
+    if settings.data_key is None:
+        print("提醒：未设置 DATA_KEY，群众的电话号码用公开的开发密钥加密，只能试用（生产环境必须设置，见 README）。",
+              file=sys.stderr)
 
 
 def uvicorn_options(settings: Settings) -> dict:
@@ -188,6 +221,7 @@ def cmd_serve(args, settings: Settings) -> int:
         load_example_if_empty(core.db, settings)
     app = create_app(settings, core)
     print(f"serve：http://{settings.http_host}:{settings.http_port}（/healthz /readyz /metrics）", file=sys.stderr)
+    _warn_development_data_key(settings)
     uvicorn.run(app, **options)
     return 0
 
@@ -544,12 +578,59 @@ def cmd_restore(args, settings: Settings) -> int:
         restore(engine, settings.sqlalchemy_url, Path(args.file), force=args.force)
         upgrade(engine)  # a backup of an older version gets the newer tables and columns
         counts = row_counts(engine)
+        try:
+            _check_keys(engine)
+            unreadable = None
+        except SettingsError as exc:  # restored all the same; the bot will not start until the key is set
+            unreadable = str(exc)
     except BackupError as exc:
         print(str(exc), file=sys.stderr)
         return exc.exit_code
     finally:
         engine.dispose()
     print(f"已从 {args.file} 恢复：{len(counts)} 张表，共 {sum(counts.values())} 行。")
+    if unreadable:
+        print(f"提醒：{unreadable}", file=sys.stderr)
+    return 0
+
+
+def cmd_rotate_key(args, settings: Settings) -> int:
+    """Re-encrypts every phone number (and sealed text) at rest under DATA_KEY, in committed batches; the
+    old key stays readable through DATA_KEY_OLD until this has finished. Idempotent: after a crash, run
+    it again and it goes on where it stopped."""
+    from tqdm import tqdm
+
+    from storage import crypto, rekey
+
+    engine = _engine(settings)  # refuses a database holding a key that neither setting names (exit 2)
+    keys = crypto.keyring()
+    current = f"当前密钥编号 {keys.current.kid}（{keys.cipher}）"
+    try:
+        with engine.connect() as conn:
+            todo = {name: n for name, n in rekey.pending(conn, keys).items() if n}
+        if not todo:
+            print(f"{current}：所有电话号码都已用当前密钥加密，无需轮换。")
+        else:
+            print(f"{current}；待重新加密：" + "，".join(f"{name} {n} 行" for name, n in todo.items()))
+            with tqdm(total=sum(todo.values()), unit="行", desc="重新加密", disable=args.quiet, file=sys.stderr) as bar, \
+                    engine.connect() as conn:
+                done = rekey.reencrypt(conn, keys, batch=args.batch, after_batch=conn.commit,
+                                       progress=lambda _name, n: bar.update(n))
+            print(f"已用新密钥重新加密 {done.total} 行。")
+            with engine.connect() as conn:
+                left = {name: n for name, n in rekey.pending(conn, keys).items() if n}
+            if left:  # written meanwhile by a process still running with the old DATA_KEY
+                print("仍有行未用当前密钥加密：" + "，".join(f"{name} {n} 行" for name, n in left.items())
+                      + "。请确认 web 与 worker 都已用新的 DATA_KEY 重启，再运行本命令。", file=sys.stderr)
+                return 1
+    except crypto.DataKeyError as exc:
+        print(f"配置错误：{exc}已完成的批次已保存，改正后重新运行即可继续。", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    if settings.data_keys_old:
+        print("轮换完成。确认服务正常后，从设置中删去 DATA_KEY_OLD 并重启 web 与 worker；"
+              "此前的数据库备份仍要用旧密钥才能读取，旧密钥请与那些备份一同保管。")
     return 0
 
 
@@ -699,6 +780,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="目标数据库已有数据时也恢复（覆盖全部数据）/ overwrite a database with data")
     p.set_defaults(func=cmd_restore)
 
+    p = sub.add_parser("rotate-key", help="更换数据加密密钥后重新加密全部电话号码 / re-encrypt every phone number "
+                                          "under DATA_KEY (the old key in DATA_KEY_OLD)")
+    p.add_argument("--batch", type=int, default=500, help="每批行数，每批单独提交 / rows per committed batch (default 500)")
+    p.add_argument("--quiet", action="store_true", help="不显示进度条 / no progress bar")
+    p.set_defaults(func=cmd_rotate_key)
+
     p = sub.add_parser("prune", help="按保存期限清理过期数据 / remove what the retention settings say (RETAIN_*)")
     p.add_argument("--dry-run", action="store_true", help="只统计将删除的行数，不删除 / count only")
     p.set_defaults(func=cmd_prune)
@@ -730,6 +817,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(settings.log_level, settings.log_format)  # quiets migration and HTTP-client chatter too
     try:
+        install_keys(settings)  # before any command touches a phone number (a restore's migrations too)
         return args.func(args, settings)
     except SettingsError as exc:  # a setting only this command needs, found wrong when it needed it
         print(f"配置错误：{exc}", file=sys.stderr)
@@ -737,3 +825,6 @@ def main(argv: list[str] | None = None) -> int:
     except OperatorError as exc:  # a file or an argument given to this command
         print(str(exc), file=sys.stderr)
         return exc.exit_code
+    except DataKeyError as exc:  # a phone number at rest that DATA_KEY does not open, met mid-command
+        print(f"配置错误：{exc}", file=sys.stderr)
+        return SettingsError.exit_code

@@ -20,13 +20,16 @@ import re
 from datetime import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import SettingFileError, SettingsError
+
+if TYPE_CHECKING:
+    from storage.crypto import Keyring
 
 __all__ = ["Settings", "SettingsError", "SettingFileError", "get_settings", "DEVELOPMENT_EVALUATION_KEY"]
 
@@ -173,6 +176,11 @@ class Settings(BaseSettings):
     console_wrong_code_minutes: int = Field(default=15, ge=1)  # ... within this many minutes
     console_page_size: int = Field(default=50, ge=10, le=500)  # rows per page of the console's tables
 
+    # Data at rest (数据加密): citizens' phone numbers are stored encrypted (storage/crypto.py)
+    data_key: SecretStr | None = None  # a random string of at least 32 characters; required in production
+    data_key_old: SecretStr | None = None  # during a rotation: the previous key(s), comma-separated, still read
+    data_cipher: Literal["aes-256-gcm", "sm4-gcm"] = "aes-256-gcm"  # sm4-gcm: the national algorithm (SM4)
+
     # Production runtime: several processes, a reverse proxy, logs and health
     redis_url: str | None = None  # limits shared by all processes; else PostgreSQL's, else this process's
     forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For / -Proto are believed; empty: none
@@ -183,7 +191,8 @@ class Settings(BaseSettings):
     telegram_reply_budget: bool = True
     channel_retry_max_seconds: float = Field(default=60.0, ge=1)  # a channel that cannot reach its API retries this often at most
 
-    @field_validator("telegram_bot_token", "telegram_webhook_secret", "evaluation_secret", mode="before")
+    @field_validator("telegram_bot_token", "telegram_webhook_secret", "evaluation_secret", "data_key", "data_key_old",
+                     mode="before")
     @classmethod
     def _empty_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value
@@ -237,6 +246,20 @@ class Settings(BaseSettings):
         return DEVELOPMENT_EVALUATION_KEY
 
     @property
+    def data_keyring(self) -> "Keyring":
+        """The keys of the phone numbers at rest; outside production an unset DATA_KEY falls back to the
+        public development key (``check`` refuses that in production; ``run`` and ``serve`` warn)."""
+        from storage.crypto import DEVELOPMENT_DATA_KEY, Keyring
+
+        key = self.data_key.get_secret_value().strip() if self.data_key is not None else DEVELOPMENT_DATA_KEY
+        return Keyring(key, self.data_keys_old, self.data_cipher)
+
+    @property
+    def data_keys_old(self) -> list[str]:
+        raw = self.data_key_old.get_secret_value() if self.data_key_old is not None else ""
+        return [part.strip() for part in raw.split(",") if part.strip()]
+
+    @property
     def public_url(self) -> str:
         """PUBLIC_BASE_URL without its trailing slash, or this server's own address."""
         if self.public_base_url:
@@ -281,6 +304,7 @@ class Settings(BaseSettings):
             raise SettingsError(
                 "EVALUATION_SECRET 缺失：生产环境必须设置评价码签名密钥（至少 16 位随机串），例如用 "
                 "`python -c \"import secrets;print(secrets.token_urlsafe(32))\"` 生成。")
+        self._check_data_key()
         if self.public_base_url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.public_base_url):
             raise SettingsError(f"PUBLIC_BASE_URL={self.public_base_url!r} 不是网址，例如 https://pingjia.example.gov.cn")
         self._check_wechat()
@@ -288,6 +312,36 @@ class Settings(BaseSettings):
         self._check_wecom()
         self._check_runtime()
         return self
+
+    def _check_data_key(self) -> None:
+        """DATA_KEY: long enough, not a placeholder, not the public development key in production; the
+        old keys likewise; SM4 only where OpenSSL has it."""
+        from storage.crypto import DEVELOPMENT_DATA_KEY, MIN_KEY_LENGTH, DataKeyError
+
+        how = ("例如用 `python -c \"import secrets;print(secrets.token_urlsafe(32))\"` 生成，写入 .env 的 DATA_KEY=，"
+               "并与数据库备份分开妥善保管：丢失后加密的电话号码无法恢复")
+        if self.data_key is None:
+            if self.environment == "production":
+                raise SettingsError(f"DATA_KEY 缺失：生产环境必须设置电话号码的加密密钥（至少 {MIN_KEY_LENGTH} 位随机串），{how}。"
+                                    "此前未设置时用开发密钥加密的号码：把开发密钥（storage/crypto.py 的 "
+                                    "DEVELOPMENT_DATA_KEY）写入 DATA_KEY_OLD 后运行 python -m bot rotate-key。")
+        else:
+            key = self.data_key.get_secret_value().strip()
+            if key == DEVELOPMENT_DATA_KEY:
+                if self.environment == "production":
+                    raise SettingsError(f"DATA_KEY 是公开的开发密钥：生产环境必须换成自己的随机串，{how}；"
+                                        "此前用开发密钥加密的号码：把开发密钥（storage/crypto.py 的 DEVELOPMENT_DATA_KEY）"
+                                        "写入 DATA_KEY_OLD 后运行 python -m bot rotate-key。")
+            elif _PLACEHOLDER.match(key) or len(key) < MIN_KEY_LENGTH:
+                raise SettingsError(f"DATA_KEY 仍是占位值或太短：请填入至少 {MIN_KEY_LENGTH} 位的随机串，{how}。")
+        for old in self.data_keys_old:
+            if len(old) < MIN_KEY_LENGTH and old != DEVELOPMENT_DATA_KEY:
+                raise SettingsError(f"DATA_KEY_OLD 中有一项太短（少于 {MIN_KEY_LENGTH} 位）：请填更换前的 DATA_KEY 原值，"
+                                    "多个用逗号分隔；轮换完成（python -m bot rotate-key）后删去这一行。")
+        try:
+            self.data_keyring
+        except DataKeyError as exc:
+            raise SettingsError(str(exc)) from exc
 
     def check_files(self) -> None:
         """Loads every file a setting names and fails with the setting, the file and the fix."""

@@ -37,7 +37,9 @@ from there, and each is re-exported here)::
 
 Not in the tree, on purpose: the engine's internal signals (``_Decline``, ``ConcurrentUpdate`` in
 bot.core.engine) are control flow that never reaches a person, and pydantic's ``ValidationError``
-from reading the settings, which ``settings_error`` turns into a ``SettingsError``.
+from reading the settings, which ``settings_error`` turns into a ``SettingsError``, and
+storage.crypto's ``DataKeyError`` (a phone number at rest that DATA_KEY does not open; storage may
+not import this module), which the CLI reports as a settings error (exit 2).
 
 This module imports nothing of the project, so any layer may raise its nodes. The leaves are
 defined where they are raised; ``__getattr__`` below finds them by name on first use (importing

@@ -141,12 +141,47 @@ def alembic_config(url: str):
 
 def upgrade(engine: Engine) -> None:
     """Brings the schema to the newest migration (what ``python -m bot migrate`` runs)."""
+    migrate(engine, "head")
+
+
+def migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
+    """Runs the migrations up (or ``down``) to ``revision``.
+
+    On SQLite, foreign keys are off while they run and checked afterwards: SQLite changes a column
+    by rebuilding its table (Alembic's batch mode), and dropping the old copy of a table other rows
+    point at fails with foreign keys on (SQLite's own procedure for such changes:
+    https://sqlite.org/lang_altertable.html#otheralter). After a migration that rewrote rows, the
+    WAL's old pages are moved into the file (where secure_delete zeroed the freed space, see 0018)
+    and the WAL is emptied, so nothing a migration replaced stays on disk in it.
+    """
     from alembic import command
+    from alembic.migration import MigrationContext
 
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        before = MigrationContext.configure(conn).get_current_heads()
+        if conn.in_transaction():
+            conn.rollback()
+        # PRAGMAs on the driver's connection, outside any transaction (SQLAlchemy's would begin one).
+        driver = conn.connection.driver_connection
+        if sqlite:
+            driver.execute("PRAGMA foreign_keys=OFF")
+        try:
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, revision)
+            if sqlite:
+                broken = driver.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"migration left rows pointing at nothing (table, rowid, parent): {broken[:5]}")
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+            if sqlite:
+                driver.execute("PRAGMA foreign_keys=ON")
+        if sqlite and MigrationContext.configure(conn).get_current_heads() != before:
+            conn.rollback()
+            driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 def dialect_insert(dialect: str):

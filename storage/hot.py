@@ -18,6 +18,8 @@ module is imported (``prepared.UnsupportedStatement``): write such a query with 
 outside this module.
 
 ``db`` below is the event's Connection, or a Session (flushed first, so its writes are seen).
+Column types convert here as they do in SQLAlchemy: a dialogue row or a kept answer that carries a
+phone number is sealed by its column's type (storage/crypto.py ``SealedJSON``) on both paths.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ PostgreSQL; local dates (Asia/Shanghai) are derived where shown. Enumerations (r
 sources) are ``StrEnum``s stored in plain string columns: a member *is* its stored string (``Role.CADRE
 == "cadre"``), rows read back compare equal to the members, and adding a value needs no migration. Alembic migrations in storage/migrations create these tables; ``create_all`` is not
 used outside tests.
+
+Citizens' phone numbers are ``EncryptedString`` columns, each with a ``*_hash`` column beside it that
+the ORM keeps (storage/crypto.py): read and written in clear here, stored encrypted. Staff mobiles
+(``Cadre.mobile``, ``WeComMember.mobile``) identify and bind staff and stay in clear.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from datetime import date, datetime
 from enum import StrEnum, nonmember
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlalchemy import false as sa_false
 from sqlmodel import Field, SQLModel
+
+from storage.crypto import HASH_LENGTH, EncryptedString, SealedBytes, SealedJSON, SealedText, keep_hash
 
 
 class Role(StrEnum):
@@ -91,7 +97,8 @@ class Household(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     address: str = Field(max_length=200)
     name: str = Field(max_length=50)
-    phone: str = Field(max_length=30)
+    phone: str = Field(sa_column=Column(EncryptedString(), nullable=False))  # encrypted at rest (storage/crypto.py)
+    phone_hash: Optional[str] = Field(default=None, max_length=HASH_LENGTH)  # keyed hash, kept by the ORM
     area_kind: str = Field(max_length=4)  # 村 or 居
     area_name: Optional[str] = Field(default=None, max_length=100)  # the village or community
     cadre_id: int = Field(foreign_key="cadre.id", index=True)
@@ -106,12 +113,14 @@ class Household(SQLModel, table=True):
 class ServiceObject(SQLModel, table=True):
     """服务对象: a person or business a cadre keeps in contact with (at least ten each)."""
 
-    __table_args__ = (UniqueConstraint("unit_id", "name", "phone", name="uq_service_object_unit_name_phone"),)
+    # No object twice within a unit: the same name and number (its keyed hash; the token differs at every write).
+    __table_args__ = (UniqueConstraint("unit_id", "name", "phone_hash", name="uq_service_object_unit_name_phone_hash"),)
 
     id: Optional[int] = Field(default=None, primary_key=True)
     name: str = Field(max_length=100)
     workplace: str = Field(max_length=200)  # 工作单位(住址)
-    phone: str = Field(max_length=30)
+    phone: str = Field(sa_column=Column(EncryptedString(), nullable=False))  # encrypted at rest
+    phone_hash: Optional[str] = Field(default=None, max_length=HASH_LENGTH)
     note: Optional[str] = Field(default=None, max_length=200)
     cadre_id: int = Field(foreign_key="cadre.id", index=True)
     unit_id: int = Field(foreign_key="unit.id", index=True)
@@ -153,7 +162,8 @@ class DialogueState(SQLModel, table=True):
     external_user_id: str = Field(max_length=100, primary_key=True)
     flow: Optional[str] = Field(default=None, max_length=40)
     step: Optional[str] = Field(default=None, max_length=60)
-    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Sealed whole while it holds a phone number the user typed (storage/crypto.py SealedJSON).
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(SealedJSON, nullable=False))
     version: int = 0
     updated_at: datetime
 
@@ -167,7 +177,8 @@ class ProcessedInbound(SQLModel, table=True):
     channel: str = Field(max_length=20, primary_key=True)
     event_key: str = Field(max_length=100, primary_key=True)
     created_at: datetime = Field(index=True)
-    answer: Optional[dict[str, Any]] = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Sealed whole when it shows a phone number (a call-back list, a spot-check call).
+    answer: Optional[dict[str, Any]] = Field(default=None, sa_column=Column(SealedJSON, nullable=True))
     delivered_at: Optional[datetime] = None  # the channel confirmed sending the answer
 
 
@@ -256,7 +267,8 @@ class Problem(SQLModel, table=True):
     raised_by_cadre_id: Optional[int] = Field(default=None, foreign_key="cadre.id")
     unit_id: Optional[int] = Field(default=None, foreign_key="unit.id")  # the unit whose cadre took it in
     raiser_name: Optional[str] = Field(default=None, max_length=50)
-    raiser_phone: Optional[str] = Field(default=None, max_length=30)
+    raiser_phone: Optional[str] = Field(default=None, sa_column=Column(EncryptedString(), nullable=True))
+    raiser_phone_hash: Optional[str] = Field(default=None, max_length=HASH_LENGTH)
     created_at: datetime
     updated_at: datetime
     # The ledger (整改台账): who must fix it by when, and what came of it.
@@ -351,8 +363,9 @@ class OutboxMessage(SQLModel, table=True):
     channel: str = Field(max_length=20)
     recipient: str = Field(max_length=100)  # the channel's user id
     cadre_id: Optional[int] = Field(default=None, foreign_key="cadre.id", index=True)
-    body: str = Field(max_length=4096)
-    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    body: str = Field(sa_column=Column(SealedText, nullable=False))  # at most 4096 characters; sealed if it shows a phone
+    # A WeCom reply's API calls carry its text: sealed like the body when they show a phone number.
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(SealedJSON, nullable=False))
     state: str = Field(default=OutboxState.PENDING, max_length=20)
     attempts: int = 0
     next_attempt_at: datetime
@@ -397,7 +410,7 @@ class OutboxAttachment(SQLModel, table=True):
     message_id: int = Field(foreign_key="outbox.id", index=True)
     filename: str = Field(max_length=100)
     content_type: str = Field(max_length=50)
-    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    content: bytes = Field(sa_column=Column(SealedBytes, nullable=False))  # sealed at rest: it may be a form
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,7 +487,9 @@ class Rating(SQLModel, table=True):
     level: int
     reasons: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     comment: Optional[str] = Field(default=None, max_length=300)
-    phone: Optional[str] = Field(default=None, max_length=30)  # left for a call-back (差评 only)
+    # Left for a call-back (差评 only); encrypted at rest. Core inserts give phone_hash themselves.
+    phone: Optional[str] = Field(default=None, sa_column=Column(EncryptedString(), nullable=True))
+    phone_hash: Optional[str] = Field(default=None, max_length=HASH_LENGTH)
     channel: str = Field(max_length=20)
     rater_key: str = Field(max_length=64)
     address_key: Optional[str] = Field(default=None, max_length=64)  # keyed hash of the web client's address
@@ -508,7 +523,8 @@ class CallbackTask(SQLModel, table=True):
     rating_id: int = Field(foreign_key="rating.id", unique=True)
     problem_id: int = Field(foreign_key="problem.id", index=True)
     unit_id: int = Field(foreign_key="unit.id", index=True)
-    phone: str = Field(max_length=30)
+    phone: str = Field(sa_column=Column(EncryptedString(), nullable=False))  # encrypted at rest; "" once erased
+    phone_hash: Optional[str] = Field(default=None, max_length=HASH_LENGTH)
     status: str = Field(default=CallbackStatus.OPEN, max_length=20)
     due_on: str = Field(max_length=10)  # local date, YYYY-MM-DD
     created_at: datetime
@@ -693,3 +709,9 @@ class ConsoleSession(SQLModel, table=True):
     address: Optional[str] = Field(default=None, max_length=64)
     user_agent: Optional[str] = Field(default=None, max_length=200)
     how: str = Field(max_length=10)  # "link", "code" or "wecom" (WeCom's web login)
+
+
+# The keyed hash beside each encrypted phone, kept by every ORM insert and update (storage/crypto.py).
+for _model, _column in ((Household, "phone"), (ServiceObject, "phone"), (Problem, "raiser_phone"), (Rating, "phone"),
+                        (CallbackTask, "phone")):
+    keep_hash(_model, _column, f"{_column}_hash")

@@ -70,6 +70,19 @@ def loopback_only():
     socket.socket.connect_ex = _real_connect_ex
 
 
+@pytest.fixture(autouse=True)
+def data_keys(monkeypatch):
+    """Every test starts with the development key for the phone numbers at rest (storage/crypto.py):
+    a test that installs its own (the CLI does, from DATA_KEY) does not hand it to the next."""
+    from storage import crypto
+
+    for name in ("DATA_KEY", "DATA_KEY_OLD", "DATA_CIPHER"):
+        monkeypatch.delenv(name, raising=False)
+    crypto.configure(None)
+    yield
+    crypto.configure(None)
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory) -> str:
     url = os.environ.get("TEST_DATABASE_URL")

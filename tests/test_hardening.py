@@ -204,7 +204,7 @@ def test_production_refuses_the_development_key_or_none(settings):
         Settings(environment="production", evaluation_secret=dev).check()
     with pytest.raises(SettingsError, match="EVALUATION_SECRET"):
         Settings(environment="production").check()
-    assert Settings(environment="production", evaluation_secret="k" * 32).check()
+    assert Settings(environment="production", evaluation_secret="k" * 32, data_key="d" * 40).check()
     assert Settings(environment="development", evaluation_secret=dev).check()  # trying it out: allowed
 
 

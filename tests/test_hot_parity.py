@@ -85,6 +85,9 @@ def seed(db, clock) -> Seed:
         s.add(ProcessedInbound(channel="wechat", event_key="answered-2", created_at=now - timedelta(minutes=1),
                                answer={"replies": [], "rendered": "<xml><Content>好</Content></xml>"},
                                delivered_at=now - timedelta(seconds=50)))
+        # A call-back list shows full numbers: the answer kept for it is sealed at rest (storage/crypto.py).
+        s.add(ProcessedInbound(channel="telegram", event_key="answered-3", created_at=now - timedelta(minutes=1),
+                               answer={"replies": [{"text": "回访电话 13912345678", "options": []}], "rendered": None}))
     with session_scope(db) as s:
         s.add(ChatAccount(channel="telegram", external_user_id="200", cadre_id=gone.id, bound_at=now, bound_by="code"))
     return Seed(now, half, roster.cadre.id, roster.supervisor.id, visited.id, quiet.id)
@@ -99,7 +102,9 @@ CASES = {
              data={"household": s.visited_id, "survey": {"q1": "否", "q2": "满意"}, "备注": "楼道灯"}, version=5,
              updated_at=s.now),
         dict(b_channel="telegram", b_user="100", b_version=3, flow=None, step=None, data={}, version=4,
-             updated_at=s.now)],
+             updated_at=s.now),
+        dict(b_channel="telegram", b_user="100", b_version=4, flow="report", step="confirm",  # sealed: a number
+             data={"category": "城建", "content": "路灯坏了", "phone": "0571-87654321"}, version=5, updated_at=s.now)],
     "bound_cadre": lambda s: [dict(channel="telegram", user_id="100"), dict(channel="wechat", user_id="oSupervisor"),
                               dict(channel="telegram", user_id="200"), dict(channel="telegram", user_id="nobody")],
     "households_with_status": lambda s: [dict(cadre_id=s.cadre_id, half=s.half),
@@ -119,7 +124,10 @@ CASES = {
              payload={"wecom": [{"path": "/cgi-bin/message/send", "body": {"touser": "zhangsan"}}]}, state="pending",
              attempts=0, interrupted=0, now=s.now, created_at=s.now),
         dict(channel="wecom", key="wecom-reply:new", recipient="zhangsan", body="again", payload={}, state="pending",
-             attempts=0, interrupted=0, now=s.now, created_at=s.now)],
+             attempts=0, interrupted=0, now=s.now, created_at=s.now),
+        dict(channel="wecom", key="wecom-reply:phone", recipient="zhangsan", body="回访电话 13912345678",  # sealed
+             payload={"wecom": [{"body": {"text": {"content": "回访电话 13912345678"}}}]}, state="pending", attempts=0,
+             interrupted=0, now=s.now, created_at=s.now)],
     "cadre_visits": lambda s: [dict(cadre_id=s.cadre_id, half=s.half), dict(cadre_id=s.cadre_id, half="2020H1"),
                                dict(cadre_id=s.other_cadre_id, half=s.half)],
     "start_event": lambda s: [dict(channel="telegram", user_id="100", event_key="answered-1"),
@@ -127,11 +135,14 @@ CASES = {
                               dict(channel="telegram", user_id="100", event_key=None),
                               dict(channel="telegram", user_id="200", event_key="seen-1"),
                               dict(channel="wechat", user_id="oSupervisor", event_key="answered-2"),
+                              dict(channel="telegram", user_id="100", event_key="answered-3"),
                               dict(channel="telegram", user_id="nobody", event_key="seen-1")],
     "record_answer": lambda s: [dict(channel="telegram", event_key="new-2", created_at=s.now,
                                      answer={"replies": [{"text": "好的", "options": []}], "rendered": None}),
                                 dict(channel="telegram", event_key="new-3", created_at=s.now, answer=None),
-                                dict(channel="telegram", event_key="seen-1", created_at=s.now, answer={})],
+                                dict(channel="telegram", event_key="seen-1", created_at=s.now, answer={}),
+                                dict(channel="telegram", event_key="new-4", created_at=s.now,  # sealed: a full number
+                                     answer={"replies": [{"text": "回访电话 13912345678", "options": []}]})],
     "confirm_answer": lambda s: [dict(b_channel="telegram", b_event_key="answered-1", now=s.now),
                                  dict(b_channel="wechat", b_event_key="answered-2", now=s.now)],
 }
@@ -274,3 +285,23 @@ def test_a_row_type_must_name_the_statements_columns():
     # What the fast path can run is accepted, with the kind's default given in values().
     assert Prepared(select(_t.c.id, _t.c.name).where(_t.c.id == bindparam("id")), IdNameRow).row is IdNameRow
     assert Prepared(insert(_t).values(name=bindparam("name"), kind=bindparam("kind"))).row is None
+
+
+def test_a_number_in_a_kept_answer_or_a_dialogue_row_is_sealed_and_read_back_on_the_fast_path(db, seed):
+    """The fast path converts through the column types as SQLAlchemy does: what carries a phone number
+    is stored sealed (storage/crypto.py) and read back whole."""
+    from sqlalchemy import text
+
+    data = {"category": "城建", "phone": "0571-87654321"}
+    with db.connect() as conn, conn.begin():
+        kept = hot.start_event(conn, "telegram", "100", "answered-3")
+        assert kept.answer["replies"][0]["text"] == "回访电话 13912345678"
+        assert hot.save_state(conn, "telegram", "100", expected_version=4, flow="report", step="confirm", data=data,
+                              version=5, now=seed.now) == 1
+        assert hot.start_event(conn, "telegram", "100", None).data == data
+        raw = [conn.execute(text("SELECT CAST(answer AS TEXT) FROM processed_inbound WHERE event_key = 'answered-3'"))
+               .scalar_one(),
+               conn.execute(text("SELECT CAST(data AS TEXT) FROM dialogue_state WHERE external_user_id = '100'"))
+               .scalar_one()]
+    assert all('"$sealed"' in value for value in raw)
+    assert not any("13912345678" in value or "87654321" in value for value in raw)

@@ -38,6 +38,7 @@ from tqdm import tqdm
 from bot import texts
 from bot.core.ledger import open_problem
 from bot.core.phones import normalize_phone
+from storage import crypto
 from storage.db import session_scope, utcnow
 from bot.imports.roster import RosterError, RosterIssue, _decode_csv, _header_key, _text
 from storage.models import Problem, ProblemSource, ProblemStatus, Unit
@@ -188,6 +189,7 @@ def read_hotline(path: str | Path) -> tuple[list[HotlineRow], list[RosterIssue],
 
 
 def _key(name: str | None, phone: str | None, content: str) -> tuple[str, str, str]:
+    """The natural key; ``phone`` is the number in the file's check, its keyed hash when matching stored items."""
     return (phone or "", name or "", content)
 
 
@@ -237,12 +239,16 @@ def _check(rows: list[HotlineRow], units: dict[str, Unit], issues: list[RosterIs
 
 
 def _write(session: Session, items: list[_Item], report: HotlineReport, now: datetime, bar: tqdm) -> None:
-    existing = {_key(p.raiser_name, p.raiser_phone, p.content): p
+    # Matched on the number's keyed hash (the stored number is encrypted), under every configured key
+    # while a key rotation is under way.
+    keys = crypto.keyring()
+    existing = {_key(p.raiser_name, p.raiser_phone_hash, p.content): p
                 for p in session.exec(select(Problem).where(Problem.source == ProblemSource.HOTLINE)).all()}
     unit_names = {u.id: u.name for u in session.exec(select(Unit)).all()}
     for item in items:
         bar.update()
-        problem = existing.get(_key(item.name, item.phone, item.content))
+        problem = next((existing[key] for key in (_key(item.name, h, item.content) for h in keys.hashes(item.phone))
+                        if key in existing), None)
         if problem is None:
             done = bool(item.handled and _DONE.match(item.handled))
             problem = open_problem(session, source=ProblemSource.HOTLINE, category=texts.HOTLINE_CATEGORY,
@@ -251,7 +257,7 @@ def _write(session: Session, items: list[_Item], report: HotlineReport, now: dat
                                    raiser_name=item.name, raiser_phone=item.phone,
                                    responsible_unit_id=item.unit_id, hotline_status=item.handled,
                                    result=item.handled if done else None, item_note=item.note)
-            existing[_key(item.name, item.phone, item.content)] = problem
+            existing[_key(item.name, keys.hash(item.phone), item.content)] = problem
             report.created += 1
             continue
         changed = False

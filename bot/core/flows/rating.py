@@ -98,9 +98,11 @@ class RatingFlow(Flow):
 
     @staticmethod
     def _on_phone(ctx: Context, value: str | None) -> None:
-        if value is not None and normalize_phone(value) is None:
+        phone = normalize_phone(value) if value is not None else None
+        if value is not None and phone is None:
             raise InputError(texts.RATING_BAD_PHONE)
-        ctx.data["phone"] = value
+        # Normalised, so that the dialogue row holding it is sealed at rest (storage/crypto.py SealedJSON).
+        ctx.data["phone"] = phone
         return None
 
     def finish(self, ctx: Context) -> None:
