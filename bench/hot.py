@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.visits import prepare_database, sqlalchemy_url
 from storage import hot
 from storage.db import make_engine, session_scope
-from storage.models import DialogueState, Problem, ProcessedInbound, Visit, WeChatReply
+from storage.models import DialogueState, Problem, ProcessedInbound, Visit
 
 CHANNEL = "telegram"
 
@@ -43,7 +43,6 @@ def _seed(engine, now: datetime) -> dict:
                             step="card", data={"household": household.id, "survey": {"q1": "是"}}, version=1,
                             updated_at=now))
         s.add(ProcessedInbound(channel=CHANNEL, event_key="seen", created_at=now))
-        s.add(WeChatReply(event_key="r1", xml="<xml/>", created_at=now))
         return {"user_id": account.external_user_id, "cadre_id": account.cadre_id, "household_id": household.id,
                 "area_name": household.area_name}
 
@@ -62,7 +61,6 @@ def _cases(seed: dict, now: datetime):
         ("lookback", lambda db: hot.lookback(db, h), dict(household_id=h)),
         ("open_nearby", lambda db: hot.open_nearby(db, seed["area_name"], h),
          dict(area_name=seed["area_name"], household_id=h)),
-        ("wechat_cached_reply", lambda db: hot.wechat_reply(db, "r1"), dict(event_key="r1")),
         # The same row saved again and again, with the version it has (an update that matches).
         ("save_state", None, None),
     ]

@@ -409,7 +409,7 @@ class OutboxAttachment(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     message_id: int = Field(foreign_key="outbox.id", index=True)
     filename: str = Field(max_length=100)
-    content_type: str = Field(max_length=50)
+    content_type: str = Field(max_length=255)  # an Excel workbook's is 65 characters
     content: bytes = Field(sa_column=Column(SealedBytes, nullable=False))  # sealed at rest: it may be a form
 
 

@@ -561,6 +561,9 @@ def test_spot_checks_are_drawn_and_their_calls_recorded(browser, app, city, db, 
     with session_scope(db) as s:
         [check] = s.exec(select(SpotCheck)).all()
         assert (check.outcome, check.note, check.checked_by_id) == ("denied", "住户称无人来访", head)
+        # The page showed the household's full number each time it listed the check: each showing audited.
+        shown = s.exec(select(AuditLog).where(AuditLog.action == "phone.reveal")).all()
+        assert len(shown) >= 2 and {(row.actor, row.target) for row in shown} == {(f"cadre:{head}", f"spotcheck:{check.id}")}
 
 
 def test_unit_and_cadre_pages_show_the_evidence_of_visits_and_every_flag(browser, app, city, db, clock):

@@ -161,13 +161,13 @@ def test_the_database_holds_no_citizen_phone_in_clear(store, settings, clock, tm
             outbox.enqueue(s, key="reply:form5", kind="reply", channel="wecom", recipient="head", now=clock(),
                            body=f"附件5 已生成；回访电话 {CALLER}", settings=settings,
                            payload={"wecom": [{"path": "/cgi-bin/message/send", "body": {"text": {"content": CALLER}}}]},
-                           # (the XLSX type itself, 65 characters, does not fit the column's 50 on PostgreSQL)
-                           attachments=[outbox.Attachment("附件5.xlsx", "application/octet-stream", form5.content)])
+                           attachments=[outbox.Attachment("附件5.xlsx", forms.XLSX, form5.content)])
         with session_scope(store) as s:
             message = s.exec(select(OutboxMessage).where(OutboxMessage.idempotency_key == "reply:form5")).one()
             [attachment] = s.exec(select(OutboxAttachment).where(OutboxAttachment.message_id == message.id)).all()
             assert CALLER in message.body and message.payload["wecom"][0]["body"]["text"]["content"] == CALLER
             assert attachment.content == form5.content  # read back whole
+            assert attachment.content_type == forms.XLSX  # 65 characters: once too long for PostgreSQL
         with store.connect() as conn:
             raw_file = conn.execute(text("SELECT content FROM outbox_attachment")).scalar_one()
         assert bytes(raw_file).startswith(f"v1:{crypto.keyring().current.kid}:".encode())

@@ -14,7 +14,7 @@ from bot.core import evidence
 from bot.core.geo import GCJ02, Point, to_gcj02
 from bot.core.types import Inbound, Location
 from storage.db import session_scope
-from storage.models import Household, Visit, VisitFlag
+from storage.models import AuditLog, Household, SpotCheck, Visit, VisitFlag
 from tests.utils import Chat, bind, make_roster
 
 HOME = Point(31.2304, 121.4737)  # the household's coordinates, WGS-84
@@ -313,6 +313,10 @@ def test_a_supervisor_sees_why_each_visit_was_drawn_in_chat_and_in_the_cli(core,
     assert "已抽取 1 条新的走访记录" in said and "抽取原因：有走过场标记 1" in said
     [label] = [l for l in boss.labels() if "（李明）" in l]
     assert "抽取原因：有走过场标记：重复照片" in boss.press(label)
+    with session_scope(db) as s:  # the household's full number was shown to the caller: audited
+        [check] = s.exec(select(SpotCheck)).all()
+        shown = s.exec(select(AuditLog).where(AuditLog.action == "phone.reveal")).all()
+        assert [(row.actor, row.target) for row in shown] == [(f"cadre:{roster.supervisor.id}", f"spotcheck:{check.id}")]
     monkeypatch.setenv("DATABASE_URL", settings.database_url)
     _recorded_visits(db, roster, [(evidence.NONE, ())] * 9)
     assert cli_main(["spot-check", "--share", "1", "--seed", "5", "--half", "2026H2"]) == 0

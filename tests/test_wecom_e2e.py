@@ -548,7 +548,8 @@ def test_wecom_commands_need_the_wecom_settings(settings, db, database_url, monk
     ({"wecom_login_base_url": "login.work.weixin.qq.com"}, "WECOM_LOGIN_BASE_URL"),
     ({"wecom_oauth_base_url": "https://open.weixin.qq.com/x?y=1"}, "WECOM_OAUTH_BASE_URL"),
     ({"environment": "production", "evaluation_secret": SecretStr("k3Zq9vT2mX7pL4wR8nB5"),
-      "wecom_member_minute_seconds": 5}, "WECOM_MEMBER_MINUTE_SECONDS"),
+      "data_key": SecretStr("p7Vw2Lq9Xk4Rt8Nz3Bm6Hs1Jd5Fg0Yc2"), "wecom_member_minute_seconds": 5},
+     "WECOM_MEMBER_MINUTE_SECONDS"),
 ])
 def test_wrong_or_placeholder_wecom_settings_fail_with_the_name(wc_settings, overrides, name):
     wc_settings.check()

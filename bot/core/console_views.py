@@ -844,6 +844,12 @@ def spotcheck_page(session: Session, settings: Settings, who: Who, half: str):
         spotcheck.summary(session, half, units)
 
 
+def note_reveals(session: Session, who: Who, targets: list[str], address: str | None, now: datetime) -> None:
+    """One ``phone.reveal`` audit row per full number a page showed (the spot-checks' households)."""
+    for target in targets:
+        note(session, who, "phone.reveal", target, address, now)
+
+
 def spotcheck_draw(session: Session, settings: Settings, who: Who, half: str, address: str | None,
                    now: datetime) -> str:
     from bot.reports import spotcheck

@@ -21,6 +21,7 @@ from bot.core.periods import half_label
 from bot.core.scope import unit_scope
 from bot.reports import spotcheck
 from bot.core.outbox import SEND_CHANNELS, enqueue_for_cadre
+from storage import audit
 from storage.models import Role
 
 DRAW, SUMMARY, RULE = "__draw__", "__summary__", "rule:"
@@ -139,6 +140,9 @@ class SpotCheckFlow(Flow):
         item = spotcheck.item(ctx.session, ctx.data.get("check"), self._scope(ctx))
         if item is None:
             return texts.SPOT_ITEM_GONE
+        # The household's full number, shown to the supervisor who must call it: each showing audited.
+        audit.record(ctx.session, at=ctx.now, actor=f"cadre:{ctx.cadre.id}", action="phone.reveal",
+                     target=f"spotcheck:{item.id}", channel=ctx.inbound.channel)
         text = texts.SPOT_ITEM.format(household=item.household, address=item.address, phone=item.phone,
                                       cadre=item.cadre, unit=item.unit, why=item.why,
                                       date=item.visited_at.astimezone(ctx.settings.tz).strftime("%Y-%m-%d"))

@@ -2,7 +2,7 @@
 weighted by evidence), and the index that counts a half-year's visits per cadre and evidence level
 
 Revision ID: 0017
-Revises: 0009
+Revises: 0016
 Create Date: 2026-11-30
 """
 from typing import Sequence, Union

@@ -11,7 +11,7 @@ freed pages (the bot checkpoints the WAL after migrating: storage.db.upgrade). D
 The tables and columns are listed here as they were at this revision, not taken from the models.
 
 Revision ID: 0018
-Revises: 0009
+Revises: 0017
 Create Date: 2026-12-02
 """
 from typing import Sequence, Union
