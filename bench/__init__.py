@@ -13,3 +13,11 @@ and p99 for both and their ratio. Its modules:
 
 Other ``bench.*`` modules are benchmarks of their own, each run as ``python -m bench.<name>``.
 """
+
+import os
+
+# The bots run with production settings, which require a DATA_KEY for the phone numbers at rest
+# (storage/crypto.py). The benchmarks' own key, the same in the driver that writes the roster and in
+# the bot processes it spawns (they inherit the environment); an operator's DATA_KEY wins.
+BENCH_DATA_KEY = "bench-only-data-key-0123456789abcdefghijklmnop"
+os.environ.setdefault("DATA_KEY", BENCH_DATA_KEY)
