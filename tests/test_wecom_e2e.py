@@ -224,7 +224,11 @@ def test_directory_sync_binds_by_mobile_then_a_whole_visit_by_card_buttons(
         assert "已走访 1/3 户" in talk.click("progress")
     with session_scope(db) as s:
         [visit] = s.exec(select(Visit)).all()
-        assert (visit.channel, visit.photo_ref, visit.latitude) == ("wecom", "wecom:MEDIA-7", 31.2304)
+        assert (visit.channel, visit.photo_ref) == ("wecom", "wecom:MEDIA-7")
+        # WeCom sends GCJ-02, as WeChat does; one datum is stored, WGS-84.
+        from bot.core.geo import GCJ02, to_wgs84
+
+        assert (visit.latitude, visit.longitude) == pytest.approx(tuple(to_wgs84(31.2304, 121.4737, GCJ02).__dict__.values()))
     # Each pressed card was greyed out with the choice, through its response code.
     shown = [c["button"]["replace_name"] for c in wc.updated_cards]
     assert shown[:3] == ["➤ 住户2 · 幸…", "➤ 是", "➤ 满意"] and any("确认提交" in s for s in shown)

@@ -43,6 +43,7 @@ from bot import texts
 from bot.config import Settings
 from bot.core.dialogue import Context
 from bot.core.engine import Engine
+from bot.core.geo import GCJ02
 from bot.core.types import Inbound, Location, Outcome
 from handlers.wechat.channel import _text, fetch_photo, pack
 from handlers.wecom import render
@@ -91,7 +92,9 @@ def to_inbound(fields: dict[str, str]) -> tuple[Inbound | Unsupported | None, st
     if kind == "location":
         message = LocationMessage(fields)
         try:
-            return Inbound(location=Location(float(message.location_x), float(message.location_y)), **base), None
+            # WeCom's locations are GCJ-02 (火星坐标), from Tencent's map, as WeChat's are.
+            return Inbound(location=Location(float(message.location_x), float(message.location_y), datum=GCJ02),
+                           **base), None
         except (TypeError, ValueError):
             return UNSUPPORTED, None
     return UNSUPPORTED, None

@@ -491,9 +491,21 @@ class SimUser:
                                         "sender_user": forwarded_from.as_user()}
         return self._send("message", self._message(**fields), deliver)
 
-    def location(self, latitude: float, longitude: float, *, deliver: bool = True) -> Delivered:
-        loc = {"latitude": float(latitude), "longitude": float(longitude)}
-        return self._send("message", self._message(location=loc), deliver)
+    def location(self, latitude: float, longitude: float, *, horizontal_accuracy: float | None = None,
+                 forwarded_from: "SimUser | None" = None, deliver: bool = True) -> Delivered:
+        """A location, as the attachment menu or a request_location button sends it: WGS-84, with
+        the phone's ``horizontal_accuracy`` (metres, 0-1500) when it reported one; ``forwarded_from``:
+        forwarded from another user's message (``forward_origin``, a MessageOriginUser)."""
+        loc: dict[str, Any] = {"latitude": float(latitude), "longitude": float(longitude)}
+        if horizontal_accuracy is not None:
+            if not 0 <= horizontal_accuracy <= 1500:
+                raise ValueError("horizontal_accuracy is 0-1500 metres in the Bot API")
+            loc["horizontal_accuracy"] = float(horizontal_accuracy)
+        fields: dict[str, Any] = {"location": loc}
+        if forwarded_from is not None:
+            fields["forward_origin"] = {"type": "user", "date": int(time.time()) - 3600,
+                                        "sender_user": forwarded_from.as_user()}
+        return self._send("message", self._message(**fields), deliver)
 
     def press(self, callback_data: str, message_id: int | None = None, *,
               deliver: bool = True) -> Delivered:
@@ -549,9 +561,10 @@ class SimUser:
         return self._and_wait(self.photo, file_id, caption=caption, content=content, forwarded_from=forwarded_from,
                               quiet=quiet, timeout=timeout)
 
-    def location_wait(self, latitude: float, longitude: float, *, quiet: float = 0.15,
-                      timeout: float = 10.0):
-        return self._and_wait(self.location, latitude, longitude, quiet=quiet, timeout=timeout)
+    def location_wait(self, latitude: float, longitude: float, *, horizontal_accuracy: float | None = None,
+                      forwarded_from: "SimUser | None" = None, quiet: float = 0.15, timeout: float = 10.0):
+        return self._and_wait(self.location, latitude, longitude, horizontal_accuracy=horizontal_accuracy,
+                              forwarded_from=forwarded_from, quiet=quiet, timeout=timeout)
 
     def press_wait(self, callback_data: str, message_id: int | None = None, *,
                    quiet: float = 0.15, timeout: float = 10.0):
