@@ -7,13 +7,14 @@ with BEGIN IMMEDIATE: two workers that both read and then write would otherwise 
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
@@ -87,10 +88,6 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
     SQLAlchemy's pool retries the checkout with a new connection when this raises
     ``DisconnectionError`` (the documented "pessimistic, custom" way).
     """
-    import time
-
-    from sqlalchemy import exc
-
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_conn, record):
         record.info["idle_since"] = time.monotonic()

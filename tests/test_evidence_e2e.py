@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import pytest
 import zxingcpp
-from PIL import Image, ImageDraw
+from PIL import Image
 from sqlmodel import select
 
 from bot import texts
@@ -23,6 +23,7 @@ from bot.core import evidence
 from bot.core.geo import Point, distance_m, to_gcj02
 from storage.db import session_scope
 from storage.models import Household, Rating, Visit, VisitFlag
+from tests.test_evidence import picture
 from tests.test_telegram_e2e import BOT_USERNAME, press, texts_of
 from tests.test_telegram_e2e import running_bot as telegram_bot
 from tests.test_telegram_e2e import tg_settings  # noqa: F401  (a fixture)
@@ -60,18 +61,6 @@ def located_roster(db, households: int = 3):
             spot = doorstep(i)
             row.latitude, row.longitude, row.coord_source = spot.latitude, spot.longitude, "surveyed"
     return roster
-
-
-def picture(quality: int, seed: int = 1) -> bytes:
-    """A photo of a door as a phone sends it: JPEG at this quality."""
-    image = Image.new("RGB", (320, 240), (200, 190, 170))
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((110 + seed * 7, 40, 210, 230), fill=(90 + seed * 20, 50, 30))
-    draw.ellipse((190, 130, 200, 140), fill=(230, 200, 60))
-    draw.line((0, 20 * seed, 320, 240 - 10 * seed), fill=(20, 20, 20), width=4)
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=quality)
-    return out.getvalue()
 
 
 def visits(db) -> list[Visit]:

@@ -3,6 +3,7 @@ when the server closed it; one in steady use is not pinged (storage.db._ping_whe
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from storage.db import make_engine
 
@@ -44,7 +45,7 @@ def test_a_connection_in_steady_use_is_not_pinged(pg_url):
         first = _backend(engine)
         _terminate(admin, first)
         # No ping: the dead connection is handed out and its first statement fails loudly.
-        with pytest.raises(Exception):
+        with pytest.raises(OperationalError):
             _backend(engine)
         assert _backend(engine) != first  # the pool threw the dead one away
     finally:
