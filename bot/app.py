@@ -65,7 +65,7 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
         wecom_api = WeComApi(settings, core.db, clock=core.clock)
         wecom_transport = WeComTransport(wecom_api, settings, core.db, core.clock)
         pump = ReplyPump(core.db, settings, wecom_transport, clock=core.clock)
-        wecom = WeComChannel(core, settings, pump=pump.run_once, media=wecom_api.media)
+        wecom = WeComChannel(core, settings, pump=pump, media=wecom_api.media)
 
     async def health(request: Request) -> Response:
         """Liveness: 200 while this process serves (systemd's and the container's restart check)."""
@@ -165,7 +165,7 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
             if worker is not None:
                 await worker.stop()
             if wecom_api is not None:
-                wecom_api.close()
+                await wecom_api.aclose()
             if wechat_api is not None:
                 wechat_api.close()
             if telegram is not None:

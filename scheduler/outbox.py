@@ -118,6 +118,29 @@ def mark_sent(session: Session, message_id: int, worker: str, now: datetime) -> 
     return result.rowcount == 1
 
 
+def mark_sent_keys(session: Session, keys: list[str], worker: str, now: datetime) -> int:
+    """Marks sent, in one statement, the rows of these idempotency keys that ``worker`` still holds
+    (a reply pump's batch); returns how many it marked."""
+    if not keys:
+        return 0
+    result = session.execute(update(OutboxMessage)
+                             .where(OutboxMessage.idempotency_key.in_(keys), OutboxMessage.claimed_by == worker,
+                                    OutboxMessage.state == OutboxState.PENDING)
+                             .values(state=OutboxState.SENT, sent_at=now, claimed_until=None, last_error=None,
+                                     in_flight_at=None)
+                             .execution_options(synchronize_session=False))
+    return result.rowcount
+
+
+def held_row(session: Session, key: str, worker: str) -> Claimed | None:
+    """The row of this idempotency key as its holder's claim, None when ``worker`` no longer holds it."""
+    row = session.exec(select(OutboxMessage).where(OutboxMessage.idempotency_key == key)).first()
+    if row is None or row.claimed_by != worker or row.state != OutboxState.PENDING:
+        return None
+    return Claimed(row.id, row.channel, row.recipient, row.body, dict(row.payload or {}), row.attempts, (),
+                   row.kind, row.created_at)
+
+
 def mark_retry(session: Session, message_id: int, worker: str, *, at: datetime, error: str, count_attempt: bool,
                max_attempts: int) -> str:
     """Puts the row back for a later attempt, or moves it to dead after ``max_attempts``."""

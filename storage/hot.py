@@ -314,20 +314,46 @@ def note_wechat_interaction(db, openid: str, now: datetime) -> None:
 
 # -- the WeCom channel's answers that go by the send API (handlers/wecom/channel.py) ------------------
 
+class OutboxKeyRow(NamedTuple):
+    idempotency_key: str
+
+
 _outbox = OutboxMessage.__table__
 _QUEUE_REPLY = _statement("queue_outbox_reply", lambda insert: insert(_outbox).values(
     idempotency_key=bindparam("key"), kind="reply", channel=bindparam("channel"), recipient=bindparam("recipient"),
     body=bindparam("body"), payload=bindparam("payload", type_=_outbox.c.payload.type),
     state=bindparam("state"), attempts=bindparam("attempts"), interrupted=bindparam("interrupted"),
     next_attempt_at=bindparam("now", type_=_outbox.c.next_attempt_at.type),
-    created_at=bindparam("created_at", type_=_outbox.c.created_at.type)).on_conflict_do_nothing())
+    created_at=bindparam("created_at", type_=_outbox.c.created_at.type),
+    claimed_by=bindparam("claimed_by"), claimed_until=bindparam("claimed_until", type_=_outbox.c.claimed_until.type),
+    in_flight_at=bindparam("in_flight_at", type_=_outbox.c.in_flight_at.type))
+    .on_conflict_do_nothing().returning(_outbox.c.idempotency_key), OutboxKeyRow)
+
+def queue_outbox_reply(db, *, channel: str, key: str, recipient: str, body: str, payload: dict, now: datetime,
+                       claimed_by: str | None = None, claimed_until: datetime | None = None) -> bool:
+    """One outbox row of kind "reply" (sent at once, quiet hours or not), unless its key exists (False):
+    the row ``bot.core.outbox.enqueue`` writes, without an ORM session on a callback's path. With
+    ``claimed_by``, the row is written already claimed by that sender until ``claimed_until`` and in
+    flight (the web process's reply pump sends it from memory once the transaction commits; should
+    the process die first, the outbox's worker sends it after the lease, as a possible repeat)."""
+    rows = _QUEUE_REPLY.rows(db, channel=channel, key=key[:200], recipient=recipient, body=body[:4096],
+                             payload=payload, state="pending", attempts=0, interrupted=0, now=now, created_at=now,
+                             claimed_by=claimed_by, claimed_until=claimed_until if claimed_by else None,
+                             in_flight_at=now if claimed_by else None)
+    return bool(rows)
 
 
-def queue_outbox_reply(db, *, channel: str, key: str, recipient: str, body: str, payload: dict, now: datetime) -> int:
-    """One outbox row of kind "reply" (sent at once, quiet hours or not), unless its key exists: the row
-    ``bot.core.outbox.enqueue`` writes, without an ORM session on a callback's path."""
-    return _QUEUE_REPLY.run(db, channel=channel, key=key[:200], recipient=recipient, body=body[:4096], payload=payload,
-                            state="pending", attempts=0, interrupted=0, now=now, created_at=now)
+_MARK_REPLY_SENT = _statement("mark_reply_sent", update(_outbox)
+                              .where(_outbox.c.idempotency_key == bindparam("key"),
+                                     _outbox.c.claimed_by == bindparam("worker"), _outbox.c.state == "pending")
+                              .values(state="sent", sent_at=bindparam("now", type_=_outbox.c.sent_at.type),
+                                      claimed_until=None, last_error=None, in_flight_at=None))
+
+
+def mark_reply_sent(db, *, key: str, worker: str, now: datetime) -> int:
+    """Marks sent the row of this key that ``worker`` still holds (a reply pump's delivery, recorded
+    with a later callback's transaction); 0 when another sender holds it now."""
+    return _MARK_REPLY_SENT.run(db, key=key, worker=worker, now=now)
 
 
 # -- a cadre's visits of the half-year, for the signs of 走过场 (bot/core/evidence.py) ---------------------

@@ -16,7 +16,16 @@ from storage import hot
 CHANNEL = "wecom"
 
 
-def queue_reply(db, *, key: str, recipient: str, body: str, calls: list[dict], now: datetime) -> None:
-    """The API calls that answer one callback, as one outbox row (in the caller's transaction)."""
-    hot.queue_outbox_reply(db, channel=CHANNEL, key=key, recipient=recipient, body=body, payload={"wecom": calls},
-                           now=now)
+def queue_reply(db, *, key: str, recipient: str, body: str, calls: list[dict], now: datetime,
+                claimed_by: str | None = None, claimed_until: datetime | None = None) -> bool:
+    """The API calls that answer one callback, as one outbox row (in the caller's transaction),
+    claimed by ``claimed_by`` until ``claimed_until`` when given; False when the row exists already."""
+    return hot.queue_outbox_reply(db, channel=CHANNEL, key=key, recipient=recipient, body=body,
+                                  payload={"wecom": calls}, now=now, claimed_by=claimed_by, claimed_until=claimed_until)
+
+
+def mark_replies_sent(db, keys: list[str], worker: str, now: datetime) -> None:
+    """Marks sent the rows of these keys that the reply pump ``worker`` delivered and still holds (in
+    the caller's transaction: a later callback's)."""
+    for key in keys:
+        hot.mark_reply_sent(db, key=key, worker=worker, now=now)

@@ -24,8 +24,8 @@ from sqlalchemy.sql.dml import UpdateBase
 from bot.core.periods import half_of
 from storage import hot
 from storage.db import session_scope
-from storage.models import (Cadre, ChatAccount, DialogueState, EverydayContact, Household, ProblemStatus,
-                            ProcessedInbound, WeChatUser)
+from storage.models import (Cadre, ChatAccount, DialogueState, EverydayContact, Household, OutboxMessage,
+                            ProblemStatus, ProcessedInbound, WeChatUser)
 from storage.prepared import Prepared, UnsupportedStatement
 from tests.utils import bind, make_problem, make_roster, make_visit
 
@@ -88,6 +88,10 @@ def seed(db, clock) -> Seed:
         # A call-back list shows full numbers: the answer kept for it is sealed at rest (storage/crypto.py).
         s.add(ProcessedInbound(channel="telegram", event_key="answered-3", created_at=now - timedelta(minutes=1),
                                answer={"replies": [{"text": "回访电话 13912345678", "options": []}], "rendered": None}))
+        # A WeCom answer held by a web process's reply pump, sent, waiting to be marked.
+        s.add(OutboxMessage(idempotency_key="wecom-reply:held", kind="reply", channel="wecom", recipient="zhangsan",
+                            body="请选择住户", payload={"wecom": []}, next_attempt_at=now, created_at=now,
+                            claimed_by="web:1:pump", claimed_until=now + timedelta(minutes=5), in_flight_at=now))
     with session_scope(db) as s:
         s.add(ChatAccount(channel="telegram", external_user_id="200", cadre_id=gone.id, bound_at=now, bound_by="code"))
     return Seed(now, half, roster.cadre.id, roster.supervisor.id, visited.id, quiet.id)
@@ -122,12 +126,20 @@ CASES = {
     "queue_outbox_reply": lambda s: [
         dict(channel="wecom", key="wecom-reply:new", recipient="zhangsan", body="请选择住户",
              payload={"wecom": [{"path": "/cgi-bin/message/send", "body": {"touser": "zhangsan"}}]}, state="pending",
-             attempts=0, interrupted=0, now=s.now, created_at=s.now),
+             attempts=0, interrupted=0, now=s.now, created_at=s.now, claimed_by=None, claimed_until=None,
+             in_flight_at=None),
         dict(channel="wecom", key="wecom-reply:new", recipient="zhangsan", body="again", payload={}, state="pending",
-             attempts=0, interrupted=0, now=s.now, created_at=s.now),
+             attempts=0, interrupted=0, now=s.now, created_at=s.now, claimed_by=None, claimed_until=None,
+             in_flight_at=None),
         dict(channel="wecom", key="wecom-reply:phone", recipient="zhangsan", body="回访电话 13912345678",  # sealed
              payload={"wecom": [{"body": {"text": {"content": "回访电话 13912345678"}}}]}, state="pending", attempts=0,
-             interrupted=0, now=s.now, created_at=s.now)],
+             interrupted=0, now=s.now, created_at=s.now, claimed_by=None, claimed_until=None, in_flight_at=None),
+        dict(channel="wecom", key="wecom-reply:claimed", recipient="zhangsan", body="请选择住户", payload={},
+             state="pending", attempts=0, interrupted=0, now=s.now, created_at=s.now, claimed_by="web:1:pump",
+             claimed_until=s.now + timedelta(minutes=5), in_flight_at=s.now)],
+    "mark_reply_sent": lambda s: [dict(key="wecom-reply:held", worker="web:1:pump", now=s.now),
+                                  dict(key="wecom-reply:held", worker="another", now=s.now),
+                                  dict(key="wecom-reply:none", worker="web:1:pump", now=s.now)],
     "cadre_visits": lambda s: [dict(cadre_id=s.cadre_id, half=s.half), dict(cadre_id=s.cadre_id, half="2020H1"),
                                dict(cadre_id=s.other_cadre_id, half=s.half)],
     "start_event": lambda s: [dict(channel="telegram", user_id="100", event_key="answered-1"),

@@ -157,6 +157,15 @@ def make_problem(db, at: datetime, **fields) -> int:
         return problem.id
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a server started in another process)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def wait_for(predicate, timeout: float = 15.0) -> bool:
     """Polls ``predicate`` until it holds (True) or the time is up (False): for what a worker does
     on its own schedule, which no reply signals."""

@@ -32,7 +32,7 @@ import re
 import threading
 import time
 from functools import partial
-from typing import Awaitable, Callable
+from typing import TYPE_CHECKING, Callable
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -49,7 +49,10 @@ from handlers.wechat.channel import _text, fetch_photo, pack
 from handlers.wecom import render
 from handlers.wecom.crypto import MAX_BODY_BYTES, Cipher, Refused, button_reply, check_timestamp, parse_xml, text_reply
 from bot.core import outbox
-from storage.wecom import CHANNEL, queue_reply
+from storage.wecom import CHANNEL, mark_replies_sent, queue_reply
+
+if TYPE_CHECKING:
+    from handlers.wecom.transport import ReplyPump
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +110,9 @@ class _Answer:
         self._lock = threading.Lock()
         self.mode: str | None = None
         self.xml: str | None = None
-        self.queued = False  # calls were written to the outbox: the pump should run
+        self.queued = False  # calls were written to the outbox unclaimed: the pump's batch should run
+        self.handoff: tuple | None = None  # a row written claimed by the pump: handed over once committed
+        self.marks: list[str] | None = None  # rows the pump delivered, marked sent in this event's transaction
         self.settled = False  # the core ran the hook: the answer is stored with the event
 
     def claim(self, mode: str) -> str:
@@ -118,11 +123,13 @@ class _Answer:
 
 
 class WeComChannel:
-    """The callback URL of one WeCom app, bound to the core. ``pump``: delivers the outbox's due
-    WeCom rows now (the app wires it to an outbox sender); without it the worker sends them. ``media``:
-    fetches a picture a member sent (``WeComApi.media``), so the core gets the photo itself."""
+    """The callback URL of one WeCom app, bound to the core. ``pump``: the web process's reply pump
+    (``handlers.wecom.transport.ReplyPump``), which sends a callback's answer from memory once its
+    transaction committed, and runs the outbox's batch for rows written unclaimed; without it the
+    worker sends them. ``media``: fetches a picture a member sent (``WeComApi.media``), so the core
+    gets the photo itself."""
 
-    def __init__(self, core: Engine, settings: Settings, *, pump: Callable[[], Awaitable[int]] | None = None,
+    def __init__(self, core: Engine, settings: Settings, *, pump: "ReplyPump | None" = None,
                  media: Callable[[str, int], bytes] | None = None):
         self.core, self.settings, self.pump, self.media = core, settings, pump, media
         self.corp_id = settings.wecom_corp_id or ""
@@ -211,23 +218,51 @@ class WeComChannel:
                 self._late.add(job)
                 job.add_done_callback(partial(self._late_done, inbound.event_key, answer))
                 return None
-            outcome = await job  # the core claimed the passive reply just in time: its commit is under way
+            outcome = await self._committed(job, answer)  # the core claimed the passive reply just in time
+        except BaseException:
+            self._marks_lost(answer)
+            raise
         if outcome.duplicate:
+            self._marks_lost(answer)
             return outcome.rendered or None  # the very answer given the first time ("": sent by the API)
-        if answer.queued:
-            self.kick()
+        if not answer.settled:
+            self._marks_lost(answer)
+        self._send(answer)
         if not answer.settled and outcome.replies:
             # The core gave up before its commit (another event of this member won a race): nothing
             # was stored, so the answer is not kept either.
             return self._passive(inbound.user_id, pack([render.as_text(r) for r in outcome.replies])[0])
         return answer.xml
 
+    async def _committed(self, job: asyncio.Future, answer: _Answer) -> Outcome:
+        try:
+            return await job
+        except BaseException:
+            self._marks_lost(answer)
+            raise
+
+    def _marks_lost(self, answer: _Answer) -> None:
+        """The event's transaction did not commit (or ran no hook): its marks are taken again later."""
+        if answer.marks and self.pump is not None:
+            self.pump.give_back(answer.marks)
+        answer.marks = None
+
     def _late_done(self, event_key: str, answer: _Answer, job: asyncio.Future) -> None:
         self._late.discard(job)
         if job.cancelled() or job.exception() is not None:
+            self._marks_lost(answer)
             log.error("wecom event %s failed after its deadline; the member got no answer", event_key,
                       exc_info=None if job.cancelled() else job.exception())
-        elif answer.queued:
+        elif job.result().duplicate or not answer.settled:
+            self._marks_lost(answer)
+        else:
+            self._send(answer)
+
+    def _send(self, answer: _Answer) -> None:
+        """The committed answer's API calls on their way: handed to the pump, or its batch run."""
+        if answer.handoff is not None and self.pump is not None:
+            self.pump.hand(*answer.handoff)
+        if answer.queued:
             self.kick()
 
     def _settle(self, ctx: Context, outcome: Outcome, *, inbound: Inbound, code: str | None, answer: _Answer) -> None:
@@ -262,16 +297,28 @@ class WeComChannel:
             outbox.enqueue(ctx.session, key=f"wecom-reply:{key}", kind="reply", channel=CHANNEL,
                            recipient=inbound.user_id, body=summary, now=now, settings=self.settings,
                            payload={"wecom": calls}, attachments=files)
+        answer.handoff = None
+        if self.pump is not None:
+            if answer.marks is None:  # once per event: a second run of the hook (a retried transaction) keeps them
+                answer.marks = self.pump.take_marks()
+            if answer.marks:
+                mark_replies_sent(ctx.db, answer.marks, self.pump.worker, now)
+        if files:
+            answer.queued = True
+        elif calls and self.pump is not None:
+            holder, until = self.pump.claim(now)
+            if queue_reply(ctx.db, key=f"wecom-reply:{key}", recipient=inbound.user_id, body=summary, calls=calls,
+                           now=now, claimed_by=holder, claimed_until=until):
+                answer.handoff = (f"wecom-reply:{key}", inbound.user_id, calls, until)
         elif calls:
             queue_reply(ctx.db, key=f"wecom-reply:{key}", recipient=inbound.user_id, body=summary, calls=calls, now=now)
-        answer.queued = bool(calls or files)
         outcome.rendered = xml or ""  # kept with the event by the core, for WeCom's retries
         answer.xml, answer.settled = xml, True
 
     # -- the reply pump -----------------------------------------------------------------------
 
     def kick(self) -> None:
-        """Runs the pump now, or once more after the run under way (rows written meanwhile)."""
+        """Runs the pump's batch now, or once more after the run under way (rows written meanwhile)."""
         if self.pump is None:
             return
         if self._pumping is not None and not self._pumping.done():
@@ -283,7 +330,7 @@ class WeComChannel:
         while True:
             self._again = False
             try:
-                handled = await self.pump()
+                handled = await self.pump.run_once()
             except Exception:
                 log.exception("wecom reply pump failed; the worker will send the rows")
                 handled = 0
@@ -294,6 +341,8 @@ class WeComChannel:
         """Waits for answers past their deadline and the pump (the app's shutdown, tests)."""
         while self._late or (self._pumping is not None and not self._pumping.done()):
             await asyncio.gather(*self._late, *( [self._pumping] if self._pumping else []), return_exceptions=True)
+        if self.pump is not None:
+            await self.pump.drain()
 
 
 def _summary(call: dict) -> str:

@@ -11,7 +11,8 @@ Two halves, both in the published formats over real HTTP on loopback:
   a message beyond a member's 30 a minute or 1,000 an hour (``over_limit`` keeps them, so a test
   can assert there were none), and a message identical to one the member got within the
   ``duplicate_check_interval`` when ``enable_duplicate_check`` is set (``duplicates``).
-  ``send_delay`` holds every send's answer after delivering it (a sender killed while waiting).
+  ``send_delay`` holds every send's answer after delivering it (a sender killed while waiting);
+  ``send_errors`` answers the next sends with the given errors (``{"errcode": 45009, ...}``) and delivers nothing.
   It also plays WeCom's web login: the QR login page (``/wwlogin/sso/login``) and the OAuth2
   authorize page (``/connect/oauth2/authorize``) check their parameters as WeCom does and, once
   ``login_as`` names the member who scans (or opens the page in the client), send the browser back
@@ -111,6 +112,7 @@ class WeComStandin:
         self.media: dict[str, bytes] = {}
         self.page_size = 2  # user/list_id pages, small so that paging is used
         self.send_delay = 0.0
+        self.send_errors: list[dict] = []  # answered, in turn, to the next sends instead of delivering them
         self.tokens: set[str] = set()
         self.token_fetches = 0
         self._task_ids: set[str] = set()
@@ -239,6 +241,10 @@ class WeComStandin:
         error = error or self._check_message(body)
         if error:
             return self._record(path, request, body, error)
+        with self._lock:
+            injected = self.send_errors.pop(0) if self.send_errors else None
+        if injected is not None:
+            return self._record(path, request, body, injected)
         touser = str(body.get("touser") or "")
         if "|" in touser or not touser:
             return self._record(path, request, body, {"errcode": 40031, "errmsg": "one member per message here"})
