@@ -4,14 +4,19 @@ The answer given to a callback is kept with the event by the core (``Outcome.ren
 channel's hook), so WeCom's retry of a callback gets the same XML. ``queue_reply`` writes the outbox row
 of the API calls that answer one callback (storage/hot.py). The access token is kept in
 ``wechat_access_token`` under the key ``wecom:<corp>:<agent>``; the directory's members
-(``WeComMember``) are matched to cadres by ``bot.core.directory``.
+(``WeComMember``) are matched to cadres by ``bot.core.directory``. ``keep_media`` stores on an outbox
+row the media ids of its attachments, uploaded before its first send, so a send again reuses them.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import update
+
 from storage import hot
+from storage.db import session_scope
+from storage.models import OutboxMessage, OutboxState
 
 CHANNEL = "wecom"
 
@@ -29,3 +34,11 @@ def mark_replies_sent(db, keys: list[str], worker: str, now: datetime) -> None:
     the caller's transaction: a later callback's)."""
     for key in keys:
         hot.mark_reply_sent(db, key=key, worker=worker, now=now)
+
+
+def keep_media(db, message_id: int, payload: dict) -> None:
+    """The row's payload, now with its attachments' media ids (a transaction of its own)."""
+    with session_scope(db) as session:
+        session.execute(update(OutboxMessage).where(OutboxMessage.id == message_id,
+                                                    OutboxMessage.state == OutboxState.PENDING)
+                        .values(payload=payload).execution_options(synchronize_session=False))

@@ -284,10 +284,11 @@ class WeComChannel:
             calls = render.actions(replies, touser=inbound.user_id, agent_id=self.agent_id, event_key=key,
                                    duplicate_check=duplicate_check, press=None if inline else (code, shown))
         elif inline and replies and not any(render.has_card(r) or r.files for r in replies):
-            parts = pack([render.as_text(r) for r in replies], render.TEXT_MAX_BYTES)
+            parts = pack([render.as_text(r) for r in replies], render.TEXT_ROOM)  # room for the marks
             xml = self._passive(inbound.user_id, parts[0])
             calls = [{"path": render.SEND, "body": render.text_message(inbound.user_id, self.agent_id, part,
-                                                                      duplicate_check)} for part in parts[1:]]
+                                                                      duplicate_check, key=key, index=index)}
+                     for index, part in enumerate(parts[1:])]
         else:
             calls = render.actions(replies, touser=inbound.user_id, agent_id=self.agent_id, event_key=key,
                                    duplicate_check=duplicate_check)
@@ -349,7 +350,7 @@ def _summary(call: dict) -> str:
     """What an outbox row says in `python -m bot outbox`."""
     body = call.get("body") or {}
     if body.get("msgtype") == "text":
-        return body["text"]["content"]
+        return render.unmarked(body["text"]["content"])
     if body.get("msgtype") == "template_card":
         card = body["template_card"]
         return "\n".join(filter(None, [card.get("sub_title_text"), card["main_title"]["title"]]))

@@ -12,6 +12,16 @@ A press is answered by greying out the pressed card's buttons with the choice (t
 update_button reply, or ``update_template_card`` with the press's response code when the answer
 comes after the deadline: either way a pressed card cannot be pressed again) and the next
 question as a new card.
+
+WeCom's duplicate check (every message/send carries ``enable_duplicate_check``, see
+``handlers.wecom.transport``) drops any message whose content equals one the member got within the
+interval, not only the repeat of a row after a crash: two "已取消…" in a row, two reminders with the
+same words. So every text sent by the API ends with an invisible mark (``mark``): 16 zero-width
+characters (U+200B, U+200C, U+200D, U+2060) spelling 32 bits of a hash of the outbox row's key and
+the call's place in the row (the event key for a callback's answer, ``outbox:<row id>`` for a
+proactive message). Texts of distinct rows, or distinct calls of one row, differ (but for one
+chance in 2**32); the same row sent again is byte for byte the same, and WeCom still drops it. The
+mark is counted within the 2,048 bytes of a text (``TEXT_ROOM`` is what is left for the words).
 """
 
 from __future__ import annotations
@@ -28,6 +38,9 @@ BUTTON_TEXT_MAX = 10  # characters WeCom shows on a button
 TITLE_MAX = 26  # characters of main_title.title
 SUBTITLE_MAX = 112  # characters of sub_title_text
 TEXT_MAX_BYTES = 2048  # one text message
+MARK_ALPHABET = "\u200b\u200c\u200d\u2060"  # zero width: space, non-joiner, joiner, word joiner
+MARK_LENGTH = 16  # two bits a character: 32 bits
+TEXT_ROOM = TEXT_MAX_BYTES - len(("\u200b" * MARK_LENGTH).encode())  # the words of a text, its mark left out
 SEND = "/cgi-bin/message/send"
 UPDATE_CARD = "/cgi-bin/message/update_template_card"
 
@@ -53,6 +66,25 @@ def as_text(reply: Reply) -> str:
 def task_id(event_key: str, index: int) -> str:
     """A card's task id (unique per app; letters, digits, _-@; at most 128 bytes)."""
     return f"t{hashlib.sha1(event_key.encode()).hexdigest()[:24]}-{index}"
+
+
+def mark(key: str, index: int) -> str:
+    """The invisible end of the ``index``-th call's text in the outbox row of ``key``: the same for
+    the same row and call, different (but for one chance in 2**32) for any other."""
+    bits = int.from_bytes(hashlib.sha256(f"{key}\n{index}".encode()).digest()[:4], "big")
+    return "".join(MARK_ALPHABET[(bits >> (2 * i)) & 3] for i in range(MARK_LENGTH))
+
+
+def marked(content: str, key: str, index: int) -> str:
+    """``content`` cut to ``TEXT_ROOM`` bytes, with its mark: at most ``TEXT_MAX_BYTES`` (an empty
+    text stays empty: WeCom refuses it, rather than deliver an invisible message)."""
+    return fit(content, TEXT_ROOM) + mark(key, index) if content else content
+
+
+def unmarked(content: str) -> str:
+    """A text as the member reads it: its mark left out."""
+    tail = content[-MARK_LENGTH:]
+    return content[:-MARK_LENGTH] if len(tail) == MARK_LENGTH and all(c in MARK_ALPHABET for c in tail) else content
 
 
 def card(reply: Reply, task: str) -> tuple[str | None, dict[str, Any]]:
@@ -94,8 +126,9 @@ def actions(replies: list[Reply], *, touser: str, agent_id: int, event_key: str,
     pending: list[str] = []  # texts joined into as few messages as fit
 
     def flush() -> None:
-        for part in pack(pending, TEXT_MAX_BYTES):
-            out.append({"path": SEND, "body": {**base, "msgtype": "text", "text": {"content": part}}})
+        for part in pack(pending, TEXT_ROOM):
+            out.append({"path": SEND, "body": {**base, "msgtype": "text",
+                                               "text": {"content": marked(part, event_key, len(out))}}})
         pending.clear()
 
     for reply in replies:
@@ -111,7 +144,9 @@ def actions(replies: list[Reply], *, touser: str, agent_id: int, event_key: str,
     return out
 
 
-def text_message(touser: str, agent_id: int, content: str, duplicate_check: int) -> dict[str, Any]:
-    """A proactive text message (a reminder, a digest)."""
-    return {"touser": touser, "agentid": agent_id, "msgtype": "text", "text": {"content": fit(content, TEXT_MAX_BYTES)},
+def text_message(touser: str, agent_id: int, content: str, duplicate_check: int, *, key: str,
+                 index: int = 0) -> dict[str, Any]:
+    """A text message on its own (a reminder, a digest, the rest of a passive reply), marked for the
+    ``index``-th call of the outbox row ``key``."""
+    return {"touser": touser, "agentid": agent_id, "msgtype": "text", "text": {"content": marked(content, key, index)},
             "enable_duplicate_check": 1, "duplicate_check_interval": duplicate_check}

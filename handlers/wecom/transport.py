@@ -16,11 +16,19 @@ chart), before its first call: a row is never sent half.
 
 Every message/send carries ``enable_duplicate_check`` with an interval twice the outbox lease: a
 row whose sender died with the send in flight is claimed again when the lease ends and sent again,
-and WeCom drops the repeat, so a crash costs no duplicate.
+and WeCom drops the repeat, so a crash costs no duplicate. WeCom drops any message identical to one
+the member got within the interval, so what is sent must be the same for the same row and differ
+between rows: every text ends with an invisible mark made from the row's key and the call's place
+(``handlers.wecom.render.mark``; a proactive row's key is ``outbox:<row id>``), a card has a task id
+of its own, and an attachment's media id is kept on the row (``payload["wecom_media"]``, written
+after the uploads and before the first send), so the same row sent again sends the same media ids
+(reused for ``MEDIA_REUSE``: WeCom keeps temporary media three days). A crash after the uploads but
+before the media ids are kept has sent nothing yet: the row uploads again.
 
 A row is either a reply prepared by the channel (``payload["wecom"]``: the API calls in order, see
 ``handlers.wecom.render``) or a proactive message (a reminder, a digest): its body as a text
-message. Attached files (a digest's chart) are uploaded (media/upload) and sent as images or files.
+message. Attached files (a digest's chart) are uploaded (media/upload) before the row's first call
+and sent as images or files after its calls.
 """
 
 from __future__ import annotations
@@ -48,15 +56,17 @@ from scheduler.budget import MemoryStore, Rule, Taken, Window, budget_store
 from scheduler.sender import SENT, Delivery, OutboxSender
 from storage.db import session_scope
 from storage.models import OutboxState
-from storage.wecom import CHANNEL
+from storage.wecom import CHANNEL, keep_media
 
 log = logging.getLogger(__name__)
 
 UNREACHABLE = {NOT_A_MEMBER: texts.WECOM_NOT_A_MEMBER, 60111: "成员 userid 不存在", 60011: "应用无权限访问该成员"}
 APP_LIMITS = {45009: 60.0, 45033: 1.0, 45011: 60.0}  # calls too frequent, too many at once: the channel waits
 RETRY = {-1, 40014, 42001, 40001}  # system busy; a token refused twice
-FLIGHT_SECONDS = 120.0
-IN_LINE_MAX = 1.5  # a wait this long or longer is a member's window or a pause, not the app's calls a second  # places of a row whose sender died are given back after this long
+FLIGHT_SECONDS = 120.0  # places of a row whose sender died are given back after this long
+IN_LINE_MAX = 1.5  # a wait this long or longer is a member's window or a pause, not the app's calls a second
+MEDIA_KEY = "wecom_media"  # in a row's payload: {"at": when uploaded, "ids": its attachments' media ids}
+MEDIA_REUSE = timedelta(days=2)  # a kept media id is sent again for this long (WeCom keeps it 3 days)
 
 
 class MemberLimiter:
@@ -245,34 +255,54 @@ class WeComTransport:
                     continue
                 await self.api.send_async(call["body"])
             return SENT
-        except WeComApiError as exc:
+        except WeComApiError as exc:  # a network failure included (no errcode, status 599): tried again
             return self._failure(exc)
-        except httpx.HTTPError as exc:
-            return Delivery("retry", error=f"network: {type(exc).__name__}: {exc}"[:500])
 
     def _calls(self, message: Claimed) -> list[dict[str, Any]]:
         calls: Any = (message.payload or {}).get("wecom")
         if calls is None:  # a proactive message: its body as text
             return [{"path": SEND, "body": text_message(message.recipient, self.api.agent_id, message.body,
-                                                        self.settings.wecom_duplicate_check_seconds)}]
+                                                        self.settings.wecom_duplicate_check_seconds,
+                                                        key=f"outbox:{message.id}")}]
         return [calls] if isinstance(calls, dict) else list(calls)
 
     def _deliver(self, message: Claimed, calls: list[dict[str, Any]]) -> Delivery:
         try:
+            media = self._media(message)
             for call in calls:
                 if call["path"] == UPDATE_CARD:
                     self._grey_out(call["body"])
                     continue
                 self.api.send(call["body"])
-            for attachment in message.attachments:
-                kind = "image" if attachment.content_type.startswith("image/") else "file"
-                media = self.api.upload_media(kind, attachment.filename, attachment.content, attachment.content_type)
+            for kind, media_id in media:
                 self.api.send({"touser": message.recipient, "agentid": self.api.agent_id, "msgtype": kind,
-                               kind: {"media_id": media}, "enable_duplicate_check": 1,
+                               kind: {"media_id": media_id}, "enable_duplicate_check": 1,
                                "duplicate_check_interval": self.settings.wecom_duplicate_check_seconds})
             return SENT
-        except WeComApiError as exc:  # a network failure included (no errcode, status 599): tried again
+        except WeComApiError as exc:
             return self._failure(exc)
+        except httpx.HTTPError as exc:
+            return Delivery("retry", error=f"network: {type(exc).__name__}: {exc}"[:500])
+
+    def _media(self, message: Claimed) -> list[tuple[str, str]]:
+        """The attachments' (kind, media id), uploaded before anything of the row is sent and kept on
+        the row, or those kept by an earlier attempt while they are fresh: the same row sends the
+        same media ids, and WeCom's duplicate check drops the repeat."""
+        if not message.attachments:
+            return []
+        kinds = ["image" if a.content_type.startswith("image/") else "file" for a in message.attachments]
+        kept = (message.payload or {}).get(MEDIA_KEY)
+        now = self.clock()
+        try:
+            if now - datetime.fromisoformat(kept["at"]) < MEDIA_REUSE and len(kept["ids"]) == len(kinds):
+                return list(zip(kinds, kept["ids"]))
+        except (KeyError, TypeError, ValueError):
+            pass  # none kept (or not readable): upload
+        ids = [self.api.upload_media(kind, a.filename, a.content, a.content_type)
+               for kind, a in zip(kinds, message.attachments)]
+        if self.db is not None:
+            keep_media(self.db, message.id, {**(message.payload or {}), MEDIA_KEY: {"at": now.isoformat(), "ids": ids}})
+        return list(zip(kinds, ids))
 
     def _grey_out(self, body: dict[str, Any]) -> None:
         """The pressed card's buttons greyed out with the choice. Cosmetic and once only: a response

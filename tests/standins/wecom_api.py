@@ -10,7 +10,10 @@ Two halves, both in the published formats over real HTTP on loopback:
   every message a member received. Like WeCom it **drops silently** (answers ok, delivers nothing)
   a message beyond a member's 30 a minute or 1,000 an hour (``over_limit`` keeps them, so a test
   can assert there were none), and a message identical to one the member got within the
-  ``duplicate_check_interval`` when ``enable_duplicate_check`` is set (``duplicates``).
+  ``duplicate_check_interval`` when ``enable_duplicate_check`` is set (``duplicates``): any
+  message with the same content, whichever row or call it came from, as WeCom compares them. Both
+  windows run on ``monotonic`` (``time.monotonic`` unless a test gives a clock of its own, such as
+  ``ManualClock``, to move time past them).
   ``send_delay`` holds every send's answer after delivering it (a sender killed while waiting);
   ``send_errors`` answers the next sends with the given errors (``{"errcode": 45009, ...}``) and delivers nothing.
   It also plays WeCom's web login: the QR login page (``/wwlogin/sso/login``) and the OAuth2
@@ -60,9 +63,26 @@ class Call:
     answer: dict[str, Any]
 
 
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060"))  # zero-width characters
+
+
+class ManualClock:
+    """A monotonic clock a test moves by hand (``advance``), for ``WeComStandin(monotonic=...)``."""
+
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @dataclass
 class Delivered:
-    """A message a member received: ``at`` on the stand-in's monotonic clock."""
+    """A message a member received: ``at`` on the stand-in's monotonic clock; ``text`` as the member
+    reads it (zero-width characters are invisible: left out; ``body`` has them as sent)."""
 
     touser: str
     msgtype: str
@@ -72,7 +92,7 @@ class Delivered:
     @property
     def text(self) -> str:
         if self.msgtype == "text":
-            return self.body["text"]["content"]
+            return self.body["text"]["content"].translate(_INVISIBLE)
         if self.msgtype == "template_card":
             card = self.body["template_card"]
             return "\n".join(filter(None, [card.get("sub_title_text"), card["main_title"]["title"]]))
@@ -96,9 +116,11 @@ class WeComStandin:
 
     def __init__(self, *, corp_id: str, agent_id: int, secret: str, token: str, aes_key: str,
                  clock: Callable[[], float] = time.time, per_minute: int = 30, per_hour: int = 1000,
-                 minute: float = 60.0, hour: float = 3600.0):
+                 minute: float = 60.0, hour: float = 3600.0, monotonic: Callable[[], float] = time.monotonic):
         self.corp_id, self.agent_id, self.secret, self.token, self.aes_key = corp_id, agent_id, secret, token, aes_key
         self.clock = clock  # callback timestamps (the bot's clock may be a test's)
+        # Arrivals: the duplicate check's interval, a member's limits, a login code's lifetime.
+        self.monotonic = monotonic
         self.per_minute, self.per_hour, self.minute, self.hour = per_minute, per_hour, minute, hour
         self.webhook_url: str | None = None
         self.calls: list[Call] = []
@@ -250,7 +272,7 @@ class WeComStandin:
             return self._record(path, request, body, {"errcode": 40031, "errmsg": "one member per message here"})
         if self.directory and touser not in {m.userid for m in self.directory}:
             return self._record(path, request, body, {"errcode": 81013, "errmsg": "user & party & tag all invalid"})
-        now = time.monotonic()
+        now = self.monotonic()
         item = Delivered(touser, body["msgtype"], body, now)
         answer: dict[str, Any] = {"errcode": 0, "errmsg": "ok", "invaliduser": ""}
         with self._lock:
@@ -398,7 +420,7 @@ class WeComStandin:
         """A code as WeCom's login pages hand one out for ``userid`` (tests forge with it too)."""
         code = secrets.token_urlsafe(32)
         with self._lock:
-            self.login_codes[code] = [userid, time.monotonic(), False]
+            self.login_codes[code] = [userid, self.monotonic(), False]
         return code
 
     def _login_page_error(self, query: dict[str, str], *, oauth: bool) -> str | None:
@@ -450,7 +472,7 @@ class WeComStandin:
         code = request.query_params.get("code", "")
         with self._lock:
             issued = self.login_codes.get(code)
-            fresh = issued is not None and not issued[2] and time.monotonic() - issued[1] < self.code_ttl
+            fresh = issued is not None and not issued[2] and self.monotonic() - issued[1] < self.code_ttl
             if fresh:
                 issued[2] = True
         if not fresh:
