@@ -2,7 +2,7 @@
 per second and p99 at 25 concurrent members, for the bot against a bare endpoint that only checks,
 decrypts and echoes.
 
-Three processes besides the driver (spawned, each under uvicorn on 127.0.0.1):
+Four processes besides the driver (spawned, each under uvicorn on 127.0.0.1):
 
 * bot:  the production app (bot.app.create_app) with WeCom on: timestamp, signature, XML and
         corp-id checks, AES, the core's transaction (event key, dialogue state, the answer stored
@@ -10,6 +10,8 @@ Three processes besides the driver (spawned, each under uvicorn on 127.0.0.1):
         reply pump sending the cards and texts through message/send and update_template_card;
 * echo: the same checks and AES (handlers.wecom.crypto), then the text (or the pressed button's
         key) echoed back sealed: no core, no database, no API call;
+* floor: the echo plus each callback's key committed to the bot's database (one INSERT, one
+        transaction): the least any bot that drops WeCom's retries must do, its ratios printed too;
 * api:  a minimal WeCom API for the bot's reply pump (gettoken, message/send,
         update_template_card), which counts what it gets, stale answers included.
 
@@ -26,6 +28,7 @@ waits until the pump has sent everything (so the echo's round runs alone); ``--w
 measures the callback path alone, the answers left queued.
 
     python -m bench.wecom_webhook [--concurrency 25] [--cycles 20] [--rounds 3] [--db URL] [--without-pump]
+                                  [--py-spy FILE]
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from contextlib import nullcontext
+
+from bench.harness import PySpy
 from bench.wechat_webhook import Connection, percentile
 
 HOST = "127.0.0.1"
@@ -66,8 +72,13 @@ def _settings(db_url: str, api_url: str):
                     quiet_hours_end="00:00")
 
 
-def echo_app():
-    """The baseline: check, decrypt, echo the text (or the button's key) back sealed. Nothing else."""
+def echo_app(db_url: str | None = None):
+    """The baseline: check, decrypt, echo the text (or the button's key) back sealed. Nothing else.
+
+    With ``db_url`` (the durable echo): the same, and each callback's key written to the database in
+    a transaction of its own (INSERT ... ON CONFLICT DO NOTHING, committed) before the answer, as any
+    endpoint must that drops WeCom's retries and answers a retry the same: the least a correct bot
+    does per callback, on the bot's own database (a table of its own), through the driver directly."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse, Response
@@ -76,6 +87,7 @@ def echo_app():
     from handlers.wecom.crypto import Cipher, Refused, check_timestamp, parse_xml, text_reply
 
     cipher = Cipher(TOKEN, AES_KEY, CORP_ID)
+    record = _recorder(db_url) if db_url else None
 
     async def endpoint(request: Request) -> Response:
         query = request.query_params
@@ -88,11 +100,38 @@ def echo_app():
                 raise Refused(400, "wrong corp id")
         except Refused as refused:
             return PlainTextResponse(refused.reason, status_code=refused.status)
+        if record is not None:
+            record(message.get("MsgId") or f"{message.get('FromUserName')}:{message.get('CreateTime')}:"
+                                           f"{message.get('EventKey')}:{message.get('ResponseCode')}")
         xml = text_reply(to_user=message["FromUserName"], corp_id=CORP_ID, agent_id=AGENT_ID,
                          content=message.get("Content") or message.get("EventKey", ""), now=int(time.time()))
         return Response(cipher.seal(xml, str(int(time.time()))), media_type="application/xml")
 
     return Starlette(routes=[Route(PATH, endpoint, methods=["POST"])])
+
+
+def _recorder(db_url: str):
+    """The durable echo's write: one committed INSERT of the callback's key, on the event loop (as the
+    bot's inline path runs on SQLite)."""
+    from storage.db import make_engine
+
+    engine = make_engine(_settings(db_url, "http://127.0.0.1:9").sqlalchemy_url)
+    raw = engine.raw_connection()
+    driver = raw.driver_connection
+    sqlite = engine.dialect.name == "sqlite"
+    mark = "?" if sqlite else "%s"
+    cursor = driver.cursor()
+    cursor.execute("CREATE TABLE IF NOT EXISTS bench_floor_seen (key VARCHAR(100) PRIMARY KEY)")
+    driver.commit()
+    insert = f"INSERT INTO bench_floor_seen (key) VALUES ({mark}) ON CONFLICT DO NOTHING"
+
+    def record(key: str) -> None:
+        if sqlite:
+            cursor.execute("BEGIN IMMEDIATE")
+        cursor.execute(insert, (key,))
+        driver.commit()
+
+    return record
 
 
 def api_app():
@@ -142,6 +181,8 @@ def _serve(kind: str, db_url: str, api_url: str, sock: socket.socket, ready) -> 
     logging.basicConfig(level=logging.WARNING)
     if kind == "echo":
         app = echo_app()
+    elif kind == "floor":
+        app = echo_app(db_url)
     elif kind == "api":
         app = api_app()
     else:
@@ -315,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed cycles per member first (3)")
     parser.add_argument("--pool", type=int, help="members per slot, walked in turn (default: a cycle each per 4 timed)")
     parser.add_argument("--db", help="database URL for the bot (default: a temporary SQLite file)")
+    parser.add_argument("--py-spy", metavar="FILE",
+                        help="record the bot process with py-spy during its timed rounds (raw collapsed stacks)")
     parser.add_argument("--without-pump", action="store_true",
                         help="the bot's reply pump off: the callback path alone (cards stay queued, unsent)")
     args = parser.parse_args(argv)
@@ -344,16 +387,19 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     api = Server("api", db_url, path="/stats").start()
-    servers = {"bot": Server("bot", db_url, api.base).start(), "echo": Server("echo", db_url).start()}
-    results: dict[str, list[float]] = {"bot": [], "echo": []}
-    elapsed = {"bot": 0.0, "echo": 0.0}
+    servers = {"bot": Server("bot", db_url, api.base).start(), "echo": Server("echo", db_url).start(),
+               "floor": Server("floor", db_url).start()}
+    results: dict[str, list[float]] = {name: [] for name in servers}
+    elapsed = {name: 0.0 for name in servers}
     turn = 0
     try:
         plan = [("warm-up", args.warmup)] + [(f"round {n + 1}", args.cycles) for n in range(args.rounds)]
         for label, cycles in plan:
             for name, server in servers.items():
-                echo = name == "echo"
-                latencies, seconds = asyncio.run(run_round(server.url, scripts(cycles, echo, turn)))
+                echo = name != "bot"
+                profiled = args.py_spy and not echo and label != "warm-up"
+                with PySpy(server.process.pid, f"{args.py_spy}.{label.split()[-1]}") if profiled else nullcontext():
+                    latencies, seconds = asyncio.run(run_round(server.url, scripts(cycles, echo, turn)))
                 if not echo and not args.without_pump:
                     drain(db_url)  # the pump's sends done before the echo's round: one server busy at a time
                 if label != "warm-up":
@@ -373,16 +419,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"WeCom callbacks (AES), {args.concurrency} concurrent, {args.rounds} rounds of {args.cycles * 4 * args.concurrency} "
           f"callbacks per server (texts and card presses, 1:1), {backend}, {os.cpu_count()} CPUs")
     print(f"{'':6} {'req/s':>7} {'p50':>8} {'p99':>8} {'max':>8}")
-    for name in ("bot", "echo"):
+    for name in ("bot", "echo", "floor"):
         values = results[name]
         print(f"{name:6} {len(values) / elapsed[name]:7.0f} {percentile(values, 50) * 1000:6.1f} ms "
               f"{percentile(values, 99) * 1000:6.1f} ms {max(values) * 1000:6.1f} ms")
-    throughput = (len(results["bot"]) / elapsed["bot"]) / (len(results["echo"]) / elapsed["echo"])
+    rate = {name: len(results[name]) / elapsed[name] for name in results}
+    throughput = rate["bot"] / rate["echo"]
     p99_ratio = percentile(results["bot"], 99) / percentile(results["echo"], 99)
     print(f"API calls the bot made: {stats['send']} sends ({stats['cards']} cards), {stats['updates']} cards greyed out by API, "
           f"{stats['stale']} stale answers (of {walked} cycles)")
     print(f"target: throughput bot/echo >= 0.5: {'met' if throughput >= 0.5 else 'missed'} ({throughput:.2f}); "
           f"p99 bot/echo <= 2: {'met' if p99_ratio <= 2 else 'missed'} ({p99_ratio:.2f})")
+    print(f"the durable echo (floor: the echo plus each callback's key committed to the database): "
+          f"{rate['floor'] / rate['echo']:.2f} of the echo's throughput, p99 "
+          f"{percentile(results['floor'], 99) / percentile(results['echo'], 99):.2f}x; the bot against it: throughput "
+          f"{rate['bot'] / rate['floor']:.2f}, p99 {percentile(results['bot'], 99) / percentile(results['floor'], 99):.2f}x")
     if stats["stale"] or (stats["cards"] < 2 * walked and not args.without_pump):
         print("the cycles did not run as planned (stale presses or cards missing)", file=sys.stderr)
         return 1
