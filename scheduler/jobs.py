@@ -470,8 +470,8 @@ def retention_rules(settings: Settings, now: datetime) -> list[tuple[str, object
     """
     from sqlalchemy import and_, exists, or_
 
-    from storage.models import (BindingAttempt, ChatAccount, DialogueState, OutboxAttachment, OutboxMessage,
-                                OutboxState, ProcessedInbound, WeChatUser)
+    from storage.models import (BindingAttempt, ChatAccount, ConsoleSession, DialogueState, LoginCode,
+                                OutboxAttachment, OutboxMessage, OutboxState, ProcessedInbound, WeChatUser)
 
     guards = now - timedelta(days=settings.prune_after_days)
     idle = now - timedelta(days=settings.retain_citizen_state_days)
@@ -494,6 +494,10 @@ def retention_rules(settings: Settings, now: datetime) -> list[tuple[str, object
         ("binding_attempt", BindingAttempt,
          and_(BindingAttempt.first_failed_at < window,
               or_(BindingAttempt.locked_until == None, BindingAttempt.locked_until < now))),  # noqa: E711
+        # The console's one-time login codes (valid minutes) and its sessions ended or idle, after
+        # PRUNE_AFTER_DAYS: the audit log keeps who logged in, when and from where.
+        ("login_code", LoginCode, LoginCode.expires_at < guards),
+        ("console_session", ConsoleSession, or_(ConsoleSession.ended_at < guards, ConsoleSession.last_seen_at < guards)),
     ]
 
 

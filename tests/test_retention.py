@@ -13,8 +13,8 @@ from bot.config import get_settings
 from scheduler import jobs
 from scheduler.service import _run_job
 from storage.db import session_scope
-from storage.models import (BindingAttempt, ChatAccount, DialogueState, OutboxAttachment, OutboxMessage, OutboxState,
-                            ProcessedInbound, WeChatUser)
+from storage.models import (BindingAttempt, ChatAccount, ConsoleSession, DialogueState, LoginCode, OutboxAttachment,
+                            OutboxMessage, OutboxState, ProcessedInbound, WeChatUser)
 from tests.utils import make_roster
 
 DAY = timedelta(days=1)
@@ -72,6 +72,14 @@ def grown(db, clock):
         s.add(BindingAttempt(key="account:telegram:run", failures=3, first_failed_at=now - 59 * MINUTE))
         s.add(BindingAttempt(key="account:telegram:locked", failures=20, first_failed_at=now - 90 * MINUTE,
                              locked_until=now + 10 * MINUTE))
+        for name, expired in (("code-old", 14 * DAY + MINUTE), ("code-recent", 14 * DAY - MINUTE), ("code-live", -MINUTE)):
+            s.add(LoginCode(kind="code", secret_hash=name, created_at=now - expired - 5 * MINUTE,
+                            expires_at=now - expired))
+        for name, ended, seen in (("ended-old", 14 * DAY + MINUTE, 14 * DAY + MINUTE),
+                                  ("ended-recent", 14 * DAY - MINUTE, 14 * DAY - MINUTE),
+                                  ("idle-old", None, 14 * DAY + MINUTE), ("open", None, MINUTE)):
+            s.add(ConsoleSession(token_hash=name, cadre_id=roster.supervisor.id, created_at=now - 20 * DAY,
+                                 last_seen_at=now - seen, ended_at=now - ended if ended else None, how="code"))
     return roster
 
 
@@ -84,6 +92,8 @@ def _left(db) -> dict[str, list]:
             "outbox_attachment": sorted(r.filename for r in s.exec(select(OutboxAttachment))),
             "processed_inbound": sorted(r.event_key for r in s.exec(select(ProcessedInbound))),
             "binding_attempt": sorted(r.key for r in s.exec(select(BindingAttempt))),
+            "login_code": sorted(r.secret_hash for r in s.exec(select(LoginCode))),
+            "console_session": sorted(r.token_hash for r in s.exec(select(ConsoleSession))),
         }
 
 
@@ -94,9 +104,11 @@ KEPT = {
     "outbox_attachment": ["pending-old.png", "sent-recent.png"],
     "processed_inbound": ["recent"],
     "binding_attempt": ["account:telegram:locked", "account:telegram:run"],
+    "login_code": ["code-live", "code-recent"],
+    "console_session": ["ended-recent", "open"],
 }
 REMOVED = {"processed_inbound": 1, "dialogue_state": 2, "wechat_user": 1, "outbox_attachment": 1,
-           "outbox": 3, "binding_attempt": 1}
+           "outbox": 3, "binding_attempt": 1, "login_code": 1, "console_session": 2}
 
 
 def test_pruning_removes_what_each_setting_says_and_nothing_else(db, retention, clock, grown):
@@ -113,6 +125,7 @@ def test_pruning_removes_what_each_setting_says_and_nothing_else(db, retention, 
 def test_longer_settings_keep_more(db, retention, clock, grown):
     longer = retention.model_copy(update={"retain_citizen_state_days": 31, "retain_sent_outbox_days": 31,
                                           "retain_dead_outbox_days": 181, "prune_after_days": 15})
+    # login_code and console_session follow prune_after_days too: one day more keeps them all.
     with session_scope(db) as s:
         counts = jobs.prune_counts(s, longer, clock())
     assert counts == {**{table: 0 for table in REMOVED}, "binding_attempt": 1}
