@@ -39,7 +39,7 @@ from storage.models import AuditLog, Cadre, ChatAccount, DialogueState, OutboxMe
 from storage.models import WeComMember
 from tests.standins.server import ServedApp
 from tests.standins.wecom_api import DirectoryEntry, WeComStandin
-from tests.utils import make_roster
+from tests.utils import make_roster, stop
 
 CORP_ID = "ww1a2b3c4d5e6f7a8b"
 AGENT_ID = 1000002
@@ -477,11 +477,7 @@ def test_a_sender_killed_mid_send_then_restarted_delivers_every_message_once(
         while count(db, OutboxMessage, OutboxMessage.state == OutboxState.SENT) < 12 and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
-        second.send_signal(signal.SIGTERM)
-        try:
-            second.wait(10)
-        except subprocess.TimeoutExpired:
-            second.kill()
+        stop(second)
     assert count(db, OutboxMessage, OutboxMessage.state == OutboxState.SENT) == 12
     ours = [d for d in wc.delivered if d.text in bodies]
     assert sorted((d.touser, d.text) for d in ours) == sorted((u, b) for _, u in members for b in bodies)

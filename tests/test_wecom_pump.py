@@ -20,7 +20,7 @@ from storage.models import OutboxMessage, OutboxState
 from tests.standins.wecom_api import WeComStandin
 from tests.test_wecom_e2e import (AES_KEY, AGENT_ID, CORP_ID, REPO, SECRET, TOKEN, Talk, _bound_member, running_bot,  # noqa: F401
                                   settle, wc, wc_settings)
-from tests.utils import free_port, make_roster, wait_for
+from tests.utils import free_port, make_roster, stop, wait_for
 
 
 def _rows(db) -> list[OutboxMessage]:
@@ -113,11 +113,7 @@ def test_a_web_process_killed_with_an_answer_in_flight_gets_it_to_the_member_onc
         try:
             assert wait_for(lambda: _rows(db)[0].state == OutboxState.SENT, timeout=30)
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(10)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            stop(worker)
         [row] = _rows(db)
         assert row.interrupted == 1  # listed as 可能重复 by `python -m bot outbox`
         assert len(_cards(wc)) == 1  # the member has the card once

@@ -166,6 +166,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def stop(process, timeout: float = 10.0) -> None:
+    """Stops a process started by a test as an operator would (SIGTERM), killing it if it lingers."""
+    import signal
+    import subprocess
+
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def wait_for(predicate, timeout: float = 15.0) -> bool:
     """Polls ``predicate`` until it holds (True) or the time is up (False): for what a worker does
     on its own schedule, which no reply signals."""
