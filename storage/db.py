@@ -127,11 +127,6 @@ def gave_up_waiting(error: BaseException) -> bool:
     return type(driver_error).__name__ == "OperationalError" and ("locked" in text or "busy" in text)
 
 
-def slow_statement(error: BaseException) -> bool:
-    """PostgreSQL's statement timeout (SQLSTATE 57014): the database is slow, not merely busy with a row."""
-    return getattr(getattr(error, "orig", None) or error, "sqlstate", None) == "57014"
-
-
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 

@@ -45,11 +45,9 @@ from bot.config import Settings
 from bot.core.router import Router
 from bot.core.types import Inbound, Outcome, Reply
 from bot.core.unit_of_work import BeforeCommit, ConcurrentUpdate, Decline, Redelivered, UnitOfWork
-from storage.db import Clock, gave_up_waiting, make_engine, session_scope, slow_statement, utcnow
+from storage.db import Clock, gave_up_waiting, make_engine, session_scope, utcnow
 
 log = logging.getLogger(__name__)
-
-INLINE_PAUSE_SECONDS = 30
 
 __all__ = ["Engine", "ConcurrentUpdate"]
 
@@ -74,7 +72,6 @@ class Engine:
         self._now_db: DbEngine | None = None  # see _now_connection
         self._now_conn = None
         self._now_lock = threading.Lock()
-        self._inline_off_until = 0.0  # PostgreSQL: the loop's path paused after a slow statement or a lost connection
         # Per user, events run one at a time and in arrival order (see dispatch).
         self._lanes: dict[tuple[str, str], list] = {}
         # SQLite takes one writer at a time and lets the others sleep and poll: events that need a
@@ -212,12 +209,8 @@ class Engine:
         loop, each a round trip to the server, and give up on another transaction's row lock (the
         same member's event in another process) within milliseconds (``storage.db.gave_up_waiting``);
         the transaction is rolled back and the work goes to a thread, as it does when the connection
-        was lost. After a statement that ran past its time (the database is slow) or a lost connection,
-        every event goes to a thread for ``INLINE_PAUSE_SECONDS``: the loop, which also serves the
-        other channels and pages, never waits out a slow database event after event. Measured in process, 8 members' visits at once: 0.69 ms of CPU per event on the
+        was lost. Measured in process, 8 members' visits at once: 0.69 ms of CPU per event on the
         loop against 1.22 ms through worker threads, whose handing over of the GIL cost the rest."""
-        if not self._sqlite and time.monotonic() < self._inline_off_until:
-            return None
         if not self._now_lock.acquire(blocking=False):
             return None
         try:
@@ -237,16 +230,11 @@ class Engine:
                 if self._sqlite:
                     raise
                 if conn.invalidated or conn.closed or getattr(conn.connection.driver_connection, "closed", False):
-                    log.warning("the event loop's database connection was lost (%s); events go to threads for %d s",
-                                type(exc).__name__, INLINE_PAUSE_SECONDS)
+                    log.warning("the event loop's database connection was lost (%s); the event goes to a thread",
+                                type(exc).__name__)
                     self._drop_now_connection()
-                    self._inline_off_until = time.monotonic() + INLINE_PAUSE_SECONDS
                     return None
                 if gave_up_waiting(exc):
-                    if slow_statement(exc):  # the database is slow: the loop must not wait it out again
-                        log.warning("a statement on the event loop ran past its time; events go to threads for %d s",
-                                    INLINE_PAUSE_SECONDS)
-                        self._inline_off_until = time.monotonic() + INLINE_PAUSE_SECONDS
                     return None
                 raise
         finally:
