@@ -34,28 +34,18 @@ Clock = Callable[[], datetime]
 
 
 PING_AFTER_IDLE = 10.0  # seconds a pooled PostgreSQL connection may sit unused before it is pinged
-# The event loop's PostgreSQL connection (make_engine(wait_for_lock=False)): another transaction's row
-# lock is waited for this long at most, and no statement runs longer; then the work goes to a thread.
-INLINE_LOCK_TIMEOUT_MS = 20
-INLINE_STATEMENT_TIMEOUT_MS = 500
 
 
 def make_engine(url: str, *, echo: bool = False, wait_for_lock: bool = True,
                 ping_after_idle: float = PING_AFTER_IDLE) -> Engine:
     """Creates the engine for ``url``; SQLite files get their folder created and the pragmas above.
 
-    ``wait_for_lock=False``: for work on the event loop (see ``Engine.handle_now`` in the core), which
-    must not wait. SQLite: a transaction that cannot take the write lock at once fails with
-    "database is locked". PostgreSQL: one connection, whose statements give up waiting for a row
-    lock after ``INLINE_LOCK_TIMEOUT_MS`` and run at most ``INLINE_STATEMENT_TIMEOUT_MS``
-    (``gave_up_waiting`` recognises both). ``ping_after_idle`` (PostgreSQL): see ``_ping_when_idle``.
+    ``wait_for_lock=False`` (SQLite): a transaction that cannot take the write lock at once fails
+    with "database is locked" instead of waiting for it (see ``Engine.handle_now`` in the core).
+    ``ping_after_idle`` (PostgreSQL): see ``_ping_when_idle``.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        if not wait_for_lock:
-            options = f"-c lock_timeout={INLINE_LOCK_TIMEOUT_MS} -c statement_timeout={INLINE_STATEMENT_TIMEOUT_MS}"
-            return create_engine(url, echo=echo, pool_size=1, max_overflow=0, pool_pre_ping=True,
-                                 connect_args={"options": options})
         engine = create_engine(url, echo=echo, pool_size=10, max_overflow=10)
         _ping_when_idle(engine, ping_after_idle)
         return engine
@@ -114,17 +104,6 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
             if engine.dialect.is_disconnect(err, dbapi_conn, None) or getattr(dbapi_conn, "closed", False):
                 raise exc.DisconnectionError() from err
             raise
-
-
-def gave_up_waiting(error: BaseException) -> bool:
-    """The error of a connection made with ``wait_for_lock=False`` that would have had to wait: SQLite's
-    "database is locked" (or busy), PostgreSQL's lock or statement timeout (SQLSTATE 55P03, 57014).
-    Raised by the driver itself (the fast path) or wrapped by SQLAlchemy."""
-    driver_error = getattr(error, "orig", None) or error
-    if getattr(driver_error, "sqlstate", None) in ("55P03", "57014"):
-        return True
-    text = str(driver_error)
-    return type(driver_error).__name__ == "OperationalError" and ("locked" in text or "busy" in text)
 
 
 def is_postgres(engine: Engine) -> bool:

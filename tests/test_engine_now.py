@@ -1,8 +1,7 @@
 """``Engine.handle_now``: an event handled on the caller's thread when that costs no waiting.
 
-A channel's event loop calls it first; it must do exactly what ``handle`` does, and decline
-(return None, change nothing) when the event may be long, or the write lock is taken (SQLite), or
-another transaction holds the member's rows or the loop's connection was lost (PostgreSQL).
+On SQLite a channel's event loop calls it first; it must do exactly what ``handle`` does, and
+decline (return None, change nothing) when the event may be long or the write lock is taken.
 """
 
 from __future__ import annotations
@@ -61,6 +60,7 @@ class NowChat:
 
 
 def test_a_whole_visit_inline_is_the_same_as_through_handle(db, now_core, clock):
+    sqlite_only(db)
     roster = make_roster(db)
     bind(db, roster.cadre, "test", "u1", clock())
     chat = NowChat(now_core)
@@ -113,71 +113,31 @@ def test_it_declines_while_the_write_lock_is_held_elsewhere_and_changes_nothing(
     {"command": "export"}, {"command": "ranking"}, {"command": "unit"}, {"command": "ratings"},
     {"command": "spotcheck"}, {"text": "导出"}, {"text": "排名 满意度"}])
 def test_long_commands_go_to_a_thread(db, now_core, clock, event):
+    sqlite_only(db)
     roster = make_roster(db)
     bind(db, roster.supervisor, "test", "s1", clock())
     assert now_core.handle_now(Inbound(channel="test", user_id="s1", event_key="x", **event)) is None
     assert count(db, ProcessedInbound) == 0
 
 
-def test_an_in_memory_database_always_goes_to_a_thread(settings, clock):
+def test_postgresql_and_in_memory_databases_always_go_to_a_thread(db, settings, clock):
     from sqlalchemy import create_engine
 
-    # A second connection to an in-memory database would open a second, empty database.
-    memory = create_engine("sqlite://")
-    core = Engine(memory, settings, clock=clock)
-    assert core.handle_now(Inbound(channel="test", user_id="u1", command="help", event_key="m1")) is None
-    memory.dispose()
+    if db.dialect.name == "sqlite":
+        # A second connection to an in-memory database would open a second, empty database.
+        memory = create_engine("sqlite://")
+        core = Engine(memory, settings, clock=clock)
+        assert core.handle_now(Inbound(channel="test", user_id="u1", command="help", event_key="m1")) is None
+        memory.dispose()
+    else:
+        core = Engine(db, settings, clock=clock)
+        assert core.handle_now(Inbound(channel="test", user_id="u1", command="help", event_key="m1")) is None
+        assert core.handle(Inbound(channel="test", user_id="u1", command="help", event_key="m1")).replies
     assert core._now_db is None
 
 
-def postgres_only(db):
-    if db.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL's row locks and lost connections")
-
-
-def test_postgresql_declines_within_milliseconds_while_another_transaction_holds_the_members_row(
-        db, now_core, clock):
-    postgres_only(db)
-    roster = make_roster(db)
-    bind(db, roster.cadre, "test", "u1", clock())
-    assert now_core.handle_now(Inbound(channel="test", user_id="u1", command="help", event_key="k0")) is not None
-    with db.connect() as other:
-        with other.begin():  # another process handling this member's event right now
-            other.exec_driver_sql("SELECT 1 FROM dialogue_state WHERE channel = 'test' AND external_user_id = 'u1' "
-                                  "FOR UPDATE")
-            event = Inbound(channel="test", user_id="u1", command="visit", event_key="k1")
-            started = time.monotonic()
-            assert now_core.handle_now(event) is None
-            assert time.monotonic() - started < 1  # gave up on the row lock: the loop never waits it out
-            result = []
-            worker = threading.Thread(target=lambda: result.append(now_core.handle(event)))
-            worker.start()
-            worker.join(0.3)
-            assert worker.is_alive()  # the thread waits for the lock, as long as it takes
-        worker.join(10)
-    assert texts.PICK_HOUSEHOLD in result[0].replies[0].text
-    assert count(db, ProcessedInbound) == 2  # the declined attempt recorded nothing
-    with session_scope(db) as s:
-        assert s.get(DialogueState, ("test", "u1")).version == 1
-    assert now_core.handle_now(Inbound(channel="test", user_id="u1", command="help", event_key="k2")) is not None
-
-
-def test_postgresql_loop_connection_lost_goes_to_a_thread_then_comes_back(db, now_core, clock):
-    postgres_only(db)
-    roster = make_roster(db)
-    bind(db, roster.cadre, "test", "u1", clock())
-    assert now_core.handle_now(Inbound(channel="test", user_id="u1", command="help", event_key="p0")) is not None
-    pid = now_core._now_conn.connection.driver_connection.info.backend_pid
-    with db.connect() as admin:  # the server restarted, a firewall cut it: the loop's connection is gone
-        admin.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
-    event = Inbound(channel="test", user_id="u1", command="visit", event_key="p1")
-    assert now_core.handle_now(event) is None  # nothing done: a thread's pooled connection takes it
-    assert texts.PICK_HOUSEHOLD in now_core.handle(event).replies[0].text
-    again = now_core.handle_now(Inbound(channel="test", user_id="u1", command="help", event_key="p2"))
-    assert again is not None and again.replies  # a new loop connection
-
-
 def test_a_second_thread_never_waits_for_the_first(db, now_core, clock):
+    sqlite_only(db)
     roster = make_roster(db)
     bind(db, roster.cadre, "test", "u1", clock())
     event = Inbound(channel="test", user_id="u1", command="help", event_key="h1")
@@ -188,6 +148,7 @@ def test_a_second_thread_never_waits_for_the_first(db, now_core, clock):
 
 def test_no_step_of_a_long_flow_runs_inline(db, now_core, clock):
     """The spot-check's buttons draw and list a whole unit's visits: every step of it goes to a thread."""
+    sqlite_only(db)
     roster = make_roster(db)
     bind(db, roster.supervisor, "test", "s1", clock())
     started = now_core.handle(Inbound(channel="test", user_id="s1", command="spotcheck", event_key="s-1"))

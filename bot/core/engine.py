@@ -4,18 +4,15 @@ A channel translates its messenger's event into an ``Inbound`` and awaits ``Engi
 gets an ``Outcome`` (the replies to render) and never opens a session, reads the database's dialect,
 runs SQL or chooses a thread. The dispatch decision is taken here, once:
 
-- **inline**, on the channel's event loop (``handle_now``), when that costs no waiting: a short
-  event, and on SQLite the write lock free, on PostgreSQL no other transaction holding the
-  member's rows (the loop's connection gives up on a row lock within milliseconds, see
-  ``_inline``). An event is about a millisecond of Python; a worker thread would add the hand-off
-  and, above all, the thread's fight for the GIL with the loop (every database call releases it,
-  and getting it back waits out the loop's switch interval: 10-20 ms a step under load). On
-  PostgreSQL the loop also waits out each statement's round trip to the server: a fraction of a
-  millisecond on the same host or network, against the GIL's hand-offs saved;
-- **a worker thread** (``handle``) for the rest: a feature declared ``long`` (exports, rankings, a
-  unit's figures, every step of the spot-check), or the lock held elsewhere (another process, the
-  scheduler), or the loop's connection lost. On SQLite those threads are one writer thread,
-  first come first served, and the long reads have threads of their own;
+- **inline**, on the channel's event loop (``handle_now``), when that costs no waiting: SQLite, a
+  short event, the write lock free. An event is about a millisecond of Python with the database in
+  the process; a worker thread would add the hand-off and, above all, the thread's fight for the GIL
+  with the loop (every SQLite call releases it, and getting it back waits out the loop's switch
+  interval: 10-20 ms a step under load);
+- **a worker thread** (``handle``) for the rest: PostgreSQL (statements wait on the network), a
+  feature declared ``long`` (exports, rankings, a unit's figures, every step of the spot-check), or
+  the write lock held elsewhere (another process, the scheduler). On SQLite those threads are one
+  writer thread, first come first served, and the long reads have threads of their own;
 - **the read path** for a long command that only reads (``Feature.reads_only``) on SQLite: seconds
   of reading without the write lock (``UnitOfWork.read_then_write``).
 
@@ -45,7 +42,7 @@ from bot.config import Settings
 from bot.core.router import Router
 from bot.core.types import Inbound, Outcome, Reply
 from bot.core.unit_of_work import BeforeCommit, ConcurrentUpdate, Decline, Redelivered, UnitOfWork
-from storage.db import Clock, gave_up_waiting, make_engine, session_scope, utcnow
+from storage.db import Clock, make_engine, session_scope, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +167,7 @@ class Engine:
     def handle_now(self, inbound: Inbound, *, before_commit: BeforeCommit | None = None) -> Outcome | None:
         """Handles the event on the calling thread if that costs no waiting; None: call ``handle`` in
         a worker thread instead (nothing was done). See the module's docstring for when it declines."""
-        if self.router.is_long(inbound):
+        if not self._sqlite or self.router.is_long(inbound):
             return None
         now = self.clock()
         try:
@@ -201,17 +198,10 @@ class Engine:
             return _stale()
 
     def _inline(self, work):
-        """``work(conn)`` in a transaction on the event loop's own connection, if that costs no waiting;
-        None when it would (nothing done), or another thread is in here.
-
-        SQLite: the write lock must be free now (the connection has no busy timeout, so BEGIN
-        IMMEDIATE fails at once rather than blocking the loop). PostgreSQL: the statements run on the
-        loop, each a round trip to the server, and give up on another transaction's row lock (the
-        same member's event in another process) within milliseconds (``storage.db.gave_up_waiting``);
-        the transaction is rolled back and the work goes to a thread, as it does when the connection
-        was lost. Measured in process, 8 members' visits at once: 0.69 ms of CPU per event on the
-        loop against 1.22 ms through worker threads, whose handing over of the GIL cost the rest."""
-        if not self._now_lock.acquire(blocking=False):
+        """``work(conn)`` in a transaction on the event loop's own SQLite connection, if the write lock
+        is free now (its connection has no busy timeout, so BEGIN IMMEDIATE fails at once rather than
+        blocking the loop); None when it is not, or another thread is in here."""
+        if not self._sqlite or not self._now_lock.acquire(blocking=False):
             return None
         try:
             conn = self._now_connection()
@@ -220,34 +210,13 @@ class Engine:
             try:
                 transaction = conn.begin()
             except (OperationalError, sqlite3.OperationalError) as exc:  # BEGIN IMMEDIATE runs on the driver
-                if gave_up_waiting(exc):
+                if "locked" in str(exc) or "busy" in str(exc):
                     return None
                 raise
-            try:
-                with transaction:
-                    return work(conn)
-            except Exception as exc:
-                if self._sqlite:
-                    raise
-                if conn.invalidated or conn.closed or getattr(conn.connection.driver_connection, "closed", False):
-                    log.warning("the event loop's database connection was lost (%s); the event goes to a thread",
-                                type(exc).__name__)
-                    self._drop_now_connection()
-                    return None
-                if gave_up_waiting(exc):
-                    return None
-                raise
+            with transaction:
+                return work(conn)
         finally:
             self._now_lock.release()
-
-    def _drop_now_connection(self) -> None:
-        """Under ``_now_lock``: the loop's connection closed, a new one made at the next event."""
-        try:
-            if self._now_conn is not None:
-                self._now_conn.close()
-        except Exception:
-            pass
-        self._now_conn = None
 
     def _now_connection(self):
         """The connection of the inline path (under ``_now_lock``): the same SQLite file, never waiting
@@ -255,15 +224,10 @@ class Engine:
         fifth of a short event)."""
         if self._now_conn is None:
             database = self.db.url.database
-            if self._sqlite and (not database or database == ":memory:"):
+            if not database or database == ":memory:":
                 return None  # a second connection would be a second, empty database
-            if self._now_db is None:
-                self._now_db = make_engine(self.db.url.render_as_string(hide_password=False), wait_for_lock=False)
-            try:
-                self._now_conn = self._now_db.connect()
-            except OperationalError:
-                log.warning("the event loop's database connection could not be made; events go to threads")
-                return None
+            self._now_db = make_engine(self.db.url.render_as_string(hide_password=False), wait_for_lock=False)
+            self._now_conn = self._now_db.connect()
         return self._now_conn
 
     def close(self) -> None:
