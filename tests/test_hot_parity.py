@@ -40,6 +40,7 @@ class Seed:
     other_cadre_id: int  # an active cadre with nothing assigned
     visited_id: int  # a household of the cadre's visited this half-year, with problems raised
     quiet_id: int  # a household nobody visited, that raised nothing
+    visit_id: int  # the cadre's latest visit
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def seed(db, clock) -> Seed:
     roster = make_roster(db, households=4)
     visited, second, quiet = roster.households[0], roster.households[1], roster.households[3]
     make_visit(db, roster.cadre, visited, now - timedelta(days=2))
-    make_visit(db, roster.cadre, visited, now - timedelta(days=1))  # twice: counted once
+    visit_id = make_visit(db, roster.cadre, visited, now - timedelta(days=1))  # twice: counted once
     make_visit(db, roster.cadre, second, now - timedelta(days=200))  # another half-year
     make_problem(db, now - timedelta(days=2), household_id=visited.id, status=ProblemStatus.ASSIGNED,
                  content="路灯不亮")
@@ -90,7 +91,7 @@ def seed(db, clock) -> Seed:
                                answer={"replies": [{"text": "回访电话 13912345678", "options": []}], "rendered": None}))
     with session_scope(db) as s:
         s.add(ChatAccount(channel="telegram", external_user_id="200", cadre_id=gone.id, bound_at=now, bound_by="code"))
-    return Seed(now, half, roster.cadre.id, roster.supervisor.id, visited.id, quiet.id)
+    return Seed(now, half, roster.cadre.id, roster.supervisor.id, visited.id, quiet.id, visit_id)
 
 
 # name -> parameter sets (plain values, as the functions in storage/hot.py pass them)
@@ -130,6 +131,8 @@ CASES = {
              interrupted=0, now=s.now, created_at=s.now)],
     "cadre_visits": lambda s: [dict(cadre_id=s.cadre_id, half=s.half), dict(cadre_id=s.cadre_id, half="2020H1"),
                                dict(cadre_id=s.other_cadre_id, half=s.half)],
+    "add_visit_flag": lambda s: [dict(visit_id=s.visit_id, cadre_id=s.cadre_id, kind="burst",
+                                      reason="10 分钟内确认了 4 次走访", created_at=s.now)],
     "start_event": lambda s: [dict(channel="telegram", user_id="100", event_key="answered-1"),
                               dict(channel="telegram", user_id="100", event_key="fresh-1"),
                               dict(channel="telegram", user_id="100", event_key=None),

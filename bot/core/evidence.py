@@ -141,7 +141,7 @@ def level(visit: Visit, settings: Settings) -> str:
 
 def _flag(session: Session, visit: Visit, kind: str, reason: str, now: datetime) -> None:
     """One flag of the visit being confirmed (each kind is looked for once, so never twice)."""
-    session.add(VisitFlag(visit_id=visit.id, cadre_id=visit.cadre_id, kind=kind, reason=reason[:300], created_at=now))
+    hot.add_visit_flag(session, visit_id=visit.id, cadre_id=visit.cadre_id, kind=kind, reason=reason[:300], now=now)
 
 
 def on_confirmed(session: Session, visit: Visit, household: Household, settings: Settings, now: datetime) -> None:
