@@ -41,6 +41,7 @@ class Seed:
     visited_id: int  # a household of the cadre's visited this half-year, with problems raised
     quiet_id: int  # a household nobody visited, that raised nothing
     visit_id: int  # the cadre's latest visit
+    problem_id: int  # an item on the ledger, assigned
 
 
 @pytest.fixture
@@ -54,8 +55,8 @@ def seed(db, clock) -> Seed:
     make_visit(db, roster.cadre, visited, now - timedelta(days=2))
     visit_id = make_visit(db, roster.cadre, visited, now - timedelta(days=1))  # twice: counted once
     make_visit(db, roster.cadre, second, now - timedelta(days=200))  # another half-year
-    make_problem(db, now - timedelta(days=2), household_id=visited.id, status=ProblemStatus.ASSIGNED,
-                 content="路灯不亮")
+    problem_id = make_problem(db, now - timedelta(days=2), household_id=visited.id, status=ProblemStatus.ASSIGNED,
+                              content="路灯不亮")
     make_problem(db, now - timedelta(days=1), household_id=visited.id, status=ProblemStatus.CLOSED,
                  category="物业", content="电梯常坏")
     make_problem(db, now - timedelta(hours=5), household_id=second.id, status=ProblemStatus.NEW)
@@ -91,7 +92,7 @@ def seed(db, clock) -> Seed:
                                answer={"replies": [{"text": "回访电话 13912345678", "options": []}], "rendered": None}))
     with session_scope(db) as s:
         s.add(ChatAccount(channel="telegram", external_user_id="200", cadre_id=gone.id, bound_at=now, bound_by="code"))
-    return Seed(now, half, roster.cadre.id, roster.supervisor.id, visited.id, quiet.id, visit_id)
+    return Seed(now, half, roster.cadre.id, roster.supervisor.id, visited.id, quiet.id, visit_id, problem_id)
 
 
 # name -> parameter sets (plain values, as the functions in storage/hot.py pass them)
@@ -133,6 +134,11 @@ CASES = {
                                dict(cadre_id=s.other_cadre_id, half=s.half)],
     "add_visit_flag": lambda s: [dict(visit_id=s.visit_id, cadre_id=s.cadre_id, kind="burst",
                                       reason="10 分钟内确认了 4 次走访", created_at=s.now)],
+    "add_problem_event": lambda s: [
+        dict(problem_id=s.problem_id, at=s.now, actor_cadre_id=s.cadre_id, actor="李明", action="create",
+             from_status=None, to_status=ProblemStatus.NEW, note=None),  # the enum, as ledger.open_problem passes it
+        dict(problem_id=s.problem_id, at=s.now, actor_cadre_id=None, actor="热线导入", action="create",
+             from_status=None, to_status="closed", note="已办结")],
     "start_event": lambda s: [dict(channel="telegram", user_id="100", event_key="answered-1"),
                               dict(channel="telegram", user_id="100", event_key="fresh-1"),
                               dict(channel="telegram", user_id="100", event_key=None),
