@@ -130,15 +130,32 @@ class Callgrind:
             self.process.wait()
 
 
-async def measure(bot: Callgrind, tg, users, updates: dict | None, visits: int, idle: float):
+class CountingPoster(Poster):
+    """Counts the bot's instructions after each update (``--per-step``; one user: one update at a time)."""
+
+    def __init__(self, *args, bot: Callgrind, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bot = bot
+        self.counts: list[tuple[int, float]] = []  # instructions, seconds since the previous count
+        self.last = time.monotonic()
+
+    async def post(self, update):
+        elapsed = await super().post(update)
+        count, now = self.bot.count(), time.monotonic()
+        self.counts.append((count, now - self.last))
+        self.last = now
+        return elapsed
+
+
+async def measure(bot: Callgrind, tg, users, updates: dict | None, visits: int, idle: float, per_step: bool = False):
     """Instructions of the bot process for the phase (visits, or a replay of ``updates`` to the echo
-    bot) and for ``idle`` seconds after it; the updates each user sent."""
+    bot) and for ``idle`` seconds after it; the updates each user sent; the counts per update."""
     async with http_client(len(users)) as client:
-        poster = Poster(client, bot.webhook_url, tg)
+        poster = CountingPoster(client, bot.webhook_url, tg, bot=bot) if per_step else Poster(client, bot.webhook_url, tg)
         sent = {u.id: [] for u in users}
         bot.control("--instr=on")
         bot.count()  # zero
-        started = time.monotonic()
+        poster.last = started = time.monotonic()
         if updates is None:
             await asyncio.gather(*[visit_user(tg, poster, u, sent[u.id], visits=visits) for u in users])
         else:
@@ -148,7 +165,9 @@ async def measure(bot: Callgrind, tg, users, updates: dict | None, visits: int, 
         await asyncio.sleep(idle)
         idle_count = bot.count()
         bot.control("--instr=off")
-    return busy, seconds, idle_count, sent
+    if per_step:
+        busy += sum(count for count, _ in poster.counts)
+    return busy, seconds, idle_count, sent, getattr(poster, "counts", None)
 
 
 async def run(args, folder: Path, url: str) -> list[str]:
@@ -172,14 +191,22 @@ async def run(args, folder: Path, url: str) -> list[str]:
                         await asyncio.gather(*[echo_user(tg, poster, u, sent[u.id]) for u in users])
             n = args.users * args.visits * len(VISIT)
             tg.clear_calls()
-            busy, seconds, idle, sent = await measure(bots["visit"], tg, users, None, args.visits, args.idle)
-            results = {"visit": (busy, seconds, idle)}
+            busy, seconds, idle, sent, counts = await measure(bots["visit"], tg, users, None, args.visits, args.idle,
+                                                              args.per_step)
+            results = {"visit": (busy, seconds, idle, counts)}
             if "echo" in bots:
-                results["echo"] = (await measure(bots["echo"], tg, users, sent, args.visits, args.idle))[:3]
-            for kind, (busy, seconds, idle) in results.items():
+                results["echo"] = await measure(bots["echo"], tg, users, sent, args.visits, args.idle, args.per_step)
+            for kind, (busy, seconds, idle, *rest) in results.items():
                 if kind == "visit" and args.bot == "echo":
                     continue
                 net = busy - idle * seconds / args.idle if args.idle else busy
+                counts = rest[-1]
+                if counts:
+                    rate = idle / args.idle if args.idle else 0.0
+                    lines.append(f"{kind} bot, instructions per step (mean of {args.visits} visits, net of the idle rate):")
+                    for i, step in enumerate(VISIT):
+                        mine = [c - rate * t for c, t in counts[i::len(VISIT)]]
+                        lines.append(f"  {step.name:<20}{sum(mine) / len(mine):>14,.0f}")
                 lines.append(f"{kind:>5} bot: {n} updates in {seconds:.1f} s; instructions per update "
                              f"{busy / n:,.0f} gross, {net / n:,.0f} net of the idle rate "
                              f"({idle / args.idle:,.0f}/s over {args.idle:g} s)" if args.idle else
@@ -199,10 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle", type=float, default=10.0, help="seconds of no traffic counted after each phase "
                                                             "(default 10; 0: no correction)")
     p.add_argument("--out", help="keep the callgrind files (and the bots' logs) in this folder")
+    p.add_argument("--per-step", action="store_true", help="instructions of each step of the visit (needs --users 1)")
     p.add_argument("--profile", metavar="FILE", help="no callgrind: cProfile the counted phase of each bot "
                                                      "(main thread, CPU time) into FILE.visit and FILE.echo")
     p.add_argument("--no-valgrind", action="store_true", help="no callgrind (checks the driver quickly)")
     args = p.parse_args(argv)
+    if args.per_step and args.users != 1:
+        p.error("--per-step needs --users 1")
     if shutil.which("valgrind") is None and not args.no_valgrind:
         raise SystemExit("callgrind_visits: valgrind is not installed")
     with tempfile.TemporaryDirectory(prefix="zuofeng-cg-") as tmp:
