@@ -50,12 +50,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 
-from storage.db import dialect_insert
+from storage.db import dialect_insert, json_dumps
 
 R = TypeVar("R")
 
-# The dialects every statement is checked against when it is built (and the parity test runs on).
-CHECKED_DIALECTS = (sqlite.pysqlite.dialect(), postgresql.psycopg.dialect())
+# The dialects every statement is checked against when it is built (and the parity test runs on); what
+# runs is compiled for them too, so they serialize JSON as storage.db.make_engine's engines do.
+CHECKED_DIALECTS = (sqlite.pysqlite.dialect(json_serializer=json_dumps),
+                    postgresql.psycopg.dialect(json_serializer=json_dumps))
 
 
 class UnsupportedStatement(TypeError):

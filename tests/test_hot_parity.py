@@ -314,3 +314,39 @@ def test_a_number_in_a_kept_answer_or_a_dialogue_row_is_sealed_and_read_back_on_
                .scalar_one()]
     assert all('"$sealed"' in value for value in raw)
     assert not any("13912345678" in value or "87654321" in value for value in raw)
+
+
+def test_the_engines_json_serializer_writes_what_json_dumps_writes():
+    """storage.db.json_dumps (every JSON column's serializer) is json.dumps with its encoder made once."""
+    import enum
+    import json
+    import math
+    import random
+
+    from storage.db import json_dumps
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Kind(enum.StrEnum):
+        VISIT = "走访"
+
+    rng = random.Random(10)
+    atoms = ["", "走访", "a\"b\\c\n\t\x00\x1f\u2028", "\ud83d", "😀", 0, -1, 2 ** 70, 1.5, -0.0, 1e300, math.inf,
+             -math.inf, math.nan, True, False, None, Level.HIGH, Kind.VISIT]
+
+    def value(depth: int = 0):
+        roll = rng.random()
+        if depth > 3 or roll < 0.4:
+            return rng.choice(atoms)
+        if roll < 0.6:
+            return [value(depth + 1) for _ in range(rng.randint(0, 4))]
+        if roll < 0.7:
+            return tuple(value(depth + 1) for _ in range(rng.randint(0, 3)))
+        return {rng.choice(["k", "键", "", 1, 2.5, True, None]): value(depth + 1) for _ in range(rng.randint(0, 4))}
+
+    for _ in range(2000):
+        item = value()
+        assert json_dumps(item) == json.dumps(item), repr(item)
+    with pytest.raises(TypeError):
+        json_dumps({"when": object()})
