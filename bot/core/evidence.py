@@ -148,8 +148,10 @@ def on_confirmed(session: Session, visit: Visit, household: Household, settings:
     """The visit's evidence level and its flags, as it is confirmed (it is flushed, so it has an id).
     The cadre's visits of the half-year are read once (``storage.hot.cadre_visits``, a dozen rows) for
     the trip from the previous one, the burst and the identical surveys."""
-    visit.evidence = level(visit, settings)
-    session.add(visit)
+    evidence = level(visit, settings)
+    if visit.evidence != evidence:  # set, even to the same value, it makes the next flush look at the whole row
+        visit.evidence = evidence
+        session.add(visit)
     if visit.photo_phash:
         _same_photo(session, visit, now)
     if visit.location_note == "forwarded" or visit.photo_forwarded:
