@@ -350,3 +350,19 @@ def test_the_engines_json_serializer_writes_what_json_dumps_writes():
         assert json_dumps(item) == json.dumps(item), repr(item)
     with pytest.raises(TypeError):
         json_dumps({"when": object()})
+
+
+def test_a_datetime_parameter_is_converted_again_for_another_time(db, clock):
+    """The hot statements share a datetime column's conversion and keep its last result for the same
+    object (storage.prepared._bind_processor): a new time, even an equal one, is converted anew."""
+    from datetime import timezone
+
+    with db.connect() as conn:
+        process = hot.STATEMENTS["save_state"]._compile(conn.dialect).bind_procs["updated_at"]
+        assert hot.STATEMENTS["record_answer"]._compile(conn.dialect).bind_procs["created_at"] is process
+    now = clock()
+    later = now + timedelta(microseconds=1)
+    first = process(now)
+    assert process(now) is first and process(later) != first
+    assert process(now.astimezone(TZ)) == first  # the same instant in another zone: the same UTC value
+    assert process(later.astimezone(timezone.utc)) == process(later)
