@@ -40,10 +40,17 @@ JOB_SECONDS = Histogram("zf_job_seconds", "Duration of scheduled job runs", ["jo
 CHANNEL_STATE = Gauge("zf_channel_state", "Channel state: 2 ok, 1 degraded, 0 down", ["channel"])
 
 
+_EVENT_SERIES: dict[tuple[str, str], tuple] = {}  # (channel, outcome) -> its counter and histogram
+
+
 def observe_event(channel: str, outcome: str, seconds: float) -> None:
-    """Counts one update a channel handled (outcome: ok, error, duplicate...) and its duration."""
-    UPDATES.labels(channel, outcome).inc()
-    UPDATE_SECONDS.labels(channel).observe(seconds)
+    """Counts one update a channel handled (outcome: ok, error, duplicate...) and its duration. The
+    labelled series are looked up once (``labels`` checks and locks: half of this, every update)."""
+    series = _EVENT_SERIES.get((channel, outcome))
+    if series is None:
+        series = _EVENT_SERIES[(channel, outcome)] = (UPDATES.labels(channel, outcome), UPDATE_SECONDS.labels(channel))
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def observe_send(channel: str, status: str, error: str = "") -> None:

@@ -49,8 +49,11 @@ import binascii
 import hmac
 import json
 import logging
+import io
 import os
+import pickle
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -77,8 +80,10 @@ SEAL = "$sealed"
 _NONCE = 12
 _TAG = 16
 _SALT = b"zuofeng-bot data at rest"
-# Anything shaped like a mainland mobile or a landline, not inside a longer run of digits.
-_PHONE_IN_TEXT = re.compile(r"(?<![0-9])(?:1[3-9][0-9]{9}|0[0-9]{2,3}-?[0-9]{7,8})(?![0-9])")
+# Anything shaped like a mainland mobile or a landline, not inside a longer run of digits. (The same as
+# ``(?<![0-9])(?:1[3-9][0-9]{9}|0[0-9]{2,3}-?[0-9]{7,8})(?![0-9])``, with each branch's first digit before
+# its look-behind: the regular expression engine then skips to a 0 or a 1 rather than trying every place.)
+_PHONE_IN_TEXT = re.compile(r"(?:1(?<![0-9]1)[3-9][0-9]{9}|0(?<![0-9]0)[0-9]{2,3}-?[0-9]{7,8})(?![0-9])")
 
 
 class DataKeyError(RuntimeError):
@@ -233,21 +238,67 @@ _search = _PHONE_IN_TEXT.search
 def carries_phone(value: Any) -> bool:
     """Whether a value (text, or JSON: dicts, lists, strings) holds anything shaped like a phone number.
 
-    On every dialogue save and every kept answer: a plain loop, strings searched by one compiled
-    pattern, numbers and booleans passed over (a few microseconds for a visit's state)."""
+    On every dialogue save and every kept answer. A value with no seven digits in a row anywhere cannot
+    hold one, and that is seen at C speed (``_seven_digits``) for most of them; the others are walked:
+    strings searched by one compiled pattern, numbers, booleans and dict keys passed over."""
     if isinstance(value, str):
         return _search(value) is not None
+    if not isinstance(value, (dict, list, tuple)) or not _seven_digits(value):
+        return False
+    return _walk(value)
+
+
+def _walk(value: dict | list | tuple) -> bool:
     if isinstance(value, dict):
         value = value.values()
-    elif not isinstance(value, (list, tuple)):
-        return False
     for item in value:
         if isinstance(item, str):
             if _search(item) is not None:
                 return True
-        elif isinstance(item, (dict, list, tuple)) and carries_phone(item):
+        elif isinstance(item, (dict, list, tuple)) and _walk(item):
             return True
     return False
+
+
+class _NotPlain(Exception):
+    pass
+
+
+class _PlainPickler(pickle.Pickler):
+    """Pickles exact dicts, lists, tuples, strings, bytes, numbers, booleans and None, which the C
+    pickler writes without asking this; anything else (a str subclass, an enum, a date) refuses."""
+
+    def reducer_override(self, obj):
+        raise _NotPlain()
+
+
+_DIGIT_BYTES = bytes(0x31 if 0x30 <= b <= 0x39 else 0x30 for b in range(256))  # an ASCII digit: "1", else "0"
+_SEVEN = b"1" * 7
+_picklers = threading.local()
+
+
+def _seven_digits(value: dict | list | tuple) -> bool:
+    """False only when no phone number can be in the value (True: walk it).
+
+    The value is pickled (protocol 3, no framing: each string's UTF-8 whole and in one piece, where an
+    ASCII digit is a digit of the text and nothing else) and the bytes looked at for seven ASCII digits
+    in a row, which every number ``_PHONE_IN_TEXT`` finds has; the pickle's own bytes (lengths, opcodes,
+    numbers, keys) can only add runs, never break one. A value holding anything but plain types says
+    True. Measured on a visit's dialogue row and answer: 25 K instructions against 55 K for the walk."""
+    state = getattr(_picklers, "state", None)
+    if state is None:
+        buffer = io.BytesIO()
+        state = _picklers.state = (buffer, _PlainPickler(buffer, protocol=3))
+    buffer, pickler = state
+    try:
+        pickler.dump(value)
+        return _SEVEN in buffer.getvalue().translate(_DIGIT_BYTES)
+    except Exception:  # not plain (_NotPlain), or not picklable: the walk decides
+        return True
+    finally:
+        pickler.clear_memo()  # holds the value's parts otherwise
+        buffer.seek(0)
+        buffer.truncate()
 
 
 # -- the process's keyring ------------------------------------------------------------------------

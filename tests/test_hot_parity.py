@@ -40,6 +40,8 @@ class Seed:
     other_cadre_id: int  # an active cadre with nothing assigned
     visited_id: int  # a household of the cadre's visited this half-year, with problems raised
     quiet_id: int  # a household nobody visited, that raised nothing
+    visit_id: int  # the cadre's latest visit
+    problem_id: int  # an item on the ledger, assigned
 
 
 @pytest.fixture
@@ -51,10 +53,10 @@ def seed(db, clock) -> Seed:
     roster = make_roster(db, households=4)
     visited, second, quiet = roster.households[0], roster.households[1], roster.households[3]
     make_visit(db, roster.cadre, visited, now - timedelta(days=2))
-    make_visit(db, roster.cadre, visited, now - timedelta(days=1))  # twice: counted once
+    visit_id = make_visit(db, roster.cadre, visited, now - timedelta(days=1))  # twice: counted once
     make_visit(db, roster.cadre, second, now - timedelta(days=200))  # another half-year
-    make_problem(db, now - timedelta(days=2), household_id=visited.id, status=ProblemStatus.ASSIGNED,
-                 content="路灯不亮")
+    problem_id = make_problem(db, now - timedelta(days=2), household_id=visited.id, status=ProblemStatus.ASSIGNED,
+                              content="路灯不亮")
     make_problem(db, now - timedelta(days=1), household_id=visited.id, status=ProblemStatus.CLOSED,
                  category="物业", content="电梯常坏")
     make_problem(db, now - timedelta(hours=5), household_id=second.id, status=ProblemStatus.NEW)
@@ -94,7 +96,7 @@ def seed(db, clock) -> Seed:
                             claimed_by="web:1:pump", claimed_until=now + timedelta(minutes=5), in_flight_at=now))
     with session_scope(db) as s:
         s.add(ChatAccount(channel="telegram", external_user_id="200", cadre_id=gone.id, bound_at=now, bound_by="code"))
-    return Seed(now, half, roster.cadre.id, roster.supervisor.id, visited.id, quiet.id)
+    return Seed(now, half, roster.cadre.id, roster.supervisor.id, visited.id, quiet.id, visit_id, problem_id)
 
 
 # name -> parameter sets (plain values, as the functions in storage/hot.py pass them)
@@ -142,6 +144,13 @@ CASES = {
                                   dict(key="wecom-reply:none", worker="web:1:pump", now=s.now)],
     "cadre_visits": lambda s: [dict(cadre_id=s.cadre_id, half=s.half), dict(cadre_id=s.cadre_id, half="2020H1"),
                                dict(cadre_id=s.other_cadre_id, half=s.half)],
+    "add_visit_flag": lambda s: [dict(visit_id=s.visit_id, cadre_id=s.cadre_id, kind="burst",
+                                      reason="10 分钟内确认了 4 次走访", created_at=s.now)],
+    "add_problem_event": lambda s: [
+        dict(problem_id=s.problem_id, at=s.now, actor_cadre_id=s.cadre_id, actor="李明", action="create",
+             from_status=None, to_status=ProblemStatus.NEW, note=None),  # the enum, as ledger.open_problem passes it
+        dict(problem_id=s.problem_id, at=s.now, actor_cadre_id=None, actor="热线导入", action="create",
+             from_status=None, to_status="closed", note="已办结")],
     "start_event": lambda s: [dict(channel="telegram", user_id="100", event_key="answered-1"),
                               dict(channel="telegram", user_id="100", event_key="fresh-1"),
                               dict(channel="telegram", user_id="100", event_key=None),
@@ -317,3 +326,55 @@ def test_a_number_in_a_kept_answer_or_a_dialogue_row_is_sealed_and_read_back_on_
                .scalar_one()]
     assert all('"$sealed"' in value for value in raw)
     assert not any("13912345678" in value or "87654321" in value for value in raw)
+
+
+def test_the_engines_json_serializer_writes_what_json_dumps_writes():
+    """storage.db.json_dumps (every JSON column's serializer) is json.dumps with its encoder made once."""
+    import enum
+    import json
+    import math
+    import random
+
+    from storage.db import json_dumps
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Kind(enum.StrEnum):
+        VISIT = "走访"
+
+    rng = random.Random(10)
+    atoms = ["", "走访", "a\"b\\c\n\t\x00\x1f\u2028", "\ud83d", "😀", 0, -1, 2 ** 70, 1.5, -0.0, 1e300, math.inf,
+             -math.inf, math.nan, True, False, None, Level.HIGH, Kind.VISIT]
+
+    def value(depth: int = 0):
+        roll = rng.random()
+        if depth > 3 or roll < 0.4:
+            return rng.choice(atoms)
+        if roll < 0.6:
+            return [value(depth + 1) for _ in range(rng.randint(0, 4))]
+        if roll < 0.7:
+            return tuple(value(depth + 1) for _ in range(rng.randint(0, 3)))
+        return {rng.choice(["k", "键", "", 1, 2.5, True, None]): value(depth + 1) for _ in range(rng.randint(0, 4))}
+
+    for _ in range(2000):
+        item = value()
+        assert json_dumps(item) == json.dumps(item), repr(item)
+    with pytest.raises(TypeError):
+        json_dumps({"when": object()})
+
+
+def test_a_datetime_parameter_is_converted_again_for_another_time(db, clock):
+    """The hot statements share a datetime column's conversion and keep its last result for the same
+    object (storage.prepared._bind_processor): a new time, even an equal one, is converted anew."""
+    from datetime import timezone
+
+    with db.connect() as conn:
+        process = hot.STATEMENTS["save_state"]._compile(conn.dialect).bind_procs["updated_at"]
+        assert hot.STATEMENTS["record_answer"]._compile(conn.dialect).bind_procs["created_at"] is process
+    now = clock()
+    later = now + timedelta(microseconds=1)
+    first = process(now)
+    assert process(now) is first and process(later) != first
+    assert process(now.astimezone(TZ)) == first  # the same instant in another zone: the same UTC value
+    assert process(later.astimezone(timezone.utc)) == process(later)

@@ -141,15 +141,17 @@ def level(visit: Visit, settings: Settings) -> str:
 
 def _flag(session: Session, visit: Visit, kind: str, reason: str, now: datetime) -> None:
     """One flag of the visit being confirmed (each kind is looked for once, so never twice)."""
-    session.add(VisitFlag(visit_id=visit.id, cadre_id=visit.cadre_id, kind=kind, reason=reason[:300], created_at=now))
+    hot.add_visit_flag(session, visit_id=visit.id, cadre_id=visit.cadre_id, kind=kind, reason=reason[:300], now=now)
 
 
 def on_confirmed(session: Session, visit: Visit, household: Household, settings: Settings, now: datetime) -> None:
     """The visit's evidence level and its flags, as it is confirmed (it is flushed, so it has an id).
     The cadre's visits of the half-year are read once (``storage.hot.cadre_visits``, a dozen rows) for
     the trip from the previous one, the burst and the identical surveys."""
-    visit.evidence = level(visit, settings)
-    session.add(visit)
+    evidence = level(visit, settings)
+    if visit.evidence != evidence:  # set, even to the same value, it makes the next flush look at the whole row
+        visit.evidence = evidence
+        session.add(visit)
     if visit.photo_phash:
         _same_photo(session, visit, now)
     if visit.location_note == "forwarded" or visit.photo_forwarded:

@@ -27,6 +27,7 @@ from bot.core.scope import in_scope, problem_subjects, sees_problem, unit_scope
 from bot.core.workdays import work_calendar
 from bot.errors import UserError
 from bot.core.outbox import SEND_CHANNELS, enqueue, enqueue_for_cadre, existing_keys
+from storage import hot
 from storage.models import Cadre, Problem, ProblemEvent, ProblemSource, ProblemStatus, Role, Unit
 
 ASSIGN, PROGRESS, CLOSE, ANSWER, REOPEN = "assign", "progress", "close", "answer", "reopen"
@@ -251,10 +252,10 @@ def open_problem(session: Session, *, source: ProblemSource, category: str, cont
                       note=item_note, created_at=now, updated_at=now, to_office=to_office)
     session.add(problem)
     session.flush()  # the caller shows the item's number
-    # Not ``record``: nothing needs this entry's id, so it is written with the commit, not flushed now.
-    session.add(ProblemEvent(problem_id=problem.id, at=now, actor_cadre_id=actor.id if actor else None,
-                             actor=actor_label or (actor.name if actor else "系统"), action="create",
-                             from_status=None, to_status=problem.status, note=note))
+    # Not ``record``: nothing needs this entry's id, so it is one statement, not an ORM object to flush.
+    hot.add_problem_event(session, problem_id=problem.id, at=now, actor_cadre_id=actor.id if actor else None,
+                          actor=actor_label or (actor.name if actor else "系统"), action="create",
+                          from_status=None, to_status=problem.status, note=note)
     return problem
 
 

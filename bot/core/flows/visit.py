@@ -205,6 +205,7 @@ class VisitFlow(Flow):
             channel=ctx.inbound.channel, location_accuracy=check.get("accuracy"), location_note=check.get("note"),
             distance_m=check.get("distance"), photo_sha256=photo.get("sha256"), photo_phash=photo.get("phash"),
             photo_forwarded=bool(photo.get("forwarded")))
+        visit.evidence = evidence.level(visit, ctx.settings)  # inserted with it: no UPDATE after (on_confirmed)
         ctx.session.add(visit)
         ctx.session.flush()
         evidence.on_confirmed(ctx.session, visit, household, ctx.settings, ctx.now)
