@@ -3,20 +3,23 @@
 ``python -m bench`` times; on a shared, noisy machine a few per cent are lost in the noise. This runs
 the same visits (bench/__main__.py's users, updates and buttons, through the same webhook, uvicorn,
 PTB, core and SQLite, with the Bot API stand-in in this process) against a bot process run under
-valgrind's callgrind, instrumentation switched on only for the timed visits, and prints the
+valgrind's callgrind, instrumentation switched on only for the counted visits, and prints the
 instructions the bot process executed per update, for the visit bot and the bare echo bot::
 
-    .venv/bin/python bench/callgrind_visits.py                 # both bots, about 3 minutes
-    .venv/bin/python bench/callgrind_visits.py --bot visit --out /tmp/cg   # keep callgrind.out.* there
+    .venv/bin/python bench/callgrind_visits.py                    # both bots, 8 users at once, about 3 minutes
+    .venv/bin/python bench/callgrind_visits.py --bot visit --users 1 --visits 6     # repeatable to 0.1 %
+    .venv/bin/python bench/callgrind_visits.py --bot visit --users 1 --per-step     # each step of the visit
+    .venv/bin/python bench/callgrind_visits.py --bot visit --profile /tmp/p         # cProfile, no valgrind
 
 Run as a file, it measures the code on PYTHONPATH (bench's and bot's), so another checkout is measured
 with ``cd /that/checkout && PYTHONPATH=$PWD python /this/bench/callgrind_visits.py``.
 
-What runs besides the updates is counted too: the process's timers (uvicorn's tick, the scheduler and
-the outbox sender of the visit bot), stretched 30-100 times by valgrind. They are counted alone for
-``--idle`` seconds with no traffic, and that rate times the phase's length is subtracted ("net").
-The users' updates go as in the bench (all users at once); ``--users 1`` makes the count repeatable
-to a few hundredths of a per cent.
+What runs besides the updates is counted too: the process's timers (uvicorn's tick; with ``--worker``
+the scheduler and the outbox sender, which the bench's visit bot runs: 3.4 M instructions a second),
+stretched 30-100 times by valgrind. They are counted alone for ``--idle`` seconds with no traffic, and
+that rate times the phase's length is subtracted ("net"). With ``--users 1`` the count repeats to about
+0.1 %; with the bench's 8 users at once it varies by 2-3 % from run to run (how many connections
+PTB's HTTP pool ends up with, each polled on every request, depends on the interleaving).
 """
 
 from __future__ import annotations
@@ -58,7 +61,8 @@ serve(kind, options, conn)
 class Callgrind:
     """A bot process (bench.servers.serve) under callgrind, instrumentation off until ``on``."""
 
-    def __init__(self, kind: str, options: dict, folder: Path, *, valgrind: bool = True, profile: str | None = None):
+    def __init__(self, kind: str, options: dict, folder: Path, *, valgrind: bool = True, profile: str | None = None,
+                 worker: bool = False):
         import json
 
         self.kind = kind
@@ -74,6 +78,8 @@ class Callgrind:
                        *command]
         # The same hashes every run: dict and set layouts, hence instruction counts, repeat.
         env = dict(os.environ, PYTHONHASHSEED="0")
+        if not worker:
+            env["SCHEDULER_IN_RUN"] = "false"  # the visit bot's scheduler and outbox sender: timers only
         self.valgrind = valgrind
         self.process = subprocess.Popen(command, env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
         self.conn = listener.accept()
@@ -176,7 +182,8 @@ async def run(args, folder: Path, url: str) -> list[str]:
         users = [tg.user(FIRST_USER_ID + n, first_name=f"干部{n + 1}") for n in range(args.users)]
         options = {"token": tg.token, "api_url": tg.url, "secret": SECRET, "database_url": url}
         bots = {kind: Callgrind(kind, options, folder, valgrind=not (args.no_valgrind or args.profile),
-                                profile=args.profile and str(Path(args.profile).absolute()) + f".{kind}")
+                                profile=args.profile and str(Path(args.profile).absolute()) + f".{kind}",
+                                worker=args.worker)
                 for kind in ("visit", "echo") if args.bot in (kind, "both")}
         try:
             if "visit" not in bots:  # the echo bot alone still echoes the visit bot's updates: made without one
@@ -226,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle", type=float, default=10.0, help="seconds of no traffic counted after each phase "
                                                             "(default 10; 0: no correction)")
     p.add_argument("--out", help="keep the callgrind files (and the bots' logs) in this folder")
+    p.add_argument("--worker", action="store_true", help="keep the visit bot's scheduler and outbox sender running "
+                                                         "(the bench's; their timers are subtracted with the idle rate)")
     p.add_argument("--per-step", action="store_true", help="instructions of each step of the visit (needs --users 1)")
     p.add_argument("--profile", metavar="FILE", help="no callgrind: cProfile the counted phase of each bot "
                                                      "(main thread, CPU time) into FILE.visit and FILE.echo")

@@ -99,7 +99,8 @@ class _Compiled:
     """One statement compiled for one dialect: the SQL text, how to build the driver's parameters
     from plain values, how to convert the result columns."""
 
-    __slots__ = ("sql", "positional", "names", "fixed", "bind_procs", "result_names", "result_procs", "conversions")
+    __slots__ = ("sql", "positional", "names", "fixed", "bind_procs", "result_names", "result_procs", "conversions",
+                 "plan", "order")
 
     def __init__(self, stmt: ClauseElement, dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
@@ -117,6 +118,11 @@ class _Compiled:
         # ExpandedState.processors holds only those of expanded parameters: ask each bind's type.
         procs = {name: _bind_processor(bind.type, dialect) for name, bind in compiled.binds.items()}
         self.bind_procs: dict[str, Callable[[Any], Any]] = {name: proc for name, proc in procs.items() if proc is not None}
+        # Each parameter converted once, even one the SQL names twice (as SQLAlchemy does: a sealed value is
+        # one token), then put in the driver's order.
+        unique = tuple(dict.fromkeys(self.names))
+        self.plan = tuple((name, self.bind_procs.get(name)) for name in unique)
+        self.order = None if unique == tuple(self.names) else tuple(unique.index(name) for name in self.names)
         columns = list(stmt.exported_columns) if hasattr(stmt, "exported_columns") else []
         self.result_names = tuple(col.key for col in columns)
         self.result_procs = tuple(_result_processor(col.type, dialect) for col in columns)
@@ -124,16 +130,16 @@ class _Compiled:
         self.conversions = tuple((i, proc) for i, proc in enumerate(self.result_procs) if proc is not None)
 
     def params(self, values: dict[str, Any]):
-        procs = self.bind_procs
         fixed = self.fixed
-        out = {}
-        for name in self.names:
+        out = []
+        for name, proc in self.plan:
             value = values[name] if name in values else fixed[name]
-            proc = procs.get(name)
-            out[name] = proc(value) if proc is not None and value is not None else value
+            out.append(value if proc is None or value is None else proc(value))
+        if self.order is not None:
+            out = [out[i] for i in self.order]
         if self.positional:
-            return tuple(out[name] for name in self.names)
-        return out
+            return tuple(out)
+        return dict(zip(self.names, out))
 
 
 class Prepared(Generic[R]):
