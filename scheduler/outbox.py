@@ -118,20 +118,6 @@ def mark_sent(session: Session, message_id: int, worker: str, now: datetime) -> 
     return result.rowcount == 1
 
 
-def mark_sent_keys(session: Session, keys: list[str], worker: str, now: datetime) -> int:
-    """Marks sent, in one statement, the rows of these idempotency keys that ``worker`` still holds
-    (a reply pump's batch); returns how many it marked."""
-    if not keys:
-        return 0
-    result = session.execute(update(OutboxMessage)
-                             .where(OutboxMessage.idempotency_key.in_(keys), OutboxMessage.claimed_by == worker,
-                                    OutboxMessage.state == OutboxState.PENDING)
-                             .values(state=OutboxState.SENT, sent_at=now, claimed_until=None, last_error=None,
-                                     in_flight_at=None)
-                             .execution_options(synchronize_session=False))
-    return result.rowcount
-
-
 def held_row(session: Session, key: str, worker: str) -> Claimed | None:
     """The row of this idempotency key as its holder's claim, None when ``worker`` no longer holds it."""
     row = session.exec(select(OutboxMessage).where(OutboxMessage.idempotency_key == key)).first()

@@ -29,11 +29,10 @@ def queue_reply(db, *, key: str, recipient: str, body: str, calls: list[dict], n
                                   payload={"wecom": calls}, now=now, claimed_by=claimed_by, claimed_until=claimed_until)
 
 
-def mark_replies_sent(db, keys: list[str], worker: str, now: datetime) -> None:
+def mark_replies_sent(db, keys: list[str], worker: str, now: datetime) -> int:
     """Marks sent the rows of these keys that the reply pump ``worker`` delivered and still holds (in
-    the caller's transaction: a later callback's)."""
-    for key in keys:
-        hot.mark_reply_sent(db, key=key, worker=worker, now=now)
+    the caller's transaction: a later callback's, or the pump's own when none came); how many."""
+    return sum(hot.mark_reply_sent(db, key=key, worker=worker, now=now) for key in keys)
 
 
 def keep_media(db, message_id: int, payload: dict) -> None:

@@ -199,9 +199,11 @@ def test_telegram_a_cadre_whose_every_visit_the_household_confirmed_by_its_one_t
 
 # -- WeChat and WeCom: GCJ-02 ----------------------------------------------------------------------------
 
-def wechat_visit(chat: WeChatChat, household: str, lat: float, lng: float) -> str:
-    """A whole visit on WeChat by numbered answers, no photo, the location as WeChat sends it."""
-    chat.last = chat.follower.click("visit").content
+def visit_with_location(chat, household: str, open_visit, send_location) -> str:
+    """A whole visit by numbered answers or card buttons (WeChatChat or Talk), no photo; ``open_visit``
+    starts it from the menu, ``send_location`` sends the location as the channel does and returns
+    what the bot said to it."""
+    open_visit()
     assert "回头看" in chat.pick(household)
     chat.pick("是")
     for answer in SURVEY:
@@ -210,10 +212,21 @@ def wechat_visit(chat: WeChatChat, household: str, lat: float, lng: float) -> st
     chat.pick(texts.NO_DIFFICULTY)
     assert texts.ASK_PHOTO in chat.pick("是")
     assert texts.ASK_LOCATION in chat.say(texts.SKIP)
-    said = chat.follower.location(lat, lng).content
-    chat.last = said
+    said = send_location()
     assert "走访已登记" in chat.pick("确认提交")
     return said
+
+
+def wechat_visit(chat: WeChatChat, household: str, lat: float, lng: float) -> str:
+    """A whole visit on WeChat, the location as WeChat sends it."""
+    def opened() -> None:
+        chat.last = chat.follower.click("visit").content
+
+    def located() -> str:
+        chat.last = chat.follower.location(lat, lng).content
+        return chat.last
+
+    return visit_with_location(chat, household, opened, located)
 
 
 def test_wechat_the_same_doorstep_sent_in_gcj02_lands_on_the_same_verdict_as_telegrams_wgs84(
@@ -243,19 +256,9 @@ def test_wechat_the_same_doorstep_sent_in_gcj02_lands_on_the_same_verdict_as_tel
 
 
 def wecom_visit(talk: Talk, household: str, lat: float, lng: float) -> str:
-    """A whole visit in WeCom by card buttons and numbers, no photo, the location as WeCom sends it."""
-    talk.click("visit")
-    assert "回头看" in talk.pick(household)
-    talk.pick("是")
-    for answer in SURVEY:
-        talk.pick(answer)
-    talk.say("希望多组织文艺活动")
-    talk.pick(texts.NO_DIFFICULTY)
-    assert texts.ASK_PHOTO in talk.pick("是")
-    assert texts.ASK_LOCATION in talk.say(texts.SKIP)
-    said = talk._after(talk.member.location(lat, lng))
-    assert "走访已登记" in talk.pick("确认提交")
-    return said
+    """A whole visit in WeCom by card buttons and numbers, the location as WeCom sends it."""
+    return visit_with_location(talk, household, lambda: talk.click("visit"),
+                               lambda: talk._after(talk.member.location(lat, lng)))
 
 
 def test_wecom_the_same_doorstep_sent_in_gcj02_matches(wc, wc_settings, db, clock):

@@ -56,7 +56,7 @@ from scheduler.budget import MemoryStore, Rule, Taken, Window, budget_store
 from scheduler.sender import SENT, Delivery, OutboxSender
 from storage.db import session_scope
 from storage.models import OutboxState
-from storage.wecom import CHANNEL, keep_media
+from storage.wecom import CHANNEL, keep_media, mark_replies_sent
 
 log = logging.getLogger(__name__)
 
@@ -477,8 +477,8 @@ class ReplyPump(OutboxSender):
                               "the lease and WeCom drops the repeats", len(keys))
 
     def _mark_keys(self, keys: list[str]) -> None:
-        with session_scope(self.db) as session:
-            marked = outbox.mark_sent_keys(session, keys, self.worker, self.clock())
+        with self.db.begin() as conn:  # the statement a callback's transaction marks them with
+            marked = mark_replies_sent(conn, keys, self.worker, self.clock())
         if marked < len(keys):
             log.warning("wecom reply pump: %d of %d rows sent after their claim had lapsed", len(keys) - marked,
                         len(keys))
