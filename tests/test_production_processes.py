@@ -16,13 +16,14 @@ import socket
 import subprocess
 import sys
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, time, timezone
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlmodel import select
 
+from bot.config import Settings
 from scheduler import outbox
 from storage.db import session_scope
 from storage.models import OutboxMessage, OutboxState
@@ -93,13 +94,19 @@ class Worker:
                 self.process.wait(5)
 
 
+def awake(settings: Settings) -> Settings:
+    """``settings`` with no quiet hours, like the workers' (``bot_env``): the tests enqueue at the real time of
+    day, and a reminder enqueued between 22:00 and 08:00 Beijing time would otherwise wait for the morning."""
+    return settings.model_copy(update={"quiet_hours_start": time(0, 0), "quiet_hours_end": time(0, 0)})
+
+
 def enqueue_wave(db, settings, n: int, chats: int) -> None:
-    """``n`` reminders, each with a body of its own, to ``chats`` chats in turn."""
+    """``n`` reminders, each with a body of its own, to ``chats`` chats in turn, due now at any hour."""
     now = datetime.now(timezone.utc)
     with session_scope(db) as s:
         for i in range(n):
             outbox.enqueue(s, key=f"wave-{i}", kind="reminder", channel="telegram", recipient=str(9000 + i % chats),
-                           body=f"提醒 {i}", now=now, settings=settings)
+                           body=f"提醒 {i}", now=now, settings=awake(settings))
 
 
 def delivered(tg) -> Counter:

@@ -20,7 +20,7 @@ from bot.core.outbox import enqueue
 from storage.db import session_scope
 from storage.models import OutboxMessage, OutboxState
 from tests.standins.wecom_api import WeComStandin
-from tests.test_production_processes import Worker, bot_env, pending
+from tests.test_production_processes import Worker, awake, bot_env, pending
 from tests.test_wecom_e2e import AES_KEY, AGENT_ID, CORP_ID, SECRET, TOKEN
 from tests.utils import wait_for
 
@@ -71,7 +71,7 @@ def test_two_workers_keep_each_members_limit_per_minute_together(db, settings, d
                 for i in range(EACH):
                     for member in MEMBERS:
                         enqueue(s, key=f"wave-{member}-{i}", kind="reminder", channel="wecom", recipient=member,
-                                body=f"提醒 {member} {i}", now=now, settings=settings)
+                                body=f"提醒 {member} {i}", now=now, settings=awake(settings))
             assert wait_for(lambda: pending(db) == 0, timeout=90), [w.log.read_text()[-2000:] for w in workers]
         finally:
             for w in workers:
