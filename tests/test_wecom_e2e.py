@@ -10,6 +10,7 @@ member's limits and repeats caught by the duplicate check, and lists them for th
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -104,6 +105,12 @@ def number_of(content: str, label: str) -> str:
     raise AssertionError(f"no option {label!r} in:\n{content}")
 
 
+def chosen(update: dict) -> str:
+    """What a pressed card shows of the choice: its greyed-out buttons' text, or the source line of
+    the card that took its place."""
+    return update["button"]["replace_name"] if "button" in update else update["template_card"]["source"]["desc"]
+
+
 class Talk:
     """A member in the app: what they see after each step is the passive reply plus the messages
     that arrived by the API; options on a card are pressed, numbered options answered by number."""
@@ -120,8 +127,8 @@ class Talk:
         self.seen += len(new)
         cards = [d for d in new if d.msgtype == "template_card"]
         self.card = cards[-1] if cards else None
-        if passive is not None and passive.startswith("[update_button]"):
-            passive = None  # the pressed card greyed out: not something to read
+        if passive is not None and passive.startswith(("[update_button]", "[update_template_card]")):
+            passive = None  # the pressed card greyed out, or replaced by the next (in ``new``)
         self.last = "\n".join(([passive] if passive else []) + [d.text for d in new])
         return self.last
 
@@ -229,9 +236,11 @@ def test_directory_sync_binds_by_mobile_then_a_whole_visit_by_card_buttons(
         from bot.core.geo import GCJ02, to_wgs84
 
         assert (visit.latitude, visit.longitude) == pytest.approx(tuple(to_wgs84(31.2304, 121.4737, GCJ02).__dict__.values()))
-    # Each pressed card was greyed out with the choice, through its response code.
-    shown = [c["button"]["replace_name"] for c in wc.updated_cards]
-    assert shown[:3] == ["➤ 住户2 · 幸…", "➤ 是", "➤ 满意"] and any("确认提交" in s for s in shown)
+    # Each pressed card was replaced by the next question with the choice on its source line, or, when
+    # the answer was more than a card, greyed out with the choice.
+    shown = [chosen(c) for c in wc.updated_cards]
+    assert shown[:3] == ["已选：住户2 · 幸福路…", "已选：是", "已选：满意"] and any("确认提交" in s for s in shown)
+    assert all(c.get("passive") for c in wc.updated_cards) and not wc.calls_of("/cgi-bin/message/update_template_card")
     assert not wc.over_limit and not wc.duplicates
     assert wc.token_fetches == 1  # one access token for the two syncs and the app, kept in the database
 
@@ -270,10 +279,17 @@ def test_a_card_pressed_twice_counts_once(wc, wc_settings, db, clock):
         card = talk.card  # ①留下一张联系卡: 是 / 否
         assert "①留下一张联系卡" in card.text
         assert "②填好一张调查卷" in talk.press("是", card)
-        before = _survey_answer(db)
-        assert texts.STALE_BUTTON in talk.press("否", card)  # the same card again, another button
+        # The pressed card now asks the next question, the choice on its source line.
+        now_showing = [d for d in wc.received("LiMing") if d.replaces == card.body["template_card"]["task_id"]][-1]
+        assert "②填好一张调查卷" in now_showing.text and chosen(wc.updated_cards[-1]) == "已选：是"
+        before, updates = _survey_answer(db), len(wc.updated_cards)
+        # A second press that raced the first one's update: the old question's other button.
+        assert texts.STALE_BUTTON in talk.press("否", card)
         assert _survey_answer(db) == before
-    assert [c["button"]["replace_name"] for c in wc.updated_cards][-2:] == ["➤ 是", texts.WECOM_CARD_STALE]
+        # It changes no card: the card shows the question to answer now, still pressable.
+        assert len(wc.updated_cards) == updates
+        assert "调查 2/6" in talk.press("满意", now_showing)
+        assert _survey_answer(db) != before
 
 
 def test_a_press_on_a_card_from_an_earlier_visit_is_stale_and_changes_nothing(wc, wc_settings, db, clock):
@@ -310,7 +326,7 @@ def test_the_same_callback_three_times_gives_one_record_and_the_same_answer(wc, 
         for _ in range(3):
             answers.append(member.send(press_xml))
             settle(db)
-        assert answers == ["[update_button] ➤ 住户2 · 幸…"] * 3  # the card greyed out; the rest by the API
+        assert answers == ["[update_template_card] 请选择："] * 3  # the next question in the pressed card's place
     received = wc.received("LiMing")
     assert sum(1 for d in received if "回头看" in d.text) == 1
     assert count(db, ChatAccount) == 1
@@ -380,8 +396,46 @@ def test_answers_past_the_deadline_go_through_the_send_api_once(wc, wc_settings,
                   message=lambda: [d.text for d in wc.received("LiMing")])
         settle(db)
     [update] = [c for c in wc.updated_cards if not c.get("passive")]
-    assert update["button"]["replace_name"] == "➤ 住户1 · 幸…" and update["userids"] == ["LiMing"]
+    assert chosen(update) == "已选：住户1 · 幸福路…" and update["userids"] == ["LiMing"]
     assert count(db, OutboxMessage, OutboxMessage.state == OutboxState.SENT) == 3
+
+
+def _late_press(wc, wc_settings, db, clock) -> tuple[Talk, str]:
+    """A member at the visit's first question (a card of 是 / 否), the bot answering past WeCom's deadline
+    from now on; the task id of that card."""
+    roster = make_roster(db)
+    _bound_member(db, roster, clock)
+    talk = Talk(wc, db, "LiMing")
+    talk.click("visit")
+    talk.pick("住户1")
+    assert "①留下一张联系卡" in talk.card.text
+    return talk, talk.card.body["template_card"]["task_id"]
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["replaced", "refused-then-sent"])
+def test_a_press_answered_past_the_deadline_replaces_the_card_by_its_response_code(wc, wc_settings, db, clock, refused):
+    settings = wc_settings.model_copy(update={"wecom_reply_deadline_seconds": 0.1})
+    with running_bot(wc_settings, db, clock, wc):
+        talk, task = _late_press(wc, wc_settings, db, clock)
+    if refused:  # WeCom refuses the update (not a spent code): the next question comes as a card of its own
+        wc.update_errors.append({"errcode": 40058, "errmsg": "template_card invalid"})
+    with running_bot(settings, db, clock, wc, core=SlowEngine(db, settings, clock=clock)):
+        assert talk.member.press(talk.card, "是") is None  # empty: the answer comes by the API
+        _wait_for(lambda: any("②填好一张调查卷" in d.text for d in wc.received("LiMing")),
+                  message=lambda: [d.text for d in wc.received("LiMing")])
+        settle(db)
+    [update] = [c.body for c in wc.calls_of("/cgi-bin/message/update_template_card")]
+    assert update["userids"] == ["LiMing"] and "task_id" not in update["template_card"]
+    assert chosen(update) == "已选：是" and "②填好一张调查卷" in update["template_card"]["main_title"]["title"] + \
+        update["template_card"].get("sub_title_text", "")
+    [card] = [d for d in wc.received("LiMing") if "②填好一张调查卷" in d.text]
+    if refused:
+        assert card.replaces is None and card.body["template_card"]["task_id"] != task  # sent as a new card
+    else:
+        assert card.replaces == task and not [c for c in wc.calls_of("/cgi-bin/message/send")
+                                              if "②填好一张调查卷" in json.dumps(c.body, ensure_ascii=False)]
+    # The households' card, and this press's update: one row each, sent.
+    assert count(db, OutboxMessage, OutboxMessage.state == OutboxState.SENT) == 2
 
 
 # -- proactive messages --------------------------------------------------------------------------------

@@ -51,9 +51,11 @@ def test_an_answer_is_written_claimed_and_in_flight_then_sent_from_memory_and_ma
         talk._after(None)
         assert "住户1" in " ".join(b["text"] for b in talk.card.buttons)
         talk.pick("住户1")
-        assert "①留下一张联系卡" in talk.card.text
+        assert "①留下一张联系卡" in talk.card.text and talk.card.replaces  # passively, in the pressed card's place
+        assert "已取消" in talk.pick("取消")  # a text: by message/send again
     sends = [c for c in wc.calls if c.path == "/cgi-bin/message/send"]
-    assert len(sends) == len(wc.received("LiMing")) >= 2 and not wc.duplicates  # each sent once
+    by_api = [d for d in wc.received("LiMing") if d.replaces is None]
+    assert len(sends) == len(by_api) == 2 and not wc.duplicates  # each sent once
     assert {r.state for r in _rows(db)} == {OutboxState.SENT}
 
 

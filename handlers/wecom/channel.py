@@ -13,10 +13,12 @@ One POST per callback, answered within WeCom's 5 seconds:
 2. ``core.dispatch`` handles the event; inside its transaction (``before_commit``) the replies are
    rendered (``handlers.wecom.render``) and the answer is stored for the event key
    (``Outcome.rendered``, kept by the core), so a retry gets the very same answer and creates nothing.
-   Plain text answers to a message go back as the passive reply (encrypted XML); a press is
-   answered passively by greying out the pressed card's buttons with the choice (update_button);
-   cards, files and whatever else goes through the send API: the calls are written to the outbox
-   as one row (kind "reply") in the same transaction, and the app's reply pump sends them at once;
+   Plain text answers to a message go back as the passive reply (encrypted XML); a press whose
+   answer is the next question alone is answered passively with that question's card in the
+   pressed card's place (update_template_card), any other press by greying out the pressed card's
+   buttons with the choice (update_button); cards, files and whatever else goes through the send
+   API: the calls are written to the outbox as one row (kind "reply") in the same transaction, and
+   the app's reply pump sends them at once;
 3. after WECOM_REPLY_DEADLINE_SECONDS the request answers empty and the same hook writes the text
    to the outbox too; which of the two answers is decided once, under a lock.
 
@@ -47,7 +49,8 @@ from bot.core.geo import GCJ02
 from bot.core.types import Inbound, Location, Outcome
 from handlers.wechat.channel import _text, fetch_photo, pack
 from handlers.wecom import render
-from handlers.wecom.crypto import MAX_BODY_BYTES, Cipher, Refused, button_reply, check_timestamp, parse_xml, text_reply
+from handlers.wecom.crypto import (MAX_BODY_BYTES, Cipher, Refused, button_reply, card_reply, check_timestamp, parse_xml,
+                                   text_reply)
 from bot.core import outbox
 from storage.wecom import CHANNEL, mark_replies_sent, queue_reply
 
@@ -274,15 +277,29 @@ class WeComChannel:
         duplicate_check = self.settings.wecom_duplicate_check_seconds
         inline = answer.claim("inline") == "inline"
         xml = None
-        if code:  # a press: the card greyed out with the choice (passively, or by its response code)
-            shown = render.cut(texts.WECOM_CARD_STALE if outcome.stale else
-                               texts.WECOM_CARD_CHOSEN.format(label=outcome.chosen) if outcome.chosen
-                               else texts.WECOM_CARD_DONE, render.BUTTON_TEXT_MAX)
-            if inline:
-                xml = button_reply(to_user=inbound.user_id, corp_id=self.corp_id, replace_name=shown,
-                                   now=int(now.timestamp()))
+        if code:  # a press: the card replaced by the next question, or greyed out with the choice
             calls = render.actions(replies, touser=inbound.user_id, agent_id=self.agent_id, event_key=key,
-                                   duplicate_check=duplicate_check, press=None if inline else (code, shown))
+                                   duplicate_check=duplicate_check)
+            card = None if outcome.stale else render.only_card(calls)
+            if card is not None:  # the next question and nothing else: it takes the pressed card's place
+                if outcome.chosen:
+                    card = {"card_type": card.pop("card_type"), "source": {"desc": render.cut(
+                        texts.WECOM_CARD_CHOSEN_SOURCE.format(label=outcome.chosen), render.SOURCE_DESC_MAX)}, **card}
+                if inline:
+                    xml = card_reply(to_user=inbound.user_id, corp_id=self.corp_id, card=card, now=int(now.timestamp()))
+                    calls = []
+                else:
+                    calls = [render.replace_card(code, card, touser=inbound.user_id, agent_id=self.agent_id)]
+            elif not outcome.stale:  # texts, or more than a card: the pressed card greyed out, the rest sent
+                shown = render.cut(texts.WECOM_CARD_CHOSEN.format(label=outcome.chosen) if outcome.chosen
+                                   else texts.WECOM_CARD_DONE, render.BUTTON_TEXT_MAX)
+                if inline:
+                    xml = button_reply(to_user=inbound.user_id, corp_id=self.corp_id, replace_name=shown,
+                                       now=int(now.timestamp()))
+                else:
+                    calls.insert(0, render.grey_card(code, shown, touser=inbound.user_id, agent_id=self.agent_id))
+            # A stale press changes no card: the card it came from may already hold the question to answer
+            # now (a second press that raced the first one's update); the member is told by a text.
         elif inline and replies and not any(render.has_card(r) or r.files for r in replies):
             parts = pack([render.as_text(r) for r in replies], render.TEXT_ROOM)  # room for the marks
             xml = self._passive(inbound.user_id, parts[0])
@@ -351,7 +368,7 @@ def _summary(call: dict) -> str:
     body = call.get("body") or {}
     if body.get("msgtype") == "text":
         return render.unmarked(body["text"]["content"])
-    if body.get("msgtype") == "template_card":
+    if "template_card" in body:  # a card sent, or one that takes a pressed card's place
         card = body["template_card"]
         return "\n".join(filter(None, [card.get("sub_title_text"), card["main_title"]["title"]]))
     return texts.WECOM_CARD_DONE if call.get("path") == render.UPDATE_CARD else ""

@@ -19,7 +19,8 @@ from wechatpy.enterprise.replies import TextReply
 
 from handlers.wechat.crypto import MAX_BODY_BYTES, Refused, cdata, check_signature, check_timestamp, parse_xml
 
-__all__ = ["MAX_BODY_BYTES", "Cipher", "Refused", "button_reply", "check_timestamp", "parse_xml", "text_reply"]
+__all__ = ["MAX_BODY_BYTES", "Cipher", "Refused", "button_reply", "card_reply", "check_timestamp", "parse_xml",
+           "text_reply"]
 
 
 def text_reply(*, to_user: str, corp_id: str, agent_id: int, content: str, now: int) -> str:
@@ -38,6 +39,36 @@ def button_reply(*, to_user: str, corp_id: str, replace_name: str, now: int) -> 
             "<MsgType><![CDATA[update_button]]></MsgType>"
             f"<Button><ReplaceName><![CDATA[{cdata(replace_name)}]]></ReplaceName></Button>"
             "</xml>")
+
+
+def card_reply(*, to_user: str, corp_id: str, card: dict, now: int) -> str:
+    """The passive reply to a card press that replaces the pressed card with ``card`` (模板卡片更新消息,
+    "更新点击用户的整张卡片", MsgType update_template_card): ``card`` as for message/send, its fields
+    in XML as WeCom names them (``sub_title_text`` → ``SubTitleText``; a list is one element per item,
+    ``<ButtonList>`` once for each button); the task id is the pressed card's and is left out."""
+    return ("<xml>"
+            f"<ToUserName><![CDATA[{cdata(to_user)}]]></ToUserName>"
+            f"<FromUserName><![CDATA[{cdata(corp_id)}]]></FromUserName>"
+            f"<CreateTime>{int(now)}</CreateTime>"
+            "<MsgType><![CDATA[update_template_card]]></MsgType>"
+            f"<TemplateCard>{_xml_fields({k: v for k, v in card.items() if k != 'task_id'})}</TemplateCard>"
+            "</xml>")
+
+
+def _xml_fields(fields: dict) -> str:
+    out = []
+    for name, value in fields.items():
+        tag = "".join(part.capitalize() for part in name.split("_"))
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dict):
+                out.append(f"<{tag}>{_xml_fields(item)}</{tag}>")
+            elif isinstance(item, bool):
+                out.append(f"<{tag}>{'true' if item else 'false'}</{tag}>")
+            elif isinstance(item, int):
+                out.append(f"<{tag}>{item}</{tag}>")
+            else:
+                out.append(f"<{tag}><![CDATA[{cdata(str(item))}]]></{tag}>")
+    return "".join(out)
 
 
 class Cipher:

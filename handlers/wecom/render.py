@@ -2,16 +2,20 @@
 
 A reply with 1 to ``BUTTONS_MAX`` options becomes a template card of the button type: its title is
 the question (the reply's last line), the text before it the card's subtitle (or a text message
-of its own when it is too long), and one button per option whose ``key`` is the option's token, so
+of its own when it is too long; the texts of replies just before the card join the subtitle when
+all of it fits: one message, not two), and one button per option whose ``key`` is the option's token, so
 a press comes back as the core's versioned token (an old card is answered stale by the core).
 More options than fit (a household list, eleven problem types) become numbered lines, answered
 with the number or the words, as on WeChat. Every card has a task id of its own, made from the
 event key, so the same outbox row sent twice is the same card (WeCom's duplicate check drops it).
 
-A press is answered by greying out the pressed card's buttons with the choice (the passive
-update_button reply, or ``update_template_card`` with the press's response code when the answer
-comes after the deadline: either way a pressed card cannot be pressed again) and the next
-question as a new card.
+A press whose answer is the next question and nothing else replaces the pressed card with the
+next question's card, the choice on its source line ("已选：是"): the passive update_template_card
+reply (更新点击用户的整张卡片), or ``update_template_card`` with the press's response code and the
+whole card when the answer comes after the deadline. Any other answer (texts, a summary, a text
+before the card) greys out the pressed card's buttons with the choice (update_button) and comes by
+the send API. Either way the pressed card cannot answer its question again. A stale press changes
+no card (the card it came from may already hold the question to answer now) and is told so by text.
 
 WeCom's duplicate check (every message/send carries ``enable_duplicate_check``, see
 ``handlers.wecom.transport``) drops any message whose content equals one the member got within the
@@ -27,6 +31,7 @@ mark is counted within the 2,048 bytes of a text (``TEXT_ROOM`` is what is left 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Any
 
 from bot import texts
@@ -37,6 +42,7 @@ BUTTONS_MAX = 6  # WeCom's limit for button_list
 BUTTON_TEXT_MAX = 10  # characters WeCom shows on a button
 TITLE_MAX = 26  # characters of main_title.title
 SUBTITLE_MAX = 112  # characters of sub_title_text
+SOURCE_DESC_MAX = 13  # characters of source.desc (WeCom advises at most 13)
 TEXT_MAX_BYTES = 2048  # one text message
 MARK_ALPHABET = "\u200b\u200c\u200d\u2060"  # zero width: space, non-joiner, joiner, word joiner
 MARK_LENGTH = 16  # two bits a character: 32 bits
@@ -112,15 +118,31 @@ def card(reply: Reply, task: str) -> tuple[str | None, dict[str, Any]]:
     return lead, template
 
 
-def actions(replies: list[Reply], *, touser: str, agent_id: int, event_key: str, duplicate_check: int,
-            press: tuple[str, str] | None = None) -> list[dict[str, Any]]:
-    """The API calls that deliver ``replies`` to ``touser``, in order. ``press``: (response code,
-    button text) of a pressed card, greyed out first."""
+def only_card(calls: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The card of ``calls`` that are one template card and nothing else (the next question after a
+    press, to take the pressed card's place), without its task id (the card keeps the pressed one's)."""
+    if len(calls) != 1 or calls[0]["path"] != SEND or calls[0]["body"].get("msgtype") != "template_card":
+        return None
+    return {k: v for k, v in calls[0]["body"]["template_card"].items() if k != "task_id"}
+
+
+def replace_card(code: str, card: dict[str, Any], *, touser: str, agent_id: int) -> dict[str, Any]:
+    """The call that replaces the card pressed with ``code`` (its response code) by ``card``, when the
+    answer comes after the passive reply's deadline."""
+    return {"path": UPDATE_CARD, "body": {"userids": [touser], "agentid": agent_id, "response_code": code,
+                                          "template_card": card}}
+
+
+def grey_card(code: str, shown: str, *, touser: str, agent_id: int) -> dict[str, Any]:
+    """The call that greys out the buttons of the card pressed with ``code``, showing ``shown``."""
+    return {"path": UPDATE_CARD, "body": {"userids": [touser], "agentid": agent_id, "response_code": code,
+                                          "button": {"replace_name": cut(shown, BUTTON_TEXT_MAX)}}}
+
+
+def actions(replies: list[Reply], *, touser: str, agent_id: int, event_key: str,
+            duplicate_check: int) -> list[dict[str, Any]]:
+    """The API calls that deliver ``replies`` to ``touser``, in order."""
     out: list[dict[str, Any]] = []
-    if press is not None:
-        code, shown = press
-        out.append({"path": UPDATE_CARD, "body": {"userids": [touser], "agentid": agent_id, "response_code": code,
-                                                  "button": {"replace_name": cut(shown, BUTTON_TEXT_MAX)}}})
     base = {"touser": touser, "agentid": agent_id, "enable_duplicate_check": 1,
             "duplicate_check_interval": duplicate_check}
     pending: list[str] = []  # texts joined into as few messages as fit
@@ -133,7 +155,12 @@ def actions(replies: list[Reply], *, touser: str, agent_id: int, event_key: str,
 
     for reply in replies:
         if has_card(reply):
-            lead, template = card(reply, task_id(event_key, len(out)))
+            task = task_id(event_key, len(out))
+            lead, template = card(replace(reply, text="\n".join([*pending, reply.text])), task) if pending else (None, None)
+            if lead is None and template is not None:  # the texts before it fit on the card: one message
+                pending.clear()
+            else:
+                lead, template = card(reply, task)
             if lead:
                 pending.append(lead)
             flush()

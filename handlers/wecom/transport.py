@@ -49,7 +49,7 @@ from bot import metrics, texts
 from bot.config import Settings
 from storage.db import utcnow as system_clock
 from handlers.wecom.api import NOT_A_MEMBER, WeComApi, WeComApiError
-from handlers.wecom.render import SEND, UPDATE_CARD, text_message
+from handlers.wecom.render import SEND, UPDATE_CARD, task_id, text_message
 from scheduler import outbox
 from scheduler.outbox import Claimed
 from scheduler.budget import MemoryStore, Rule, Taken, Window, budget_store
@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 UNREACHABLE = {NOT_A_MEMBER: texts.WECOM_NOT_A_MEMBER, 60111: "成员 userid 不存在", 60011: "应用无权限访问该成员"}
 APP_LIMITS = {45009: 60.0, 45033: 1.0, 45011: 60.0}  # calls too frequent, too many at once: the channel waits
 RETRY = {-1, 40014, 42001, 40001}  # system busy; a token refused twice
+SPENT_CODE = 40106  # invalid response_code: spent (or past its 72 hours)
 FLIGHT_SECONDS = 120.0  # places of a row whose sender died are given back after this long
 IN_LINE_MAX = 1.5  # a wait this long or longer is a member's window or a pause, not the app's calls a second
 MEDIA_KEY = "wecom_media"  # in a row's payload: {"at": when uploaded, "ids": its attachments' media ids}
@@ -219,14 +220,14 @@ class WeComTransport:
         """Takes the row's places (the daily quota, then the app's and the member's windows), sends
         its calls in a thread (the API is synchronous), and counts the places from the answer."""
         calls = self._calls(message)
-        sends = sum(1 for call in calls if call["path"] == SEND) + len(message.attachments)
+        sends = _sends(calls) + len(message.attachments)
         api_calls = len(calls) + 2 * len(message.attachments)  # an attachment is uploaded, then sent
         return await self._within_limits(message.recipient, sends, api_calls,
                                          lambda: asyncio.to_thread(self._deliver, message, calls))
 
     async def deliver_reply(self, recipient: str, calls: list[dict[str, Any]]) -> Delivery:
         """A callback's answer (its calls, no files) within the same limits, sent on the event loop."""
-        sends = sum(1 for call in calls if call["path"] == SEND)
+        sends = _sends(calls)
         return await self._within_limits(recipient, sends, len(calls), lambda: self._deliver_async(calls))
 
     async def _within_limits(self, recipient: str, sends: int, api_calls: int,
@@ -251,7 +252,9 @@ class WeComTransport:
                     try:
                         await self.api.update_template_card_async(call["body"])
                     except WeComApiError as exc:
-                        self._card_not_updated(exc)
+                        instead = self._card_not_updated(exc, call["body"])
+                        if instead is not None:
+                            await self.api.send_async(instead)
                     continue
                 await self.api.send_async(call["body"])
             return SENT
@@ -271,7 +274,7 @@ class WeComTransport:
             media = self._media(message)
             for call in calls:
                 if call["path"] == UPDATE_CARD:
-                    self._grey_out(call["body"])
+                    self._update_card(call["body"])
                     continue
                 self.api.send(call["body"])
             for kind, media_id in media:
@@ -304,19 +307,30 @@ class WeComTransport:
             keep_media(self.db, message.id, {**(message.payload or {}), MEDIA_KEY: {"at": now.isoformat(), "ids": ids}})
         return list(zip(kinds, ids))
 
-    def _grey_out(self, body: dict[str, Any]) -> None:
-        """The pressed card's buttons greyed out with the choice. Cosmetic and once only: a response
-        code is spent after one use, so a row sent again after a crash finds it spent; that is fine."""
+    def _update_card(self, body: dict[str, Any]) -> None:
+        """The pressed card greyed out, or replaced by the next question. Once only: a response code
+        is spent after one use, so a row sent again after a crash finds it spent; that is fine."""
         try:
             self.api.update_template_card(body)
         except WeComApiError as exc:
-            self._card_not_updated(exc)
+            instead = self._card_not_updated(exc, body)
+            if instead is not None:
+                self.api.send(instead)
 
-    @staticmethod
-    def _card_not_updated(exc: WeComApiError) -> None:
+    def _card_not_updated(self, exc: WeComApiError, body: dict[str, Any]) -> dict[str, Any] | None:
+        """After WeCom refused to update a card: raises for a failure to try again (5xx, network);
+        otherwise None (greying out is cosmetic; a spent code was spent by this very row's earlier
+        send), or, when the refused update carried the next question, the message that sends it as
+        a card of its own, so the member is never left without it."""
         if exc.errcode is None and exc.status >= 500:
             raise exc
         log.info("wecom card not updated: %s", exc)
+        card = body.get("template_card")
+        if card is None or exc.errcode == SPENT_CODE:
+            return None
+        return {"touser": body["userids"][0], "agentid": self.api.agent_id, "msgtype": "template_card",
+                "template_card": {**card, "task_id": task_id(f"replaced:{body.get('response_code')}", 0)},
+                "enable_duplicate_check": 1, "duplicate_check_interval": self.settings.wecom_duplicate_check_seconds}
 
     @staticmethod
     def _failure(exc: WeComApiError) -> Delivery:
@@ -528,3 +542,9 @@ class ReplyPump(OutboxSender):
         """Waits until every handed answer is sent (or settled) and marked."""
         while self._members or (self._marking is not None and not self._marking.done()):
             await asyncio.gather(*self._members, *([self._marking] if self._marking else []), return_exceptions=True)
+
+
+def _sends(calls: list[dict[str, Any]]) -> int:
+    """The messages ``calls`` may deliver, for the member's windows and the quota: each send, and each
+    card replaced by the next question (sent as a card of its own if WeCom refuses the update)."""
+    return sum(1 for call in calls if call["path"] == SEND or "template_card" in call["body"])

@@ -15,7 +15,8 @@ Two halves, both in the published formats over real HTTP on loopback:
   windows run on ``monotonic`` (``time.monotonic`` unless a test gives a clock of its own, such as
   ``ManualClock``, to move time past them).
   ``send_delay`` holds every send's answer after delivering it (a sender killed while waiting);
-  ``send_errors`` answers the next sends with the given errors (``{"errcode": 45009, ...}``) and delivers nothing.
+  ``send_errors`` answers the next sends with the given errors (``{"errcode": 45009, ...}``) and delivers nothing;
+  ``update_errors`` does the same to the next update_template_card calls.
   It also plays WeCom's web login: the QR login page (``/wwlogin/sso/login``) and the OAuth2
   authorize page (``/connect/oauth2/authorize``) check their parameters as WeCom does and, once
   ``login_as`` names the member who scans (or opens the page in the client), send the browser back
@@ -88,6 +89,7 @@ class Delivered:
     msgtype: str
     body: dict[str, Any]
     at: float
+    replaces: str | None = None  # a card that took the place of the pressed card of this task id
 
     @property
     def text(self) -> str:
@@ -135,10 +137,13 @@ class WeComStandin:
         self.page_size = 2  # user/list_id pages, small so that paging is used
         self.send_delay = 0.0
         self.send_errors: list[dict] = []  # answered, in turn, to the next sends instead of delivering them
+        self.update_errors: list[dict] = []  # the same for the next update_template_card calls
         self.tokens: set[str] = set()
         self.token_fetches = 0
         self._task_ids: set[str] = set()
         self._codes: dict[str, bool] = {}  # response codes issued -> spent
+        self._code_task: dict[str, str] = {}  # a press's response code -> the task id of the card pressed
+        self._showing: dict[str, dict] = {}  # task id -> the card that replaced it last
         self._by_member: dict[str, list[float]] = defaultdict(list)  # arrivals per member
         self.login_as: str | None = None  # the member who scans the QR code (or is in the client); None: nobody yet
         self.login_declined = False  # the member refused: back to redirect_uri with the state only
@@ -319,14 +324,38 @@ class WeComStandin:
         if error:
             return self._record(path, request, body, error)
         with self._lock:
+            if self.update_errors:
+                return JSONResponse(self._note(path, request, body, self.update_errors.pop(0)))
             code = body.get("response_code")
             if self._codes.get(code) is not False:
                 return JSONResponse(self._note(path, request, body, {"errcode": 40106, "errmsg": "invalid response_code"}))
             if body.get("agentid") != self.agent_id or not body.get("userids"):
                 return JSONResponse(self._note(path, request, body, {"errcode": 40058, "errmsg": "invalid args"}))
+            card = body.get("template_card")
+            if card is not None:
+                error = self._check_message({"agentid": body["agentid"], "msgtype": "template_card",
+                                             "template_card": {**card, "task_id": "replaced"}})
+                if error or "task_id" in card:
+                    return JSONResponse(self._note(path, request, body, error or {"errcode": 40058,
+                                                                                  "errmsg": "task_id not allowed"}))
+            elif not (body.get("button") or {}).get("replace_name"):
+                return JSONResponse(self._note(path, request, body, {"errcode": 40058, "errmsg": "invalid args"}))
             self._codes[code] = True
             self.updated_cards.append(body)
+            if card is not None:
+                self._replace(body["userids"][0], self._code_task.get(code), card)
         return self._record(path, request, body, {"errcode": 0, "errmsg": "ok"})
+
+    def _replace(self, touser: str, task: str | None, card: dict) -> bool:
+        """The pressed card of ``task`` now shows ``card`` (under the lock): seen by the member as a card
+        delivered again (``replaces``), unless it shows that very card already (a retried callback)."""
+        shown = {**card, "task_id": task}
+        if self._showing.get(task) == shown:
+            return False
+        self._showing[task] = shown
+        self.delivered.append(Delivered(touser, "template_card", {"template_card": shown}, self.monotonic(),
+                                        replaces=task))
+        return True
 
     def _note(self, path: str, request: Request, body: Any, answer: dict) -> dict:
         self.calls.append(Call(path, dict(request.query_params), body, answer))
@@ -518,10 +547,12 @@ class WeComStandin:
                   "timestamp": str(timestamp), "nonce": nonce, "echostr": echostr}
         return httpx.get(self.webhook_url, params=params, timeout=10)
 
-    def read_reply(self, response: httpx.Response) -> str | None:
+    def read_reply(self, response: httpx.Response, *, pressed: str | None = None) -> str | None:
         """The passive reply's text, decrypted and checked as WeCom would; None for an empty answer.
-        An update_button reply (to a card press) is applied to the card (``updated_cards``) and read
-        as "[update_button] <the new text>"."""
+        A reply to a card press (``pressed``: the card's task id) is applied to the card
+        (``updated_cards``): update_button is read as "[update_button] <the new text>";
+        update_template_card puts the new card in the pressed one's place (the member sees it as
+        a card delivered, ``replaces`` the task id) and is read as "[update_template_card] <title>"."""
         assert response.status_code == 200, (response.status_code, response.text)
         if response.text == "":
             return None
@@ -538,9 +569,40 @@ class WeComStandin:
             with self._lock:
                 self.updated_cards.append({"button": {"replace_name": name}, "passive": True})
             return f"[update_button] {name}"
+        if inner.get("MsgType") == "update_template_card":
+            assert pressed is not None, "update_template_card answers a card press only"
+            assert sorted(inner) == ["CreateTime", "FromUserName", "MsgType", "TemplateCard", "ToUserName"], inner
+            assert inner["FromUserName"] == self.corp_id
+            card = _card_from_xml(root.find("TemplateCard"))
+            error = self._check_message({"agentid": self.agent_id, "msgtype": "template_card",
+                                         "template_card": {**card, "task_id": pressed}})
+            assert error is None and "task_id" not in card, (error, card)
+            with self._lock:
+                self.updated_cards.append({"template_card": card, "passive": True})
+                self._replace(inner["ToUserName"], pressed, card)
+            return f"[update_template_card] {card['main_title']['title']}"
         assert sorted(inner) == ["AgentID", "Content", "CreateTime", "FromUserName", "MsgType", "ToUserName"], inner
         assert inner["MsgType"] == "text" and inner["FromUserName"] == self.corp_id
         return inner["Content"]
+
+
+_LISTS = {"button_list", "horizontal_content_list", "jump_list", "action_list", "option_list",
+          "vertical_content_list", "select_list"}
+
+
+def _card_from_xml(element: ET.Element) -> dict:
+    """A card of a passive reply as message/send's JSON: ``SubTitleText`` → ``sub_title_text``, one
+    ``<ButtonList>`` per button → ``button_list``, the texts as strings."""
+    out: dict[str, Any] = {}
+    for child in element:
+        name = re.sub(r"(?<!^)([A-Z])", r"_\1", child.tag).lower()
+        value = _card_from_xml(child) if len(child) else (child.text or "")
+        if name in _LISTS:
+            out.setdefault(name, []).append(value)
+        else:
+            assert name not in out, f"<{child.tag}> twice"
+            out[name] = value
+    return out
 
 
 def _content(body: dict) -> str:
@@ -565,7 +627,8 @@ class Member:
                 "MsgType": msg_type, **more, "AgentID": self.standin.agent_id}
 
     def send(self, xml: str, **post: Any) -> str | None:
-        return self.standin.read_reply(self.standin.post(xml, **post))
+        task = re.search(r"<TaskId><!\[CDATA\[(.*?)\]\]></TaskId>", xml)
+        return self.standin.read_reply(self.standin.post(xml, **post), pressed=task.group(1) if task else None)
 
     def xml_text(self, content: str) -> str:
         return message_xml(self._fields("text", Content=content, MsgId=_msg_id()))
@@ -592,10 +655,12 @@ class Member:
         """The template_card_event of pressing the button whose text contains ``label`` on ``card``."""
         buttons = [b for b in card.buttons if label in b["text"]]
         assert buttons, f"no button {label!r} on the card: {[b['text'] for b in card.buttons]}"
+        task = card.body["template_card"]["task_id"]
         with self.standin._lock:
             code = self.standin._issue_code()
+            self.standin._code_task[code] = task
         return message_xml(self._fields("event", Event="template_card_event", EventKey=buttons[0]["key"],
-                                        TaskId=card.body["template_card"]["task_id"], CardType="button_interaction",
+                                        TaskId=task, CardType="button_interaction",
                                         ResponseCode=code))
 
     def press(self, card: Delivered, label: str) -> str | None:
