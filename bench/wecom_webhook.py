@@ -16,7 +16,8 @@ Four processes besides the driver (spawned, each under uvicorn on 127.0.0.1):
         update_template_card), which counts what it gets, stale answers included.
 
 Every cycle is the same, walked by one member: ``/visit`` (a card of households, sent by the API), a press of
-the first household (the next question's card), a press of ✖ 取消 (a text by the API), then
+the first household (the next question's card, in the pressed card's place by the passive reply), a press of
+✖ 取消 (the card greyed out passively, a text by the API), then
 ``/progress`` (a passive text reply). The cards' button keys are the core's versioned tokens
 ("<version>.<index>"), which the driver predicts (the cycle moves the dialogue's version by 3);
 the api process counts stale answers, and the run fails if there are any. Each of the 25 slots
@@ -197,6 +198,12 @@ def _serve(kind: str, db_url: str, api_url: str, sock: socket.socket, ready) -> 
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
     ready.set()
     server.run(sockets=[sock])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` so far (Linux /proc), its threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Server:
@@ -391,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                "floor": Server("floor", db_url).start()}
     results: dict[str, list[float]] = {name: [] for name in servers}
     elapsed = {name: 0.0 for name in servers}
+    cpu = {name: [0.0, 0.0, 0.0] for name in servers}  # CPU seconds: the server, the API stand-in, the driver
     turn = 0
     try:
         plan = [("warm-up", args.warmup)] + [(f"round {n + 1}", args.cycles) for n in range(args.rounds)]
@@ -398,13 +406,19 @@ def main(argv: list[str] | None = None) -> int:
             for name, server in servers.items():
                 echo = name != "bot"
                 profiled = args.py_spy and not echo and label != "warm-up"
+                work = scripts(cycles, echo, turn)
+                before = cpu_seconds(server.process.pid), cpu_seconds(api.process.pid), time.process_time()
                 with PySpy(server.process.pid, f"{args.py_spy}.{label.split()[-1]}") if profiled else nullcontext():
-                    latencies, seconds = asyncio.run(run_round(server.url, scripts(cycles, echo, turn)))
+                    latencies, seconds = asyncio.run(run_round(server.url, work))
+                driver = time.process_time() - before[2]
                 if not echo and not args.without_pump:
                     drain(db_url)  # the pump's sends done before the echo's round: one server busy at a time
                 if label != "warm-up":
                     results[name] += latencies
                     elapsed[name] += seconds
+                    cpu[name][0] += cpu_seconds(server.process.pid) - before[0]
+                    cpu[name][1] += cpu_seconds(api.process.pid) - before[1]
+                    cpu[name][2] += driver
                     print(f"{label} {name}: {len(latencies) / seconds:.0f}/s, p99 {percentile(latencies, 99) * 1000:.1f} ms",
                           file=sys.stderr)
             turn += cycles
@@ -418,11 +432,13 @@ def main(argv: list[str] | None = None) -> int:
     backend = "PostgreSQL" if db_url.startswith("postgres") else "SQLite"
     print(f"WeCom callbacks (AES), {args.concurrency} concurrent, {args.rounds} rounds of {args.cycles * 4 * args.concurrency} "
           f"callbacks per server (texts and card presses, 1:1), {backend}, {os.cpu_count()} CPUs")
-    print(f"{'':6} {'req/s':>7} {'p50':>8} {'p99':>8} {'max':>8}")
+    print(f"{'':6} {'req/s':>7} {'p50':>8} {'p99':>8} {'max':>8}   CPU per callback: server, API stand-in, driver")
     for name in ("bot", "echo", "floor"):
         values = results[name]
+        per = [1000 * c / len(values) for c in cpu[name]]
         print(f"{name:6} {len(values) / elapsed[name]:7.0f} {percentile(values, 50) * 1000:6.1f} ms "
-              f"{percentile(values, 99) * 1000:6.1f} ms {max(values) * 1000:6.1f} ms")
+              f"{percentile(values, 99) * 1000:6.1f} ms {max(values) * 1000:6.1f} ms   "
+              f"{per[0]:.3f} ms, {per[1]:.3f} ms, {per[2]:.3f} ms")
     rate = {name: len(results[name]) / elapsed[name] for name in results}
     throughput = rate["bot"] / rate["echo"]
     p99_ratio = percentile(results["bot"], 99) / percentile(results["echo"], 99)
@@ -434,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{rate['floor'] / rate['echo']:.2f} of the echo's throughput, p99 "
           f"{percentile(results['floor'], 99) / percentile(results['echo'], 99):.2f}x; the bot against it: throughput "
           f"{rate['bot'] / rate['floor']:.2f}, p99 {percentile(results['bot'], 99) / percentile(results['floor'], 99):.2f}x")
-    if stats["stale"] or (stats["cards"] < 2 * walked and not args.without_pump):
+    if stats["stale"] or (stats["cards"] < walked and not args.without_pump):
         print("the cycles did not run as planned (stale presses or cards missing)", file=sys.stderr)
         return 1
     return 0
