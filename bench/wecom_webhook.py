@@ -2,7 +2,7 @@
 per second and p99 at 25 concurrent members, for the bot against a bare endpoint that only checks,
 decrypts and echoes.
 
-Four processes besides the driver (spawned, each under uvicorn on 127.0.0.1):
+Five processes besides the driver (spawned, each under uvicorn on 127.0.0.1):
 
 * bot:  the production app (bot.app.create_app) with WeCom on: timestamp, signature, XML and
         corp-id checks, AES, the core's transaction (event key, dialogue state, the answer stored
@@ -12,6 +12,8 @@ Four processes besides the driver (spawned, each under uvicorn on 127.0.0.1):
         key) echoed back sealed: no core, no database, no API call;
 * floor: the echo plus each callback's key committed to the bot's database (one INSERT, one
         transaction): the least any bot that drops WeCom's retries must do, its ratios printed too;
+* core: the echo plus the core: each callback made the core's event (``to_inbound``) and handled by
+        ``Engine.dispatch`` on its own members' dialogues, the echo's answer: no channel around it;
 * api:  a minimal WeCom API for the bot's reply pump (gettoken, message/send,
         update_template_card), which counts what it gets, stale answers included.
 
@@ -73,13 +75,18 @@ def _settings(db_url: str, api_url: str):
                     quiet_hours_end="00:00")
 
 
-def echo_app(db_url: str | None = None):
+def echo_app(db_url: str | None = None, core: bool = False):
     """The baseline: check, decrypt, echo the text (or the button's key) back sealed. Nothing else.
 
     With ``db_url`` (the durable echo): the same, and each callback's key written to the database in
     a transaction of its own (INSERT ... ON CONFLICT DO NOTHING, committed) before the answer, as any
     endpoint must that drops WeCom's retries and answers a retry the same: the least a correct bot
-    does per callback, on the bot's own database (a table of its own), through the driver directly."""
+    does per callback, on the bot's own database (a table of its own), through the driver directly.
+
+    With ``core`` too (the core alone): the callback made the core's event as the channel makes it
+    (``to_inbound``) and handled by ``Engine.dispatch`` (the event key, the dialogue state, the flow,
+    the answer kept), with no channel around it: nothing rendered, no outbox row, no API call, the
+    echo's answer. What the bot costs beyond this is the channel's."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse, Response
@@ -88,7 +95,15 @@ def echo_app(db_url: str | None = None):
     from handlers.wecom.crypto import Cipher, Refused, check_timestamp, parse_xml, text_reply
 
     cipher = Cipher(TOKEN, AES_KEY, CORP_ID)
-    record = _recorder(db_url) if db_url else None
+    record = _recorder(db_url) if db_url and not core else None
+    if core:
+        from bot.core.engine import Engine
+        from bot.core.types import Inbound
+        from handlers.wecom.channel import to_inbound
+        from storage.db import make_engine
+
+        settings = _settings(db_url, "http://127.0.0.1:9").check()
+        engine = Engine(make_engine(settings.sqlalchemy_url), settings)
 
     async def endpoint(request: Request) -> Response:
         query = request.query_params
@@ -101,6 +116,10 @@ def echo_app(db_url: str | None = None):
                 raise Refused(400, "wrong corp id")
         except Refused as refused:
             return PlainTextResponse(refused.reason, status_code=refused.status)
+        if core:
+            inbound, _ = to_inbound(message)
+            if isinstance(inbound, Inbound) and (await engine.dispatch(inbound)).stale:
+                return PlainTextResponse("stale press: the cycle did not run as planned", status_code=409)
         if record is not None:
             record(message.get("MsgId") or f"{message.get('FromUserName')}:{message.get('CreateTime')}:"
                                            f"{message.get('EventKey')}:{message.get('ResponseCode')}")
@@ -184,6 +203,8 @@ def _serve(kind: str, db_url: str, api_url: str, sock: socket.socket, ready) -> 
         app = echo_app()
     elif kind == "floor":
         app = echo_app(db_url)
+    elif kind == "core":
+        app = echo_app(db_url, core=True)
     elif kind == "api":
         app = api_app()
     else:
@@ -376,14 +397,18 @@ def main(argv: list[str] | None = None) -> int:
     # Each of the --concurrency slots walks its cycles with the members of its own pool in turn, so
     # that no member gets more than WeCom's 30 messages a minute (a cycle brings them about three).
     pool = args.pool or max(2, -(-(args.warmup + args.cycles * args.rounds) // 4))
-    userids = seed(db_url, args.concurrency * pool)
-    slots = [userids[k * pool:(k + 1) * pool] for k in range(args.concurrency)]
-    walked = {u: 0 for u in userids}  # cycles each member has walked with the bot
+    # Members of the bot, then as many of the core alone's: each walks its own dialogues.
+    userids = seed(db_url, 2 * args.concurrency * pool)
+    half = args.concurrency * pool
+    slots = {"bot": [userids[k * pool:(k + 1) * pool] for k in range(args.concurrency)],
+             "core": [userids[half + k * pool:half + (k + 1) * pool] for k in range(args.concurrency)]}
+    walked = {u: 0 for u in userids}  # cycles each member has walked with the bot (or the core alone)
     payloads = Payloads()
 
-    def scripts(cycles: int, echo: bool, turn: int) -> list[list[tuple[dict, bytes]]]:
+    def scripts(cycles: int, name: str, turn: int) -> list[list[tuple[dict, bytes]]]:
+        echo = name not in slots
         out = []
-        for members in slots:
+        for members in slots.get(name, slots["bot"]):
             script = []
             for c in range(cycles):
                 member = members[(turn + c) % pool]
@@ -395,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
 
     api = Server("api", db_url, path="/stats").start()
     servers = {"bot": Server("bot", db_url, api.base).start(), "echo": Server("echo", db_url).start(),
-               "floor": Server("floor", db_url).start()}
+               "floor": Server("floor", db_url).start(), "core": Server("core", db_url).start()}
     results: dict[str, list[float]] = {name: [] for name in servers}
     elapsed = {name: 0.0 for name in servers}
     cpu = {name: [0.0, 0.0, 0.0] for name in servers}  # CPU seconds: the server, the API stand-in, the driver
@@ -404,9 +429,9 @@ def main(argv: list[str] | None = None) -> int:
         plan = [("warm-up", args.warmup)] + [(f"round {n + 1}", args.cycles) for n in range(args.rounds)]
         for label, cycles in plan:
             for name, server in servers.items():
-                echo = name != "bot"
+                echo = name != "bot"  # no API calls to wait for; not profiled
                 profiled = args.py_spy and not echo and label != "warm-up"
-                work = scripts(cycles, echo, turn)
+                work = scripts(cycles, name, turn)
                 before = cpu_seconds(server.process.pid), cpu_seconds(api.process.pid), time.process_time()
                 with PySpy(server.process.pid, f"{args.py_spy}.{label.split()[-1]}") if profiled else nullcontext():
                     latencies, seconds = asyncio.run(run_round(server.url, work))
@@ -428,12 +453,12 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         folder.cleanup()
 
-    walked = sum(walked.values())
+    walked = sum(walked[u] for u in userids[:half])  # the bot's cycles (the core alone's are checked as they run)
     backend = "PostgreSQL" if db_url.startswith("postgres") else "SQLite"
     print(f"WeCom callbacks (AES), {args.concurrency} concurrent, {args.rounds} rounds of {args.cycles * 4 * args.concurrency} "
           f"callbacks per server (texts and card presses, 1:1), {backend}, {os.cpu_count()} CPUs")
     print(f"{'':6} {'req/s':>7} {'p50':>8} {'p99':>8} {'max':>8}   CPU per callback: server, API stand-in, driver")
-    for name in ("bot", "echo", "floor"):
+    for name in ("bot", "echo", "floor", "core"):
         values = results[name]
         per = [1000 * c / len(values) for c in cpu[name]]
         print(f"{name:6} {len(values) / elapsed[name]:7.0f} {percentile(values, 50) * 1000:6.1f} ms "
@@ -450,6 +475,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{rate['floor'] / rate['echo']:.2f} of the echo's throughput, p99 "
           f"{percentile(results['floor'], 99) / percentile(results['echo'], 99):.2f}x; the bot against it: throughput "
           f"{rate['bot'] / rate['floor']:.2f}, p99 {percentile(results['bot'], 99) / percentile(results['floor'], 99):.2f}x")
+    print(f"the core alone (the echo plus Engine.dispatch of the same callbacks: no rendering, outbox or API): "
+          f"{rate['core'] / rate['echo']:.2f} of the echo's throughput, p99 "
+          f"{percentile(results['core'], 99) / percentile(results['echo'], 99):.2f}x; the bot against it: throughput "
+          f"{rate['bot'] / rate['core']:.2f}, p99 {percentile(results['bot'], 99) / percentile(results['core'], 99):.2f}x")
     if stats["stale"] or (stats["cards"] < walked and not args.without_pump):
         print("the cycles did not run as planned (stale presses or cards missing)", file=sys.stderr)
         return 1
