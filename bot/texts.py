@@ -605,7 +605,6 @@ WECOM_CARD_TITLE = "请选择："
 WECOM_CARD_DONE = "已处理"  # the grey text of a card's buttons once one was pressed
 WECOM_CARD_CHOSEN = "➤ {label}"  # a pressed card's button, greyed out with the choice
 WECOM_CARD_CHOSEN_SOURCE = "已选：{label}"  # the source line of the card that replaced a pressed one
-WECOM_CARD_STALE = "已失效"
 WECOM_FILE_SENT = "（附件 {name}）"
 WECOM_MENU_GROUPS = {"visits": "走访", "ledger": "台账", "more": "更多"}
 WECOM_SYNC_HEADER = "通讯录同步：读取成员 {members} 人，匹配干部 {matched} 人（新绑定 {bound} 人）。"

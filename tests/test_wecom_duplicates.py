@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from bot import texts
 from bot.core.types import Option, Reply
 from handlers.wecom import WeComApi, WeComTransport
@@ -184,3 +186,39 @@ def test_texts_at_the_limit_keep_within_2048_bytes_with_their_mark():
     assert calls == render.actions([Reply(long), Reply("请选择：", [[Option("是", "t1"), Option("否", "t2")]]),
                                     Reply(long)], touser="LiMing", agent_id=1000002, event_key="e1",
                                    duplicate_check=3600)
+
+
+# -- a card replaced by the next question, past the deadline ------------------------------------------------
+
+@pytest.mark.parametrize("error, then", [({"errcode": -1, "errmsg": "system busy"}, "retry"),
+                                         ({"errcode": 45009, "errmsg": "api freq out of limit"}, "retry"),
+                                         ({"errcode": 40106, "errmsg": "invalid response_code"}, "sent")])
+def test_a_refused_card_update_is_tried_again_or_left_never_sent_as_a_new_card(wc, wc_settings, db, clock, error, then):
+    """WeCom busy or the app over its calls: the row is tried again (the update then goes through), not
+    sent as a new card beside the pressed one still showing the old question. A spent code: this row's
+    own update went through before (its sender died): nothing more is sent."""
+    [(_, member)] = _members(db, 1, clock)
+    api = WeComApi(wc_settings, db)
+    try:
+        sent = api.send({"touser": member, "agentid": wc_settings.wecom_agent_id, "msgtype": "template_card",
+                         "template_card": {"card_type": "button_interaction", "main_title": {"title": "①？"},
+                                           "task_id": "t-first", "button_list": [{"text": "是", "key": "1.0"}]}})
+        code = sent["response_code"]
+        card = {"card_type": "button_interaction", "source": {"desc": "已选：是"}, "main_title": {"title": "②？"},
+                "button_list": [{"text": "满意", "key": "2.0"}]}
+        now = datetime.now(timezone.utc)
+        with session_scope(db) as s:
+            enqueue(s, key="wecom-reply:late", kind="reply", channel="wecom", recipient=member, body="②？", now=now,
+                    settings=wc_settings, payload={"wecom": [render.replace_card(code, card, touser=member,
+                                                                                   agent_id=wc_settings.wecom_agent_id)]})
+        transport = WeComTransport(api, wc_settings, db)
+        message = _claim(db, wc_settings, now)
+        wc.update_errors.append(error)
+        assert asyncio.run(transport.deliver(message)).status == then
+        if then == "retry":
+            assert asyncio.run(transport.deliver(message)).status == "sent"
+    finally:
+        api.close()
+    shown = [d for d in wc.received(member) if d.replaces == "t-first"]
+    assert len(wc.received(member)) == 1 + len(shown)  # the first card, and no card sent beside it
+    assert [d.text for d in shown] == (["②？"] if then == "retry" else [])

@@ -239,7 +239,7 @@ def test_directory_sync_binds_by_mobile_then_a_whole_visit_by_card_buttons(
     # Each pressed card was replaced by the next question with the choice on its source line, or, when
     # the answer was more than a card, greyed out with the choice.
     shown = [chosen(c) for c in wc.updated_cards]
-    assert shown[:3] == ["已选：住户2 · 幸福路…", "已选：是", "已选：满意"] and any("确认提交" in s for s in shown)
+    assert shown[:3] == ["➤ 住户2 · 幸…", "已选：是", "已选：满意"] and any("确认提交" in s for s in shown)
     assert all(c.get("passive") for c in wc.updated_cards) and not wc.calls_of("/cgi-bin/message/update_template_card")
     assert not wc.over_limit and not wc.duplicates
     assert wc.token_fetches == 1  # one access token for the two syncs and the app, kept in the database
@@ -326,7 +326,7 @@ def test_the_same_callback_three_times_gives_one_record_and_the_same_answer(wc, 
         for _ in range(3):
             answers.append(member.send(press_xml))
             settle(db)
-        assert answers == ["[update_template_card] 请选择："] * 3  # the next question in the pressed card's place
+        assert answers == ["[update_button] ➤ 住户2 · 幸…"] * 3  # the card greyed out; the rest by the API
     received = wc.received("LiMing")
     assert sum(1 for d in received if "回头看" in d.text) == 1
     assert count(db, ChatAccount) == 1
@@ -396,7 +396,7 @@ def test_answers_past_the_deadline_go_through_the_send_api_once(wc, wc_settings,
                   message=lambda: [d.text for d in wc.received("LiMing")])
         settle(db)
     [update] = [c for c in wc.updated_cards if not c.get("passive")]
-    assert chosen(update) == "已选：住户1 · 幸福路…" and update["userids"] == ["LiMing"]
+    assert update["button"]["replace_name"] == "➤ 住户1 · 幸…" and update["userids"] == ["LiMing"]
     assert count(db, OutboxMessage, OutboxMessage.state == OutboxState.SENT) == 3
 
 
@@ -434,8 +434,8 @@ def test_a_press_answered_past_the_deadline_replaces_the_card_by_its_response_co
     else:
         assert card.replaces == task and not [c for c in wc.calls_of("/cgi-bin/message/send")
                                               if "②填好一张调查卷" in json.dumps(c.body, ensure_ascii=False)]
-    # The households' card, and this press's update: one row each, sent.
-    assert count(db, OutboxMessage, OutboxMessage.state == OutboxState.SENT) == 2
+    # The households' card, the answer to 住户1 (a text and a card), this press's update: one row each, sent.
+    assert count(db, OutboxMessage, OutboxMessage.state == OutboxState.SENT) == 3
 
 
 # -- proactive messages --------------------------------------------------------------------------------

@@ -51,11 +51,13 @@ def test_an_answer_is_written_claimed_and_in_flight_then_sent_from_memory_and_ma
         talk._after(None)
         assert "住户1" in " ".join(b["text"] for b in talk.card.buttons)
         talk.pick("住户1")
-        assert "①留下一张联系卡" in talk.card.text and talk.card.replaces  # passively, in the pressed card's place
+        assert "①留下一张联系卡" in talk.card.text and not talk.card.replaces  # a text and a card: by the API
+        talk.pick("是")
+        assert "②填好一张调查卷" in talk.card.text and talk.card.replaces  # passively, in the pressed card's place
         assert "已取消" in talk.pick("取消")  # a text: by message/send again
     sends = [c for c in wc.calls if c.path == "/cgi-bin/message/send"]
     by_api = [d for d in wc.received("LiMing") if d.replaces is None]
-    assert len(sends) == len(by_api) == 2 and not wc.duplicates  # each sent once
+    assert len(sends) == len(by_api) == 4 and not wc.duplicates  # each sent once
     assert {r.state for r in _rows(db)} == {OutboxState.SENT}
 
 

@@ -2,8 +2,7 @@
 
 A reply with 1 to ``BUTTONS_MAX`` options becomes a template card of the button type: its title is
 the question (the reply's last line), the text before it the card's subtitle (or a text message
-of its own when it is too long; the texts of replies just before the card join the subtitle when
-all of it fits: one message, not two), and one button per option whose ``key`` is the option's token, so
+of its own when it is too long), and one button per option whose ``key`` is the option's token, so
 a press comes back as the core's versioned token (an old card is answered stale by the core).
 More options than fit (a household list, eleven problem types) become numbered lines, answered
 with the number or the words, as on WeChat. Every card has a task id of its own, made from the
@@ -31,7 +30,6 @@ mark is counted within the 2,048 bytes of a text (``TEXT_ROOM`` is what is left 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from typing import Any
 
 from bot import texts
@@ -120,10 +118,13 @@ def card(reply: Reply, task: str) -> tuple[str | None, dict[str, Any]]:
 
 def only_card(calls: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The card of ``calls`` that are one template card and nothing else (the next question after a
-    press, to take the pressed card's place), without its task id (the card keeps the pressed one's)."""
+    press, to take the pressed card's place), without its task id (the card keeps the pressed one's).
+    An answer with texts besides the card is not one: the texts stay in the chat as messages (a card
+    in the pressed one's place is itself replaced at the next press)."""
     if len(calls) != 1 or calls[0]["path"] != SEND or calls[0]["body"].get("msgtype") != "template_card":
         return None
-    return {k: v for k, v in calls[0]["body"]["template_card"].items() if k != "task_id"}
+    # Nor its replace_text: on an update WeCom shows the buttons grey and not pressable when it is set.
+    return {k: v for k, v in calls[0]["body"]["template_card"].items() if k not in ("task_id", "replace_text")}
 
 
 def replace_card(code: str, card: dict[str, Any], *, touser: str, agent_id: int) -> dict[str, Any]:
@@ -155,12 +156,7 @@ def actions(replies: list[Reply], *, touser: str, agent_id: int, event_key: str,
 
     for reply in replies:
         if has_card(reply):
-            task = task_id(event_key, len(out))
-            lead, template = card(replace(reply, text="\n".join([*pending, reply.text])), task) if pending else (None, None)
-            if lead is None and template is not None:  # the texts before it fit on the card: one message
-                pending.clear()
-            else:
-                lead, template = card(reply, task)
+            lead, template = card(reply, task_id(event_key, len(out)))
             if lead:
                 pending.append(lead)
             flush()

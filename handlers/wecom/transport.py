@@ -221,14 +221,14 @@ class WeComTransport:
         its calls in a thread (the API is synchronous), and counts the places from the answer."""
         calls = self._calls(message)
         sends = _sends(calls) + len(message.attachments)
-        api_calls = len(calls) + 2 * len(message.attachments)  # an attachment is uploaded, then sent
+        api_calls = _api_calls(calls) + 2 * len(message.attachments)  # an attachment is uploaded, then sent
         return await self._within_limits(message.recipient, sends, api_calls,
                                          lambda: asyncio.to_thread(self._deliver, message, calls))
 
     async def deliver_reply(self, recipient: str, calls: list[dict[str, Any]]) -> Delivery:
         """A callback's answer (its calls, no files) within the same limits, sent on the event loop."""
         sends = _sends(calls)
-        return await self._within_limits(recipient, sends, len(calls), lambda: self._deliver_async(calls))
+        return await self._within_limits(recipient, sends, _api_calls(calls), lambda: self._deliver_async(calls))
 
     async def _within_limits(self, recipient: str, sends: int, api_calls: int,
                              send: Callable[[], Awaitable[Delivery]]) -> Delivery:
@@ -324,8 +324,10 @@ class WeComTransport:
         a card of its own, so the member is never left without it."""
         if exc.errcode is None and exc.status >= 500:
             raise exc
-        log.info("wecom card not updated: %s", exc)
         card = body.get("template_card")
+        if card is not None and (exc.errcode in RETRY or exc.errcode in APP_LIMITS):
+            raise exc  # the next question: the row is tried again by the outbox's rules
+        log.info("wecom card not updated: %s", exc)
         if card is None or exc.errcode == SPENT_CODE:
             return None
         return {"touser": body["userids"][0], "agentid": self.api.agent_id, "msgtype": "template_card",
@@ -548,3 +550,9 @@ def _sends(calls: list[dict[str, Any]]) -> int:
     """The messages ``calls`` may deliver, for the member's windows and the quota: each send, and each
     card replaced by the next question (sent as a card of its own if WeCom refuses the update)."""
     return sum(1 for call in calls if call["path"] == SEND or "template_card" in call["body"])
+
+
+def _api_calls(calls: list[dict[str, Any]]) -> int:
+    """The API calls ``calls`` may take: one each, two for a card replaced by the next question (the
+    update, and the send if WeCom refuses it)."""
+    return len(calls) + sum(1 for call in calls if call["path"] == UPDATE_CARD and "template_card" in call["body"])

@@ -308,6 +308,7 @@ class WeComStandin:
                     self.delivered.append(item)
             if body["msgtype"] == "template_card":
                 answer["response_code"] = self._issue_code()
+                self._code_task[answer["response_code"]] = body["template_card"]["task_id"]
         if self.send_delay:
             await asyncio.sleep(self.send_delay)
         return self._record(path, request, body, answer)
@@ -340,13 +341,15 @@ class WeComStandin:
                                                                                   "errmsg": "task_id not allowed"}))
             elif not (body.get("button") or {}).get("replace_name"):
                 return JSONResponse(self._note(path, request, body, {"errcode": 40058, "errmsg": "invalid args"}))
+            if card is not None and code not in self._code_task:
+                return JSONResponse(self._note(path, request, body, {"errcode": 40106, "errmsg": "invalid response_code"}))
             self._codes[code] = True
             self.updated_cards.append(body)
             if card is not None:
-                self._replace(body["userids"][0], self._code_task.get(code), card)
+                self._replace(body["userids"][0], self._code_task[code], card)
         return self._record(path, request, body, {"errcode": 0, "errmsg": "ok"})
 
-    def _replace(self, touser: str, task: str | None, card: dict) -> bool:
+    def _replace(self, touser: str, task: str, card: dict) -> bool:
         """The pressed card of ``task`` now shows ``card`` (under the lock): seen by the member as a card
         delivered again (``replaces``), unless it shows that very card already (a retried callback)."""
         shown = {**card, "task_id": task}
@@ -547,7 +550,7 @@ class WeComStandin:
                   "timestamp": str(timestamp), "nonce": nonce, "echostr": echostr}
         return httpx.get(self.webhook_url, params=params, timeout=10)
 
-    def read_reply(self, response: httpx.Response, *, pressed: str | None = None) -> str | None:
+    def read_reply(self, response: httpx.Response, *, pressed: str | None = None, member: str | None = None) -> str | None:
         """The passive reply's text, decrypted and checked as WeCom would; None for an empty answer.
         A reply to a card press (``pressed``: the card's task id) is applied to the card
         (``updated_cards``): update_button is read as "[update_button] <the new text>";
@@ -572,8 +575,8 @@ class WeComStandin:
         if inner.get("MsgType") == "update_template_card":
             assert pressed is not None, "update_template_card answers a card press only"
             assert sorted(inner) == ["CreateTime", "FromUserName", "MsgType", "TemplateCard", "ToUserName"], inner
-            assert inner["FromUserName"] == self.corp_id
-            card = _card_from_xml(root.find("TemplateCard"))
+            assert inner["FromUserName"] == self.corp_id and inner["ToUserName"] == member, inner
+            card = _card_from_xml(root.find("TemplateCard"), _BUTTON_CARD)
             error = self._check_message({"agentid": self.agent_id, "msgtype": "template_card",
                                          "template_card": {**card, "task_id": pressed}})
             assert error is None and "task_id" not in card, (error, card)
@@ -586,18 +589,32 @@ class WeComStandin:
         return inner["Content"]
 
 
-_LISTS = {"button_list", "horizontal_content_list", "jump_list", "action_list", "option_list",
-          "vertical_content_list", "select_list"}
+# The elements of a button_interaction card in a passive update_template_card reply, as WeCom's
+# documentation names them (被动回复消息格式, 按钮交互型): tag -> (JSON name, its elements, repeated).
+_TEXT = {"Title": ("title", None, False), "Desc": ("desc", None, False)}
+_BUTTON_CARD = {
+    "CardType": ("card_type", None, False),
+    "Source": ("source", {"IconUrl": ("icon_url", None, False), "Desc": ("desc", None, False),
+                          "DescColor": ("desc_color", None, False)}, False),
+    "MainTitle": ("main_title", _TEXT, False),
+    "SubTitleText": ("sub_title_text", None, False),
+    "ButtonList": ("button_list", {"Text": ("text", None, False), "Style": ("style", None, False),
+                                   "Key": ("key", None, False)}, True),
+    "ReplaceText": ("replace_text", None, False),
+}
 
 
-def _card_from_xml(element: ET.Element) -> dict:
-    """A card of a passive reply as message/send's JSON: ``SubTitleText`` → ``sub_title_text``, one
-    ``<ButtonList>`` per button → ``button_list``, the texts as strings."""
+def _card_from_xml(element: ET.Element, schema: dict) -> dict:
+    """A card of a passive reply as message/send's JSON (``SubTitleText`` → ``sub_title_text``, one
+    ``<ButtonList>`` per button → ``button_list``, the texts as strings); an element WeCom does not
+    name (a misspelt tag, one in the wrong place) fails the test."""
     out: dict[str, Any] = {}
     for child in element:
-        name = re.sub(r"(?<!^)([A-Z])", r"_\1", child.tag).lower()
-        value = _card_from_xml(child) if len(child) else (child.text or "")
-        if name in _LISTS:
+        assert child.tag in schema, f"<{child.tag}> is not an element of {element.tag} in WeCom's format"
+        name, inner, repeated = schema[child.tag]
+        value = _card_from_xml(child, inner) if inner else (child.text or "")
+        assert inner or len(child) == 0, f"<{child.tag}> holds elements"
+        if repeated:
             out.setdefault(name, []).append(value)
         else:
             assert name not in out, f"<{child.tag}> twice"
@@ -628,7 +645,8 @@ class Member:
 
     def send(self, xml: str, **post: Any) -> str | None:
         task = re.search(r"<TaskId><!\[CDATA\[(.*?)\]\]></TaskId>", xml)
-        return self.standin.read_reply(self.standin.post(xml, **post), pressed=task.group(1) if task else None)
+        return self.standin.read_reply(self.standin.post(xml, **post), pressed=task.group(1) if task else None,
+                                       member=self.userid)
 
     def xml_text(self, content: str) -> str:
         return message_xml(self._fields("text", Content=content, MsgId=_msg_id()))
@@ -653,6 +671,8 @@ class Member:
 
     def xml_press(self, card: Delivered, label: str) -> str:
         """The template_card_event of pressing the button whose text contains ``label`` on ``card``."""
+        # A card that took a pressed one's place with a replace_text shows its buttons grey, not pressable.
+        assert not (card.replaces and card.body["template_card"].get("replace_text")), "the card's buttons are grey"
         buttons = [b for b in card.buttons if label in b["text"]]
         assert buttons, f"no button {label!r} on the card: {[b['text'] for b in card.buttons]}"
         task = card.body["template_card"]["task_id"]
