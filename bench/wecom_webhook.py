@@ -18,10 +18,11 @@ Five processes besides the driver (spawned, each under uvicorn on 127.0.0.1):
         update_template_card), which counts what it gets, stale answers included.
 
 Every cycle is the same, walked by one member: ``/visit`` (a card of households, sent by the API), a press of
-the first household (the next question's card, in the pressed card's place by the passive reply), a press of
-✖ 取消 (the card greyed out passively, a text by the API), then
-``/progress`` (a passive text reply). The cards' button keys are the core's versioned tokens
-("<version>.<index>"), which the driver predicts (the cycle moves the dialogue's version by 3);
+the first household (the card greyed out passively; the household's look back and the first question's card
+by the API), a press of 是 (the next question's card alone: in the pressed card's place, by the passive
+reply), a press of ✖ 取消 (the card greyed out passively, a text by the API), then ``/progress`` (a passive
+text reply): five callbacks, three of them presses, four sends. The cards' button keys are the core's
+versioned tokens ("<version>.<index>"), which the driver predicts (the cycle moves the dialogue's version by 4);
 the api process counts stale answers, and the run fails if there are any. Each of the 25 slots
 walks its cycles with a pool of members in turn, so that no member passes WeCom's 30 messages a
 minute (the bot's sender would rightly hold the excess back). Every payload is built
@@ -60,7 +61,9 @@ SECRET = "Qk3hTBm2p9xU8rVwZyN4cLd6eFgHjK1mA5sD7fG0qWe"
 TOKEN = "benchwecom2026"
 AES_KEY = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
 HOUSEHOLDS = 5  # a card of 5 households and ✖ 取消
-CANCEL_ON_STEP_ONE = 3  # 是, 否, ⬅ 上一步, ✖ 取消
+CANCEL_ON_QUESTION_ONE = 4  # 满意, 基本满意, 不满意, ⬅ 上一步, ✖ 取消
+CALLBACKS = 5  # a cycle's callbacks
+VERSIONS = 4  # a cycle's saves of the dialogue: /visit once, each press once more
 
 
 def _settings(db_url: str, api_url: str):
@@ -320,9 +323,10 @@ class Payloads:
         """``count`` cycles of a member whose dialogue is at version ``first`` - 1 before them."""
         script = []
         for c in range(count):
-            version = first + 3 * c  # /visit saves the dialogue once, each press once more
+            version = first + VERSIONS * c
             script += [self.text(userid, "/visit"), self.press(userid, f"{version}.0"),
-                       self.press(userid, f"{version + 1}.{CANCEL_ON_STEP_ONE}"),
+                       self.press(userid, f"{version + 1}.0"),
+                       self.press(userid, f"{version + 2}.{CANCEL_ON_QUESTION_ONE}"),
                        self.text(userid, "/progress" if not echo else f"回声 {c}")]
         return script
 
@@ -412,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             script = []
             for c in range(cycles):
                 member = members[(turn + c) % pool]
-                script += payloads.cycles(member, 1 + 3 * walked[member], 1, echo)
+                script += payloads.cycles(member, 1 + VERSIONS * walked[member], 1, echo)
                 if not echo:
                     walked[member] += 1
             out.append(script)
@@ -455,8 +459,8 @@ def main(argv: list[str] | None = None) -> int:
 
     walked = sum(walked[u] for u in userids[:half])  # the bot's cycles (the core alone's are checked as they run)
     backend = "PostgreSQL" if db_url.startswith("postgres") else "SQLite"
-    print(f"WeCom callbacks (AES), {args.concurrency} concurrent, {args.rounds} rounds of {args.cycles * 4 * args.concurrency} "
-          f"callbacks per server (texts and card presses, 1:1), {backend}, {os.cpu_count()} CPUs")
+    print(f"WeCom callbacks (AES), {args.concurrency} concurrent, {args.rounds} rounds of {args.cycles * CALLBACKS * args.concurrency} "
+          f"callbacks per server (texts and card presses, 2:3), {backend}, {os.cpu_count()} CPUs")
     print(f"{'':6} {'req/s':>7} {'p50':>8} {'p99':>8} {'max':>8}   CPU per callback: server, API stand-in, driver")
     for name in ("bot", "echo", "floor", "core"):
         values = results[name]
@@ -479,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{rate['core'] / rate['echo']:.2f} of the echo's throughput, p99 "
           f"{percentile(results['core'], 99) / percentile(results['echo'], 99):.2f}x; the bot against it: throughput "
           f"{rate['bot'] / rate['core']:.2f}, p99 {percentile(results['bot'], 99) / percentile(results['core'], 99):.2f}x")
-    if stats["stale"] or (stats["cards"] < walked and not args.without_pump):
+    if stats["stale"] or (stats["cards"] < 2 * walked and not args.without_pump):
         print("the cycles did not run as planned (stale presses or cards missing)", file=sys.stderr)
         return 1
     return 0
