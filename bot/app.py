@@ -22,11 +22,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from telegram import Update
 
 from bot import metrics
 from bot.config import Settings
+from bot.errors import SettingsError
 from bot.core.engine import Engine
 from handlers.telegram import TelegramChannel, TelegramTransport
 from handlers.web import rating_routes
@@ -46,6 +47,21 @@ def webhook_path(settings: Settings) -> str:
     """Our route for the webhook: the path of TELEGRAM_WEBHOOK_URL, behind whatever proxy."""
     path = urlparse(settings.telegram_webhook_url or "").path
     return path if path and path != "/" else "/telegram/webhook"
+
+
+def check_webhook_paths(hooks: list[tuple[str, str]], pages: list[Route]) -> None:
+    """A webhook's path may be neither another webhook's nor one of the service's pages: the webhooks
+    are tried first, so a page under the same path would be unreachable (SettingsError, exit code 2)."""
+    given: dict[str, str] = {}
+    for setting, path in hooks:
+        if path in given:
+            raise SettingsError(f"{setting} 与 {given[path]} 给出了同一路径 {path}：两个渠道的回调地址须不同。")
+        given[path] = setting
+        for page in pages:
+            if any(page.matches({"type": "http", "path": path, "method": method, "root_path": ""})[0] != Match.NONE
+                   for method in ("GET", "POST")):
+                raise SettingsError(f"{setting}：回调路径 {path} 与本服务的页面 {page.path} 冲突（回调优先，"
+                                    f"该页面将无法访问）。请改用专用路径，例如 /wecom、/wechat、/telegram/webhook。")
 
 
 def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = None) -> Starlette:
@@ -132,14 +148,20 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
     # The webhooks first: Starlette tries the routes in order, a regular expression each, and the
     # console's forty routes in front of a webhook cost each update 0.3 M instructions (bench/README.md).
     routes = []
+    hooks: list[tuple[str, str]] = []  # (the setting that gives a webhook's path, the path)
     if telegram is not None and webhook:
         routes.append(Route(webhook_path(settings), telegram_webhook, methods=["POST"]))
+        hooks.append(("TELEGRAM_WEBHOOK_URL", webhook_path(settings)))
     if wechat is not None:
         routes += wechat.routes()
+        hooks.append(("WECHAT_WEBHOOK_PATH", settings.wechat_webhook_path))
     if wecom is not None:
         routes += wecom.routes()
-    routes += [Route("/healthz", health), Route("/readyz", ready), Route("/metrics", metrics_page),
-               *rating_routes(core), *console_routes(core, settings, wecom_api)]
+        hooks.append(("WECOM_WEBHOOK_PATH", settings.wecom_webhook_path))
+    pages = [Route("/healthz", health), Route("/readyz", ready), Route("/metrics", metrics_page),
+             *rating_routes(core), *console_routes(core, settings, wecom_api)]
+    check_webhook_paths(hooks, pages)
+    routes += pages
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):

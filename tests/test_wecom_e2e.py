@@ -617,6 +617,24 @@ def test_a_placeholder_wecom_setting_stops_the_cli_with_exit_code_2(wc, db, data
     assert "WECOM_SECRET" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("path, page", [("/console", "/console"), ("/console/login", "/console/login"),
+                                        ("/healthz", "/healthz"), ("/r/wecom", "/r/{token}")])
+def test_a_webhook_path_that_would_hide_a_page_stops_the_service_with_the_setting(
+        wc, wc_settings, db, clock, path, page):
+    with pytest.raises(SettingsError, match=f"WECOM_WEBHOOK_PATH：回调路径 {path} 与本服务的页面 {re.escape(page)} 冲突"):
+        create_app(wc_settings.model_copy(update={"wecom_webhook_path": path}), Engine(db, wc_settings, clock=clock),
+                   with_worker=False)
+    create_app(wc_settings.model_copy(update={"wecom_webhook_path": "/hooks/wecom"}),
+               Engine(db, wc_settings, clock=clock), with_worker=False)  # a path of its own: fine
+
+
+def test_a_webhook_path_on_a_page_stops_serve_with_exit_code_2(wc, db, database_url, monkeypatch, capsys):
+    _cli_env(monkeypatch, database_url, wc, WECOM_WEBHOOK_PATH="/metrics")
+    assert _cli("serve") == 2
+    err = capsys.readouterr().err
+    assert "WECOM_WEBHOOK_PATH" in err and "/metrics" in err and "Traceback" not in err
+
+
 def rendered_answers(db) -> int:
     """Callbacks whose answer is kept as WeCom got it (the XML, or "" for one sent through the API)."""
     from sqlmodel import select
