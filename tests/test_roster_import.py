@@ -579,12 +579,22 @@ def test_the_datum_setting_serves_rows_that_leave_it_blank(engine, rows, tmp_pat
     assert _household(engine, first).latitude == pytest.approx(to_wgs84(first[7], first[6], GCJ02).latitude)
 
 
+def _far_flags(engine) -> dict[int, str]:
+    from sqlmodel import select
+
+    from storage.models import VisitFlag
+
+    with session_scope(engine) as s:
+        return {f.visit_id: f.reason for f in s.exec(select(VisitFlag).where(VisitFlag.kind == "far")).all()}
+
+
 def test_learned_coordinates_give_way_to_surveyed_ones_and_never_the_reverse(engine, rows, tmp_path, settings):
     """A household without coordinates learns them from its first household-confirmed visit with a
     location; a roster with coordinates replaces learned ones (and the visits are checked again); a
     roster without them leaves learned ones alone; a confirmed visit never moves surveyed ones."""
     from datetime import datetime, timezone
 
+    from bot.config import Settings
     from bot.core import evidence
     from bot.core.geo import GCJ02, Point, distance_m, to_gcj02
     from storage.models import Visit
@@ -620,10 +630,18 @@ def test_learned_coordinates_give_way_to_surveyed_ones_and_never_the_reverse(eng
     assert counts(report)["联户"] == (0, 0, 20, 0)
     assert _household(engine, bare).coord_source == "learned"
 
+    # The second visit was judged 2 km from the learned doorstep: "far" with VISIT_FAR_KM=1.
+    near_km = Settings.model_construct(visit_far_km=1)
+    with session_scope(engine) as s:
+        evidence.relocate(s, [home.id], near_km)
+    assert _far_flags(engine) == {ids[1]: "走访位置距该户约 2.0 公里"}
+
     # Surveyed 40 m from the learned spot, typed from a Chinese map (GCJ-02): they replace the learned.
     lat, lng = to_gcj02(Point(elsewhere.latitude + 40 / 111_195, elsewhere.longitude))
     bare[6:9] = [lng, lat, "GCJ-02"]
-    report = import_roster(engine, write_book(tmp_path / "surveyed.xlsx", rows))
+    report = import_roster(engine, write_book(tmp_path / "surveyed.xlsx", rows), settings=near_km)
+    # Judged again by the surveyed home: the second visit is near it now, the first 2 km away.
+    assert _far_flags(engine) == {ids[0]: "走访位置距该户约 2.0 公里"}
     assert counts(report)["联户"] == (0, 1, 19, 0) and report.relocated == 2
     assert "重新核对 2 次走访" in report.summary()
     home = _household(engine, bare)

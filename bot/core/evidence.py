@@ -21,7 +21,7 @@ import hashlib
 import io
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import imagehash
 from PIL import Image, UnidentifiedImageError
@@ -156,7 +156,7 @@ def on_confirmed(session: Session, visit: Visit, household: Household, settings:
         _same_photo(session, visit, now)
     if visit.location_note == "forwarded" or visit.photo_forwarded:
         _flag(session, visit, "forwarded", texts.FLAG_FORWARDED, now)
-    if visit.distance_m is not None and visit.distance_m > settings.visit_far_km * 1000 and visit.location_note is None:
+    if _is_far(visit, settings):
         _flag(session, visit, "far", texts.FLAG_FAR.format(distance=describe(visit.distance_m)), now)
     visits = [row for row in hot.cadre_visits(session, visit.cadre_id, visit.half) if row.visited_at <= visit.visited_at]
     _too_fast(session, visit, visits, settings, now)
@@ -245,23 +245,46 @@ def household_confirmed(session: Session, visit: Visit, settings: Settings, now:
         session.add(household)
 
 
-def relocate(session: Session, household_ids: list[int], settings: Settings) -> int:
+def relocate(session: Session, household_ids: list[int], settings: Settings, now: datetime | None = None) -> int:
     """The households' coordinates changed (a roster import surveyed them): each of their visits with a
-    location gets its distance and evidence level again (a confirmed visit stays confirmed). Returns
-    how many visits were looked at. Flags stay as they were found when each visit was confirmed."""
+    location gets its distance and evidence level again (a confirmed visit stays confirmed), and its
+    "far" flag is judged again by the new distance: added, its distance corrected, or removed (a flag
+    found against learned coordinates must not outlive them). The other flags stay as they were found
+    when each visit was confirmed. Returns how many visits were looked at."""
+    now = now or datetime.now(timezone.utc)
     ids, seen = sorted(set(household_ids)), 0
     for start in range(0, len(ids), 500):  # a roster that surveys a whole city at once: bounded IN lists
         chunk = ids[start:start + 500]
         homes = {h.id: h for h in session.exec(select(Household).where(Household.id.in_(chunk))).all()}
         visits = session.exec(select(Visit).where(Visit.household_id.in_(chunk), Visit.latitude.is_not(None))).all()
+        far_flags = {flag.visit_id: flag for flag in session.exec(select(VisitFlag).where(
+            VisitFlag.kind == "far", VisitFlag.visit_id.in_([v.id for v in visits]))).all()} if visits else {}
         for visit in visits:
             home = homes[visit.household_id]
             visit.distance_m = (None if home.latitude is None else distance_m(
                 Point(visit.latitude, visit.longitude), Point(home.latitude, home.longitude)))
             visit.evidence = level(visit, settings)
             session.add(visit)
+            flag = far_flags.get(visit.id)
+            if _is_far(visit, settings):
+                reason = texts.FLAG_FAR.format(distance=describe(visit.distance_m))[:300]
+                if flag is None:
+                    session.add(VisitFlag(visit_id=visit.id, cadre_id=visit.cadre_id, kind="far", reason=reason,
+                                          created_at=now))
+                elif flag.reason != reason:
+                    flag.reason = reason
+                    session.add(flag)
+            elif flag is not None:
+                session.delete(flag)
         seen += len(visits)
     return seen
+
+
+def _is_far(visit: Visit, settings: Settings) -> bool:
+    """The visit's location is farther from its household than VISIT_FAR_KM (a forwarded or typed
+    location is no evidence, so never "far")."""
+    return (visit.distance_m is not None and visit.distance_m > settings.visit_far_km * 1000
+            and visit.location_note is None)
 
 
 # -- the supervisors' views ---------------------------------------------------------------------------
