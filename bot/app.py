@@ -195,7 +195,7 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
                 wechat_api.close()
             if telegram is not None:
                 await telegram.stop()
-            core.close()  # the connection of the event-loop path (Engine.handle_now)
+            await core.aclose()  # the connections of the event-loop paths (Engine.handle_now, DATABASE_ASYNC_EVENTS)
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.telegram = telegram

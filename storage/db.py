@@ -100,6 +100,19 @@ def make_engine(url: str, *, echo: bool = False, wait_for_lock: bool = True,
     return engine
 
 
+def make_async_engine(url: str):
+    """An asyncio engine on asyncpg for the same PostgreSQL database as ``url`` (any driver named in
+    it is replaced), with the same pool size and JSON as ``make_engine``'s: the web process's chat
+    events run on it, on the event loop (``DATABASE_ASYNC_EVENTS``)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError("asyncpg serves PostgreSQL only")
+    return create_async_engine(parsed.set(drivername="postgresql+asyncpg"), pool_size=10, max_overflow=10,
+                               json_serializer=json_dumps)
+
+
 def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
     """Pings a pooled connection at checkout only when it sat unused ``idle_seconds`` or more.
 

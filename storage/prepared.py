@@ -183,7 +183,9 @@ class Prepared(Generic[R]):
             conn.flush()  # the cursor below does not autoflush what the session holds
             conn = conn.connection()
         compiled = self._compile(conn.dialect)
-        cursor = conn.connection.driver_connection.cursor()
+        # The DBAPI connection: the driver's own for psycopg and sqlite3, SQLAlchemy's synchronous face of
+        # asyncpg's on the asyncio engine (DATABASE_ASYNC_EVENTS).
+        cursor = conn.connection.dbapi_connection.cursor()
         cursor.execute(compiled.sql, compiled.params(values))
         return compiled, cursor
 

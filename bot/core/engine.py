@@ -74,6 +74,9 @@ class Engine:
         # SQLite takes one writer at a time and lets the others sleep and poll: events that need a
         # thread queue for one, first come first served. Long reads have their own threads.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="core") if self._sqlite else None
+        # DATABASE_ASYNC_EVENTS (PostgreSQL): events on the loop through asyncpg, an engine per loop.
+        self._async = not self._sqlite and settings.database_async_events
+        self._adb: tuple[asyncio.AbstractEventLoop, object] | None = None
         self._confirm_timer: asyncio.TimerHandle | None = None
 
     # -- the door --------------------------------------------------------------------------------
@@ -94,6 +97,8 @@ class Engine:
         try:
             async with lane[0]:
                 outcome = self.handle_now(inbound, before_commit=before_commit)
+                if outcome is None and self._async and not self.router.is_long(inbound):
+                    outcome = await self._handle_async(inbound, before_commit)
                 if outcome is None:
                     executor = None if self.router.is_long(inbound) else self._writer
                     outcome = await asyncio.get_running_loop().run_in_executor(
@@ -197,6 +202,27 @@ class Engine:
         except ConcurrentUpdate:
             return _stale()
 
+    async def _handle_async(self, inbound: Inbound, before_commit: BeforeCommit | None) -> Outcome:
+        """``handle`` on the event loop: the unit of work run by SQLAlchemy's ``run_sync`` on an asyncpg
+        connection, each statement awaited (no thread, the loop free while the server answers)."""
+        loop = asyncio.get_running_loop()
+        if self._adb is None or self._adb[0] is not loop:
+            from storage.db import make_async_engine
+
+            self._adb = (loop, make_async_engine(self.db.url.render_as_string(hide_password=False)))
+        adb = self._adb[1]
+        for attempt in (1, 2):
+            now = self.clock()
+            try:
+                async with adb.connect() as conn, conn.begin():
+                    return await conn.run_sync(lambda sync: self.work.write(sync, inbound, now, before_commit))
+            except ConcurrentUpdate:
+                return _stale()
+            except Redelivered:  # the same event, handled meanwhile by another process: its answer now
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     def _inline(self, work):
         """``work(conn)`` in a transaction on the event loop's own SQLite connection, if the write lock
         is free now (its connection has no busy timeout, so BEGIN IMMEDIATE fails at once rather than
@@ -229,6 +255,13 @@ class Engine:
             self._now_db = make_engine(self.db.url.render_as_string(hide_password=False), wait_for_lock=False)
             self._now_conn = self._now_db.connect()
         return self._now_conn
+
+    async def aclose(self) -> None:
+        """Closes the asyncio engine of DATABASE_ASYNC_EVENTS, on the loop it was made on, then ``close``."""
+        if self._adb is not None and self._adb[0] is asyncio.get_running_loop():
+            await self._adb[1].dispose()
+            self._adb = None
+        self.close()
 
     def close(self) -> None:
         """Closes what the engine opened itself (the database engine given is the caller's to dispose);

@@ -1,0 +1,59 @@
+"""DATABASE_ASYNC_EVENTS (PostgreSQL): the web process's chat events on the event loop through asyncpg.
+
+The same unit of work as the threads' (bot/core/unit_of_work.py), run by SQLAlchemy's ``run_sync`` on
+an asyncpg connection: a redelivery answered with the kept answer, one user's events in order, an old
+button stale, nothing on a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlmodel import select
+
+from bot.core.engine import Engine
+from bot.core.types import Inbound
+from storage.db import session_scope
+from storage.models import DialogueState, ProcessedInbound
+from tests.utils import bind, make_roster
+
+
+@pytest.fixture
+def acore(db, settings, clock):
+    if db.dialect.name == "sqlite":
+        pytest.skip("DATABASE_ASYNC_EVENTS is PostgreSQL's (SQLite runs events inline on the loop already)")
+    engine = Engine(db, settings.model_copy(update={"database_async_events": True}), clock=clock)
+    yield engine
+    engine.close()
+
+
+def test_events_run_on_the_loop_in_order_redelivered_and_stale_as_on_threads(acore, db, clock, monkeypatch):
+    roster = make_roster(db)
+    bind(db, roster.cadre, "test", "u1", clock())
+    monkeypatch.setattr(acore, "handle", lambda *a, **k: pytest.fail("an event went to a worker thread"))
+
+    async def main():
+        try:
+            # One user's two events at once: the second waits for the first (the "1" answers its question).
+            first, second = await asyncio.gather(
+                acore.dispatch(Inbound("test", "u1", command="visit", event_key="e1")),
+                acore.dispatch(Inbound("test", "u1", text="1", event_key="e2")))
+            again = await acore.dispatch(Inbound("test", "u1", command="visit", event_key="e1"))  # redelivered
+            household = first.replies[-1].flat_options()[0].token
+            stale = await acore.dispatch(Inbound("test", "u1", token=household, event_key="e3"))
+            other = await acore.dispatch(Inbound("test", "u2", command="help", event_key="e4"))
+            return first, second, again, stale, other
+        finally:
+            await acore.aclose()
+
+    first, second, again, stale, other = asyncio.run(main())
+    assert "住户1" in first.replies[-1].numbered_text()
+    assert "回头看：住户1" in second.replies[0].text
+    assert again.duplicate and [r.text for r in again.resend] == [r.text for r in first.replies]
+    assert stale.stale and not other.stale and other.replies
+    with session_scope(db) as s:
+        keys = sorted(e.event_key for e in s.exec(select(ProcessedInbound)).all())
+        state = s.get(DialogueState, ("test", "u1"))
+    assert keys == ["e1", "e2", "e3", "e4"]
+    assert state.flow == "visit" and state.version == 2  # /visit, then the household: the stale press changed nothing
