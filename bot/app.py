@@ -165,6 +165,7 @@ def create_app(settings: Settings, core: Engine, *, with_worker: bool | None = N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
+        await core.start_async()  # DATABASE_ASYNC_EVENTS: this loop's asyncpg engine
         if telegram is not None:
             await telegram.start()
         worker = None

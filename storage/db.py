@@ -109,7 +109,10 @@ def make_async_engine(url: str):
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql":
         raise ValueError("asyncpg serves PostgreSQL only")
-    return create_async_engine(parsed.set(drivername="postgresql+asyncpg"), pool_size=10, max_overflow=10,
+    if parsed.query:  # asyncpg takes none of libpq's parameters (sslmode, connect_timeout, options...)
+        raise ValueError("、".join(sorted(parsed.query)))
+    # Beside the threads' pool (still used by long commands and the worker): 5 + 5 more connections.
+    return create_async_engine(parsed.set(drivername="postgresql+asyncpg"), pool_size=5, max_overflow=5,
                                json_serializer=json_dumps)
 
 

@@ -34,6 +34,7 @@ def test_events_run_on_the_loop_in_order_redelivered_and_stale_as_on_threads(aco
     monkeypatch.setattr(acore, "handle", lambda *a, **k: pytest.fail("an event went to a worker thread"))
 
     async def main():
+        await acore.start_async()
         try:
             # One user's two events at once: the second waits for the first (the "1" answers its question).
             first, second = await asyncio.gather(
@@ -57,3 +58,41 @@ def test_events_run_on_the_loop_in_order_redelivered_and_stale_as_on_threads(aco
         state = s.get(DialogueState, ("test", "u1"))
     assert keys == ["e1", "e2", "e3", "e4"]
     assert state.flow == "visit" and state.version == 2  # /visit, then the household: the stale press changed nothing
+
+
+def test_other_loops_pictures_and_long_commands_go_to_threads(acore, db, clock, monkeypatch):
+    """Only the loop that started the path (the web app's) uses it; an event with a picture (written to
+    disk and hashed by Pillow) and a long command keep their threads."""
+    roster = make_roster(db)
+    bind(db, roster.cadre, "test", "u1", clock())
+    threaded: list[str] = []
+    real = acore.handle
+
+    def handle(inbound, **kwargs):
+        threaded.append(inbound.event_key)
+        return real(inbound, **kwargs)
+
+    monkeypatch.setattr(acore, "handle", handle)
+    # No start_async on this loop: threads.
+    asyncio.run(acore.dispatch(Inbound("test", "u1", command="help", event_key="elsewhere")))
+
+    async def main():
+        await acore.start_async()
+        try:
+            await acore.dispatch(Inbound("test", "u1", command="progress", event_key="on-loop"))
+            await acore.dispatch(Inbound("test", "u1", photo_ref="test:p1", event_key="picture"))
+            await acore.dispatch(Inbound("test", "u1", command="export", event_key="long"))
+        finally:
+            await acore.aclose()
+
+    asyncio.run(main())
+    assert threaded == ["elsewhere", "picture", "long"]
+
+
+def test_url_parameters_asyncpg_does_not_take_stop_the_start_with_the_setting(settings):
+    from bot.config import SettingsError
+
+    url = "postgresql://bot@127.0.0.1:5432/bot?sslmode=require"
+    with pytest.raises(SettingsError, match="DATABASE_ASYNC_EVENTS：asyncpg 不接受 DATABASE_URL 中的参数 sslmode"):
+        settings.model_copy(update={"database_url": url, "database_async_events": True}).check()
+    settings.model_copy(update={"database_url": url}).check()  # the threads' psycopg takes it

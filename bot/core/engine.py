@@ -74,9 +74,12 @@ class Engine:
         # SQLite takes one writer at a time and lets the others sleep and poll: events that need a
         # thread queue for one, first come first served. Long reads have their own threads.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="core") if self._sqlite else None
-        # DATABASE_ASYNC_EVENTS (PostgreSQL): events on the loop through asyncpg, an engine per loop.
+        # DATABASE_ASYNC_EVENTS (PostgreSQL): events on the loop through asyncpg, on the one loop that
+        # started it (``start_async``: the web app's); events on any other loop go to threads.
         self._async = not self._sqlite and settings.database_async_events
         self._adb: tuple[asyncio.AbstractEventLoop, object] | None = None
+        self._in_flight = 0  # events on the asyncpg path now
+        self._idle: asyncio.Event | None = None
         self._confirm_timer: asyncio.TimerHandle | None = None
 
     # -- the door --------------------------------------------------------------------------------
@@ -97,7 +100,7 @@ class Engine:
         try:
             async with lane[0]:
                 outcome = self.handle_now(inbound, before_commit=before_commit)
-                if outcome is None and self._async and not self.router.is_long(inbound):
+                if outcome is None and self._on_loop(inbound):
                     outcome = await self._handle_async(inbound, before_commit)
                 if outcome is None:
                     executor = None if self.router.is_long(inbound) else self._writer
@@ -202,26 +205,57 @@ class Engine:
         except ConcurrentUpdate:
             return _stale()
 
-    async def _handle_async(self, inbound: Inbound, before_commit: BeforeCommit | None) -> Outcome:
-        """``handle`` on the event loop: the unit of work run by SQLAlchemy's ``run_sync`` on an asyncpg
-        connection, each statement awaited (no thread, the loop free while the server answers)."""
-        loop = asyncio.get_running_loop()
-        if self._adb is None or self._adb[0] is not loop:
-            from storage.db import make_async_engine
+    async def start_async(self) -> None:
+        """DATABASE_ASYNC_EVENTS: the asyncpg engine for the running loop (the web app's, at start),
+        connected once so that a wrong setting fails now, not at the first event."""
+        if not self._async or self._adb is not None:
+            return
+        from sqlalchemy import text as sql
 
-            self._adb = (loop, make_async_engine(self.db.url.render_as_string(hide_password=False)))
+        from storage.db import make_async_engine
+
+        try:
+            adb = make_async_engine(self.db.url.render_as_string(hide_password=False))
+        except ValueError as exc:
+            from bot.errors import SettingsError
+
+            raise SettingsError(f"设置 DATABASE_ASYNC_EVENTS：asyncpg 不接受 DATABASE_URL 中的参数 {exc}。"
+                                "请去掉这些参数，或关闭 DATABASE_ASYNC_EVENTS。") from None
+        async with adb.connect() as conn:
+            await conn.execute(sql("SELECT 1"))
+        self._adb = (asyncio.get_running_loop(), adb)
+
+    def _on_loop(self, inbound: Inbound) -> bool:
+        """The event goes the asyncpg way: the path is started on this loop, and the event is not a
+        long command, nor carries a picture (its file is written and hashed by Pillow: a thread's work)."""
+        return (self._adb is not None and self._adb[0] is asyncio.get_running_loop()
+                and not self.router.is_long(inbound) and inbound.photo is None and inbound.photo_ref is None)
+
+    async def _handle_async(self, inbound: Inbound, before_commit: BeforeCommit | None) -> Outcome | None:
+        """``handle`` on the event loop: the unit of work run by SQLAlchemy's ``run_sync`` on an asyncpg
+        connection, each statement awaited (no thread, the loop free while the server answers). None:
+        a step of a long flow, for a thread (``Decline``, rolled back, nothing done)."""
         adb = self._adb[1]
-        for attempt in (1, 2):
-            now = self.clock()
-            try:
-                async with adb.connect() as conn, conn.begin():
-                    return await conn.run_sync(lambda sync: self.work.write(sync, inbound, now, before_commit))
-            except ConcurrentUpdate:
-                return _stale()
-            except Redelivered:  # the same event, handled meanwhile by another process: its answer now
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        self._in_flight += 1
+        try:
+            for attempt in (1, 2):
+                now = self.clock()
+                try:
+                    async with adb.connect() as conn, conn.begin():
+                        return await conn.run_sync(
+                            lambda sync: self.work.write(sync, inbound, now, before_commit, inline=True))
+                except Decline:
+                    return None
+                except ConcurrentUpdate:
+                    return _stale()
+                except Redelivered:  # the same event, handled meanwhile by another process: its answer now
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._idle is not None:
+                self._idle.set()
 
     def _inline(self, work):
         """``work(conn)`` in a transaction on the event loop's own SQLite connection, if the write lock
@@ -256,9 +290,17 @@ class Engine:
             self._now_conn = self._now_db.connect()
         return self._now_conn
 
-    async def aclose(self) -> None:
-        """Closes the asyncio engine of DATABASE_ASYNC_EVENTS, on the loop it was made on, then ``close``."""
+    async def aclose(self, wait: float = 10.0) -> None:
+        """Closes the asyncio engine of DATABASE_ASYNC_EVENTS on its loop, after the events on it have
+        committed (at most ``wait`` seconds: an answer WeChat was told would come must not be rolled
+        back by the shutdown), then ``close``."""
         if self._adb is not None and self._adb[0] is asyncio.get_running_loop():
+            if self._in_flight:
+                self._idle = asyncio.Event()
+                try:
+                    await asyncio.wait_for(self._idle.wait(), wait)
+                except asyncio.TimeoutError:
+                    log.warning("%d events still running at shutdown", self._in_flight)
             await self._adb[1].dispose()
             self._adb = None
         self.close()
