@@ -35,9 +35,12 @@ PostgreSQL (psycopg) alike, not when an event first runs it:
 ``Connection.execute``, on SQLite and PostgreSQL, and compares what comes back; pyproject.toml pins
 SQLAlchemy to the minor versions that test passed on.
 
-Errors from the database come from the driver as they are (sqlite3.OperationalError,
-psycopg.errors...), not wrapped in SQLAlchemy's exceptions: nothing here catches them, the
-event's transaction rolls back.
+Errors from the database come from the DBAPI connection as they are (sqlite3.OperationalError,
+psycopg.errors..., and on the asyncpg engine of DATABASE_ASYNC_EVENTS the error classes of
+SQLAlchemy's asyncpg adapter), not wrapped in SQLAlchemy's exceptions: nothing here catches them,
+the event's transaction rolls back. On that engine the statements bypass SQLAlchemy's handling of
+asyncpg's prepared-statement cache: a migration that changes a column's type needs the web
+processes restarted (as every deployment does).
 """
 
 from __future__ import annotations
