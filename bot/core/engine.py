@@ -214,13 +214,7 @@ class Engine:
 
         from storage.db import make_async_engine
 
-        try:
-            adb = make_async_engine(self.db.url.render_as_string(hide_password=False))
-        except ValueError as exc:
-            from bot.errors import SettingsError
-
-            raise SettingsError(f"设置 DATABASE_ASYNC_EVENTS：asyncpg 不接受 DATABASE_URL 中的参数 {exc}。"
-                                "请去掉这些参数，或关闭 DATABASE_ASYNC_EVENTS。") from None
+        adb = make_async_engine(self.db.url.render_as_string(hide_password=False))  # URL checked by Settings.check
         async with adb.connect() as conn:
             await conn.execute(sql("SELECT 1"))
         self._adb = (asyncio.get_running_loop(), adb)
@@ -235,23 +229,12 @@ class Engine:
         """``handle`` on the event loop: the unit of work run by SQLAlchemy's ``run_sync`` on an asyncpg
         connection, each statement awaited (no thread, the loop free while the server answers). None:
         a step of a long flow, for a thread (``Decline``, rolled back, nothing done)."""
-        adb = self._adb[1]
         self._in_flight += 1
         try:
-            for attempt in (1, 2):
-                now = self.clock()
-                try:
-                    async with adb.connect() as conn, conn.begin():
-                        return await conn.run_sync(
-                            lambda sync: self.work.write(sync, inbound, now, before_commit, inline=True))
-                except Decline:
-                    return None
-                except ConcurrentUpdate:
-                    return _stale()
-                except Redelivered:  # the same event, handled meanwhile by another process: its answer now
-                    if attempt == 2:
-                        raise
-            raise AssertionError("unreachable")
+            try:
+                return await self._write_async(inbound, before_commit)
+            except Redelivered:  # the same event, handled meanwhile by another process: its answer now
+                return await self._write_async(inbound, before_commit)
         finally:
             self._in_flight -= 1
             if self._in_flight == 0 and self._idle is not None:
@@ -289,6 +272,16 @@ class Engine:
             self._now_db = make_engine(self.db.url.render_as_string(hide_password=False), wait_for_lock=False)
             self._now_conn = self._now_db.connect()
         return self._now_conn
+
+    async def _write_async(self, inbound: Inbound, before_commit: BeforeCommit | None) -> Outcome | None:
+        now = self.clock()
+        try:
+            async with self._adb[1].connect() as conn, conn.begin():
+                return await conn.run_sync(lambda sync: self.work.write(sync, inbound, now, before_commit, inline=True))
+        except Decline:
+            return None
+        except ConcurrentUpdate:
+            return _stale()
 
     async def aclose(self, wait: float = 10.0) -> None:
         """Closes the asyncio engine of DATABASE_ASYNC_EVENTS on its loop, after the events on it have

@@ -45,13 +45,14 @@ def card_reply(*, to_user: str, corp_id: str, card: dict, now: int) -> str:
     """The passive reply to a card press that replaces the pressed card with ``card`` (模板卡片更新消息,
     "更新点击用户的整张卡片", MsgType update_template_card): ``card`` as for message/send, its fields
     in XML as WeCom names them (``sub_title_text`` → ``SubTitleText``; a list is one element per item,
-    ``<ButtonList>`` once for each button); the task id is the pressed card's and is left out."""
+    ``<ButtonList>`` once for each button), without a task id (the card keeps the pressed one's:
+    ``render.only_card`` leaves it out)."""
     return ("<xml>"
             f"<ToUserName><![CDATA[{cdata(to_user)}]]></ToUserName>"
             f"<FromUserName><![CDATA[{cdata(corp_id)}]]></FromUserName>"
             f"<CreateTime>{int(now)}</CreateTime>"
             "<MsgType><![CDATA[update_template_card]]></MsgType>"
-            f"<TemplateCard>{_xml_fields({k: v for k, v in card.items() if k != 'task_id'})}</TemplateCard>"
+            f"<TemplateCard>{_xml_fields(card)}</TemplateCard>"
             "</xml>")
 
 

@@ -144,14 +144,12 @@ def actions(replies: list[Reply], *, touser: str, agent_id: int, event_key: str,
             duplicate_check: int) -> list[dict[str, Any]]:
     """The API calls that deliver ``replies`` to ``touser``, in order."""
     out: list[dict[str, Any]] = []
-    base = {"touser": touser, "agentid": agent_id, "enable_duplicate_check": 1,
-            "duplicate_check_interval": duplicate_check}
     pending: list[str] = []  # texts joined into as few messages as fit
 
     def flush() -> None:
         for part in pack(pending, TEXT_ROOM):
-            out.append({"path": SEND, "body": {**base, "msgtype": "text",
-                                               "text": {"content": marked(part, event_key, len(out))}}})
+            out.append({"path": SEND, "body": text_message(touser, agent_id, part, duplicate_check, key=event_key,
+                                                           index=len(out))})
         pending.clear()
 
     for reply in replies:
@@ -160,11 +158,17 @@ def actions(replies: list[Reply], *, touser: str, agent_id: int, event_key: str,
             if lead:
                 pending.append(lead)
             flush()
-            out.append({"path": SEND, "body": {**base, "msgtype": "template_card", "template_card": template}})
+            out.append({"path": SEND, "body": card_message(touser, agent_id, template, duplicate_check)})
         else:
             pending.append(as_text(reply))
     flush()
     return out
+
+
+def card_message(touser: str, agent_id: int, template: dict[str, Any], duplicate_check: int) -> dict[str, Any]:
+    """A button card as message/send takes it (``template`` with its task id)."""
+    return {"touser": touser, "agentid": agent_id, "msgtype": "template_card", "template_card": template,
+            "enable_duplicate_check": 1, "duplicate_check_interval": duplicate_check}
 
 
 def text_message(touser: str, agent_id: int, content: str, duplicate_check: int, *, key: str,

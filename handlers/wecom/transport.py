@@ -49,7 +49,7 @@ from bot import metrics, texts
 from bot.config import Settings
 from storage.db import utcnow as system_clock
 from handlers.wecom.api import NOT_A_MEMBER, WeComApi, WeComApiError
-from handlers.wecom.render import SEND, UPDATE_CARD, task_id, text_message
+from handlers.wecom.render import SEND, UPDATE_CARD, card_message, task_id, text_message
 from scheduler import outbox
 from scheduler.outbox import Claimed
 from scheduler.budget import MemoryStore, Rule, Taken, Window, budget_store
@@ -330,9 +330,9 @@ class WeComTransport:
         log.info("wecom card not updated: %s", exc)
         if card is None or exc.errcode == SPENT_CODE:
             return None
-        return {"touser": body["userids"][0], "agentid": self.api.agent_id, "msgtype": "template_card",
-                "template_card": {**card, "task_id": task_id(f"replaced:{body.get('response_code')}", 0)},
-                "enable_duplicate_check": 1, "duplicate_check_interval": self.settings.wecom_duplicate_check_seconds}
+        return card_message(body["userids"][0], self.api.agent_id,
+                            {**card, "task_id": task_id(f"replaced:{body.get('response_code')}", 0)},
+                            self.settings.wecom_duplicate_check_seconds)
 
     @staticmethod
     def _failure(exc: WeComApiError) -> Delivery:
