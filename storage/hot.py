@@ -37,10 +37,10 @@ from storage.prepared import Prepared
 STATEMENTS: dict[str, Prepared] = {}
 
 
-def _statement(name: str, stmt, row: type | None = None) -> Prepared:
+def _statement(name: str, stmt, row: type | None = None, **options) -> Prepared:
     if name in STATEMENTS:
         raise ValueError(f"hot statement {name!r} declared twice")
-    prepared = STATEMENTS[name] = Prepared(stmt, row)
+    prepared = STATEMENTS[name] = Prepared(stmt, row, **options)
     return prepared
 
 
@@ -174,6 +174,71 @@ _RECORD_ANSWER = _statement("record_answer", lambda insert: insert(_events).valu
     created_at=bindparam("created_at", type_=_events.c.created_at.type),
     answer=bindparam("answer", type_=_events.c.answer.type))
     .on_conflict_do_nothing())
+
+
+
+
+class EventFinish(NamedTuple):
+    saved: int  # dialogue rows saved (0: not asked to, or the version had changed)
+    recorded: int  # 0: the key was recorded already (a redelivery another process committed first)
+    confirmed: int  # earlier answers marked delivered
+
+
+def _finish_event(insert):
+    """PostgreSQL: the dialogue saved, the event's key recorded with its answer and an earlier answer
+    marked delivered, in one statement (three writes of a WITH; each to its own row, so their running
+    together in one snapshot changes nothing) where they were three round trips. SQLite takes no
+    writes in a WITH; there ``finish_event`` runs the three statements, each a call in the process.
+    No parameter is named as a column: SQLAlchemy's own execution (the parity test) would add such a
+    parameter to the SET of an UPDATE in the WITH."""
+    one = literal_column("1")
+    saved = (update(_state).where(_state.c.channel == bindparam("s_channel"),
+                                  _state.c.external_user_id == bindparam("s_user"),
+                                  _state.c.version == bindparam("s_expected"))
+             .values(flow=bindparam("s_flow"), step=bindparam("s_step"),
+                     data=bindparam("s_data", type_=_state.c.data.type), version=bindparam("s_version"),
+                     updated_at=bindparam("s_at", type_=_state.c.updated_at.type))
+             .returning(one).cte("saved"))
+    recorded = (insert(_events).values(channel=bindparam("r_channel"), event_key=bindparam("r_key"),
+                                       created_at=bindparam("r_at", type_=_events.c.created_at.type),
+                                       answer=bindparam("r_answer", type_=_events.c.answer.type))
+                .on_conflict_do_nothing().returning(one).cte("recorded"))
+    confirmed = (update(_events).where(_events.c.channel == bindparam("c_channel"),
+                                       _events.c.event_key == bindparam("c_key"),
+                                       _events.c.delivered_at.is_(None))
+                 .values(delivered_at=bindparam("c_at", type_=_events.c.delivered_at.type))
+                 .returning(one).cte("confirmed"))
+    return select(*(select(func.count()).select_from(cte).scalar_subquery().label(cte.name)
+                    for cte in (saved, recorded, confirmed)))
+
+
+_FINISH_EVENT = _statement("finish_event", _finish_event, EventFinish, dialects=("postgresql",))
+
+
+def finish_event(db, channel: str, user_id: str, event_key: str, answer: dict[str, Any] | None, now: datetime, *,
+                 save: tuple[int, str | None, str | None, dict[str, Any]] | None,
+                 confirm: tuple[str, str, datetime] | None) -> EventFinish:
+    """An event's last writes: the dialogue saved if ``save`` (the version read, flow, step, data; saved
+    as the next version, if the row is still the version read), the event's key with its answer
+    (unless recorded already), and ``confirm`` (channel, key, when), an earlier event's answer marked
+    delivered. One statement on PostgreSQL; on SQLite the three, and nothing recorded after a lost race."""
+    if db.dialect.name == "postgresql":
+        version, flow, step, data = save if save is not None else (None, None, None, {})
+        c_channel, c_key, c_at = confirm if confirm is not None else (None, None, None)
+        return _FINISH_EVENT.first(db, s_channel=channel, s_user=user_id, s_expected=version, s_flow=flow,
+                                   s_step=step, s_data=data, s_version=None if version is None else version + 1,
+                                   s_at=now, r_channel=channel, r_key=event_key, r_at=now, r_answer=answer,
+                                   c_channel=c_channel, c_key=c_key, c_at=c_at)
+    saved = 0
+    if save is not None:
+        version, flow, step, data = save
+        saved = save_state(db, channel, user_id, expected_version=version, flow=flow, step=step, data=data,
+                           version=version + 1, now=now)
+        if not saved:
+            return EventFinish(0, 0, 0)
+    recorded = _RECORD_ANSWER.run(db, channel=channel, event_key=event_key, created_at=now, answer=answer)
+    confirmed = confirm_answer(db, *confirm) if confirm is not None and recorded else 0
+    return EventFinish(saved, recorded, confirmed)
 
 
 def start_event(db, channel: str, user_id: str, event_key: str | None) -> EventStart | None:

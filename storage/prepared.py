@@ -154,14 +154,20 @@ class Prepared(Generic[R]):
     ``run(conn, **params)`` returns the cursor's rowcount.
     """
 
-    def __init__(self, stmt: ClauseElement | Callable[[Any], ClauseElement], row: type[R] | None = None) -> None:
+    def __init__(self, stmt: ClauseElement | Callable[[Any], ClauseElement], row: type[R] | None = None, *,
+                 dialects: tuple[str, ...] = ("sqlite", "postgresql")) -> None:
         """``stmt``: the statement, or for an INSERT … ON CONFLICT a function given the dialect's
         insert construct (``lambda insert: insert(table).values(…).on_conflict_do_nothing()``).
-        Compiled here for SQLite and PostgreSQL: what the fast path cannot run is refused now."""
+        Compiled here for SQLite and PostgreSQL: what the fast path cannot run is refused now.
+        ``dialects``: the databases the statement is written for (one that only PostgreSQL runs, a
+        WITH of several writes, say); run on another, it is refused (``UnsupportedStatement``)."""
         self.build = stmt
         self.row = row
+        self.dialects = dialects
         self._by_dialect: dict[tuple[str, str], _Compiled] = {}
         for dialect in CHECKED_DIALECTS:
+            if dialect.name not in dialects:
+                continue
             compiled = self._compile(dialect)
             columns = compiled.result_names
             if row is not None and _fields(row) != columns:
@@ -178,6 +184,8 @@ class Prepared(Generic[R]):
         key = (dialect.name, dialect.driver)  # the driver decides the parameter style
         compiled = self._by_dialect.get(key)
         if compiled is None:
+            if dialect.name not in self.dialects:
+                raise UnsupportedStatement(f"written for {', '.join(self.dialects)}, not {dialect.name}")
             compiled = self._by_dialect[key] = _Compiled(self.statement(dialect), dialect)
         return compiled
 

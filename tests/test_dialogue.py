@@ -229,6 +229,31 @@ def test_redelivered_event_is_dropped(core, db, roster):
     assert state(db)[3] == 1
 
 
+def test_a_delivery_mark_outlives_an_event_rolled_back(core, db, roster, clock):
+    """The mark of an answer delivered goes with the next event's last writes; when that event rolls
+    back (its key recorded meanwhile by another process, here by its own hook, once), the mark is
+    written by the event's second run, not lost."""
+    from storage import hot
+
+    first = Inbound(channel="test", user_id="u1", command="visit", event_key="k1")
+    assert core.handle(first).replies
+    core.work.confirm(first, clock())
+    raced = []
+
+    def another_process_first(ctx, outcome):
+        if not raced:
+            raced.append(ctx.inbound.event_key)
+            hot.record_answer(ctx.connection, "test", "k2", None, ctx.now)
+
+    second = core.handle(Inbound(channel="test", user_id="u2", command="help", event_key="k2"),
+                         before_commit=another_process_first)
+    assert raced == ["k2"] and second.replies and not second.duplicate  # rolled back, run again
+    with db.connect() as conn:
+        assert hot.start_event(conn, "test", "u1", "k1").delivered_at is not None
+        assert hot.start_event(conn, "test", "u2", "k2").answer is not None  # the second run's answer
+    assert not core.work.delivered
+
+
 def test_lookback_shows_what_the_household_raised_before(core, db, roster, clock):
     chat = Chat(core)
     visit_until_summary(chat, "住户2", ("物业", "楼道灯坏了", "未解决"))

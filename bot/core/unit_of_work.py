@@ -8,23 +8,26 @@ long read), goes through the same steps, in one transaction:
    event's key was recorded before, with the answer stored for it (a redelivery, answered with that:
    ``Outcome.duplicate``; ``delivered`` says whether a channel confirmed sending it); the bound cadre;
 2. run the step: the router (bot/core/router.py) with the event's ``Context``;
-3. save the dialogue with a version check (a lost race is ``ConcurrentUpdate``: nothing is kept);
-4. run the channel's ``before_commit`` hook (WeChat stores its XML, queues the slow part);
-5. one statement (``hot.record_answer``): the event's key with the rendered answer. A key that is
-   there already was recorded by a redelivery of the same event that another process committed
-   meanwhile (the row lock of step 1 made this one wait for it): ``Redelivered``, the transaction
-   rolls back and the engine runs the event again, which then finds the answer in step 1;
-6. commit, once: the answer and the next step are stored together or not at all.
+3. run the channel's ``before_commit`` hook (WeChat stores its XML, queues the slow part);
+4. one statement (``hot.finish_event``) for the event's last writes: the dialogue saved if the step
+   changed it, with a version check (``ConcurrentUpdate``, nothing kept: the row lock of step 1 makes
+   it a guard that a path without that lock would trip), the event's key with the rendered answer,
+   and an earlier event's answer marked delivered (``confirm``). A key that is there already was
+   recorded by a redelivery of the same event that another process committed meanwhile (the row
+   lock of step 1 made this one wait for it): ``Redelivered``, the transaction rolls back and the
+   engine runs the event again, which then finds the answer in step 1. One statement on PostgreSQL
+   (a WITH of the three writes); on SQLite, in the process, the three;
+5. commit, once: the answer and the next step are stored together or not at all.
 
-Two statements of bookkeeping per event, where there were five (the key, the row, the cadre, the row
-saved, the answer): on PostgreSQL each is a round trip.
+Two statements of bookkeeping per event, where there were five or six (the key, the row, the cadre,
+the row saved, the answer, the last answer's delivery mark): on PostgreSQL each is a round trip.
 
 An answer saved is an answer delivered: a channel that could not deliver it (the messenger down, the
 process killed after the commit) gets it back when the messenger delivers the event again, and sends
 it then; ``confirm`` marks it sent.
 
 On SQLite a long command that only reads (``Feature.reads_only``: exports, rankings) runs its step in
-a read-only transaction that takes no write lock, and records the event (steps 1, 4, 5) in a short
+a read-only transaction that takes no write lock, and records the event (steps 1, 3, 4) in a short
 write transaction afterwards (``read_then_write``): seconds of reading do not hold up every writer.
 """
 
@@ -164,10 +167,13 @@ class UnitOfWork:
         return version + 1
 
     def conclude(self, conn, ctx: Context, version: int, before_commit: BeforeCommit | None,
-                 sessions: _Sessions) -> Outcome:
-        """Steps 4 and 5: buttons rendered for the state's version, the answer kept with the event,
-        ``before_commit`` run and flushed."""
-        replies = [item(version) if callable(item) else item for item in ctx.replies]
+                 sessions: _Sessions, save: Dialogue | None = None) -> Outcome:
+        """Steps 3 to 5: buttons rendered for the state's version, ``before_commit`` run and flushed,
+        then the event's last writes together (``hot.finish_event``: one statement on PostgreSQL): the
+        dialogue ``save``d if the step changed it (read at ``version``), the answer kept with the event,
+        an answer delivered earlier marked."""
+        shown = version + 1 if save is not None else version
+        replies = [item(shown) if callable(item) else item for item in ctx.replies]
         cadre = ctx.cadre
         outcome = Outcome(replies=replies, chosen=ctx.chosen, stale=ctx.stale,
                           audience=(cadre is not None, cadre.role if cadre is not None else None))
@@ -175,12 +181,33 @@ class UnitOfWork:
             before_commit(ctx, outcome)
             sessions.flush()
         key = _key(ctx.inbound)
-        if key is not None:
-            answer = encode_answer(outcome) if outcome.replies or outcome.rendered is not None else None
-            if not hot.record_answer(conn, ctx.inbound.channel, key, answer, ctx.now):
+        if key is None:  # nothing to record (an event no messenger will deliver again)
+            if save is not None:
+                self.save_state(conn, ctx.inbound, save, version, ctx.now)
+            self.mark_delivered(conn)
+            return outcome
+        answer = encode_answer(outcome) if outcome.replies or outcome.rendered is not None else None
+        mark = self._next_mark()
+        try:
+            done = hot.finish_event(conn, ctx.inbound.channel, ctx.inbound.user_id, key, answer, ctx.now,
+                                    save=None if save is None else (version, save.flow, save.step, save.data),
+                                    confirm=mark)
+            if save is not None and not done.saved:
+                raise ConcurrentUpdate()
+            if not done.recorded:
                 raise Redelivered()  # another process handled this event meanwhile: roll back, ask again
+        except BaseException:
+            if mark is not None:
+                self.delivered.appendleft(mark)  # rolled back with the event: written by a later one
+            raise
         self.mark_delivered(conn)
         return outcome
+
+    def _next_mark(self) -> tuple[str, str, datetime] | None:
+        try:
+            return self.delivered.popleft()
+        except IndexError:  # none, or another thread took the last one
+            return None
 
     # -- the paths -----------------------------------------------------------------------------------
 
@@ -199,11 +226,9 @@ class UnitOfWork:
         try:
             ctx = self.context(conn, sessions, inbound, dialogue, now, row.cadre())
             self.router.route(ctx)
-            version = row.version
             sessions.flush()
-            if dialogue.snapshot() != before:
-                version = self.save_state(conn, inbound, dialogue, version, now)
-            return self.conclude(conn, ctx, version, before_commit, sessions)
+            changed = dialogue.snapshot() != before
+            return self.conclude(conn, ctx, row.version, before_commit, sessions, dialogue if changed else None)
         finally:
             sessions.close()
 
@@ -253,12 +278,10 @@ class UnitOfWork:
             # shown again, buttons) is out of date. A plain export or ranking is not.
             if version != dialogue.version and (changed or any(callable(item) for item in ctx.replies)):
                 raise ConcurrentUpdate()
-            if changed:
-                version = self.save_state(conn, inbound, dialogue, version, now)
             sessions = _Sessions(conn)
             ctx.rebind(conn, sessions.opener)
             try:
-                return self.conclude(conn, ctx, version, before_commit, sessions)
+                return self.conclude(conn, ctx, version, before_commit, sessions, dialogue if changed else None)
             finally:
                 sessions.close()
 
@@ -273,11 +296,7 @@ class UnitOfWork:
     def mark_delivered(self, conn) -> int:
         """Writes the pending delivery marks in the caller's transaction; how many."""
         done = 0
-        while self.delivered:
-            try:
-                channel, key, at = self.delivered.popleft()
-            except IndexError:  # another thread took the last one
-                break
-            hot.confirm_answer(conn, channel, key, at)
+        while (mark := self._next_mark()) is not None:
+            hot.confirm_answer(conn, *mark)
             done += 1
         return done
