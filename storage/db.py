@@ -100,7 +100,7 @@ def make_engine(url: str, *, echo: bool = False, wait_for_lock: bool = True,
     return engine
 
 
-def make_async_engine(url: str):
+def make_async_engine(url: str, *, ping_after_idle: float = PING_AFTER_IDLE):
     """An asyncio engine on asyncpg for the same PostgreSQL database as ``url`` (any driver named in
     it is replaced), with the same pool size and JSON as ``make_engine``'s: the web process's chat
     events run on it, on the event loop (``DATABASE_ASYNC_EVENTS``)."""
@@ -114,8 +114,12 @@ def make_async_engine(url: str):
     # Beside the threads' pool (still used by long commands and pictures): 10 + 10 more connections per
     # web process. Not fewer kept: a connection beyond pool_size is closed when given back, and asyncpg's
     # connecting again for every event cost more than the threads saved (measured: 5 + 5, 8 users at once).
-    return create_async_engine(parsed.set(drivername="postgresql+asyncpg"), pool_size=10, max_overflow=10,
-                               json_serializer=json_dumps)
+    engine = create_async_engine(parsed.set(drivername="postgresql+asyncpg"), pool_size=10, max_overflow=10,
+                                 json_serializer=json_dumps)
+    # The same ping of a connection that sat idle as the threads' pool: the pool's checkout runs in
+    # SQLAlchemy's greenlet, where the asyncpg adapter's ping is awaited like any statement.
+    _ping_when_idle(engine.sync_engine, ping_after_idle)
+    return engine
 
 
 def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:

@@ -63,3 +63,29 @@ def test_the_ping_leaves_no_transaction_open(pg_url):
             conn.execute(text("SELECT 1"))
     finally:
         engine.dispose()
+
+
+def test_the_asyncpg_pool_replaces_an_idle_connection_closed_by_the_server(pg_url):
+    """DATABASE_ASYNC_EVENTS' pool: the same ping after idling, awaited on the event loop."""
+    import asyncio
+
+    from storage.db import make_async_engine
+
+    async def backend(engine) -> int:
+        async with engine.connect() as conn:
+            return (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+
+    async def main():
+        engine, admin = make_async_engine(pg_url, ping_after_idle=0), make_engine(pg_url)
+        try:
+            first = await backend(engine)
+            _terminate(admin, first)
+            second = await backend(engine)  # pinged at checkout, found gone, replaced
+            assert second != first
+            async with engine.connect() as conn:
+                assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+        finally:
+            await engine.dispose()
+            admin.dispose()
+
+    asyncio.run(main())
