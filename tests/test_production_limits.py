@@ -155,3 +155,30 @@ def test_each_shared_store_holds_places_in_flight_spaces_a_chat_pauses_and_count
         assert [store.hit("rating:198.51.100.7", 3, 600) for _ in range(4)] == [True, True, True, False]
         assert store.hit("rating:198.51.100.8", 3, 600)
         assert store.ping()
+
+
+def test_the_wechat_transports_of_two_processes_hold_the_accounts_limit_together(settings, database_url, db,
+                                                                                  monkeypatch):
+    """Each process that sends for the Official Account (a worker, a web process) builds its own
+    transport; on PostgreSQL their places come from one store, so the account's overall rate holds for
+    all of them. On SQLite (one process) the transport keeps it in the process."""
+    from handlers.wechat.transport import WeChatTransport
+    from scheduler import budget
+
+    if not database_url.startswith("postgresql"):
+        assert isinstance(WeChatTransport(None, settings, db).limiter, RateLimiter)
+        return
+    shared = settings.model_copy(update={"wechat_rate_global": 2.0, "wechat_app_id": "wx-two-processes"})
+    monkeypatch.setattr(budget, "_stores", {})  # as a new process finds it
+    first = WeChatTransport(None, shared, db).limiter
+    monkeypatch.setattr(budget, "_stores", {})
+    second = WeChatTransport(None, shared, db).limiter
+    assert isinstance(first, SharedRateLimiter) and first.store is not second.store
+    assert first.rule.bot == second.rule.bot == "wx:wx-two-processes"
+    capacity = first.rule.capacity
+    assert capacity == 2
+    assert first.store.take(first.rule, "openid-1", capacity).granted
+    assert second.store.take(second.rule, "openid-2", capacity).granted
+    # Two sends in flight, one from each process: a third, from either, waits.
+    assert not second.store.take(second.rule, "openid-3", capacity).granted
+    assert not first.store.take(first.rule, "openid-4", capacity).granted

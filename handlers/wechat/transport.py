@@ -25,7 +25,7 @@ from storage.db import utcnow as system_clock
 from handlers.wechat.api import WeChatApi, WeChatApiError
 from handlers.wechat.channel import CHANNEL, fit
 from scheduler.outbox import Claimed
-from scheduler.sender import SENT, Delivery, RateLimiter
+from scheduler.sender import SENT, Delivery
 from storage.db import session_scope
 from storage.models import WeChatUser
 
@@ -60,8 +60,12 @@ class WeChatTransport:
 
     def __init__(self, api: WeChatApi, settings: Settings, db: DbEngine,
                  clock: Callable[[], datetime] = system_clock):
+        from scheduler.budget import bot_limiter
+
         self.api, self.settings, self.db, self.clock = api, settings, db, clock
-        self.limiter = RateLimiter(settings.wechat_rate_global, per_chat=5.0)
+        # The account's limits for every process that sends for it (Redis or PostgreSQL; in this
+        # process for one process on SQLite): each worker and web process used to keep them alone.
+        self.limiter = bot_limiter(settings, channel=CHANNEL, engine=db)
 
     async def deliver(self, message: Claimed) -> Delivery:
         return await asyncio.to_thread(self._deliver, message)
