@@ -254,6 +254,30 @@ def test_a_delivery_mark_outlives_an_event_rolled_back(core, db, roster, clock):
     assert not core.work.delivered
 
 
+def test_a_row_changed_after_the_hook_runs_the_event_again(core, db, roster):
+    """The dialogue row is saved after the channel's hook; should it have changed by then (the row lock
+    rules it out, so the hook changes it itself, once), the event is not answered as stale with the
+    hook's work rolled back behind it: it runs again from the row as it is, hook included."""
+    from storage import hot
+
+    core.handle(Inbound(channel="test", user_id="u1", command="visit", event_key="v1"))
+    runs = []
+
+    def row_changes_meanwhile(ctx, outcome):
+        runs.append(ctx.dialogue.version)
+        if len(runs) == 1:
+            row = hot.start_event(ctx.connection, "test", "u1", None)
+            assert hot.save_state(ctx.connection, "test", "u1", expected_version=row.version, flow=row.flow,
+                                  step=row.step, data=row.data, version=row.version + 1, now=ctx.now) == 1
+
+    answer = core.handle(Inbound(channel="test", user_id="u1", text="住户1", event_key="v2"),
+                         before_commit=row_changes_meanwhile)
+    assert runs == [1, 1]  # the second run read the row as the first left it: rolled back
+    assert answer.replies and not answer.stale
+    flow, step, data, version = state(db)
+    assert (step, version) == ("card", 2)
+
+
 def test_lookback_shows_what_the_household_raised_before(core, db, roster, clock):
     chat = Chat(core)
     visit_until_summary(chat, "住户2", ("物业", "楼道灯坏了", "未解决"))

@@ -301,6 +301,12 @@ def test_finish_event_writes_what_it_is_given(db, seed):
         assert (row.flow, row.step, row.version, row.data) == ("visit", "survey:q3", 5, {"household": seed.visited_id})
         assert row.seen == "telegram" and row.answer == answer and row.delivered_at is None
         assert hot.start_event(conn, "telegram", "100", "answered-1").delivered_at is not None
+        # an answer marked delivered before keeps its first time
+        first = hot.start_event(conn, "wechat", "oSupervisor", "answered-2").delivered_at
+        assert hot.finish_event(conn, "wechat", "oSupervisor", "new-9", None, seed.now + timedelta(minutes=5),
+                                save=None, confirm=("wechat", "answered-2", seed.now + timedelta(minutes=5))
+                                ).confirmed == 0
+        assert hot.start_event(conn, "wechat", "oSupervisor", "answered-2").delivered_at == first
         # nothing to save or mark; the same key again: not recorded twice, the row as it was
         assert hot.finish_event(conn, "telegram", "100", "new-7", None, seed.now, save=None,
                                 confirm=None) == hot.EventFinish(0, 0, 0)

@@ -10,9 +10,10 @@ long read), goes through the same steps, in one transaction:
 2. run the step: the router (bot/core/router.py) with the event's ``Context``;
 3. run the channel's ``before_commit`` hook (WeChat stores its XML, queues the slow part);
 4. one statement (``hot.finish_event``) for the event's last writes: the dialogue saved if the step
-   changed it, with a version check (``ConcurrentUpdate``, nothing kept: the row lock of step 1 makes
-   it a guard that a path without that lock would trip), the event's key with the rendered answer,
-   and an earlier event's answer marked delivered (``confirm``). A key that is there already was
+   changed it, with a version check (``ChangedMeanwhile``: rolled back and run again, the hook's
+   work with it; the row lock of step 1 makes it a guard that only a path without that lock would
+   trip), the event's key with the rendered answer, and an earlier event's answer marked delivered
+   (``confirm``; a mark written by an event that rolls back is kept for a later one). A key that is there already was
    recorded by a redelivery of the same event that another process committed meanwhile (the row
    lock of step 1 made this one wait for it): ``Redelivered``, the transaction rolls back and the
    engine runs the event again, which then finds the answer in step 1. One statement on PostgreSQL
@@ -64,6 +65,13 @@ class ConcurrentUpdate(Exception):
 class Redelivered(Exception):
     """The event's key was recorded by another transaction while this one ran (a redelivery handled
     in another process, PostgreSQL): roll back and run the event again, which then finds its answer."""
+
+
+class ChangedMeanwhile(Redelivered):
+    """The dialogue row was not the version read when the event's last writes came, after the
+    channel's hook had run (the row lock of step 1 rules this out; a path without it would see it):
+    not a stale answer, which would leave the hook's work as if committed, but, as for a redelivery,
+    roll back and run the event again, from the row as it is now."""
 
 
 # -- the stored answer -------------------------------------------------------------------------------
@@ -157,15 +165,6 @@ class UnitOfWork:
         return Context(connection=conn, open_session=sessions.opener, inbound=inbound, dialogue=dialogue,
                        settings=self.settings, now=now, cadre=cadre)
 
-    @staticmethod
-    def save_state(conn, inbound: Inbound, dialogue: Dialogue, version: int, now: datetime) -> int:
-        """Step 4: the dialogue saved if the row is still the version read; the new version."""
-        changed = hot.save_state(conn, inbound.channel, inbound.user_id, expected_version=version, flow=dialogue.flow,
-                                 step=dialogue.step, data=dialogue.data, version=version + 1, now=now)
-        if changed != 1:
-            raise ConcurrentUpdate()
-        return version + 1
-
     def conclude(self, conn, ctx: Context, version: int, before_commit: BeforeCommit | None,
                  sessions: _Sessions, save: Dialogue | None = None) -> Outcome:
         """Steps 3 to 5: buttons rendered for the state's version, ``before_commit`` run and flushed,
@@ -181,26 +180,30 @@ class UnitOfWork:
             before_commit(ctx, outcome)
             sessions.flush()
         key = _key(ctx.inbound)
-        if key is None:  # nothing to record (an event no messenger will deliver again)
-            if save is not None:
-                self.save_state(conn, ctx.inbound, save, version, ctx.now)
-            self.mark_delivered(conn)
-            return outcome
-        answer = encode_answer(outcome) if outcome.replies or outcome.rendered is not None else None
-        mark = self._next_mark()
+        answer = encode_answer(outcome) if key is not None and (outcome.replies or outcome.rendered is not None) else None
+        taken: list[tuple[str, str, datetime]] = []  # delivery marks written in this transaction
         try:
-            done = hot.finish_event(conn, ctx.inbound.channel, ctx.inbound.user_id, key, answer, ctx.now,
-                                    save=None if save is None else (version, save.flow, save.step, save.data),
-                                    confirm=mark)
-            if save is not None and not done.saved:
-                raise ConcurrentUpdate()
-            if not done.recorded:
-                raise Redelivered()  # another process handled this event meanwhile: roll back, ask again
+            if key is None:  # nothing to record (an event no messenger will deliver again)
+                if save is not None and hot.save_state(conn, ctx.inbound.channel, ctx.inbound.user_id,
+                                                       expected_version=version, flow=save.flow, step=save.step,
+                                                       data=save.data, version=version + 1, now=ctx.now) != 1:
+                    raise ChangedMeanwhile()
+            else:
+                mark = self._next_mark()
+                if mark is not None:
+                    taken.append(mark)
+                done = hot.finish_event(conn, ctx.inbound.channel, ctx.inbound.user_id, key, answer, ctx.now,
+                                        save=None if save is None else (version, save.flow, save.step, save.data),
+                                        confirm=mark)
+                if save is not None and not done.saved:
+                    raise ChangedMeanwhile()
+                if not done.recorded:
+                    raise Redelivered()  # another process handled this event meanwhile: roll back, ask again
+            self.mark_delivered(conn, taken)
         except BaseException:
-            if mark is not None:
-                self.delivered.appendleft(mark)  # rolled back with the event: written by a later one
+            # Rolled back with the event: written by a later one (or at close).
+            self.delivered.extendleft(reversed(taken))
             raise
-        self.mark_delivered(conn)
         return outcome
 
     def _next_mark(self) -> tuple[str, str, datetime] | None:
@@ -293,10 +296,13 @@ class UnitOfWork:
         if key is not None:
             self.delivered.append((inbound.channel, key, now))
 
-    def mark_delivered(self, conn) -> int:
-        """Writes the pending delivery marks in the caller's transaction; how many."""
+    def mark_delivered(self, conn, taken: list | None = None) -> int:
+        """Writes the pending delivery marks in the caller's transaction; how many. ``taken``: a list
+        the marks are added to, to be put back should the transaction roll back."""
         done = 0
         while (mark := self._next_mark()) is not None:
+            if taken is not None:
+                taken.append(mark)
             hot.confirm_answer(conn, *mark)
             done += 1
         return done
