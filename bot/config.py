@@ -393,9 +393,13 @@ class Settings(BaseSettings):
         except ArgumentError as exc:
             raise SettingsError(f"设置 DATABASE_URL：“{self.database_url}”不是数据库地址。请改为例如 "
                                 "sqlite:///./data/bot.db 或 postgresql://用户@主机:5432/库名。") from exc
-        if self.database_async_events and url.get_backend_name() == "postgresql" and url.query:
+        from storage.db import ASYNC_URL_PARAMETERS
+
+        refused = set(url.query) - ASYNC_URL_PARAMETERS
+        if self.database_async_events and url.get_backend_name() == "postgresql" and refused:
             raise SettingsError(f"设置 DATABASE_ASYNC_EVENTS：asyncpg 不接受 DATABASE_URL 中的参数 "
-                                f"{'、'.join(sorted(url.query))}。请去掉这些参数，或关闭 DATABASE_ASYNC_EVENTS。")
+                                f"{'、'.join(sorted(refused))}（只接受 host=Unix 套接字目录）。"
+                                "请去掉这些参数，或关闭 DATABASE_ASYNC_EVENTS。")
         if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
             return
         path = Path(url.database).expanduser()

@@ -100,6 +100,12 @@ def make_engine(url: str, *, echo: bool = False, wait_for_lock: bool = True,
     return engine
 
 
+# What the asyncpg engine takes of DATABASE_URL's query: the folder of PostgreSQL's Unix socket
+# (postgresql://user@/db?host=/var/run/postgresql), for a database on the same machine: each round trip
+# then skips TCP, about a tenth of an event's CPU in the process (bench/README.md, session 7).
+ASYNC_URL_PARAMETERS = frozenset({"host"})
+
+
 def make_async_engine(url: str, *, ping_after_idle: float = PING_AFTER_IDLE):
     """An asyncio engine on asyncpg for the same PostgreSQL database as ``url`` (any driver named in
     it is replaced), with the same pool size and JSON as ``make_engine``'s: the web process's chat
@@ -109,8 +115,9 @@ def make_async_engine(url: str, *, ping_after_idle: float = PING_AFTER_IDLE):
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql":
         raise ValueError("asyncpg serves PostgreSQL only")
-    if parsed.query:  # asyncpg takes none of libpq's parameters (sslmode, connect_timeout, options...)
-        raise ValueError("、".join(sorted(parsed.query)))
+    refused = set(parsed.query) - ASYNC_URL_PARAMETERS
+    if refused:  # asyncpg takes none of libpq's other parameters (sslmode, connect_timeout, options...)
+        raise ValueError("、".join(sorted(refused)))
     # Beside the threads' pool (still used by long commands and pictures): 10 + 10 more connections per
     # web process. Not fewer kept: a connection beyond pool_size is closed when given back, and asyncpg's
     # connecting again for every event cost more than the threads saved (measured: 5 + 5, 8 users at once).

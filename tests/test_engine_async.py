@@ -96,3 +96,33 @@ def test_url_parameters_asyncpg_does_not_take_stop_the_start_with_the_setting(se
     with pytest.raises(SettingsError, match="DATABASE_ASYNC_EVENTS：asyncpg 不接受 DATABASE_URL 中的参数 sslmode"):
         settings.model_copy(update={"database_url": url, "database_async_events": True}).check()
     settings.model_copy(update={"database_url": url}).check()  # the threads' psycopg takes it
+
+
+def test_a_unix_socket_folder_is_the_one_url_parameter_asyncpg_takes(settings, database_url):
+    """postgresql://user@/db?host=/var/run/postgresql: a database on the same machine, without TCP."""
+    import os
+
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from bot.config import SettingsError
+    from storage.db import make_async_engine
+
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql" or not os.path.exists(f"/var/run/postgresql/.s.PGSQL.{url.port or 5432}"):
+        pytest.skip("needs PostgreSQL with its Unix socket in /var/run/postgresql")
+    socket_url = url.set(host=None).update_query_dict({"host": "/var/run/postgresql"}).render_as_string(False)
+    settings.model_copy(update={"database_url": socket_url, "database_async_events": True}).check()
+    with pytest.raises(SettingsError, match="参数 sslmode（只接受 host"):
+        settings.model_copy(update={"database_url": socket_url + "&sslmode=disable",
+                                    "database_async_events": True}).check()
+
+    async def main():
+        engine = make_async_engine(socket_url)
+        try:
+            async with engine.connect() as conn:  # no server address: the socket, not TCP
+                assert (await conn.execute(text("SELECT inet_server_addr() IS NULL"))).scalar_one() is True
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
