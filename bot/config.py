@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     environment: Literal["development", "production", "test"] = "development"
     database_url: str = "sqlite:///./data/bot.db"
     # PostgreSQL: the web process's chat events on the event loop through asyncpg instead of worker
-    # threads through psycopg (an experiment, measured in bench/README.md; needs the asyncpg package).
+    # threads through psycopg (measured in bench/README.md; deploy/ turns it on).
     database_async_events: bool = False
     timezone: str = "Asia/Shanghai"
     log_level: str = "INFO"

@@ -176,8 +176,6 @@ _RECORD_ANSWER = _statement("record_answer", lambda insert: insert(_events).valu
     .on_conflict_do_nothing())
 
 
-
-
 class EventFinish(NamedTuple):
     saved: int  # dialogue rows saved (0: not asked to, or the version had changed)
     recorded: int  # 0: the key was recorded already (a redelivery another process committed first)
@@ -236,7 +234,7 @@ def finish_event(db, channel: str, user_id: str, event_key: str, answer: dict[st
                            version=version + 1, now=now)
         if not saved:
             return EventFinish(0, 0, 0)
-    recorded = _RECORD_ANSWER.run(db, channel=channel, event_key=event_key, created_at=now, answer=answer)
+    recorded = int(record_answer(db, channel, event_key, answer, now))
     confirmed = confirm_answer(db, *confirm) if confirm is not None and recorded else 0
     return EventFinish(saved, recorded, confirmed)
 

@@ -13,11 +13,11 @@ long read), goes through the same steps, in one transaction:
    changed it, with a version check (``ChangedMeanwhile``: rolled back and run again, the hook's
    work with it; the row lock of step 1 makes it a guard that only a path without that lock would
    trip), the event's key with the rendered answer, and an earlier event's answer marked delivered
-   (``confirm``; a mark written by an event that rolls back is kept for a later one). A key that is there already was
-   recorded by a redelivery of the same event that another process committed meanwhile (the row
-   lock of step 1 made this one wait for it): ``Redelivered``, the transaction rolls back and the
-   engine runs the event again, which then finds the answer in step 1. One statement on PostgreSQL
-   (a WITH of the three writes); on SQLite, in the process, the three;
+   (``confirm``; a mark written by an event that rolls back is kept for a later one). A key that is
+   there already was recorded by a redelivery of the same event that another process committed
+   meanwhile (the row lock of step 1 made this one wait for it): ``Redelivered``, the transaction
+   rolls back and the engine runs the event again, which then finds the answer in step 1. One
+   statement on PostgreSQL (a WITH of the three writes); on SQLite, in the process, the three;
 5. commit, once: the answer and the next step are stored together or not at all.
 
 Two statements of bookkeeping per event, where there were five or six (the key, the row, the cadre,
