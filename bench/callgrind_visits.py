@@ -41,7 +41,7 @@ if __package__ in (None, ""):  # run as a file: bench and bot from PYTHONPATH or
 
 from bench.__main__ import FIRST_USER_ID, echo_user, visit_user  # noqa: E402
 from bench.harness import SECRET, Poster, http_client, standin  # noqa: E402
-from bench.visits import VISIT, count_visits, prepare_database  # noqa: E402
+from bench.visits import VISIT, count_visits, prepare_database, sqlalchemy_url  # noqa: E402
 
 BOOT = """
 import sys, json
@@ -239,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", metavar="FILE", help="no callgrind: cProfile the counted phase of each bot "
                                                      "(main thread, CPU time) into FILE.visit and FILE.echo")
     p.add_argument("--no-valgrind", action="store_true", help="no callgrind (checks the driver quickly)")
+    p.add_argument("--db", help="an empty PostgreSQL database (postgresql://…; its tables are dropped first) "
+                                "instead of a fresh SQLite file; DATABASE_ASYNC_EVENTS from the environment")
     args = p.parse_args(argv)
     if args.per_step and args.users != 1:
         p.error("--per-step needs --users 1")
@@ -247,9 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="zuofeng-cg-") as tmp:
         folder = Path(args.out) if args.out else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        url = sqlalchemy_url(args.db) if args.db else f"sqlite:///{Path(tmp) / 'bench.db'}"
         user_ids = [FIRST_USER_ID + n for n in range(args.users)]
-        prepare_database(url, user_ids=user_ids, households=args.warmup + args.visits + 2)
+        prepare_database(url, user_ids=user_ids, households=args.warmup + args.visits + 2, reset=bool(args.db))
         lines = asyncio.run(run(args, folder, url))
         found, expected = count_visits(url), args.users * (args.warmup + args.visits)
     print(f"callgrind_visits: {args.users} users x {args.visits} visits x {len(VISIT)} updates "

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal_column, or_, select, true, update
+from sqlalchemy import (Boolean, and_, bindparam, cast, delete, exists, func, insert, literal_column, or_, select,
+                        true, update)
 
 from storage.models import (Cadre, ChatAccount, DialogueState, EverydayContact, Household, Problem, ProblemEvent,
                             ProblemStatus, OutboxMessage, ProcessedInbound, ServiceObject, Visit, VisitFlag, WeChatUser)
@@ -154,18 +155,41 @@ class EventStart(NamedTuple):
         return None if self.cadre_id is None else BoundCadre(*self[7:])
 
 
-_START_EVENT = _statement("start_event", select(
-    _state.c.flow, _state.c.step, _state.c.data, _state.c.version,
-    _events.c.channel.label("seen"), _events.c.answer, _events.c.delivered_at,
-    *(_cadre.c[name].label(f"cadre_{name}") for name in BoundCadre.__dataclass_fields__))
-    .select_from(_state
-                 .outerjoin(_events, and_(_events.c.channel == _state.c.channel,
-                                          _events.c.event_key == bindparam("event_key")))
-                 .outerjoin(_account, and_(_account.c.channel == _state.c.channel,
-                                           _account.c.external_user_id == _state.c.external_user_id))
-                 .outerjoin(_cadre, and_(_cadre.c.id == _account.c.cadre_id, _cadre.c.active == true())))
-    .where(_state.c.channel == bindparam("channel"), _state.c.external_user_id == bindparam("user_id"))
-    .with_for_update(of=_state), EventStart)
+def _start_event(lock: bool):
+    stmt = (select(
+        _state.c.flow, _state.c.step, _state.c.data, _state.c.version,
+        _events.c.channel.label("seen"), _events.c.answer, _events.c.delivered_at,
+        *(_cadre.c[name].label(f"cadre_{name}") for name in BoundCadre.__dataclass_fields__))
+        .select_from(_state
+                     .outerjoin(_events, and_(_events.c.channel == _state.c.channel,
+                                              _events.c.event_key == bindparam("event_key")))
+                     .outerjoin(_account, and_(_account.c.channel == _state.c.channel,
+                                               _account.c.external_user_id == _state.c.external_user_id))
+                     .outerjoin(_cadre, and_(_cadre.c.id == _account.c.cadre_id, _cadre.c.active == true())))
+        .where(_state.c.channel == bindparam("channel"), _state.c.external_user_id == bindparam("user_id")))
+    return stmt.with_for_update(of=_state) if lock else stmt
+
+
+_START_EVENT = _statement("start_event", _start_event(lock=True), EventStart)
+# The same without the row lock: the asyncpg path's first read, outside a transaction (unit_of_work).
+_START_EVENT_UNLOCKED = _statement("start_event_unlocked", _start_event(lock=False), EventStart)
+
+
+class VersionRow(NamedTuple):
+    version: int
+
+
+_LOCK_STATE = _statement("lock_state", select(_state.c.version).where(
+    _state.c.channel == bindparam("channel"), _state.c.external_user_id == bindparam("user_id"))
+    .with_for_update(), VersionRow)
+
+
+def lock_state(db, channel: str, user_id: str) -> int | None:
+    """Locks the user's dialogue row (FOR UPDATE on PostgreSQL) and gives its version; None: no row."""
+    row = _LOCK_STATE.first(db, channel=channel, user_id=user_id)
+    return None if row is None else row.version
+
+
 # The event's key and its answer, in one statement at the end of its unit of work; no row is inserted
 # when a redelivery of the same event committed first (PostgreSQL, another process). Its rowcount says
 # which (0 or 1 on both databases): a RETURNING clause read back cost SQLite 38 K instructions an event.
@@ -180,68 +204,89 @@ class EventFinish(NamedTuple):
     saved: int  # dialogue rows saved (0: not asked to, or the version had changed)
     recorded: int  # 0: the key was recorded already (a redelivery another process committed first)
     confirmed: int  # earlier answers marked delivered
+    unchanged: int  # 1: the dialogue row was still the version read (0: nothing saved or recorded)
 
 
 def _finish_event(insert):
-    """PostgreSQL: the dialogue saved, the event's key recorded with its answer and an earlier answer
-    marked delivered, in one statement (three writes of a WITH; each to its own row, so their running
-    together in one snapshot changes nothing) where they were three round trips. SQLite takes no
-    writes in a WITH; there ``finish_event`` runs the three statements, each a call in the process.
-    No parameter is named as a column: SQLAlchemy's own execution (the parity test) would add such a
-    parameter to the SET of an UPDATE in the WITH."""
+    """PostgreSQL: the event's last writes in one statement, a WITH of a row lock and three writes,
+    where they were three round trips. In order:
+
+    - ``unchanged``: the dialogue row locked, if it is still the version read (``s_expected``). Under
+      READ COMMITTED the lock waits for a transaction that holds the row and then reads its newest
+      version, so a change another process committed meanwhile is seen here, not overwritten;
+    - ``recorded``: the event's key with its answer, only if ``unchanged`` found the row (and unless
+      the key is there already: a redelivery another process committed first);
+    - ``saved``: the dialogue as the step left it (``s_save``), only if the key was recorded;
+    - ``confirmed``: an earlier event's answer marked delivered (its own row, true whatever else).
+
+    So the statement is whole on its own: run outside a transaction (the asyncpg path's events that
+    wrote nothing before it, unit_of_work), it saves and records both or neither. Inside one (the row
+    locked since the event began) ``unchanged`` always finds the row. SQLite takes no writes in a WITH;
+    there ``finish_event`` runs the statements, each a call in the process. No parameter is named as
+    a column: SQLAlchemy's own execution (the parity test) would add such a parameter to the SET of
+    an UPDATE in the WITH. The INSERT's values are cast: in an INSERT … SELECT, PostgreSQL does not
+    take a parameter's type from the column it goes to."""
     one = literal_column("1")
-    saved = (update(_state).where(_state.c.channel == bindparam("s_channel"),
-                                  _state.c.external_user_id == bindparam("s_user"),
-                                  _state.c.version == bindparam("s_expected"))
+    where_user = (_state.c.channel == bindparam("s_channel"), _state.c.external_user_id == bindparam("s_user"),
+                  _state.c.version == bindparam("s_expected"))
+    unchanged = select(one.label("one")).select_from(_state).where(*where_user).with_for_update().cte("unchanged")
+    columns = ("channel", "event_key", "created_at", "answer")
+    values = select(*(cast(bindparam(f"r_{name}", type_=_events.c[name].type), _events.c[name].type)
+                      for name in columns)).select_from(unchanged)
+    recorded = (insert(_events).from_select(list(columns), values)
+                .on_conflict_do_nothing().returning(one).cte("recorded"))
+    saved = (update(_state).where(*where_user, bindparam("s_save", type_=Boolean),
+                                  select(one).select_from(recorded).exists())
              .values(flow=bindparam("s_flow"), step=bindparam("s_step"),
                      data=bindparam("s_data", type_=_state.c.data.type), version=bindparam("s_version"),
                      updated_at=bindparam("s_at", type_=_state.c.updated_at.type))
              .returning(one).cte("saved"))
-    recorded = (insert(_events).values(channel=bindparam("r_channel"), event_key=bindparam("r_key"),
-                                       created_at=bindparam("r_at", type_=_events.c.created_at.type),
-                                       answer=bindparam("r_answer", type_=_events.c.answer.type))
-                .on_conflict_do_nothing().returning(one).cte("recorded"))
     confirmed = (update(_events).where(_events.c.channel == bindparam("c_channel"),
                                        _events.c.event_key == bindparam("c_key"),
                                        _events.c.delivered_at.is_(None))
                  .values(delivered_at=bindparam("c_at", type_=_events.c.delivered_at.type))
                  .returning(one).cte("confirmed"))
-    return select(*(select(func.count()).select_from(cte).scalar_subquery().label(cte.name)
-                    for cte in (saved, recorded, confirmed)))
+    return select(*(select(func.count()).select_from(cte).scalar_subquery().label(name)
+                    for name, cte in (("saved", saved), ("recorded", recorded), ("confirmed", confirmed),
+                                      ("unchanged", unchanged))))
 
 
 _FINISH_EVENT = _statement("finish_event", _finish_event, EventFinish, dialects=("postgresql",))
 
 
 def finish_event(db, channel: str, user_id: str, event_key: str, answer: dict[str, Any] | None, now: datetime, *,
-                 save: tuple[int, str | None, str | None, dict[str, Any]] | None,
+                 version: int, save: tuple[str | None, str | None, dict[str, Any]] | None,
                  confirm: tuple[str, str, datetime] | None) -> EventFinish:
-    """An event's last writes: the dialogue saved if ``save`` (the version read, flow, step, data; saved
-    as the next version, if the row is still the version read), the event's key with its answer
-    (unless recorded already), and ``confirm`` (channel, key, when), an earlier event's answer marked
-    delivered. One statement on PostgreSQL; on SQLite the three, and nothing recorded after a lost race."""
+    """An event's last writes, if the dialogue row is still ``version`` (the version the event read):
+    the dialogue saved if ``save`` (flow, step, data; as the next version), the event's key with its
+    answer (unless recorded already), and ``confirm`` (channel, key, when), an earlier event's answer
+    marked delivered. One statement on PostgreSQL, whole on its own (``_finish_event``); on SQLite,
+    where the event's transaction holds the database, the statements, and nothing recorded after a
+    lost race."""
     if db.dialect.name == "postgresql":
-        version, flow, step, data = save if save is not None else (None, None, None, {})
+        flow, step, data = save if save is not None else (None, None, {})
         c_channel, c_key, c_at = confirm if confirm is not None else (None, None, None)
-        return _FINISH_EVENT.first(db, s_channel=channel, s_user=user_id, s_expected=version, s_flow=flow,
-                                   s_step=step, s_data=data, s_version=None if version is None else version + 1,
-                                   s_at=now, r_channel=channel, r_key=event_key, r_at=now, r_answer=answer,
-                                   c_channel=c_channel, c_key=c_key, c_at=c_at)
+        return _FINISH_EVENT.first(db, s_channel=channel, s_user=user_id, s_expected=version,
+                                   s_save=save is not None, s_flow=flow, s_step=step, s_data=data,
+                                   s_version=version + 1, s_at=now, r_channel=channel, r_event_key=event_key,
+                                   r_created_at=now, r_answer=answer, c_channel=c_channel, c_key=c_key, c_at=c_at)
     saved = 0
     if save is not None:
-        version, flow, step, data = save
+        flow, step, data = save
         saved = save_state(db, channel, user_id, expected_version=version, flow=flow, step=step, data=data,
                            version=version + 1, now=now)
         if not saved:
-            return EventFinish(0, 0, 0)
+            return EventFinish(0, 0, 0, 0)
     recorded = int(record_answer(db, channel, event_key, answer, now))
     confirmed = confirm_answer(db, *confirm) if confirm is not None and recorded else 0
-    return EventFinish(saved, recorded, confirmed)
+    return EventFinish(saved, recorded, confirmed, 1)
 
 
-def start_event(db, channel: str, user_id: str, event_key: str | None) -> EventStart | None:
-    """The event's starting point (see ``EventStart``); None when the user has no dialogue row yet."""
-    return _START_EVENT.first(db, channel=channel, user_id=user_id, event_key=event_key)
+def start_event(db, channel: str, user_id: str, event_key: str | None, *, lock: bool = True) -> EventStart | None:
+    """The event's starting point (see ``EventStart``); None when the user has no dialogue row yet.
+    ``lock=False``: the row read without locking it (outside a transaction)."""
+    return (_START_EVENT if lock else _START_EVENT_UNLOCKED).first(db, channel=channel, user_id=user_id,
+                                                                  event_key=event_key)
 
 
 def record_answer(db, channel: str, event_key: str, answer: dict[str, Any] | None, now: datetime) -> bool:

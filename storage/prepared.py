@@ -46,6 +46,7 @@ processes restarted (as every deployment does).
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import datetime
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
@@ -53,6 +54,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.util import await_only
 
 from storage.db import dialect_insert, json_dumps
 
@@ -103,7 +105,7 @@ class _Compiled:
     from plain values, how to convert the result columns."""
 
     __slots__ = ("sql", "positional", "names", "fixed", "bind_procs", "result_names", "result_procs", "conversions",
-                 "plan", "order")
+                 "plan", "order", "reads")
 
     def __init__(self, stmt: ClauseElement, dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
@@ -131,6 +133,7 @@ class _Compiled:
         self.result_procs = tuple(_result_processor(col.type, dialect) for col in columns)
         # Only the columns that need converting are touched per row (SQLite's booleans, JSON, UTC).
         self.conversions = tuple((i, proc) for i, proc in enumerate(self.result_procs) if proc is not None)
+        self.reads = only_reads(self.sql)
 
     def params(self, values: dict[str, Any]):
         fixed = self.fixed
@@ -200,12 +203,38 @@ class Prepared(Generic[R]):
         cursor.execute(compiled.sql, compiled.params(values))
         return compiled, cursor
 
+    def _asyncpg(self, conn: Connection | Session):
+        """asyncpg's own connection, when the statement may run on it directly: the asyncio engine's
+        connection (DATABASE_ASYNC_EVENTS) in a transaction already begun, or in an event's
+        ``LazyTransaction`` (a statement that writes begins the transaction first). SQLAlchemy's
+        adapter costs about 40 µs of Python a statement over asyncpg's own ``fetch`` (bench/README.md,
+        session 8). Elsewhere the adapter's cursor runs it, which begins a transaction if it would."""
+        if isinstance(conn, Session):
+            conn.flush()
+            conn = conn.connection()
+        if conn.dialect.driver != "asyncpg":
+            return conn, None
+        driver = conn.connection.driver_connection
+        if driver.is_in_transaction():
+            return conn, driver
+        lazy = conn.connection.info.get(LAZY_TRANSACTION)
+        if lazy is None:
+            return conn, None
+        if not self._compile(conn.dialect).reads:
+            lazy.begin(conn)
+        return conn, driver
+
     def rows(self, conn: Connection | Session, **values: Any) -> list[R]:
-        compiled, cursor = self._execute(conn, values)
-        try:
-            fetched = cursor.fetchall()
-        finally:
-            cursor.close()
+        conn, driver = self._asyncpg(conn)
+        if driver is not None:
+            compiled = self._compile(conn.dialect)
+            fetched = await_only(driver.fetch(compiled.sql, *compiled.params(values)))
+        else:
+            compiled, cursor = self._execute(conn, values)
+            try:
+                fetched = cursor.fetchall()
+            finally:
+                cursor.close()
         make = self.row
         conversions = compiled.conversions
         if not conversions:
@@ -223,11 +252,79 @@ class Prepared(Generic[R]):
         return rows[0] if rows else None
 
     def run(self, conn: Connection | Session, **values: Any) -> int:
+        conn, driver = self._asyncpg(conn)
+        if driver is not None:
+            compiled = self._compile(conn.dialect)
+            status = await_only(driver.execute(compiled.sql, *compiled.params(values)))  # "UPDATE 1", "INSERT 0 1"
+            return int(status.rsplit(" ", 1)[-1])
         _compiled, cursor = self._execute(conn, values)
         try:
             return cursor.rowcount
         finally:
             cursor.close()
+
+
+# -- a transaction begun at the first write (the asyncpg path of DATABASE_ASYNC_EVENTS) -----------
+
+LAZY_TRANSACTION = "zuofeng.lazy_transaction"  # the key in the pooled connection's ``info``
+
+_SELECT = re.compile(r"\s*SELECT\b", re.IGNORECASE)
+# What makes a SELECT more than a read: a row lock, a sequence, an advisory lock, SELECT … INTO, a
+# write in a WITH (a WITH is not a SELECT at its start anyway).
+_NOT_ONLY_READ = re.compile(r"\bFOR\s+(NO\s+KEY\s+)?UPDATE\b|\bFOR\s+(KEY\s+)?SHARE\b|\bnextval\b|\bsetval\b|"
+                            r"\bpg_advisory|\bINTO\b|\bINSERT\b|\bUPDATE\b|\bDELETE\b", re.IGNORECASE)
+
+
+def only_reads(sql: str) -> bool:
+    """The statement reads and nothing more (it may run outside a transaction without changing what
+    it does). Anything else counts as a write, a row lock included: text that is not sure is a write,
+    which only costs the event its transaction a little earlier."""
+    return bool(_SELECT.match(sql)) and not _NOT_ONLY_READ.search(sql)
+
+
+class LazyTransaction:
+    """A transaction that begins at the event's first statement that writes (or locks), not before.
+
+    The asyncpg path (bot/core/engine.py) reads the dialogue row and runs the step outside a
+    transaction: most steps only read, and their event's last writes are one statement that is whole
+    on its own (``hot.finish_event``), so such an event costs two round trips fewer (BEGIN, COMMIT).
+    Set in the connection's ``info`` (``LAZY_TRANSACTION``) while the event runs; every statement on
+    the connection asks it first, SQLAlchemy's through ``guard_writes`` and the fast path's through
+    ``Prepared``: one that does more than read (``only_reads``) begins the transaction, and
+    ``on_begin(conn)`` runs in it before that statement (the caller locks the dialogue row there and
+    checks it is still the version read). ``armed`` False: statements run as they come, in the
+    transaction if one was begun, else each on its own (the event's last statement)."""
+
+    __slots__ = ("driver", "on_begin", "armed", "transaction")
+
+    def __init__(self, driver, on_begin: Callable[[Any], None] | None = None) -> None:
+        self.driver = driver  # asyncpg's connection
+        self.on_begin = on_begin
+        self.armed = True
+        self.transaction = None  # asyncpg's, once begun
+
+    def begin(self, conn) -> None:
+        if not self.armed or self.transaction is not None:
+            return
+        self.armed = False
+        transaction = self.driver.transaction()
+        await_only(transaction.start())
+        self.transaction = transaction
+        if self.on_begin is not None:
+            self.on_begin(conn)
+
+
+def guard_writes(engine) -> None:
+    """Makes SQLAlchemy's statements on ``engine`` (the asyncio engine's synchronous face) begin an
+    event's ``LazyTransaction`` before any that does more than read: the ORM's flushes, Core
+    statements, ``exec_driver_sql``."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn, cursor, statement, parameters, context, executemany):
+        lazy = conn.connection.info.get(LAZY_TRANSACTION)
+        if lazy is not None and lazy.armed and not only_reads(statement):
+            lazy.begin(conn)
 
 
 _REMEMBERING: dict[tuple, Callable[[Any], Any]] = {}

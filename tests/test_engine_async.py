@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from sqlalchemy import update
 from sqlmodel import select
 
 from bot.core.engine import Engine
 from bot.core.types import Inbound
 from storage.db import session_scope
-from storage.models import DialogueState, ProcessedInbound
+from storage.models import DialogueState, ProcessedInbound, WeChatUser
 from tests.utils import bind, make_roster
 
 
@@ -89,6 +90,127 @@ def test_other_loops_pictures_and_long_commands_go_to_threads(acore, db, clock, 
     assert threaded == ["elsewhere", "picture", "long"]
 
 
+def _keys(db) -> list[str]:
+    with session_scope(db) as s:
+        return sorted(e.event_key for e in s.exec(select(ProcessedInbound)).all())
+
+
+def _openids(db) -> list[str]:
+    with session_scope(db) as s:
+        return sorted(u.openid for u in s.exec(select(WeChatUser)).all())
+
+
+def _bump(db, user_id: str) -> None:
+    """Another process changes the user's dialogue row (and commits) while an event runs."""
+    with db.begin() as conn:
+        conn.execute(update(DialogueState).where(DialogueState.channel == "test", DialogueState.external_user_id == user_id)
+                     .values(version=DialogueState.version + 1))
+
+
+def test_a_write_before_the_last_statement_begins_the_transaction_first(acore, db, clock):
+    """The asyncpg path reads without a transaction (an event that only reads and answers has none
+    before its last statement); the first statement that writes begins one. Writes through the fast
+    path and through the ORM, each first in its event, then a failure: nothing of either is left, nor
+    the event's key; the same writes in an event that succeeds are kept, with its key."""
+    from storage import hot
+
+    roster = make_roster(db)
+    bind(db, roster.cadre, "test", "u1", clock())
+
+    def fast_first(ctx, outcome):
+        hot.note_wechat_interaction(ctx.db, "oFast", ctx.now)  # storage/prepared.py, on asyncpg itself
+        ctx.session.add(WeChatUser(openid="oOrm", last_inbound_at=ctx.now))
+        ctx.session.flush()
+
+    def orm_first(ctx, outcome):
+        ctx.session.add(WeChatUser(openid="oOrm", last_inbound_at=ctx.now))  # SQLAlchemy's flush
+        ctx.session.flush()
+        hot.note_wechat_interaction(ctx.db, "oFast", ctx.now)
+
+    def then_fail(hook):
+        def failing(ctx, outcome):
+            hook(ctx, outcome)
+            raise RuntimeError("the hook fails after writing")
+        return failing
+
+    async def main():
+        await acore.start_async()
+        try:
+            await acore.dispatch(Inbound("test", "u1", command="help", event_key="first"))  # the row made
+            for n, hook in enumerate((fast_first, orm_first)):
+                with pytest.raises(RuntimeError, match="fails after writing"):
+                    await acore.dispatch(Inbound("test", "u1", command="help", event_key=f"failed{n}"),
+                                         before_commit=then_fail(hook))
+                assert _openids(db) == [] and _keys(db) == ["first"]
+            return await acore.dispatch(Inbound("test", "u1", command="help", event_key="kept"), before_commit=orm_first)
+        finally:
+            await acore.aclose()
+
+    assert asyncio.run(main()).replies
+    assert _openids(db) == ["oFast", "oOrm"] and _keys(db) == ["first", "kept"]
+
+
+def test_a_row_changed_before_the_last_statement_runs_the_event_again_locked(acore, db, clock):
+    """Another process changes the dialogue row after this event read it without a lock: its last
+    statement finds the row changed and records nothing; the event runs again, with the row locked from
+    the start, and answers from the row as it is now. Recorded once, saved once."""
+    roster = make_roster(db)
+    bind(db, roster.cadre, "test", "u1", clock())
+    runs = []
+
+    def changed_meanwhile(ctx, outcome):
+        runs.append(ctx.dialogue.version)
+        if len(runs) == 1:
+            _bump(db, "u1")
+
+    async def main():
+        await acore.start_async()
+        try:
+            await acore.dispatch(Inbound("test", "u1", command="visit", event_key="v1"))
+            return await acore.dispatch(Inbound("test", "u1", text="住户1", event_key="v2"),
+                                        before_commit=changed_meanwhile)
+        finally:
+            await acore.aclose()
+
+    answer = asyncio.run(main())
+    assert runs == [1, 2]  # the second run read the row the other process left
+    assert answer.replies and not answer.stale and "回头看：住户1" in answer.replies[0].text
+    assert _keys(db) == ["v1", "v2"]
+    with session_scope(db) as s:
+        state = s.get(DialogueState, ("test", "u1"))
+    assert (state.step, state.version) == ("card", 3)
+
+
+def test_a_row_changed_before_the_first_write_runs_the_event_again_locked(acore, db, clock):
+    """The row lock taken when an event's first write begins its transaction finds the row changed by
+    another process since the event read it: that write is not made, the event runs again from the row
+    as it is now, and its writes are made once."""
+    from storage import hot
+
+    roster = make_roster(db)
+    bind(db, roster.cadre, "test", "u1", clock())
+    runs = []
+
+    def changed_then_writes(ctx, outcome):
+        runs.append(ctx.dialogue.version)
+        if len(runs) == 1:
+            _bump(db, "u1")
+        hot.note_wechat_interaction(ctx.db, f"o{len(runs)}", ctx.now)
+
+    async def main():
+        await acore.start_async()
+        try:
+            await acore.dispatch(Inbound("test", "u1", command="visit", event_key="v1"))
+            return await acore.dispatch(Inbound("test", "u1", text="住户1", event_key="v2"),
+                                        before_commit=changed_then_writes)
+        finally:
+            await acore.aclose()
+
+    answer = asyncio.run(main())
+    assert runs == [1, 2] and answer.replies and not answer.stale
+    assert _openids(db) == ["o2"] and _keys(db) == ["v1", "v2"]
+
+
 def test_url_parameters_asyncpg_does_not_take_stop_the_start_with_the_setting(settings):
     from bot.config import SettingsError
 
@@ -126,3 +248,26 @@ def test_a_unix_socket_folder_is_the_one_url_parameter_asyncpg_takes(settings, d
             await engine.dispose()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("sql, reads", [
+    ("SELECT a FROM t WHERE b = $1", True),
+    ("  select updated_at, deleted_flag from t", True),
+    ("SELECT a FROM t FOR UPDATE", False),
+    ("SELECT a FROM t FOR NO KEY UPDATE OF t", False),
+    ("SELECT a FROM t FOR SHARE", False),
+    ("SELECT nextval('visit_id_seq')", False),
+    ("SELECT pg_advisory_xact_lock(1)", False),
+    ("SELECT a INTO b FROM t", False),
+    ("WITH x AS (SELECT 1) SELECT * FROM x", False),  # not sure: counted as a write
+    ("WITH x AS (UPDATE t SET a = 1 RETURNING 1) SELECT count(*) FROM x", False),
+    ("INSERT INTO t VALUES (1)", False),
+    ("UPDATE t SET a = 1", False),
+    ("DELETE FROM t", False),
+])
+def test_what_counts_as_only_reading(sql, reads):
+    """Only a plain SELECT runs outside an event's transaction on the asyncpg path; anything else
+    begins the transaction first (a statement counted as a write wrongly only costs it earlier)."""
+    from storage.prepared import only_reads
+
+    assert only_reads(sql) is reads

@@ -158,6 +158,7 @@ CASES = {
                               dict(channel="wechat", user_id="oSupervisor", event_key="answered-2"),
                               dict(channel="telegram", user_id="100", event_key="answered-3"),
                               dict(channel="telegram", user_id="nobody", event_key="seen-1")],
+    "lock_state": lambda s: [dict(channel="telegram", user_id="100"), dict(channel="telegram", user_id="nobody")],
     "record_answer": lambda s: [dict(channel="telegram", event_key="new-2", created_at=s.now,
                                      answer={"replies": [{"text": "好的", "options": []}], "rendered": None}),
                                 dict(channel="telegram", event_key="new-3", created_at=s.now, answer=None),
@@ -168,21 +169,27 @@ CASES = {
                                  dict(b_channel="wechat", b_event_key="answered-2", now=s.now)],
     "finish_event": lambda s: [
         # saved, recorded, an earlier answer marked
-        dict(s_channel="telegram", s_user="100", s_expected=4, s_flow="visit", s_step="survey:q2",
+        dict(s_channel="telegram", s_user="100", s_expected=4, s_save=True, s_flow="visit", s_step="survey:q2",
              s_data={"household": s.visited_id, "survey": {"q1": "否"}}, s_version=5, s_at=s.now,
-             r_channel="telegram", r_key="new-5", r_at=s.now,
+             r_channel="telegram", r_event_key="new-5", r_created_at=s.now,
              r_answer={"replies": [{"text": "请选择", "options": [[["满意", "5.1"]]]}], "rendered": None},
              c_channel="telegram", c_key="answered-1", c_at=s.now),
-        # nothing to save (no version), nothing to mark, the key recorded already
-        dict(s_channel="telegram", s_user="100", s_expected=None, s_flow=None, s_step=None, s_data={},
-             s_version=None, s_at=s.now, r_channel="telegram", r_key="seen-1", r_at=s.now, r_answer=None,
+        # nothing to save, nothing to mark, the key recorded already
+        dict(s_channel="telegram", s_user="100", s_expected=4, s_save=False, s_flow=None, s_step=None, s_data={},
+             s_version=5, s_at=s.now, r_channel="telegram", r_event_key="seen-1", r_created_at=s.now, r_answer=None,
              c_channel=None, c_key=None, c_at=None),
-        # a lost race (version 3 is gone), a sealed answer, a mark already written (kept as it was)
-        dict(s_channel="telegram", s_user="100", s_expected=3, s_flow=None, s_step=None, s_data={}, s_version=4,
-             s_at=s.now, r_channel="telegram", r_key="new-6", r_at=s.now,
+        # nothing to save, recorded, a sealed answer
+        dict(s_channel="telegram", s_user="100", s_expected=4, s_save=False, s_flow=None, s_step=None, s_data={},
+             s_version=5, s_at=s.now, r_channel="telegram", r_event_key="new-6", r_created_at=s.now,
+             r_answer={"replies": [{"text": "回访电话 13912345678", "options": []}]}, c_channel=None, c_key=None,
+             c_at=None),
+        # a lost race (version 3 is gone): nothing saved nor recorded; a mark already written (kept as it was)
+        dict(s_channel="telegram", s_user="100", s_expected=3, s_save=True, s_flow=None, s_step=None, s_data={},
+             s_version=4, s_at=s.now, r_channel="telegram", r_event_key="new-6", r_created_at=s.now,
              r_answer={"replies": [{"text": "回访电话 13912345678", "options": []}]},
              c_channel="wechat", c_key="answered-2", c_at=s.now)],
 }
+CASES["start_event_unlocked"] = CASES["start_event"]
 # Statements that write more than one table (a WITH of several writes): the tables compared after.
 WRITES = {"finish_event": (DialogueState.__table__, ProcessedInbound.__table__)}
 
@@ -293,28 +300,37 @@ def test_finish_event_writes_what_it_is_given(db, seed):
     """An event's last writes (one statement on PostgreSQL, three on SQLite) as the unit of work reads them."""
     answer = {"replies": [{"text": "请选择", "options": []}], "rendered": None}
     with db.connect() as conn, conn.begin():
-        done = hot.finish_event(conn, "telegram", "100", "new-7", answer, seed.now,
-                                save=(4, "visit", "survey:q3", {"household": seed.visited_id}),
+        done = hot.finish_event(conn, "telegram", "100", "new-7", answer, seed.now, version=4,
+                                save=("visit", "survey:q3", {"household": seed.visited_id}),
                                 confirm=("telegram", "answered-1", seed.now))
-        assert done == hot.EventFinish(saved=1, recorded=1, confirmed=1)
+        assert done == hot.EventFinish(saved=1, recorded=1, confirmed=1, unchanged=1)
         row = hot.start_event(conn, "telegram", "100", "new-7")
         assert (row.flow, row.step, row.version, row.data) == ("visit", "survey:q3", 5, {"household": seed.visited_id})
         assert row.seen == "telegram" and row.answer == answer and row.delivered_at is None
         assert hot.start_event(conn, "telegram", "100", "answered-1").delivered_at is not None
         # an answer marked delivered before keeps its first time
         first = hot.start_event(conn, "wechat", "oSupervisor", "answered-2").delivered_at
+        version = hot.lock_state(conn, "wechat", "oSupervisor")
         assert hot.finish_event(conn, "wechat", "oSupervisor", "new-9", None, seed.now + timedelta(minutes=5),
-                                save=None, confirm=("wechat", "answered-2", seed.now + timedelta(minutes=5))
-                                ).confirmed == 0
+                                version=version, save=None,
+                                confirm=("wechat", "answered-2", seed.now + timedelta(minutes=5))).confirmed == 0
         assert hot.start_event(conn, "wechat", "oSupervisor", "answered-2").delivered_at == first
         # nothing to save or mark; the same key again: not recorded twice, the row as it was
-        assert hot.finish_event(conn, "telegram", "100", "new-7", None, seed.now, save=None,
-                                confirm=None) == hot.EventFinish(0, 0, 0)
+        assert hot.finish_event(conn, "telegram", "100", "new-7", None, seed.now, version=5, save=None,
+                                confirm=None) == hot.EventFinish(0, 0, 0, 1)
         assert hot.start_event(conn, "telegram", "100", "new-7").answer == answer
-        # a lost race: nothing saved (and the caller rolls back whatever else was written)
-        assert hot.finish_event(conn, "telegram", "100", "new-8", None, seed.now, save=(4, None, None, {}),
-                                confirm=None).saved == 0
+        # a lost race: nothing saved, and on PostgreSQL nothing recorded either (the statement is whole
+        # on its own; on SQLite the caller rolls back whatever else was written)
+        lost = hot.finish_event(conn, "telegram", "100", "new-8", None, seed.now, version=4, save=(None, None, {}),
+                                confirm=None)
+        assert (lost.saved, lost.unchanged) == (0, 0)
         assert hot.start_event(conn, "telegram", "100", None).version == 5
+        if db.dialect.name == "postgresql":
+            assert lost.recorded == 0 and hot.start_event(conn, "telegram", "100", "new-8").seen is None
+            # the version read, not saved: the key is recorded only while the row is still that version
+            assert hot.finish_event(conn, "telegram", "100", "new-8", None, seed.now, version=4, save=None,
+                                    confirm=None) == hot.EventFinish(0, 0, 0, 0)
+            assert hot.start_event(conn, "telegram", "100", "new-8").seen is None
         conn.rollback()
 
 

@@ -48,6 +48,7 @@ from bot.core.dialogue import Context, Dialogue
 from bot.core.router import Router
 from bot.core.types import Inbound, Option, Outcome, Reply
 from storage import hot
+from storage.prepared import LazyTransaction
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class UnitOfWork:
                        settings=self.settings, now=now, cadre=cadre)
 
     def conclude(self, conn, ctx: Context, version: int, before_commit: BeforeCommit | None,
-                 sessions: _Sessions, save: Dialogue | None = None) -> Outcome:
+                 sessions: _Sessions, save: Dialogue | None = None, lazy: LazyTransaction | None = None) -> Outcome:
         """Steps 3 to 5: buttons rendered for the state's version, ``before_commit`` run and flushed,
         then the event's last writes together (``hot.finish_event``: one statement on PostgreSQL): the
         dialogue ``save``d if the step changed it (read at ``version``), the answer kept with the event,
@@ -182,6 +183,8 @@ class UnitOfWork:
         key = _key(ctx.inbound)
         answer = encode_answer(outcome) if key is not None and (outcome.replies or outcome.rendered is not None) else None
         taken: list[tuple[str, str, datetime]] = []  # delivery marks written in this transaction
+        if lazy is not None:  # the last statement is whole on its own: no transaction begun for it
+            lazy.armed = False
         try:
             if key is None:  # nothing to record (an event no messenger will deliver again)
                 if save is not None and hot.save_state(conn, ctx.inbound.channel, ctx.inbound.user_id,
@@ -193,9 +196,10 @@ class UnitOfWork:
                 if mark is not None:
                     taken.append(mark)
                 done = hot.finish_event(conn, ctx.inbound.channel, ctx.inbound.user_id, key, answer, ctx.now,
-                                        save=None if save is None else (version, save.flow, save.step, save.data),
+                                        version=version,
+                                        save=None if save is None else (save.flow, save.step, save.data),
                                         confirm=mark)
-                if save is not None and not done.saved:
+                if not done.unchanged or (save is not None and not done.saved and done.recorded):
                     raise ChangedMeanwhile()
                 if not done.recorded:
                     raise Redelivered()  # another process handled this event meanwhile: roll back, ask again
@@ -215,10 +219,24 @@ class UnitOfWork:
     # -- the paths -----------------------------------------------------------------------------------
 
     def write(self, conn, inbound: Inbound, now: datetime, before_commit: BeforeCommit | None, *,
-              inline: bool = False) -> Outcome:
+              inline: bool = False, lazy: LazyTransaction | None = None) -> Outcome:
         """The whole unit in the transaction the caller began on ``conn``. ``inline``: on the event loop,
-        where a step of a long flow declines (``Decline``; the caller rolls back)."""
-        row = self.start(conn, inbound, now)
+        where a step of a long flow declines (``Decline``; the caller rolls back).
+
+        ``lazy`` (the asyncpg path; the event has a key): no transaction begun yet. The row is read
+        without a lock; the first statement that writes begins the transaction, locks the row and
+        checks it is still the version read (``ChangedMeanwhile`` if not: run again); an event that
+        wrote nothing before its last statement (``finish_event``, whole on its own, with the same
+        check) never begins one. A new user's row is made in a transaction, as on the full path."""
+        if lazy is None:
+            row = self.start(conn, inbound, now)
+        else:
+            row = hot.start_event(conn, inbound.channel, inbound.user_id, _key(inbound), lock=False)
+            if row is None:
+                lazy.begin(conn)
+                row = self.start(conn, inbound, now)
+            elif row.seen is None:
+                lazy.on_begin = lambda locked: self._still(locked, inbound, row.version)
         if row.seen is not None:
             return self.redelivery(inbound, row)
         if inline and row.flow in self.router.long_flows:
@@ -231,9 +249,15 @@ class UnitOfWork:
             self.router.route(ctx)
             sessions.flush()
             changed = dialogue.snapshot() != before
-            return self.conclude(conn, ctx, row.version, before_commit, sessions, dialogue if changed else None)
+            return self.conclude(conn, ctx, row.version, before_commit, sessions, dialogue if changed else None, lazy)
         finally:
             sessions.close()
+
+    @staticmethod
+    def _still(conn, inbound: Inbound, version: int) -> None:
+        """A lazy transaction just begun: the dialogue row locked, still at the version the event read."""
+        if hot.lock_state(conn, inbound.channel, inbound.user_id) != version:
+            raise ChangedMeanwhile()
 
     def read_then_write(self, db: DbEngine, inbound: Inbound, now: datetime,
                         before_commit: BeforeCommit | None) -> Outcome:
