@@ -35,10 +35,15 @@ PostgreSQL (psycopg) alike, not when an event first runs it:
 ``Connection.execute``, on SQLite and PostgreSQL, and compares what comes back; pyproject.toml pins
 SQLAlchemy to the minor versions that test passed on.
 
-Errors from the database come from the DBAPI connection as they are (sqlite3.OperationalError,
-psycopg.errors..., and on the asyncpg engine of DATABASE_ASYNC_EVENTS the error classes of
-SQLAlchemy's asyncpg adapter), not wrapped in SQLAlchemy's exceptions: nothing here catches them,
-the event's transaction rolls back. On that engine the statements bypass SQLAlchemy's handling of
+On the asyncpg engine of DATABASE_ASYNC_EVENTS a statement runs on asyncpg's own connection
+(``fetch``/``execute``, asyncpg's statement cache) when a transaction is open there or the event's
+``LazyTransaction`` is set: the adapter's cursor cost about 40 µs more a statement. The event path
+opens no transaction until a statement writes (``LazyTransaction``, ``only_reads``).
+
+Errors from the database come from the driver as they are (sqlite3.OperationalError,
+psycopg.errors..., asyncpg.exceptions... on asyncpg), not wrapped in SQLAlchemy's exceptions:
+nothing here catches them, the event's transaction rolls back (bot/core/engine.py invalidates an
+asyncpg connection that closed). On that engine the statements bypass SQLAlchemy's handling of
 asyncpg's prepared-statement cache: a migration that changes a column's type needs the web
 processes restarted (as every deployment does).
 """

@@ -23,6 +23,14 @@ long read), goes through the same steps, in one transaction:
 Two statements of bookkeeping per event, where there were five or six (the key, the row, the cadre,
 the row saved, the answer, the last answer's delivery mark): on PostgreSQL each is a round trip.
 
+On the asyncpg path (``DATABASE_ASYNC_EVENTS``, events with a key) the transaction begins late
+(``write``'s ``lazy``, ``storage.prepared.LazyTransaction``): step 1 reads the row without a lock,
+outside a transaction, and so does the step while it only reads. The first statement that writes
+begins the transaction, locks the row and checks it is still the version read; step 4 makes the
+same check itself (``finish_event`` is whole on its own), so most events, which write nothing before
+it, have no BEGIN and no COMMIT. A row changed meanwhile: ``ChangedMeanwhile``, the event runs again
+with the row locked from the start.
+
 An answer saved is an answer delivered: a channel that could not deliver it (the messenger down, the
 process killed after the commit) gets it back when the messenger delivers the event again, and sends
 it then; ``confirm`` marks it sent.
