@@ -274,10 +274,12 @@ class Prepared(Generic[R]):
 LAZY_TRANSACTION = "zuofeng.lazy_transaction"  # the key in the pooled connection's ``info``
 
 _SELECT = re.compile(r"\s*SELECT\b", re.IGNORECASE)
-# What makes a SELECT more than a read: a row lock, a sequence, an advisory lock, SELECT … INTO, a
-# write in a WITH (a WITH is not a SELECT at its start anyway).
+# What makes a SELECT more than a read: a row lock, a sequence, an advisory lock, a notification, a
+# setting, a large object, SELECT … INTO, a write in a WITH (a WITH is not a SELECT at its start
+# anyway). The project's statements call no function of its own that writes.
 _NOT_ONLY_READ = re.compile(r"\bFOR\s+(NO\s+KEY\s+)?UPDATE\b|\bFOR\s+(KEY\s+)?SHARE\b|\bnextval\b|\bsetval\b|"
-                            r"\bpg_advisory|\bINTO\b|\bINSERT\b|\bUPDATE\b|\bDELETE\b", re.IGNORECASE)
+                            r"\bpg_(try_)?advisory|\bpg_notify\b|\bset_config\b|\blo_\w+\s*\(|"
+                            r"\bINTO\b|\bINSERT\b|\bUPDATE\b|\bDELETE\b", re.IGNORECASE)
 
 
 def only_reads(sql: str) -> bool:
@@ -311,10 +313,9 @@ class LazyTransaction:
     def begin(self, conn) -> None:
         if not self.armed or self.transaction is not None:
             return
-        self.armed = False
         transaction = self.driver.transaction()
         await_only(transaction.start())
-        self.transaction = transaction
+        self.transaction, self.armed = transaction, False
         if self.on_begin is not None:
             self.on_begin(conn)
 

@@ -16,7 +16,7 @@ from sqlmodel import select
 from bot.core.engine import Engine
 from bot.core.types import Inbound
 from storage.db import session_scope
-from storage.models import DialogueState, ProcessedInbound, WeChatUser
+from storage.models import Cadre, DialogueState, ProcessedInbound, WeChatUser
 from tests.utils import bind, make_roster
 
 
@@ -191,11 +191,14 @@ def test_a_row_changed_before_the_first_write_runs_the_event_again_locked(acore,
     bind(db, roster.cadre, "test", "u1", clock())
     runs = []
 
+    after_first_write = []
+
     def changed_then_writes(ctx, outcome):
         runs.append(ctx.dialogue.version)
         if len(runs) == 1:
             _bump(db, "u1")
         hot.note_wechat_interaction(ctx.db, f"o{len(runs)}", ctx.now)
+        after_first_write.append(len(runs))  # not in the first run: its first write found the row changed
 
     async def main():
         await acore.start_async()
@@ -207,8 +210,71 @@ def test_a_row_changed_before_the_first_write_runs_the_event_again_locked(acore,
             await acore.aclose()
 
     answer = asyncio.run(main())
-    assert runs == [1, 2] and answer.replies and not answer.stale
+    assert runs == [1, 2] and after_first_write == [2] and answer.replies and not answer.stale
     assert _openids(db) == ["o2"] and _keys(db) == ["v1", "v2"]
+
+
+def test_a_step_that_writes_moves_the_rows_version_on(acore, db, clock):
+    """An event whose step wrote (here /mute, which changes the cadre and not the dialogue) saves the
+    row as its next version, so that another process's event that read the row before it committed
+    runs again rather than act on what it read; an event that only read leaves the version as it was."""
+    roster = make_roster(db)
+    bind(db, roster.cadre, "test", "u1", clock())
+
+    def version() -> int:
+        with session_scope(db) as s:
+            return s.get(DialogueState, ("test", "u1")).version
+
+    async def main():
+        await acore.start_async()
+        try:
+            await acore.dispatch(Inbound("test", "u1", command="help", event_key="h1"))
+            before = version()
+            await acore.dispatch(Inbound("test", "u1", command="help", event_key="h2"))
+            after_read = version()
+            muted = await acore.dispatch(Inbound("test", "u1", command="mute", event_key="m1"))
+            return before, after_read, version(), muted
+        finally:
+            await acore.aclose()
+
+    before, after_read, after_write, muted = asyncio.run(main())
+    assert muted.replies and after_read == before and after_write == before + 1
+    with session_scope(db) as s:
+        assert s.get(Cadre, roster.cadre.id).digests_muted
+
+
+def test_an_event_cancelled_in_its_transaction_leaves_no_transaction_to_the_next(acore, db, clock):
+    """An event cancelled while its transaction is open (the web request gone, the server shutting
+    down), here while its first write waits for the row another transaction holds: nothing of it is
+    kept, and its connection is not handed to the next event still in that (failed) transaction."""
+    from sqlalchemy import select as sql_select
+
+    roster = make_roster(db)
+    bind(db, roster.cadre, "test", "u1", clock())
+
+    async def main():
+        await acore.start_async()
+        try:
+            await acore.dispatch(Inbound("test", "u1", command="help", event_key="first"))
+            other = db.connect()
+            holding = other.begin()
+            other.execute(sql_select(DialogueState.version).where(DialogueState.external_user_id == "u1")
+                          .with_for_update())
+            job = asyncio.ensure_future(acore.dispatch(Inbound("test", "u1", command="mute", event_key="cancelled")))
+            await asyncio.sleep(0.5)
+            assert not job.done()  # /mute's first write waits for the row
+            job.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await job
+            holding.rollback()
+            other.close()
+            for n in range(3):  # as many as the pool has connections
+                await acore.dispatch(Inbound("test", "u1", command="unmute", event_key=f"after{n}"))
+        finally:
+            await acore.aclose()
+
+    asyncio.run(main())
+    assert _keys(db) == ["after0", "after1", "after2", "first"]
 
 
 def test_url_parameters_asyncpg_does_not_take_stop_the_start_with_the_setting(settings):

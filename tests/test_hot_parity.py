@@ -334,6 +334,40 @@ def test_finish_event_writes_what_it_is_given(db, seed):
         conn.rollback()
 
 
+def test_finish_event_waits_for_the_row_and_sees_it_changed(db, seed):
+    """PostgreSQL, outside a transaction (the asyncpg path's events): another transaction holds the
+    row and saves a new version while the event's last statement runs. The statement waits for it,
+    then finds the row changed: nothing recorded, nothing saved, not the answer computed from the old
+    row kept for a redelivery to send."""
+    if db.dialect.name != "postgresql":
+        pytest.skip("SQLite's transaction holds the whole database")
+    import threading
+
+    other = db.connect()
+    transaction = other.begin()
+    other.execute(DialogueState.__table__.update().where(DialogueState.__table__.c.external_user_id == "100")
+                  .values(version=DialogueState.__table__.c.version + 1))
+    result = {}
+
+    def last_statement():
+        with db.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            result["done"] = hot.finish_event(conn, "telegram", "100", "late-1", {"replies": []}, seed.now,
+                                              version=4, save=("report", "confirm", {}), confirm=None)
+
+    runner = threading.Thread(target=last_statement)
+    runner.start()
+    runner.join(0.5)
+    assert runner.is_alive()  # waiting for the row
+    transaction.commit()
+    other.close()
+    runner.join(10)
+    assert result["done"] == hot.EventFinish(saved=0, recorded=0, confirmed=0, unchanged=0)
+    with db.connect() as conn:
+        row = hot.start_event(conn, "telegram", "100", "late-1")
+    assert row.seen is None and row.version == 5 and row.flow == "visit"
+
+
 # -- refused when built --------------------------------------------------------------------------
 
 _t = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("name", String(20)),

@@ -25,6 +25,7 @@ typed word means is the router's (bot/core/router.py), from the list of features
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -300,11 +301,16 @@ class Engine:
                         return outcome
                     except BaseException:
                         if pending.transaction is not None and driver.is_in_transaction() and not driver.is_closed():
-                            await pending.transaction.rollback()
+                            with contextlib.suppress(Exception):  # a connection in doubt is dropped below
+                                await pending.transaction.rollback()
                         raise
-                except BaseException:
-                    if driver.is_closed():  # what SQLAlchemy does for an error its adapter saw
-                        await conn.invalidate()
+                except BaseException as exc:
+                    # SQLAlchemy resets on return only what it began itself: a connection closed, still in
+                    # a transaction (a rollback that failed), or left by a cancelled statement is thrown
+                    # away here, never handed to the next event.
+                    if (driver.is_closed() or driver.is_in_transaction()
+                            or isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit))):
+                        await asyncio.shield(conn.invalidate())
                     raise
         except Decline:
             return None

@@ -77,10 +77,11 @@ class Redelivered(Exception):
 
 
 class ChangedMeanwhile(Redelivered):
-    """The dialogue row was not the version read when the event's last writes came, after the
-    channel's hook had run (the row lock of step 1 rules this out; a path without it would see it):
-    not a stale answer, which would leave the hook's work as if committed, but, as for a redelivery,
-    roll back and run the event again, from the row as it is now."""
+    """The dialogue row was not the version read when the event's first write or its last writes
+    came (the row lock of step 1 rules this out on the full path; the asyncpg path, which reads
+    without it, meets it whenever another process changed the row meanwhile): not a stale answer,
+    which would leave the hook's work as if committed, but, as for a redelivery, roll back and run
+    the event again, from the row as it is now, with the row locked from the start."""
 
 
 # -- the stored answer -------------------------------------------------------------------------------
@@ -180,6 +181,12 @@ class UnitOfWork:
         then the event's last writes together (``hot.finish_event``: one statement on PostgreSQL): the
         dialogue ``save``d if the step changed it (read at ``version``), the answer kept with the event,
         an answer delivered earlier marked."""
+        if save is None and lazy is not None and lazy.transaction is not None:
+            # The step wrote (its transaction began before this): the row's version moves on, so that
+            # another process's event that read the row before this one committed runs again (its
+            # first write, or its last statement, finds the version changed), as the row lock of the
+            # full path would have made it wait and read what this one wrote.
+            save = ctx.dialogue
         shown = version + 1 if save is not None else version
         replies = [item(shown) if callable(item) else item for item in ctx.replies]
         cadre = ctx.cadre
@@ -207,8 +214,10 @@ class UnitOfWork:
                                         version=version,
                                         save=None if save is None else (save.flow, save.step, save.data),
                                         confirm=mark)
-                if not done.unchanged or (save is not None and not done.saved and done.recorded):
+                if not done.unchanged:
                     raise ChangedMeanwhile()
+                if save is not None and done.recorded and not done.saved:  # the statement rules it out
+                    log.error("event %s: the answer was recorded but the dialogue not saved", key)
                 if not done.recorded:
                     raise Redelivered()  # another process handled this event meanwhile: roll back, ask again
             self.mark_delivered(conn, taken)
