@@ -324,6 +324,10 @@ def test_a_unix_socket_folder_is_the_one_url_parameter_asyncpg_takes(settings, d
     ("SELECT a FROM t FOR SHARE", False),
     ("SELECT nextval('visit_id_seq')", False),
     ("SELECT pg_advisory_xact_lock(1)", False),
+    ("SELECT pg_try_advisory_xact_lock(1)", False),
+    ("SELECT pg_notify('outbox', '1')", False),
+    ("SELECT set_config('app.user', 'x', true)", False),
+    ("SELECT lo_unlink(42)", False),
     ("SELECT a INTO b FROM t", False),
     ("WITH x AS (SELECT 1) SELECT * FROM x", False),  # not sure: counted as a write
     ("WITH x AS (UPDATE t SET a = 1 RETURNING 1) SELECT count(*) FROM x", False),
