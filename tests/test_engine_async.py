@@ -107,6 +107,19 @@ def _bump(db, user_id: str) -> None:
                      .values(version=DialogueState.version + 1))
 
 
+def _household_chosen(acore, hook):
+    """/visit, then the household chosen with ``hook`` as the channel's before_commit: its answer."""
+    async def main():
+        await acore.start_async()
+        try:
+            await acore.dispatch(Inbound("test", "u1", command="visit", event_key="v1"))
+            return await acore.dispatch(Inbound("test", "u1", text="住户1", event_key="v2"), before_commit=hook)
+        finally:
+            await acore.aclose()
+
+    return asyncio.run(main())
+
+
 def test_a_write_before_the_last_statement_begins_the_transaction_first(acore, db, clock):
     """The asyncpg path reads without a transaction (an event that only reads and answers has none
     before its last statement); the first statement that writes begins one. Writes through the fast
@@ -163,16 +176,7 @@ def test_a_row_changed_before_the_last_statement_runs_the_event_again_locked(aco
         if len(runs) == 1:
             _bump(db, "u1")
 
-    async def main():
-        await acore.start_async()
-        try:
-            await acore.dispatch(Inbound("test", "u1", command="visit", event_key="v1"))
-            return await acore.dispatch(Inbound("test", "u1", text="住户1", event_key="v2"),
-                                        before_commit=changed_meanwhile)
-        finally:
-            await acore.aclose()
-
-    answer = asyncio.run(main())
+    answer = _household_chosen(acore, changed_meanwhile)
     assert runs == [1, 2]  # the second run read the row the other process left
     assert answer.replies and not answer.stale and "回头看：住户1" in answer.replies[0].text
     assert _keys(db) == ["v1", "v2"]
@@ -189,9 +193,7 @@ def test_a_row_changed_before_the_first_write_runs_the_event_again_locked(acore,
 
     roster = make_roster(db)
     bind(db, roster.cadre, "test", "u1", clock())
-    runs = []
-
-    after_first_write = []
+    runs, after_first_write = [], []
 
     def changed_then_writes(ctx, outcome):
         runs.append(ctx.dialogue.version)
@@ -200,16 +202,7 @@ def test_a_row_changed_before_the_first_write_runs_the_event_again_locked(acore,
         hot.note_wechat_interaction(ctx.db, f"o{len(runs)}", ctx.now)
         after_first_write.append(len(runs))  # not in the first run: its first write found the row changed
 
-    async def main():
-        await acore.start_async()
-        try:
-            await acore.dispatch(Inbound("test", "u1", command="visit", event_key="v1"))
-            return await acore.dispatch(Inbound("test", "u1", text="住户1", event_key="v2"),
-                                        before_commit=changed_then_writes)
-        finally:
-            await acore.aclose()
-
-    answer = asyncio.run(main())
+    answer = _household_chosen(acore, changed_then_writes)
     assert runs == [1, 2] and after_first_write == [2] and answer.replies and not answer.stale
     assert _openids(db) == ["o2"] and _keys(db) == ["v1", "v2"]
 
