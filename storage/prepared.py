@@ -218,21 +218,21 @@ class Prepared(Generic[R]):
             conn.flush()
             conn = conn.connection()
         if conn.dialect.driver != "asyncpg":
-            return conn, None
+            return conn, None, None
+        compiled = self._compile(conn.dialect)
         driver = conn.connection.driver_connection
         if driver.is_in_transaction():
-            return conn, driver
+            return conn, compiled, driver
         lazy = conn.connection.info.get(LAZY_TRANSACTION)
         if lazy is None:
-            return conn, None
-        if not self._compile(conn.dialect).reads:
+            return conn, compiled, None
+        if not compiled.reads:
             lazy.begin(conn)
-        return conn, driver
+        return conn, compiled, driver
 
     def rows(self, conn: Connection | Session, **values: Any) -> list[R]:
-        conn, driver = self._asyncpg(conn)
+        conn, compiled, driver = self._asyncpg(conn)
         if driver is not None:
-            compiled = self._compile(conn.dialect)
             fetched = await_only(driver.fetch(compiled.sql, *compiled.params(values)))
         else:
             compiled, cursor = self._execute(conn, values)
@@ -257,9 +257,8 @@ class Prepared(Generic[R]):
         return rows[0] if rows else None
 
     def run(self, conn: Connection | Session, **values: Any) -> int:
-        conn, driver = self._asyncpg(conn)
+        conn, compiled, driver = self._asyncpg(conn)
         if driver is not None:
-            compiled = self._compile(conn.dialect)
             status = await_only(driver.execute(compiled.sql, *compiled.params(values)))  # "UPDATE 1", "INSERT 0 1"
             return int(status.rsplit(" ", 1)[-1])
         _compiled, cursor = self._execute(conn, values)
@@ -311,7 +310,7 @@ class LazyTransaction:
         self.transaction = None  # asyncpg's, once begun
 
     def begin(self, conn) -> None:
-        if not self.armed or self.transaction is not None:
+        if not self.armed:  # begun already, or the event's last statement
             return
         transaction = self.driver.transaction()
         await_only(transaction.start())
